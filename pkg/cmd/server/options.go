@@ -1,0 +1,187 @@
+// Package server holds the options and the run loop of tailscale-gateway-apiserver.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	apiserverconfig "k8s.io/apiserver/pkg/apis/apiserver"
+	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	basecompatibility "k8s.io/component-base/compatibility"
+	baseversion "k8s.io/component-base/version"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/embeddedetcd"
+	generatedopenapi "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/openapi"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/localpki"
+)
+
+const etcdPathPrefix = "/registry/gateway.tailscale.com"
+
+// Options configure the server.
+type Options struct {
+	RecommendedOptions *genericoptions.RecommendedOptions
+
+	// Standalone runs without a Kubernetes cluster: embedded etcd (unless etcd servers are given),
+	// a local CA, client-certificate authentication and an admin kubeconfig under DataDir.
+	Standalone bool
+	// DataDir holds the standalone server's etcd data, certificates and kubeconfig.
+	DataDir string
+
+	etcd *embeddedetcd.Server
+	pki  *localpki.Files
+}
+
+// NewOptions returns options with defaults for an aggregated API server.
+func NewOptions() *Options {
+	o := &Options{
+		RecommendedOptions: genericoptions.NewRecommendedOptions(etcdPathPrefix,
+			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion)),
+		DataDir: "_output/local",
+	}
+	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
+		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
+	o.RecommendedOptions.SecureServing.BindPort = 8443
+	return o
+}
+
+// AddFlags adds the server's flags to fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.RecommendedOptions.AddFlags(fs)
+	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,
+		"Run without a Kubernetes cluster: embedded etcd (unless --etcd-servers is set), a local CA and an admin kubeconfig in --data-dir.")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the standalone server's etcd data, certificates and kubeconfig.")
+}
+
+// KubeconfigPath is where a standalone server writes its admin kubeconfig.
+func (o *Options) KubeconfigPath() string { return filepath.Join(o.DataDir, "kubeconfig") }
+
+// Complete prepares standalone mode: it creates the PKI, turns off the parts that need a Kubernetes
+// cluster, and starts the embedded etcd when no etcd servers are configured.
+func (o *Options) Complete() error {
+	if !o.Standalone {
+		return nil
+	}
+	if o.DataDir == "" {
+		return errors.New("--data-dir is required with --standalone")
+	}
+	pki, err := localpki.Ensure(filepath.Join(o.DataDir, "pki"))
+	if err != nil {
+		return err
+	}
+	o.pki = pki
+
+	ro := o.RecommendedOptions
+	ro.SecureServing.ServerCert.CertKey.CertFile = pki.ServingCert
+	ro.SecureServing.ServerCert.CertKey.KeyFile = pki.ServingKey
+	// Only holders of a certificate from the local CA get in; system:masters may do anything,
+	// every other identity is denied.
+	ro.Authentication.RemoteKubeConfigFileOptional = true
+	ro.Authentication.SkipInClusterLookup = true
+	ro.Authentication.ClientCert.ClientCA = pki.CACert
+	ro.Authorization.RemoteKubeConfigFileOptional = true
+	ro.Authorization.AlwaysAllowGroups = []string{localpki.AdminGroup}
+	// No core Kubernetes API: no namespaces to check, no priority and fairness configuration.
+	ro.CoreAPI = nil
+	ro.Admission = nil
+	ro.Features.EnablePriorityAndFairness = false
+
+	if len(ro.Etcd.StorageConfig.Transport.ServerList) == 0 {
+		etcd, err := embeddedetcd.Start(filepath.Join(o.DataDir, "etcd"))
+		if err != nil {
+			return err
+		}
+		o.etcd = etcd
+		ro.Etcd.StorageConfig.Transport.ServerList = []string{etcd.ClientURL()}
+	}
+	return nil
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	return utilerrors.NewAggregate(o.RecommendedOptions.Validate())
+}
+
+// Config builds the server configuration.
+func (o *Options) Config() (*apiserver.Config, error) {
+	ro := o.RecommendedOptions
+	if ro.SecureServing.Listener == nil && o.Standalone {
+		// Listen before the kubeconfig is written so it names the real port, even for port 0.
+		addr := net.JoinHostPort(ro.SecureServing.BindAddress.String(), fmt.Sprint(ro.SecureServing.BindPort))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		ro.SecureServing.Listener = l
+	}
+	if err := ro.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
+		return nil, fmt.Errorf("creating self-signed certificates: %w", err)
+	}
+
+	cfg := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
+	namer := openapi.NewDefinitionNamer(apiserver.Scheme)
+	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIConfig.Info.Title = "tailscale-gateway"
+	cfg.OpenAPIConfig.Info.Version = v1alpha1.SchemeGroupVersion.Version
+	cfg.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIV3Config.Info.Title = "tailscale-gateway"
+	cfg.OpenAPIV3Config.Info.Version = v1alpha1.SchemeGroupVersion.Version
+	cfg.FeatureGate = utilfeature.DefaultFeatureGate
+	cfg.EffectiveVersion = basecompatibility.NewEffectiveVersionFromString(baseversion.DefaultKubeBinaryVersion, "", "")
+
+	if err := ro.ApplyTo(cfg); err != nil {
+		return nil, fmt.Errorf("applying options: %w", err)
+	}
+	if o.Standalone {
+		// The delegating options always allow anonymous requests; standalone answers them with 401.
+		authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
+			Anonymous:                          &apiserverconfig.AnonymousAuthConfig{Enabled: false},
+			ClientCertificateCAContentProvider: cfg.SecureServing.ClientCA,
+		}.New()
+		if err != nil {
+			return nil, fmt.Errorf("creating the client certificate authenticator: %w", err)
+		}
+		cfg.Authentication.Authenticator = authn
+	}
+	return &apiserver.Config{GenericConfig: cfg}, nil
+}
+
+// Run serves until ctx is done, then shuts down gracefully and stops the embedded etcd.
+func (o *Options) Run(ctx context.Context) error {
+	if o.etcd != nil {
+		defer o.etcd.Close()
+	}
+	cfg, err := o.Config()
+	if err != nil {
+		return err
+	}
+	server, err := cfg.Complete().New()
+	if err != nil {
+		return err
+	}
+	if o.Standalone {
+		url := "https://" + o.RecommendedOptions.SecureServing.Listener.Addr().String()
+		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", o.DataDir, err)
+		}
+		if err := o.pki.WriteKubeconfig(o.KubeconfigPath(), url); err != nil {
+			return err
+		}
+		klog.InfoS("Standalone server ready to serve", "url", url, "kubeconfig", o.KubeconfigPath())
+	}
+	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}

@@ -1,0 +1,84 @@
+// Package embeddedetcd runs a single-member etcd server inside the process, listening on loopback.
+package embeddedetcd
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/klog/v2"
+)
+
+// startTimeout bounds how long Start waits for the member to serve.
+const startTimeout = 2 * time.Minute
+
+// Server is a running embedded etcd member.
+type Server struct {
+	etcd      *embed.Etcd
+	clientURL string
+}
+
+// Start runs an etcd member storing its data under dir. It listens for clients on a free loopback
+// port; the data, not the port, survives a restart.
+func Start(dir string) (*Server, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = "tailscale-gateway"
+	cfg.Dir = dir
+	cfg.LogLevel = "error"
+	cfg.Logger = "zap"
+
+	clientURL, err := freeLoopbackURL()
+	if err != nil {
+		return nil, err
+	}
+	peerURL, err := freeLoopbackURL()
+	if err != nil {
+		return nil, err
+	}
+	cfg.ListenClientUrls = []url.URL{*clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
+	cfg.ListenPeerUrls = []url.URL{*peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd failed: %w", err)
+	case <-time.After(startTimeout):
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s not ready after %s", dir, startTimeout)
+	}
+	klog.InfoS("Embedded etcd is serving", "dir", dir, "url", clientURL.String())
+	return &Server{etcd: e, clientURL: clientURL.String()}, nil
+}
+
+// ClientURL is the URL clients connect to.
+func (s *Server) ClientURL() string { return s.clientURL }
+
+// Close stops the member.
+func (s *Server) Close() {
+	s.etcd.Close()
+}
+
+// freeLoopbackURL reserves a free port on 127.0.0.1 and returns an http URL for it. The port is
+// released before etcd binds it, which is safe in practice because the kernel does not hand out the
+// same ephemeral port again at once.
+func freeLoopbackURL() (*url.URL, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("reserving a loopback port: %w", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		return nil, fmt.Errorf("releasing %s: %w", addr, err)
+	}
+	return &url.URL{Scheme: "http", Host: addr}, nil
+}

@@ -1,0 +1,107 @@
+package registry
+
+import (
+	"context"
+	"reflect"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/apiserver/pkg/storage/names"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+)
+
+// strategy implements create, update and delete semantics shared by every kind: status is ignored on
+// writes to the main resource, and metadata.generation counts spec changes.
+type strategy[T any, PT Object[T]] struct {
+	runtime.ObjectTyper
+	names.NameGenerator
+	kind *Kind[T, PT]
+}
+
+var (
+	_ rest.RESTCreateUpdateStrategy = strategy[gateway.TailscaleEndpoints, *gateway.TailscaleEndpoints]{}
+	_ rest.ResetFieldsStrategy      = strategy[gateway.TailscaleEndpoints, *gateway.TailscaleEndpoints]{}
+	_ rest.ResetFieldsStrategy      = statusStrategy[gateway.TailscaleEndpoints, *gateway.TailscaleEndpoints]{}
+)
+
+func (s strategy[T, PT]) NamespaceScoped() bool { return s.kind.Namespaced }
+
+// GetResetFields tells server-side apply that status is owned by the status subresource.
+func (s strategy[T, PT]) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
+	return map[fieldpath.APIVersion]*fieldpath.Set{
+		fieldpath.APIVersion(s.kind.GroupVersion.String()): fieldpath.NewSet(fieldpath.MakePathOrDie("status")),
+	}
+}
+
+func (s strategy[T, PT]) PrepareForCreate(_ context.Context, obj runtime.Object) {
+	o := obj.(PT)
+	reflect.ValueOf(s.kind.Status(o)).Elem().SetZero()
+	o.SetGeneration(1)
+}
+
+func (s strategy[T, PT]) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
+	newObj, oldObj := obj.(PT), old.(PT)
+	copyInto(s.kind.Status(newObj), s.kind.Status(oldObj))
+	if !equality.Semantic.DeepEqual(s.kind.Spec(newObj), s.kind.Spec(oldObj)) {
+		newObj.SetGeneration(oldObj.GetGeneration() + 1)
+	}
+}
+
+func (s strategy[T, PT]) Validate(_ context.Context, obj runtime.Object) field.ErrorList {
+	return s.kind.Validate(obj.(PT))
+}
+
+func (s strategy[T, PT]) ValidateUpdate(_ context.Context, obj, old runtime.Object) field.ErrorList {
+	return s.kind.ValidateUpdate(obj.(PT), old.(PT))
+}
+
+func (strategy[T, PT]) WarningsOnCreate(context.Context, runtime.Object) []string { return nil }
+
+func (strategy[T, PT]) WarningsOnUpdate(context.Context, runtime.Object, runtime.Object) []string {
+	return nil
+}
+
+func (strategy[T, PT]) AllowCreateOnUpdate(context.Context) bool { return false }
+
+func (strategy[T, PT]) AllowUnconditionalUpdate(context.Context) bool { return true }
+
+func (strategy[T, PT]) Canonicalize(runtime.Object) {}
+
+// statusStrategy implements updates of the status subresource: spec and metadata other than
+// labels' and annotations' bookkeeping stay as stored.
+type statusStrategy[T any, PT Object[T]] struct {
+	strategy[T, PT]
+}
+
+// GetResetFields tells server-side apply that spec is owned by the main resource.
+func (s statusStrategy[T, PT]) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
+	return map[fieldpath.APIVersion]*fieldpath.Set{
+		fieldpath.APIVersion(s.kind.GroupVersion.String()): fieldpath.NewSet(
+			fieldpath.MakePathOrDie("spec"),
+			fieldpath.MakePathOrDie("metadata", "labels"),
+			fieldpath.MakePathOrDie("metadata", "annotations"),
+		),
+	}
+}
+
+func (s statusStrategy[T, PT]) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
+	newObj, oldObj := obj.(PT), old.(PT)
+	copyInto(s.kind.Spec(newObj), s.kind.Spec(oldObj))
+	newObj.SetLabels(oldObj.GetLabels())
+	newObj.SetAnnotations(oldObj.GetAnnotations())
+	newObj.SetGeneration(oldObj.GetGeneration())
+}
+
+// ValidateUpdate accepts any status: it is written by the server's own controllers.
+func (statusStrategy[T, PT]) ValidateUpdate(context.Context, runtime.Object, runtime.Object) field.ErrorList {
+	return nil
+}
+
+// copyInto sets *dst to *src; both are pointers to values of the same type.
+func copyInto(dst, src any) {
+	reflect.ValueOf(dst).Elem().Set(reflect.ValueOf(src).Elem())
+}
