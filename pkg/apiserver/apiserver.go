@@ -88,7 +88,7 @@ func NewStorage(optsGetter generic.RESTOptionsGetter) (map[string]rest.Storage, 
 }
 
 func addStorage[T any, PT registry.Object[T]](storage map[string]rest.Storage, kind *registry.Kind[T, PT], optsGetter generic.RESTOptionsGetter) error {
-	main, status, err := registry.NewREST(kind, Scheme, optsGetter, gateway.Resource)
+	main, status, err := registry.NewREST(kind, Scheme, optsGetter, gateway.Resource, nil)
 	if err != nil {
 		return err
 	}

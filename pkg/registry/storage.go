@@ -45,6 +45,10 @@ type Kind[T any, PT Object[T]] struct {
 	// Fields returns the kind's selectable fields besides metadata.name and metadata.namespace.
 	Fields func(PT) fields.Set
 
+	// StripLive clears the status fields that are computed on read only (latency, last probe
+	// time and the like) so that a client writing back a status it read persists none of them.
+	StripLive func(PT)
+
 	Validate       func(PT) field.ErrorList
 	ValidateUpdate func(obj, old PT) field.ErrorList
 
@@ -111,8 +115,10 @@ func (r *StatusREST) ConvertToTable(ctx context.Context, object runtime.Object, 
 	return r.store.ConvertToTable(ctx, object, tableOptions)
 }
 
-// NewREST returns the storage of a kind and of its status subresource.
-func NewREST[T any, PT Object[T]](kind *Kind[T, PT], scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, groupResource func(string) schema.GroupResource) (*REST, *StatusREST, error) {
+// NewREST returns the storage of a kind and of its status subresource. A non-nil overlay adds live
+// status to every object the storage returns, watch events included.
+func NewREST[T any, PT Object[T]](kind *Kind[T, PT], scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter,
+	groupResource func(string) schema.GroupResource, overlay Overlay[T, PT]) (rest.Storage, *StatusREST, error) {
 	s := strategy[T, PT]{ObjectTyper: scheme, NameGenerator: names.SimpleNameGenerator, kind: kind}
 	attrs := func(obj runtime.Object) (labels.Set, fields.Set, error) {
 		o, ok := obj.(PT)
@@ -142,6 +148,9 @@ func NewREST[T any, PT Object[T]](kind *Kind[T, PT], scheme *runtime.Scheme, opt
 
 		TableConvertor: tableConvertor[T, PT]{kind: kind},
 	}
+	if overlay != nil {
+		store.Decorator = decorate(overlay)
+	}
 	if err := store.CompleteWithOptions(&generic.StoreOptions{RESTOptions: optsGetter, AttrFunc: attrs}); err != nil {
 		return nil, nil, fmt.Errorf("completing %s storage: %w", kind.Resource, err)
 	}
@@ -150,5 +159,9 @@ func NewREST[T any, PT Object[T]](kind *Kind[T, PT], scheme *runtime.Scheme, opt
 	status := statusStrategy[T, PT]{s}
 	statusStore.UpdateStrategy = status
 	statusStore.ResetFieldsStrategy = status
-	return &REST{Store: store, shortNames: kind.ShortNames}, &StatusREST{store: &statusStore}, nil
+	main := &REST{Store: store, shortNames: kind.ShortNames}
+	if overlay != nil {
+		return &liveREST[T, PT]{REST: main, overlay: overlay}, &StatusREST{store: &statusStore}, nil
+	}
+	return main, &StatusREST{store: &statusStore}, nil
 }

@@ -91,6 +91,9 @@ func (s statusStrategy[T, PT]) GetResetFields() map[fieldpath.APIVersion]*fieldp
 func (s statusStrategy[T, PT]) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
 	newObj, oldObj := obj.(PT), old.(PT)
 	copyInto(s.kind.Spec(newObj), s.kind.Spec(oldObj))
+	if s.kind.StripLive != nil {
+		s.kind.StripLive(newObj)
+	}
 	newObj.SetLabels(oldObj.GetLabels())
 	newObj.SetAnnotations(oldObj.GetAnnotations())
 	newObj.SetGeneration(oldObj.GetGeneration())

@@ -166,3 +166,22 @@ func TestRestartKeepsData(t *testing.T) {
 		t.Fatalf("after restart: %+v", got.Spec)
 	}
 }
+
+// TestExamplesApply is the newcomer's path: apply examples/ and list everything.
+func TestExamplesApply(t *testing.T) {
+	kubectl(t, "apply", "-f", "../../examples/")
+	out := kubectl(t, "get", "tailscale", "-A")
+	for _, want := range []string{
+		"tailscaleendpoints.gateway.tailscale.com/web-services",
+		"tailscaleservices.gateway.tailscale.com/production-web-service",
+		"tailscalegateway.gateway.tailscale.com/production-gateway",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get tailscale -A lacks %s:\n%s", want, out)
+		}
+	}
+	out = kubectl(t, "get", "tstn")
+	if !regexp.MustCompile(`(?m)^main-tailnet\s+company\.ts\.net\s+Unknown\s+0\s+\S+$`).MatchString(out) {
+		t.Errorf("kubectl get tstn:\n%s", out)
+	}
+}

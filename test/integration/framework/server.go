@@ -41,12 +41,12 @@ type Server struct {
 
 // Start runs a standalone server on dataDir (a new temporary directory when empty) and waits
 // until it is ready. The server stops when the test ends.
-func Start(tb testing.TB, dataDir string) *Server {
+func Start(tb testing.TB, dataDir string, configure ...func(*server.Options)) *Server {
 	tb.Helper()
 	if dataDir == "" {
 		dataDir = tb.TempDir()
 	}
-	s, err := StartServer(dataDir)
+	s, err := StartServer(dataDir, configure...)
 	if err != nil {
 		tb.Fatalf("starting server: %v", err)
 	}
@@ -55,7 +55,8 @@ func Start(tb testing.TB, dataDir string) *Server {
 }
 
 // StartServer runs a standalone server on dataDir and waits until it is ready; Stop ends it.
-func StartServer(dataDir string) (*Server, error) {
+// configure, when given, adjusts the options before they are completed.
+func StartServer(dataDir string, configure ...func(*server.Options)) (*Server, error) {
 	o := server.NewOptions()
 	o.Standalone = true
 	o.DataDir = dataDir
@@ -65,6 +66,9 @@ func StartServer(dataDir string) (*Server, error) {
 	}
 	o.RecommendedOptions.SecureServing.Listener = l
 	o.RecommendedOptions.SecureServing.BindPort = l.Addr().(*net.TCPAddr).Port
+	for _, c := range configure {
+		c(o)
+	}
 	if err := o.Complete(); err != nil {
 		return nil, err
 	}
@@ -86,6 +90,8 @@ func StartServer(dataDir string) (*Server, error) {
 		if err != nil || !strings.HasSuffix(cfg.Host, l.Addr().String()) {
 			return false, nil
 		}
+		// Tests and benchmarks measure the server, not client-side throttling.
+		cfg.QPS, cfg.Burst = -1, 0
 		s.Config = cfg
 		client, err := rest.HTTPClientFor(cfg)
 		if err != nil {
