@@ -2,7 +2,9 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,6 +17,10 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/statuswriter"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/registry"
 )
 
@@ -36,11 +42,35 @@ func init() {
 // Config is the configuration of the server.
 type Config struct {
 	GenericConfig *genericapiserver.RecommendedConfig
+	// Collector, when set, supplies live status for reads and transitions; without it the
+	// server serves stored status only.
+	Collector Collector
+}
+
+// Collector gathers live tailnet and health state in the background and answers livestatus
+// reads from memory.
+type Collector interface {
+	livestatus.Sources
+	// Configure registers the collector's informer handlers (which tailnets to poll, which
+	// endpoints to probe) and the receiver of its change notifications. It is called once,
+	// before the informers start.
+	Configure(factory informers.SharedInformerFactory, notify Notifier) error
+	// Run collects until ctx is done.
+	Run(ctx context.Context)
+}
+
+// Notifier receives the collector's transitions.
+type Notifier interface {
+	// EndpointsChanged reports a health transition of an endpoint of a TailscaleEndpoints.
+	EndpointsChanged(namespace, name string)
+	// TailnetChanged reports a change of devices' online state or of a tailnet's sync state.
+	TailnetChanged()
 }
 
 // CompletedConfig is a Config with defaults filled in.
 type CompletedConfig struct {
 	GenericConfig genericapiserver.CompletedConfig
+	Collector     Collector
 }
 
 // Server serves gateway.tailscale.com.
@@ -50,7 +80,7 @@ type Server struct {
 
 // Complete fills in defaults.
 func (c *Config) Complete() CompletedConfig {
-	return CompletedConfig{GenericConfig: c.GenericConfig.Complete()}
+	return CompletedConfig{GenericConfig: c.GenericConfig.Complete(), Collector: c.Collector}
 }
 
 // New returns a server with every kind of the API group installed.
@@ -59,7 +89,13 @@ func (c CompletedConfig) New() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating generic server: %w", err)
 	}
-	storage, err := NewStorage(c.GenericConfig.RESTOptionsGetter)
+	var overlays *Overlays
+	if c.Collector != nil {
+		if overlays, err = c.startLiveStatus(genericServer); err != nil {
+			return nil, err
+		}
+	}
+	storage, err := NewStorage(c.GenericConfig.RESTOptionsGetter, overlays)
 	if err != nil {
 		return nil, err
 	}
@@ -71,14 +107,42 @@ func (c CompletedConfig) New() (*Server, error) {
 	return &Server{GenericAPIServer: genericServer}, nil
 }
 
-// NewStorage returns the REST storage of every resource and status subresource of v1alpha1.
-func NewStorage(optsGetter generic.RESTOptionsGetter) (map[string]rest.Storage, error) {
+// startLiveStatus wires the collector and the status writer to informers on the loopback client
+// and starts them once the server serves. It returns the overlays of the read paths.
+func (c CompletedConfig) startLiveStatus(server *genericapiserver.GenericAPIServer) (*Overlays, error) {
+	client, err := versioned.NewForConfig(c.GenericConfig.LoopbackClientConfig)
+	if err != nil {
+		return nil, fmt.Errorf("creating loopback client: %w", err)
+	}
+	factory := informers.NewSharedInformerFactory(client, 10*time.Minute)
+	writer := statuswriter.New(client, factory, c.Collector)
+	if err := c.Collector.Configure(factory, writer); err != nil {
+		return nil, fmt.Errorf("configuring live status: %w", err)
+	}
+	err = server.AddPostStartHook("tailscale-gateway-live-status", func(hook genericapiserver.PostStartHookContext) error {
+		factory.Start(hook.Done())
+		go c.Collector.Run(hook)
+		go writer.Run(hook, 2)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return NewOverlays(c.Collector, writer.Selector()), nil
+}
+
+// NewStorage returns the REST storage of every resource and status subresource of v1alpha1;
+// overlays, when not nil, add live status to what it serves.
+func NewStorage(optsGetter generic.RESTOptionsGetter, overlays *Overlays) (map[string]rest.Storage, error) {
+	if overlays == nil {
+		overlays = &Overlays{}
+	}
 	storage := map[string]rest.Storage{}
 	for _, err := range []error{
-		addStorage(storage, registry.TailscaleTailnets, optsGetter),
-		addStorage(storage, registry.TailscaleEndpoints, optsGetter),
-		addStorage(storage, registry.TailscaleServices, optsGetter),
-		addStorage(storage, registry.TailscaleGateways, optsGetter),
+		addStorage(storage, registry.TailscaleTailnets, optsGetter, overlays.Tailnet),
+		addStorage(storage, registry.TailscaleEndpoints, optsGetter, overlays.Endpoints),
+		addStorage(storage, registry.TailscaleServices, optsGetter, overlays.Services),
+		addStorage(storage, registry.TailscaleGateways, optsGetter, overlays.Gateway),
 	} {
 		if err != nil {
 			return nil, err
@@ -87,8 +151,9 @@ func NewStorage(optsGetter generic.RESTOptionsGetter) (map[string]rest.Storage, 
 	return storage, nil
 }
 
-func addStorage[T any, PT registry.Object[T]](storage map[string]rest.Storage, kind *registry.Kind[T, PT], optsGetter generic.RESTOptionsGetter) error {
-	main, status, err := registry.NewREST(kind, Scheme, optsGetter, gateway.Resource, nil)
+func addStorage[T any, PT registry.Object[T]](storage map[string]rest.Storage, kind *registry.Kind[T, PT],
+	optsGetter generic.RESTOptionsGetter, overlay registry.Overlay[T, PT]) error {
+	main, status, err := registry.NewREST(kind, Scheme, optsGetter, gateway.Resource, overlay)
 	if err != nil {
 		return err
 	}

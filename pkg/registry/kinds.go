@@ -11,6 +11,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 )
 
 // The kinds served by the registry, keyed by plural resource name in Kinds.
@@ -24,6 +25,7 @@ var (
 		Fields: func(o *gateway.TailscaleTailnet) fields.Set {
 			return fields.Set{"spec.tailnet": o.Spec.Tailnet}
 		},
+		StripLive:      func(o *gateway.TailscaleTailnet) { livestatus.StripTailnet(&o.Status) },
 		Validate:       validation.ValidateTailscaleTailnet,
 		ValidateUpdate: validation.ValidateTailscaleTailnetUpdate,
 		Columns: []metav1.TableColumnDefinition{
@@ -48,6 +50,7 @@ var (
 		Fields: func(o *gateway.TailscaleEndpoints) fields.Set {
 			return fields.Set{"spec.tailnet": o.Spec.Tailnet}
 		},
+		StripLive:      func(o *gateway.TailscaleEndpoints) { livestatus.StripEndpoints(&o.Status) },
 		Validate:       validation.ValidateTailscaleEndpoints,
 		ValidateUpdate: validation.ValidateTailscaleEndpointsUpdate,
 		Columns: []metav1.TableColumnDefinition{
@@ -120,6 +123,7 @@ var (
 		Fields: func(o *gateway.TailscaleGateway) fields.Set {
 			return fields.Set{"spec.gatewayRef.name": o.Spec.GatewayRef.Name}
 		},
+		StripLive:      func(o *gateway.TailscaleGateway) { livestatus.StripGateway(&o.Status) },
 		Validate:       validation.ValidateTailscaleGateway,
 		ValidateUpdate: validation.ValidateTailscaleGatewayUpdate,
 		Columns: []metav1.TableColumnDefinition{

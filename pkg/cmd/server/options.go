@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -41,6 +42,12 @@ type Options struct {
 	Standalone bool
 	// DataDir holds the standalone server's etcd data, certificates and kubeconfig.
 	DataDir string
+	// ShutdownDelay is how long the server keeps serving after it is told to stop, with /readyz
+	// failing, so that Services and kube-apiserver stop sending it requests before it closes.
+	ShutdownDelay time.Duration
+
+	// Collector supplies live status; nil serves stored status only.
+	Collector apiserver.Collector
 
 	etcd *embeddedetcd.Server
 	pki  *localpki.Files
@@ -65,6 +72,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,
 		"Run without a Kubernetes cluster: embedded etcd (unless --etcd-servers is set), a local CA and an admin kubeconfig in --data-dir.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the standalone server's etcd data, certificates and kubeconfig.")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
+		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
 
 // KubeconfigPath is where a standalone server writes its admin kubeconfig.
@@ -133,6 +142,7 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	}
 
 	cfg := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
+	cfg.ShutdownDelayDuration = o.ShutdownDelay
 	namer := openapi.NewDefinitionNamer(apiserver.Scheme)
 	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	cfg.OpenAPIConfig.Info.Title = "tailscale-gateway"
@@ -157,7 +167,7 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		}
 		cfg.Authentication.Authenticator = authn
 	}
-	return &apiserver.Config{GenericConfig: cfg}, nil
+	return &apiserver.Config{GenericConfig: cfg, Collector: o.Collector}, nil
 }
 
 // Run serves until ctx is done, then shuts down gracefully and stops the embedded etcd.

@@ -34,6 +34,8 @@ type Server struct {
 	Kubeconfig string
 	// Config is the admin client configuration.
 	Config *rest.Config
+	// EtcdURL is the client URL of the etcd the server stores objects in.
+	EtcdURL string
 
 	cancel context.CancelFunc
 	done   chan error
@@ -76,7 +78,8 @@ func StartServer(dataDir string, configure ...func(*server.Options)) (*Server, e
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{DataDir: dataDir, Kubeconfig: o.KubeconfigPath(), cancel: cancel, done: make(chan error, 1)}
+	s := &Server{DataDir: dataDir, Kubeconfig: o.KubeconfigPath(), cancel: cancel, done: make(chan error, 1),
+		EtcdURL: o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList[0]}
 	go func() { s.done <- o.Run(ctx) }()
 
 	// Run writes the kubeconfig once it listens; wait for that, then for /readyz.

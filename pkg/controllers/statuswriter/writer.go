@@ -1,0 +1,298 @@
+// Package statuswriter persists status transitions — healthy <-> unhealthy, online <-> offline,
+// tailnet synced <-> not — through the status subresource, so that watchers and informers receive
+// them as real events with new resourceVersions. Fields that change on every probe or poll stay
+// computed on read and are never written.
+package statuswriter
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+)
+
+// Kinds in queue keys.
+const (
+	kindTailnet   = "TailscaleTailnet"
+	kindEndpoints = "TailscaleEndpoints"
+	kindServices  = "TailscaleServices"
+	kindGateway   = "TailscaleGateway"
+)
+
+// key names one object in the queue.
+type key struct{ kind, namespace, name string }
+
+// Writer keeps the persisted status of every object equal to what livestatus computes, less the
+// fields that change on every probe.
+type Writer struct {
+	client  versioned.Interface
+	sources livestatus.Sources
+	scheme  *runtime.Scheme
+	now     func() time.Time
+
+	tailnets  listers.TailscaleTailnetLister
+	endpoints listers.TailscaleEndpointsLister
+	services  listers.TailscaleServicesLister
+	gateways  listers.TailscaleGatewayLister
+	synced    []cache.InformerSynced
+
+	queue workqueue.TypedRateLimitingInterface[key]
+}
+
+// New returns a writer reading objects through informers of factory and writing through client.
+func New(client versioned.Interface, factory informers.SharedInformerFactory, sources livestatus.Sources) *Writer {
+	scheme := runtime.NewScheme()
+	install.Install(scheme)
+	gw := factory.Gateway().V1alpha1()
+	w := &Writer{
+		client:    client,
+		sources:   sources,
+		scheme:    scheme,
+		now:       time.Now,
+		tailnets:  gw.TailscaleTailnets().Lister(),
+		endpoints: gw.TailscaleEndpoints().Lister(),
+		services:  gw.TailscaleServices().Lister(),
+		gateways:  gw.TailscaleGateways().Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[key](),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: "statuswriter"}),
+	}
+	for kind, inf := range map[string]cache.SharedIndexInformer{
+		kindTailnet:   gw.TailscaleTailnets().Informer(),
+		kindEndpoints: gw.TailscaleEndpoints().Informer(),
+		kindServices:  gw.TailscaleServices().Informer(),
+		kindGateway:   gw.TailscaleGateways().Informer(),
+	} {
+		kind := kind
+		enqueue := func(obj any) { w.enqueueObject(kind, obj) }
+		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    enqueue,
+			UpdateFunc: func(_, obj any) { enqueue(obj) },
+		})
+		utilruntime.Must(err)
+		w.synced = append(w.synced, inf.HasSynced)
+	}
+	return w
+}
+
+// Selector returns an EndpointsSelector over the writer's informer cache.
+func (w *Writer) Selector() livestatus.EndpointsSelector { return endpointsSelector{w.endpoints} }
+
+// EndpointsChanged requeues a TailscaleEndpoints, e.g. after a health transition of one of its
+// endpoints.
+func (w *Writer) EndpointsChanged(namespace, name string) {
+	w.queue.Add(key{kindEndpoints, namespace, name})
+}
+
+// TailnetChanged requeues every object whose status depends on tailnet state.
+func (w *Writer) TailnetChanged() {
+	for kind, list := range map[string]func() ([]metav1.Object, error){
+		kindTailnet:   func() ([]metav1.Object, error) { return objects(w.tailnets.List(labels.Everything())) },
+		kindEndpoints: func() ([]metav1.Object, error) { return objects(w.endpoints.List(labels.Everything())) },
+		kindServices:  func() ([]metav1.Object, error) { return objects(w.services.List(labels.Everything())) },
+		kindGateway:   func() ([]metav1.Object, error) { return objects(w.gateways.List(labels.Everything())) },
+	} {
+		items, err := list()
+		if err != nil {
+			utilruntime.HandleError(err)
+			continue
+		}
+		for _, o := range items {
+			w.queue.Add(key{kind, o.GetNamespace(), o.GetName()})
+		}
+	}
+}
+
+// Run processes the queue with the given number of workers until ctx is done.
+func (w *Writer) Run(ctx context.Context, workers int) {
+	defer w.queue.ShutDown()
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, w.synced...) {
+		return
+	}
+	for i := 0; i < workers; i++ {
+		go wait.UntilWithContext(ctx, w.work, time.Second)
+	}
+	<-ctx.Done()
+}
+
+func (w *Writer) work(ctx context.Context) {
+	for {
+		k, shutdown := w.queue.Get()
+		if shutdown {
+			return
+		}
+		err := w.sync(ctx, k)
+		switch {
+		case err == nil:
+			w.queue.Forget(k)
+		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+			// A newer version is on its way through the informer, or the object is gone.
+			w.queue.Forget(k)
+		default:
+			utilruntime.HandleErrorWithContext(ctx, err, "Writing status", "kind", k.kind, "namespace", k.namespace, "name", k.name)
+			w.queue.AddRateLimited(k)
+		}
+		w.queue.Done(k)
+	}
+}
+
+func (w *Writer) enqueueObject(kind string, obj any) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	w.queue.Add(key{kind, o.GetNamespace(), o.GetName()})
+	if kind == kindEndpoints {
+		// Services count the health of the endpoints they select.
+		services, err := w.services.TailscaleServices(o.GetNamespace()).List(labels.Everything())
+		if err != nil {
+			return
+		}
+		for _, s := range services {
+			w.queue.Add(key{kindServices, s.Namespace, s.Name})
+		}
+	}
+}
+
+func (w *Writer) sync(ctx context.Context, k key) error {
+	now := w.now()
+	c := w.client.GatewayV1alpha1()
+	opts := metav1.UpdateOptions{FieldManager: "tailscale-gateway-status"}
+	switch k.kind {
+	case kindTailnet:
+		obj, err := w.tailnets.Get(k.name)
+		if err != nil {
+			return ignoreNotFound(err)
+		}
+		return reconcile(w.scheme, obj, &gateway.TailscaleTailnet{}, func(in *gateway.TailscaleTailnet) bool {
+			st := livestatus.TailnetStatus(in, w.sources, now)
+			livestatus.StripTailnet(&st)
+			return setIfChanged(&in.Status, st)
+		}, func(out *v1alpha1.TailscaleTailnet) error {
+			_, err := c.TailscaleTailnets().UpdateStatus(ctx, out, opts)
+			return err
+		})
+	case kindEndpoints:
+		obj, err := w.endpoints.TailscaleEndpoints(k.namespace).Get(k.name)
+		if err != nil {
+			return ignoreNotFound(err)
+		}
+		return reconcile(w.scheme, obj, &gateway.TailscaleEndpoints{}, func(in *gateway.TailscaleEndpoints) bool {
+			st := livestatus.Endpoints(in, w.sources, now)
+			livestatus.StripEndpoints(&st)
+			return setIfChanged(&in.Status, st)
+		}, func(out *v1alpha1.TailscaleEndpoints) error {
+			_, err := c.TailscaleEndpoints(k.namespace).UpdateStatus(ctx, out, opts)
+			return err
+		})
+	case kindServices:
+		obj, err := w.services.TailscaleServices(k.namespace).Get(k.name)
+		if err != nil {
+			return ignoreNotFound(err)
+		}
+		return reconcile(w.scheme, obj, &gateway.TailscaleServices{}, func(in *gateway.TailscaleServices) bool {
+			return setIfChanged(&in.Status, livestatus.Services(in, w.sources, w.Selector(), now))
+		}, func(out *v1alpha1.TailscaleServices) error {
+			_, err := c.TailscaleServices(k.namespace).UpdateStatus(ctx, out, opts)
+			return err
+		})
+	case kindGateway:
+		obj, err := w.gateways.TailscaleGateways(k.namespace).Get(k.name)
+		if err != nil {
+			return ignoreNotFound(err)
+		}
+		return reconcile(w.scheme, obj, &gateway.TailscaleGateway{}, func(in *gateway.TailscaleGateway) bool {
+			st := livestatus.Gateway(in, w.sources, now)
+			livestatus.StripGateway(&st)
+			return setIfChanged(&in.Status, st)
+		}, func(out *v1alpha1.TailscaleGateway) error {
+			_, err := c.TailscaleGateways(k.namespace).UpdateStatus(ctx, out, opts)
+			return err
+		})
+	}
+	return fmt.Errorf("unknown kind %q", k.kind)
+}
+
+// reconcile converts a cached object to its internal version, lets compute set its status, and
+// writes it back through update when compute reports a change.
+func reconcile[V interface {
+	runtime.Object
+	metav1.Object
+}, I runtime.Object](scheme *runtime.Scheme, cached V, internal I, compute func(I) bool, update func(V) error) error {
+	if err := scheme.Convert(cached, internal, nil); err != nil {
+		return fmt.Errorf("converting to internal: %w", err)
+	}
+	if !compute(internal) {
+		return nil
+	}
+	out := cached.DeepCopyObject().(V)
+	if err := scheme.Convert(internal, out, nil); err != nil {
+		return fmt.Errorf("converting from internal: %w", err)
+	}
+	klog.V(4).InfoS("Writing status transition", "object", klog.KObj(out))
+	return update(out)
+}
+
+// setIfChanged sets *dst to src and reports whether they differed.
+func setIfChanged[S any](dst *S, src S) bool {
+	if equality.Semantic.DeepEqual(*dst, src) {
+		return false
+	}
+	*dst = src
+	return true
+}
+
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func objects[T metav1.Object](items []T, err error) ([]metav1.Object, error) {
+	out := make([]metav1.Object, len(items))
+	for i, o := range items {
+		out[i] = o
+	}
+	return out, err
+}
+
+// endpointsSelector answers livestatus with the persisted health counts of TailscaleEndpoints.
+type endpointsSelector struct {
+	lister listers.TailscaleEndpointsLister
+}
+
+func (s endpointsSelector) SelectEndpoints(namespace string, selector labels.Selector) []livestatus.SelectedEndpoints {
+	items, err := s.lister.TailscaleEndpoints(namespace).List(selector)
+	if err != nil {
+		return nil
+	}
+	out := make([]livestatus.SelectedEndpoints, 0, len(items))
+	for _, e := range items {
+		sel := livestatus.SelectedEndpoints{Name: e.Name, Namespace: e.Namespace, Tailnet: e.Spec.Tailnet, Labels: e.Labels,
+			Total: int32(len(e.Spec.Endpoints)), Healthy: e.Status.HealthyEndpoints}
+		for _, ep := range e.Spec.Endpoints {
+			sel.Machines = append(sel.Machines, strings.TrimSuffix(ep.TailscaleFQDN, "."))
+		}
+		out = append(out, sel)
+	}
+	return out
+}

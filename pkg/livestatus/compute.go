@@ -1,0 +1,329 @@
+package livestatus
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+)
+
+// Condition types set by this package.
+const (
+	ConditionReady           = "Ready"
+	ConditionTailnetSynced   = "TailnetSynced"
+	ConditionVIPServiceReady = "VIPServiceReady"
+	ConditionTailnetsReady   = "TailnetsReady"
+)
+
+// Endpoints returns the status of a TailscaleEndpoints with the live state of each endpoint: its
+// device's presence in the tailnet and its health. An endpoint without an enabled health check is
+// Healthy while its device is online, Unhealthy while it is offline, and Unknown when the tailnet
+// has no device at its address.
+func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gateway.TailscaleEndpointsStatus {
+	tn, haveTailnet := src.Tailnet(obj.Spec.Tailnet)
+	st := gateway.TailscaleEndpointsStatus{
+		Endpoints:      make([]gateway.EndpointStatus, 0, len(obj.Spec.Endpoints)),
+		TotalEndpoints: int32(len(obj.Spec.Endpoints)),
+	}
+	var offline int32
+	for _, ep := range obj.Spec.Endpoints {
+		es := gateway.EndpointStatus{
+			Name:    ep.Name,
+			Address: net.JoinHostPort(ep.TailscaleIP, strconv.Itoa(int(ep.Port))),
+			Status:  Unknown,
+		}
+		if dev, ok := tn.deviceFor(ep.TailscaleIP, ep.TailscaleFQDN); haveTailnet && ok {
+			online := dev.Online
+			es.Online = &online
+			if !dev.LastSeen.IsZero() {
+				es.LastSeen = &metav1.Time{Time: dev.LastSeen}
+			}
+			if !online {
+				offline++
+			}
+		}
+		if ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled {
+			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok {
+				es.Status = p.Status
+				es.Error = p.Error
+				if !p.LastChecked.IsZero() {
+					es.LastChecked = &metav1.Time{Time: p.LastChecked}
+					es.Latency = &metav1.Duration{Duration: p.Latency}
+				}
+			}
+		} else if es.Online != nil {
+			es.Status = map[bool]string{true: Healthy, false: Unhealthy}[*es.Online]
+		}
+		if es.Status == Healthy {
+			st.HealthyEndpoints++
+		}
+		st.Endpoints = append(st.Endpoints, es)
+	}
+	if sd := obj.Spec.ServiceDiscovery; sd != nil {
+		for _, v := range sd.VIPServices {
+			vs := gateway.VIPServiceStatus{Name: v.Name, Status: "NotRegistered"}
+			if svc, ok := tn.service(v.Name); haveTailnet && ok {
+				vs.Status = "Registered"
+				if len(svc.Addrs) > 0 {
+					vs.VIPAddress = svc.Addrs[0]
+				}
+			}
+			st.VIPServices = append(st.VIPServices, vs)
+		}
+	}
+
+	st.Conditions = cloneConditions(obj.Status.Conditions)
+	setTailnetSynced(&st.Conditions, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
+	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
+		Message: fmt.Sprintf("%d of %d endpoints healthy", st.HealthyEndpoints, st.TotalEndpoints)}
+	switch {
+	case !haveTailnet || !tn.Synced:
+		ready.Status, ready.Reason = metav1.ConditionUnknown, "TailnetNotSynced"
+	case offline > 0:
+		ready.Status, ready.Reason = metav1.ConditionFalse, "DevicesOffline"
+		ready.Message = fmt.Sprintf("%d of %d endpoint devices offline", offline, st.TotalEndpoints)
+	case st.HealthyEndpoints < st.TotalEndpoints:
+		ready.Status, ready.Reason = metav1.ConditionFalse, "EndpointsUnhealthy"
+	}
+	setCondition(&st.Conditions, ready, obj.Generation, now)
+	return st
+}
+
+// StripEndpoints clears the fields of a TailscaleEndpoints status that change on every probe or
+// poll; what is left changes only on transitions and is what the status writer persists.
+func StripEndpoints(st *gateway.TailscaleEndpointsStatus) {
+	eps := make([]gateway.EndpointStatus, len(st.Endpoints))
+	for i, e := range st.Endpoints {
+		e.LastChecked, e.Latency, e.LastSeen, e.Error = nil, nil, nil, ""
+		eps[i] = e
+	}
+	st.Endpoints = eps
+}
+
+// Tailnet returns the status of a TailscaleTailnet: tailnet info, device counts and sync state.
+func TailnetStatus(obj *gateway.TailscaleTailnet, src Sources, now time.Time) gateway.TailscaleTailnetStatus {
+	tn, ok := src.Tailnet(obj.Name)
+	st := gateway.TailscaleTailnetStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	if ok {
+		st.TailnetInfo = &gateway.TailnetInfo{Name: tn.Name, MagicDNSSuffix: tn.MagicDNSSuffix}
+		st.DeviceCount = int32(len(tn.Devices))
+		for _, d := range tn.Devices {
+			if d.Online {
+				st.ConnectedDeviceCount++
+			}
+		}
+		if !tn.LastSync.IsZero() {
+			st.LastSyncTime = &metav1.Time{Time: tn.LastSync}
+		}
+	}
+	setTailnetSynced(&st.Conditions, obj.Name, tn, ok, obj.Generation, now)
+	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "TailnetConnected",
+		Message: "the Tailscale API answers with the configured credentials"}
+	if !ok || !tn.Synced {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "TailnetNotSynced", syncedMessage(obj.Name, tn, ok)
+	}
+	setCondition(&st.Conditions, ready, obj.Generation, now)
+	return st
+}
+
+// StripTailnet clears the fields of a TailscaleTailnet status that change on every poll.
+func StripTailnet(st *gateway.TailscaleTailnetStatus) {
+	st.LastSyncTime = nil
+}
+
+// SelectedEndpoints summarises a TailscaleEndpoints for the TailscaleServices selecting it.
+type SelectedEndpoints struct {
+	Name, Namespace, Tailnet string
+	Labels                   map[string]string
+	Total, Healthy           int32
+	Machines                 []string
+}
+
+// EndpointsSelector lists TailscaleEndpoints of a namespace matching a selector, from memory.
+type EndpointsSelector interface {
+	SelectEndpoints(namespace string, selector labels.Selector) []SelectedEndpoints
+}
+
+// Services returns the status of a TailscaleServices: the selected endpoints, the VIP service as
+// the tailnet reports it, backend counts and the active failover tier.
+func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector, now time.Time) gateway.TailscaleServicesStatus {
+	st := gateway.TailscaleServicesStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	var selected []SelectedEndpoints
+	if s, err := metav1.LabelSelectorAsSelector(obj.Spec.Selector); err == nil && obj.Spec.Selector != nil {
+		selected = sel.SelectEndpoints(obj.Namespace, s)
+	}
+	healthyByName := map[string]bool{}
+	var backends, healthy int32
+	tailnetRef := ""
+	if obj.Spec.EndpointTemplate != nil {
+		tailnetRef = obj.Spec.EndpointTemplate.Tailnet
+	}
+	for _, e := range selected {
+		status := "NotReady"
+		if e.Healthy > 0 {
+			status = "Ready"
+			healthyByName[e.Name] = true
+		}
+		st.SelectedEndpoints = append(st.SelectedEndpoints, gateway.SelectedEndpoints{
+			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels,
+			Machines:     append([]string(nil), e.Machines...),
+			HealthStatus: &gateway.HealthStatus{HealthyMachines: e.Healthy, UnhealthyMachines: e.Total - e.Healthy},
+		})
+		backends += e.Total
+		healthy += e.Healthy
+		if tailnetRef == "" {
+			tailnetRef = e.Tailnet
+		}
+	}
+	if sd := obj.Spec.ServiceDiscovery; sd != nil {
+		backends += int32(len(sd.ExternalServices))
+	}
+
+	tn, haveTailnet := src.Tailnet(tailnetRef)
+	vipReady := metav1.Condition{Type: ConditionVIPServiceReady, Status: metav1.ConditionUnknown, Reason: "NoVIPService",
+		Message: "spec.vipService is not set"}
+	if v := obj.Spec.VIPService; v != nil {
+		vs := &gateway.VIPServiceState{ServiceName: v.Name, BackendCount: backends, HealthyBackendCount: healthy}
+		vipReady.Status, vipReady.Reason = metav1.ConditionFalse, "NotFoundInTailnet"
+		vipReady.Message = fmt.Sprintf("%s does not exist in the tailnet", v.Name)
+		if !haveTailnet || !tn.Synced {
+			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionUnknown, "TailnetNotSynced", syncedMessage(tailnetRef, tn, haveTailnet)
+		}
+		if svc, ok := tn.service(v.Name); haveTailnet && ok {
+			vs.Created, vs.DNSName = true, svc.DNSName
+			vs.Addresses = append([]string(nil), svc.Addrs...)
+			vs.ServiceTags = append([]string(nil), svc.Tags...)
+			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionTrue, "Found", fmt.Sprintf("%s has %d hosts", v.Name, len(svc.Hosts))
+		}
+		st.VIPServiceStatus = vs
+	}
+	if lb := obj.Spec.LoadBalancing; lb != nil {
+		ls := &gateway.LoadBalancingStatus{Strategy: lb.Strategy}
+		if len(lb.Weights) > 0 {
+			ls.EndpointWeights = make(map[string]int32, len(lb.Weights))
+			for k, w := range lb.Weights {
+				ls.EndpointWeights[k] = w
+			}
+		}
+		if fc := lb.FailoverConfig; lb.Strategy == gateway.StrategyFailover && fc != nil {
+			ls.FailoverStatus = &gateway.FailoverStatus{ActiveTier: "secondary", FailoverReason: "primary-endpoints-unhealthy"}
+			for _, p := range fc.PrimaryEndpoints {
+				if healthyByName[p] {
+					ls.FailoverStatus = &gateway.FailoverStatus{ActiveTier: "primary"}
+					break
+				}
+			}
+		}
+		st.LoadBalancingStatus = ls
+	}
+
+	setCondition(&st.Conditions, vipReady, obj.Generation, now)
+	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
+		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
+	if healthy == 0 {
+		ready.Status, ready.Reason = metav1.ConditionFalse, "NoHealthyBackends"
+	}
+	setCondition(&st.Conditions, ready, obj.Generation, now)
+	return st
+}
+
+// Gateway returns the status of a TailscaleGateway: the connection state of each tailnet. The
+// Envoy Gateway side (listeners, routes) is not observed yet, so Ready reflects the tailnets only.
+func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.TailscaleGatewayStatus {
+	st := gateway.TailscaleGatewayStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	var connected int
+	var services int32
+	for _, t := range obj.Spec.Tailnets {
+		ts := gateway.TailnetStatus{Name: t.Name, Status: "Unknown"}
+		if tn, ok := src.Tailnet(t.TailscaleTailnetRef.Name); ok {
+			ts.Status = "Disconnected"
+			if tn.Synced {
+				ts.Status = "Connected"
+				connected++
+			}
+			if !tn.LastSync.IsZero() {
+				ts.LastConnected = &metav1.Time{Time: tn.LastSync}
+			}
+			ts.ServicesCount = int32(len(tn.Services))
+			services += ts.ServicesCount
+		}
+		st.Tailnets = append(st.Tailnets, ts)
+	}
+	st.ServiceInfo = &gateway.GatewayServiceInfo{TotalServices: services}
+	cond := metav1.Condition{Type: ConditionTailnetsReady, Status: metav1.ConditionTrue, Reason: "AllTailnetsConnected",
+		Message: fmt.Sprintf("%d of %d tailnets connected", connected, len(obj.Spec.Tailnets))}
+	if connected < len(obj.Spec.Tailnets) {
+		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetsDisconnected"
+	}
+	setCondition(&st.Conditions, cond, obj.Generation, now)
+	cond.Type = ConditionReady
+	setCondition(&st.Conditions, cond, obj.Generation, now)
+	return st
+}
+
+// StripGateway clears the fields of a TailscaleGateway status that change on every poll.
+func StripGateway(st *gateway.TailscaleGatewayStatus) {
+	ts := make([]gateway.TailnetStatus, len(st.Tailnets))
+	for i, t := range st.Tailnets {
+		t.LastConnected = nil
+		ts[i] = t
+	}
+	st.Tailnets = ts
+}
+
+func (t Tailnet) service(name string) (Service, bool) {
+	want := strings.TrimPrefix(name, "svc:")
+	for _, s := range t.Services {
+		if strings.TrimPrefix(s.Name, "svc:") == want {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+func setTailnetSynced(conds *[]metav1.Condition, ref string, tn Tailnet, ok bool, generation int64, now time.Time) {
+	c := metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionTrue, Reason: "Synced",
+		Message: syncedMessage(ref, tn, ok)}
+	switch {
+	case !ok:
+		c.Status, c.Reason = metav1.ConditionUnknown, "TailnetNotFound"
+	case !tn.Synced:
+		c.Status, c.Reason = metav1.ConditionFalse, tn.Reason
+		if c.Reason == "" {
+			c.Reason = "NotSynced"
+		}
+	}
+	setCondition(conds, c, generation, now)
+}
+
+func syncedMessage(ref string, tn Tailnet, ok bool) string {
+	switch {
+	case !ok:
+		return fmt.Sprintf("no TailscaleTailnet named %q or with spec.tailnet %q is being polled", ref, ref)
+	case !tn.Synced && tn.LastSync.IsZero():
+		return fmt.Sprintf("tailnet %s not synced yet: %s", tn.Name, tn.Message)
+	case !tn.Synced:
+		return fmt.Sprintf("serving state of %s from %s: %s", tn.Name, tn.LastSync.UTC().Format(time.RFC3339), tn.Message)
+	default:
+		return fmt.Sprintf("tailnet %s synced", tn.Name)
+	}
+}
+
+// setCondition sets c, keeping the transition time when the status does not change.
+func setCondition(conds *[]metav1.Condition, c metav1.Condition, generation int64, now time.Time) {
+	c.ObservedGeneration = generation
+	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+	meta.SetStatusCondition(conds, c)
+}
+
+// cloneConditions copies conditions so that setting them never writes into a shared object.
+func cloneConditions(in []metav1.Condition) []metav1.Condition {
+	return append([]metav1.Condition(nil), in...)
+}

@@ -1,0 +1,213 @@
+package livestatus
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+)
+
+type fakeSources struct {
+	tailnets map[string]Tailnet
+	probes   map[string]Probe
+}
+
+func (f fakeSources) Tailnet(ref string) (Tailnet, bool) { t, ok := f.tailnets[ref]; return t, ok }
+func (f fakeSources) Probe(key string) (Probe, bool)     { p, ok := f.probes[key]; return p, ok }
+
+type fakeSelector []SelectedEndpoints
+
+func (f fakeSelector) SelectEndpoints(_ string, s labels.Selector) []SelectedEndpoints {
+	var out []SelectedEndpoints
+	for _, e := range f {
+		if s.Matches(labels.Set(e.Labels)) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+var (
+	now      = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	lastSeen = now.Add(-time.Minute)
+	enabled  = true
+)
+
+func sources() fakeSources {
+	return fakeSources{
+		tailnets: map[string]Tailnet{"company.ts.net": {
+			Name: "company.ts.net", MagicDNSSuffix: "company.ts.net", Synced: true, LastSync: now,
+			Devices: []Device{
+				{Name: "api.company.ts.net.", Addresses: []string{"100.64.0.10", "fd7a:115c:a1e0::10"}, Online: true, LastSeen: lastSeen},
+				{Name: "db.company.ts.net.", Addresses: []string{"100.64.0.11"}, Online: false, LastSeen: lastSeen},
+			},
+			Services: []Service{{Name: "svc:web", DNSName: "web.company.ts.net", Addrs: []string{"100.100.0.1"}, Tags: []string{"tag:web"}}},
+		}},
+		probes: map[string]Probe{
+			"default/eps/api": {Status: Healthy, LastChecked: now, Latency: 3 * time.Millisecond},
+		},
+	}
+}
+
+func endpointsObject() *gateway.TailscaleEndpoints {
+	return &gateway.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "eps", Generation: 3},
+		Spec: gateway.TailscaleEndpointsSpec{Tailnet: "company.ts.net", Endpoints: []gateway.TailscaleEndpoint{
+			{Name: "api", TailscaleIP: "100.64.0.10", Port: 8080, HealthCheck: &gateway.HealthCheckConfig{Enabled: &enabled}},
+			{Name: "db", TailscaleIP: "100.64.0.11", Port: 5432},
+			{Name: "gone", TailscaleIP: "100.64.0.99", Port: 80},
+		}},
+	}
+}
+
+func TestEndpointsStatus(t *testing.T) {
+	st := Endpoints(endpointsObject(), sources(), now)
+	if st.TotalEndpoints != 3 || st.HealthyEndpoints != 1 {
+		t.Fatalf("counts %d/%d", st.HealthyEndpoints, st.TotalEndpoints)
+	}
+	api, db, gone := st.Endpoints[0], st.Endpoints[1], st.Endpoints[2]
+	if api.Status != Healthy || !*api.Online || api.Latency.Duration != 3*time.Millisecond || api.Address != "100.64.0.10:8080" {
+		t.Errorf("api: %+v", api)
+	}
+	if db.Status != Unhealthy || *db.Online || !db.LastSeen.Time.Equal(lastSeen) {
+		t.Errorf("db (no health check, device offline): %+v", db)
+	}
+	if gone.Status != Unknown || gone.Online != nil {
+		t.Errorf("gone (no device): %+v", gone)
+	}
+	ready := meta.FindStatusCondition(st.Conditions, ConditionReady)
+	if ready.Status != metav1.ConditionFalse || ready.Reason != "DevicesOffline" || ready.ObservedGeneration != 3 {
+		t.Errorf("ready: %+v", ready)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, ConditionTailnetSynced); c.Status != metav1.ConditionTrue {
+		t.Errorf("synced: %+v", c)
+	}
+}
+
+func TestEndpointsStatusWhileTailnetAPIFails(t *testing.T) {
+	src := sources()
+	tn := src.tailnets["company.ts.net"]
+	tn.Synced, tn.Reason, tn.Message = false, "APIUnavailable", "503 Service Unavailable"
+	src.tailnets["company.ts.net"] = tn
+	st := Endpoints(endpointsObject(), src, now)
+	c := meta.FindStatusCondition(st.Conditions, ConditionTailnetSynced)
+	if c.Status != metav1.ConditionFalse || c.Reason != "APIUnavailable" {
+		t.Fatalf("synced: %+v", c)
+	}
+	// Last-known device state keeps serving.
+	if st.Endpoints[0].Online == nil || !*st.Endpoints[0].Online {
+		t.Fatalf("last-known state dropped: %+v", st.Endpoints[0])
+	}
+}
+
+func TestEndpointsStatusUnknownTailnet(t *testing.T) {
+	obj := endpointsObject()
+	obj.Spec.Tailnet = "elsewhere.ts.net"
+	st := Endpoints(obj, sources(), now)
+	if c := meta.FindStatusCondition(st.Conditions, ConditionTailnetSynced); c.Reason != "TailnetNotFound" {
+		t.Fatalf("synced: %+v", c)
+	}
+	if st.Endpoints[1].Status != Unknown {
+		t.Fatalf("db without tailnet: %+v", st.Endpoints[1])
+	}
+}
+
+func TestConditionTransitionTimeKeptWhileStatusHolds(t *testing.T) {
+	obj := endpointsObject()
+	obj.Status = Endpoints(obj, sources(), now)
+	later := Endpoints(obj, sources(), now.Add(time.Hour))
+	c := meta.FindStatusCondition(later.Conditions, ConditionReady)
+	if !c.LastTransitionTime.Time.Equal(now) {
+		t.Fatalf("transition time moved to %s", c.LastTransitionTime)
+	}
+}
+
+func TestOverlayDoesNotWriteIntoTheObject(t *testing.T) {
+	obj := endpointsObject()
+	obj.Status = Endpoints(obj, sources(), now)
+	stored := obj.Status.Endpoints
+	storedConditions := obj.Status.Conditions
+	src := sources()
+	src.probes["default/eps/api"] = Probe{Status: Unhealthy, Error: "connection refused"}
+	_ = Endpoints(obj, src, now.Add(time.Minute))
+	if stored[0].Status != Healthy || meta.FindStatusCondition(storedConditions, ConditionReady).Reason != "DevicesOffline" {
+		t.Fatal("computing a status wrote into the object's slices")
+	}
+}
+
+func TestStripEndpoints(t *testing.T) {
+	st := Endpoints(endpointsObject(), sources(), now)
+	full := st.Endpoints
+	StripEndpoints(&st)
+	if st.Endpoints[0].LastChecked != nil || st.Endpoints[0].Latency != nil || st.Endpoints[1].LastSeen != nil {
+		t.Fatalf("not stripped: %+v", st.Endpoints)
+	}
+	if full[0].Latency == nil || st.Endpoints[0].Status != Healthy {
+		t.Fatal("strip changed the source slice or dropped a transition field")
+	}
+}
+
+func TestTailnetStatus(t *testing.T) {
+	obj := &gateway.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: "company.ts.net"}}
+	st := TailnetStatus(obj, sources(), now)
+	if st.DeviceCount != 2 || st.ConnectedDeviceCount != 1 || st.TailnetInfo.MagicDNSSuffix != "company.ts.net" || !st.LastSyncTime.Time.Equal(now) {
+		t.Fatalf("status: %+v", st)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, ConditionReady); c.Status != metav1.ConditionTrue {
+		t.Fatalf("ready: %+v", c)
+	}
+	missing := TailnetStatus(&gateway.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: "nope"}}, sources(), now)
+	if c := meta.FindStatusCondition(missing.Conditions, ConditionReady); c.Status != metav1.ConditionFalse {
+		t.Fatalf("ready without state: %+v", c)
+	}
+}
+
+func TestServicesStatus(t *testing.T) {
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{
+			Selector:   &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			VIPService: &gateway.VIPServiceSpec{Name: "svc:web"},
+			LoadBalancing: &gateway.LoadBalancingConfig{Strategy: gateway.StrategyFailover,
+				FailoverConfig: &gateway.FailoverConfig{PrimaryEndpoints: []string{"east"}, SecondaryEndpoints: []string{"west"}}},
+		},
+	}
+	sel := fakeSelector{
+		{Name: "east", Namespace: "default", Tailnet: "company.ts.net", Labels: map[string]string{"app": "web"}, Total: 2, Healthy: 0},
+		{Name: "west", Namespace: "default", Tailnet: "company.ts.net", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1},
+		{Name: "other", Namespace: "default", Labels: map[string]string{"app": "db"}, Total: 1, Healthy: 1},
+	}
+	st := Services(obj, sources(), sel, now)
+	if len(st.SelectedEndpoints) != 2 || st.SelectedEndpoints[0].Status != "NotReady" || st.SelectedEndpoints[1].Status != "Ready" {
+		t.Fatalf("selected: %+v", st.SelectedEndpoints)
+	}
+	vs := st.VIPServiceStatus
+	if !vs.Created || vs.Addresses[0] != "100.100.0.1" || vs.BackendCount != 3 || vs.HealthyBackendCount != 1 || vs.DNSName != "web.company.ts.net" {
+		t.Fatalf("vip: %+v", vs)
+	}
+	if fs := st.LoadBalancingStatus.FailoverStatus; fs.ActiveTier != "secondary" {
+		t.Fatalf("failover: %+v", fs)
+	}
+	sel[0].Healthy = 1
+	if fs := Services(obj, sources(), sel, now).LoadBalancingStatus.FailoverStatus; fs.ActiveTier != "primary" {
+		t.Fatalf("failback: %+v", fs)
+	}
+}
+
+func TestGatewayStatus(t *testing.T) {
+	obj := &gateway.TailscaleGateway{Spec: gateway.TailscaleGatewaySpec{Tailnets: []gateway.TailnetConfiguration{
+		{Name: "main", TailscaleTailnetRef: gateway.LocalPolicyTargetReference{Name: "company.ts.net"}},
+		{Name: "other", TailscaleTailnetRef: gateway.LocalPolicyTargetReference{Name: "missing"}},
+	}}}
+	st := Gateway(obj, sources(), now)
+	if st.Tailnets[0].Status != "Connected" || st.Tailnets[0].ServicesCount != 1 || st.Tailnets[1].Status != "Unknown" {
+		t.Fatalf("tailnets: %+v", st.Tailnets)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, ConditionTailnetsReady); c.Status != metav1.ConditionFalse {
+		t.Fatalf("tailnets ready: %+v", c)
+	}
+}

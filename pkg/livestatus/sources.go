@@ -1,0 +1,103 @@
+// Package livestatus computes the live part of every kind's status from in-memory sources: the
+// per-tailnet cache of the Tailscale API and the health prober's results. The same functions serve
+// reads (the registry overlay) and transitions (the status writer persists what they compute, less
+// the fields that change on every probe).
+package livestatus
+
+import (
+	"time"
+)
+
+// Health states of an endpoint.
+const (
+	Healthy   = "Healthy"
+	Unhealthy = "Unhealthy"
+	Unknown   = "Unknown"
+)
+
+// Device is what status needs to know of a tailnet device.
+type Device struct {
+	Name      string
+	Addresses []string
+	Tags      []string
+	Online    bool
+	LastSeen  time.Time
+}
+
+// ServiceHost is a device that hosts a Tailscale Service.
+type ServiceHost struct {
+	Device     string
+	Approved   bool
+	Configured bool
+}
+
+// Service is a Tailscale (VIP) Service.
+type Service struct {
+	Name    string
+	DNSName string
+	Addrs   []string
+	Ports   []string
+	Tags    []string
+	Hosts   []ServiceHost
+}
+
+// Tailnet is the last-known state of one tailnet.
+type Tailnet struct {
+	// Name is the tailnet's name in the Tailscale API.
+	Name           string
+	MagicDNSSuffix string
+	Devices        []Device
+	Services       []Service
+	// Synced is false while the last poll failed; Reason and Message say why.
+	Synced          bool
+	Reason, Message string
+	// LastSync is the time of the last successful poll; zero before the first.
+	LastSync time.Time
+}
+
+// Probe is the latest result of an endpoint's health check.
+type Probe struct {
+	Status      string
+	LastChecked time.Time
+	Latency     time.Duration
+	Error       string
+}
+
+// Sources are the in-memory sources of live state. Implementations read memory only.
+type Sources interface {
+	// Tailnet returns the state of the tailnet a TailscaleTailnet name or tailnet domain refers to.
+	Tailnet(ref string) (Tailnet, bool)
+	// Probe returns the health of the endpoint with the given key (see ProbeKey).
+	Probe(key string) (Probe, bool)
+}
+
+// ProbeKey identifies an endpoint of a TailscaleEndpoints in the prober.
+func ProbeKey(namespace, name, endpoint string) string {
+	return namespace + "/" + name + "/" + endpoint
+}
+
+// deviceByAddress finds the device holding addr, or a device named fqdn.
+func (t Tailnet) deviceFor(addr, fqdn string) (Device, bool) {
+	for _, d := range t.Devices {
+		for _, a := range d.Addresses {
+			if a == addr {
+				return d, true
+			}
+		}
+	}
+	if fqdn != "" {
+		for _, d := range t.Devices {
+			if trimDot(d.Name) == trimDot(fqdn) {
+				return d, true
+			}
+		}
+	}
+	return Device{}, false
+}
+
+func trimDot(s string) string {
+	if len(s) > 0 && s[len(s)-1] == '.' {
+		return s[:len(s)-1]
+	}
+	return s
+}
