@@ -1,0 +1,189 @@
+package tailnetsim
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"time"
+
+	"tailscale.com/derp/derpserver"
+	"tailscale.com/net/netaddr"
+	"tailscale.com/net/stun"
+	"tailscale.com/tailcfg"
+	"tailscale.com/tstest/integration/testcontrol"
+	"tailscale.com/types/key"
+	"tailscale.com/types/logger"
+)
+
+// derpSTUN is an in-process DERP relay and STUN server bound to 127.0.0.1.
+//
+// It mirrors tstest/integration.RunDERPAndSTUN, which needs a testing.TB
+// (unavailable to cmd/tailnet-sim) and binds STUN on the wildcard address.
+type derpSTUN struct {
+	derp    *derpserver.Server
+	httpSrv *httptest.Server
+	stunPC  net.PacketConn
+	stunWG  sync.WaitGroup
+	derpMap *tailcfg.DERPMap
+}
+
+func startDERPAndSTUN(logf logger.Logf) (*derpSTUN, error) {
+	d := &derpSTUN{derp: derpserver.New(key.NewNode(), logf)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		d.derp.Close()
+		return nil, fmt.Errorf("derp listen: %w", err)
+	}
+	d.httpSrv = httptest.NewUnstartedServer(derpserver.Handler(d.derp))
+	d.httpSrv.Listener.Close()
+	d.httpSrv.Listener = ln
+	d.httpSrv.Config.ErrorLog = logger.StdLogger(logf)
+	d.httpSrv.Config.TLSNextProto = make(map[string]func(*http.Server, *tls.Conn, http.Handler))
+	d.httpSrv.StartTLS()
+
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("stun listen: %w", err)
+	}
+	d.stunPC = pc
+	d.stunWG.Add(1)
+	go d.serveSTUN()
+
+	d.derpMap = &tailcfg.DERPMap{
+		Regions: map[int]*tailcfg.DERPRegion{
+			1: {
+				RegionID:   1,
+				RegionCode: "sim",
+				RegionName: "tailnetsim",
+				Nodes: []*tailcfg.DERPNode{{
+					Name:             "1a",
+					RegionID:         1,
+					HostName:         "127.0.0.1",
+					IPv4:             "127.0.0.1",
+					IPv6:             "none",
+					STUNPort:         pc.LocalAddr().(*net.UDPAddr).Port,
+					DERPPort:         ln.Addr().(*net.TCPAddr).Port,
+					InsecureForTests: true,
+					STUNTestIP:       "127.0.0.1",
+				}},
+			},
+		},
+	}
+	return d, nil
+}
+
+// serveSTUN answers STUN binding requests until the socket is closed.
+func (d *derpSTUN) serveSTUN() {
+	defer d.stunWG.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, src, err := d.stunPC.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		ua, ok := src.(*net.UDPAddr)
+		if !ok || !stun.Is(buf[:n]) {
+			continue
+		}
+		txid, err := stun.ParseBindingRequest(buf[:n])
+		if err != nil {
+			continue
+		}
+		_, _ = d.stunPC.WriteTo(stun.Response(txid, netaddr.Unmap(ua.AddrPort())), src)
+	}
+}
+
+// Close stops DERP and STUN.
+func (d *derpSTUN) Close() {
+	if d.httpSrv != nil {
+		d.httpSrv.CloseClientConnections()
+		d.httpSrv.Close()
+	}
+	d.derp.Close()
+	if d.stunPC != nil {
+		d.stunPC.Close()
+		d.stunWG.Wait()
+	}
+}
+
+// connTracker records which nodes hold a streaming map poll open on the
+// control server, which is what "connected to control" means.
+type connTracker struct {
+	mu       sync.Mutex
+	streams  map[key.NodePublic]int
+	lastSeen map[key.NodePublic]time.Time
+	created  map[key.NodePublic]time.Time
+	now      func() time.Time
+}
+
+func newConnTracker(now func() time.Time) *connTracker {
+	return &connTracker{
+		streams:  map[key.NodePublic]int{},
+		lastSeen: map[key.NodePublic]time.Time{},
+		created:  map[key.NodePublic]time.Time{},
+		now:      now,
+	}
+}
+
+// holdMapRequest is installed as testcontrol.Server.HoldMapRequest. For
+// streaming polls the returned func runs when the poll ends.
+func (c *connTracker) holdMapRequest(req *tailcfg.MapRequest) func() {
+	nk := req.NodeKey
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if _, ok := c.created[nk]; !ok {
+		c.created[nk] = now
+	}
+	c.lastSeen[nk] = now
+	if !req.Stream || req.ReadOnly {
+		return nil
+	}
+	c.streams[nk]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.streams[nk]--
+		if c.streams[nk] <= 0 {
+			delete(c.streams, nk)
+		}
+		c.lastSeen[nk] = c.now()
+	}
+}
+
+// state reports whether nk has a streaming poll open, when it was last seen
+// and when it first contacted control.
+func (c *connTracker) state(nk key.NodePublic) (connected bool, lastSeen, created time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.streams[nk] > 0, c.lastSeen[nk], c.created[nk]
+}
+
+// startControl starts a testcontrol server on an httptest listener on
+// 127.0.0.1 that requires authKey for registration.
+func startControl(derpMap *tailcfg.DERPMap, tracker *connTracker, authKey, magicDNSSuffix string, logf logger.Logf) *testcontrol.Server {
+	control := &testcontrol.Server{
+		DERPMap:        derpMap,
+		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
+		MagicDNSDomain: magicDNSSuffix,
+		RequireAuthKey: authKey,
+		// Non-nil TagOwners makes testcontrol honour the tags a node
+		// requests at registration (tsnet.Server.AdvertiseTags).
+		TagOwners:      map[string][]string{},
+		AllOnline:      true,
+		HoldMapRequest: tracker.holdMapRequest,
+		Logf:           logf,
+	}
+	control.HTTPTestServer = httptest.NewUnstartedServer(control)
+	control.HTTPTestServer.Config.ErrorLog = logger.StdLogger(logf)
+	control.HTTPTestServer.Start()
+	return control
+}
