@@ -65,7 +65,17 @@ func endpointsObject() *gateway.TailscaleEndpoints {
 }
 
 func TestEndpointsStatus(t *testing.T) {
-	st := Endpoints(endpointsObject(), sources(), now)
+	indexed := sources()
+	tn := indexed.tailnets["company.ts.net"]
+	tn.BuildIndex()
+	indexed.tailnets["company.ts.net"] = tn
+	for name, src := range map[string]fakeSources{"scan": sources(), "index": indexed} {
+		t.Run(name, func(t *testing.T) { testEndpointsStatus(t, src) })
+	}
+}
+
+func testEndpointsStatus(t *testing.T, src fakeSources) {
+	st := Endpoints(endpointsObject(), src, now)
 	if st.TotalEndpoints != 3 || st.HealthyEndpoints != 1 {
 		t.Fatalf("counts %d/%d", st.HealthyEndpoints, st.TotalEndpoints)
 	}

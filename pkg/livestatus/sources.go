@@ -53,6 +53,21 @@ type Tailnet struct {
 	Reason, Message string
 	// LastSync is the time of the last successful poll; zero before the first.
 	LastSync time.Time
+
+	byAddress, byName map[string]int
+}
+
+// BuildIndex indexes devices by address so that lookups do not scan the device list. Call it
+// once after filling Devices, before sharing the value.
+func (t *Tailnet) BuildIndex() {
+	t.byAddress = make(map[string]int, 2*len(t.Devices))
+	t.byName = make(map[string]int, len(t.Devices))
+	for i, d := range t.Devices {
+		for _, a := range d.Addresses {
+			t.byAddress[a] = i
+		}
+		t.byName[trimDot(d.Name)] = i
+	}
 }
 
 // Probe is the latest result of an endpoint's health check.
@@ -76,8 +91,18 @@ func ProbeKey(namespace, name, endpoint string) string {
 	return namespace + "/" + name + "/" + endpoint
 }
 
-// deviceByAddress finds the device holding addr, or a device named fqdn.
+// deviceFor finds the device holding addr, or a device named fqdn.
 func (t Tailnet) deviceFor(addr, fqdn string) (Device, bool) {
+	if t.byAddress != nil {
+		i, ok := t.byAddress[addr]
+		if !ok && fqdn != "" {
+			i, ok = t.byName[trimDot(fqdn)]
+		}
+		if !ok {
+			return Device{}, false
+		}
+		return t.Devices[i], true
+	}
 	for _, d := range t.Devices {
 		for _, a := range d.Addresses {
 			if a == addr {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/localpki"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
@@ -36,7 +37,9 @@ func runWithServer(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	shared, err = framework.StartServer(dir)
+	// The shared server serves stored status, so that these tests see the registry's own
+	// semantics; the live-status tests start servers of their own.
+	shared, err = framework.StartServer(dir, func(o *server.Options) { o.Live.Enabled = false })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -46,7 +46,9 @@ type Options struct {
 	// failing, so that Services and kube-apiserver stop sending it requests before it closes.
 	ShutdownDelay time.Duration
 
-	// Collector supplies live status; nil serves stored status only.
+	// Live configures the live status collector built when Collector is nil.
+	Live *LiveStatusOptions
+	// Collector supplies live status; when nil and Live is enabled, one is built from Live.
 	Collector apiserver.Collector
 
 	etcd *embeddedetcd.Server
@@ -59,6 +61,7 @@ func NewOptions() *Options {
 		RecommendedOptions: genericoptions.NewRecommendedOptions(etcdPathPrefix,
 			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion)),
 		DataDir: "_output/local",
+		Live:    NewLiveStatusOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -72,6 +75,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,
 		"Run without a Kubernetes cluster: embedded etcd (unless --etcd-servers is set), a local CA and an admin kubeconfig in --data-dir.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the standalone server's etcd data, certificates and kubeconfig.")
+	o.Live.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -143,6 +147,11 @@ func (o *Options) Config() (*apiserver.Config, error) {
 
 	cfg := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
 	cfg.ShutdownDelayDuration = o.ShutdownDelay
+	if !o.Standalone {
+		if err := o.configureCluster(cfg); err != nil {
+			return nil, err
+		}
+	}
 	namer := openapi.NewDefinitionNamer(apiserver.Scheme)
 	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	cfg.OpenAPIConfig.Info.Title = "tailscale-gateway"
@@ -166,6 +175,17 @@ func (o *Options) Config() (*apiserver.Config, error) {
 			return nil, fmt.Errorf("creating the client certificate authenticator: %w", err)
 		}
 		cfg.Authentication.Authenticator = authn
+	}
+	if o.Collector == nil && o.Live.Enabled {
+		stateDir := defaultNodeStateDir("")
+		if o.Standalone {
+			stateDir = defaultNodeStateDir(o.DataDir)
+		}
+		c, err := o.Live.newCollector(cfg.ClientConfig, stateDir)
+		if err != nil {
+			return nil, err
+		}
+		o.Collector = c
 	}
 	return &apiserver.Config{GenericConfig: cfg, Collector: o.Collector}, nil
 }

@@ -1,0 +1,357 @@
+// Package collector gathers live state for the API server: it polls the Tailscale API of every
+// TailscaleTailnet and probes every endpoint whose health check is enabled, configuring both from
+// informers, and answers livestatus reads from memory.
+package collector
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/health"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tsnode"
+)
+
+// targetsDebounce coalesces bursts of TailscaleEndpoints events into one prober update.
+const targetsDebounce = 100 * time.Millisecond
+
+// Options configure a Collector.
+type Options struct {
+	// Tailnets polls the Tailscale API; the collector adds and removes tailnets as
+	// TailscaleTailnet objects come and go.
+	Tailnets *tailnet.Cache
+	// MaxConcurrentProbes bounds the probes in flight (health.DefaultMaxConcurrent when zero).
+	MaxConcurrentProbes int
+	// NodeStateDir, when set, makes probes of tailnet addresses travel through a tsnet node the
+	// collector joins to the endpoint's tailnet (state under this directory), with an auth key
+	// minted through the API with the TailscaleTailnet's tags. Without it they use the normal
+	// network.
+	NodeStateDir string
+	// NodeHostname is the nodes' hostname in their tailnets.
+	NodeHostname string
+	// ControlURL is the nodes' coordination server; empty means Tailscale's.
+	ControlURL string
+}
+
+// Collector implements apiserver.Collector.
+type Collector struct {
+	tailnets *tailnet.Cache
+	prober   *health.Prober
+	nodes    *tsnode.Nodes
+	scheme   *runtime.Scheme
+
+	tailnetLister   listers.TailscaleTailnetLister
+	endpointsLister listers.TailscaleEndpointsLister
+	synced          []cache.InformerSynced
+	notify          apiserver.Notifier
+	targetsDirty    chan struct{}
+
+	mu        sync.Mutex
+	converted map[string]convertedTailnet // by TailscaleTailnet name
+	viaNode   map[string]string           // probed tailnet address -> TailscaleTailnet name
+}
+
+type convertedTailnet struct {
+	generation uint64
+	attempt    time.Time
+	state      livestatus.Tailnet
+}
+
+var _ apiserver.Collector = &Collector{}
+
+// New returns a collector; Configure and Run start it.
+func New(opts Options) *Collector {
+	scheme := runtime.NewScheme()
+	install.Install(scheme)
+	c := &Collector{
+		tailnets:     opts.Tailnets,
+		scheme:       scheme,
+		targetsDirty: make(chan struct{}, 1),
+		converted:    map[string]convertedTailnet{},
+		viaNode:      map[string]string{},
+	}
+	if opts.NodeStateDir != "" {
+		c.nodes = tsnode.New(tsnode.Options{Dir: opts.NodeStateDir, Hostname: opts.NodeHostname,
+			ControlURL: opts.ControlURL, MintKey: c.mintKey})
+	}
+	c.prober = health.New(health.Options{
+		DialerFor:     health.TailnetDialerFor(c, nil),
+		MaxConcurrent: opts.MaxConcurrentProbes,
+	})
+	return c
+}
+
+// DialContext implements health.Dialer for tailnet addresses: it dials through the node of the
+// tailnet the address was configured in.
+func (c *Collector) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c.mu.Lock()
+	name, ok := c.viaNode[address]
+	c.mu.Unlock()
+	if !ok || c.nodes == nil {
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	}
+	return c.nodes.DialContext(ctx, name, network, address)
+}
+
+// Configure implements apiserver.Collector.
+func (c *Collector) Configure(factory informers.SharedInformerFactory, notify apiserver.Notifier) error {
+	c.notify = notify
+	gw := factory.Gateway().V1alpha1()
+	c.tailnetLister = gw.TailscaleTailnets().Lister()
+	c.endpointsLister = gw.TailscaleEndpoints().Lister()
+
+	tailnets := gw.TailscaleTailnets().Informer()
+	if _, err := tailnets.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.tailnetChanged,
+		UpdateFunc: func(_, obj any) { c.tailnetChanged(obj) },
+		DeleteFunc: c.tailnetDeleted,
+	}); err != nil {
+		return err
+	}
+	endpoints := gw.TailscaleEndpoints().Informer()
+	markDirty := func(any) { c.markTargetsDirty() }
+	if _, err := endpoints.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    markDirty,
+		UpdateFunc: func(old, obj any) { markDirty(obj) },
+		DeleteFunc: markDirty,
+	}); err != nil {
+		return err
+	}
+	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced}
+
+	c.tailnets.Subscribe(func(ch tailnet.Change) {
+		if len(ch.Online) > 0 || len(ch.Added) > 0 || len(ch.Removed) > 0 || ch.ServicesChanged || ch.SyncChanged || ch.TailnetRemoved {
+			klog.V(2).InfoS("Tailnet changed", "tailnet", ch.Name, "onlineFlips", len(ch.Online), "synced", ch.Snapshot.Status.Synced)
+			notify.TailnetChanged()
+		}
+	})
+	c.prober.OnTransition(func(key string, from, to health.Status) {
+		klog.V(2).InfoS("Endpoint health changed", "endpoint", key, "from", from, "to", to)
+		if ns, name, ok := splitKey(key); ok {
+			notify.EndpointsChanged(ns, name)
+		}
+	})
+	return nil
+}
+
+// Run implements apiserver.Collector.
+func (c *Collector) Run(ctx context.Context) {
+	defer c.tailnets.Close()
+	if c.nodes != nil {
+		defer c.nodes.Close()
+	}
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced...) {
+		return
+	}
+	go c.prober.Run(ctx)
+	c.markTargetsDirty()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.targetsDirty:
+			c.updateTargets()
+			// Let a burst of events settle before the next rebuild.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(targetsDebounce):
+			}
+		}
+	}
+}
+
+// Tailnet implements livestatus.Sources.
+func (c *Collector) Tailnet(ref string) (livestatus.Tailnet, bool) {
+	name, ok := c.resolve(ref)
+	if !ok {
+		return livestatus.Tailnet{}, false
+	}
+	snap, ok := c.tailnets.Snapshot(name)
+	if !ok {
+		return livestatus.Tailnet{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cv, ok := c.converted[name]; ok && cv.generation == snap.Generation && cv.attempt.Equal(snap.LastAttempt) {
+		return cv.state, true
+	}
+	state := convert(snap)
+	c.converted[name] = convertedTailnet{generation: snap.Generation, attempt: snap.LastAttempt, state: state}
+	return state, true
+}
+
+// Probe implements livestatus.Sources.
+func (c *Collector) Probe(key string) (livestatus.Probe, bool) {
+	r, ok := c.prober.Result(key)
+	if !ok {
+		return livestatus.Probe{}, false
+	}
+	return livestatus.Probe{Status: string(r.Status), LastChecked: r.LastChecked, Latency: r.Latency, Error: r.Error}, true
+}
+
+// mintKey creates an ephemeral, preauthorized auth key carrying the TailscaleTailnet's tags.
+func (c *Collector) mintKey(ctx context.Context, name string) (string, error) {
+	api, ok := c.tailnets.API(name)
+	if !ok {
+		return "", fmt.Errorf("tailnet %s is not polled", name)
+	}
+	var tags []string
+	if t, err := c.tailnetLister.Get(name); err == nil {
+		tags = t.Spec.Tags
+	}
+	key, err := api.CreateAuthKey(ctx, tailnet.AuthKeyOptions{Tags: tags, Ephemeral: true, Preauthorized: true,
+		Expiry: time.Hour, Description: "tailscale-gateway prober"})
+	if err != nil {
+		return "", err
+	}
+	return key.Key, nil
+}
+
+// resolve maps a TailscaleTailnet name or tailnet domain to a TailscaleTailnet name.
+func (c *Collector) resolve(ref string) (string, bool) {
+	if c.tailnetLister == nil || ref == "" {
+		return "", false
+	}
+	if _, err := c.tailnetLister.Get(ref); err == nil {
+		return ref, true
+	}
+	all, err := c.tailnetLister.List(labels.Everything())
+	if err != nil {
+		return "", false
+	}
+	for _, t := range all {
+		if t.Spec.Tailnet == ref {
+			return t.Name, true
+		}
+	}
+	return "", false
+}
+
+func (c *Collector) tailnetChanged(obj any) {
+	internal := &gateway.TailscaleTailnet{}
+	if err := c.scheme.Convert(obj, internal, nil); err != nil {
+		utilruntime.HandleError(fmt.Errorf("converting TailscaleTailnet: %w", err))
+		return
+	}
+	c.tailnets.Add(internal.Name, tailnet.ConfigFromSpec(internal.Spec))
+	// Endpoints referring to this tailnet by domain may resolve differently now.
+	c.markTargetsDirty()
+}
+
+func (c *Collector) tailnetDeleted(obj any) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	internal := &gateway.TailscaleTailnet{}
+	if err := c.scheme.Convert(obj, internal, nil); err != nil {
+		return
+	}
+	c.tailnets.Remove(internal.Name)
+	if c.nodes != nil {
+		c.nodes.Remove(internal.Name)
+	}
+	c.mu.Lock()
+	delete(c.converted, internal.Name)
+	c.mu.Unlock()
+	c.markTargetsDirty()
+}
+
+func (c *Collector) markTargetsDirty() {
+	select {
+	case c.targetsDirty <- struct{}{}:
+	default:
+	}
+}
+
+// updateTargets rebuilds the prober's targets from every TailscaleEndpoints.
+func (c *Collector) updateTargets() {
+	all, err := c.endpointsLister.List(labels.Everything())
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	var targets []health.Target
+	viaNode := map[string]string{}
+	for _, obj := range all {
+		eps := &gateway.TailscaleEndpoints{}
+		if err := c.scheme.Convert(obj, eps, nil); err != nil {
+			utilruntime.HandleError(fmt.Errorf("converting TailscaleEndpoints %s/%s: %w", obj.Namespace, obj.Name, err))
+			continue
+		}
+		tailnetName, resolved := c.resolve(eps.Spec.Tailnet)
+		for _, ep := range eps.Spec.Endpoints {
+			check, ok := health.CheckFromAPI(ep.HealthCheck)
+			if !ok {
+				continue
+			}
+			check.ServerName = strings.TrimSuffix(ep.TailscaleFQDN, ".")
+			address := net.JoinHostPort(ep.TailscaleIP, fmt.Sprint(ep.Port))
+			if resolved && health.IsTailnetAddress(address) {
+				viaNode[address] = tailnetName
+			}
+			targets = append(targets, health.Target{Key: livestatus.ProbeKey(eps.Namespace, eps.Name, ep.Name), Address: address, Check: check})
+		}
+	}
+	c.mu.Lock()
+	c.viaNode = viaNode
+	c.mu.Unlock()
+	c.prober.Update(targets)
+	klog.V(2).InfoS("Updated probe targets", "targets", len(targets))
+}
+
+// convert copies what status needs out of a snapshot.
+func convert(s tailnet.Snapshot) livestatus.Tailnet {
+	t := livestatus.Tailnet{
+		Name:           s.Tailnet,
+		MagicDNSSuffix: s.MagicDNSSuffix,
+		Synced:         s.Status.Synced,
+		Reason:         s.Status.Reason,
+		Message:        s.Status.Message,
+		LastSync:       s.LastSync,
+		Devices:        make([]livestatus.Device, len(s.Devices)),
+		Services:       make([]livestatus.Service, len(s.Services)),
+	}
+	for i, d := range s.Devices {
+		t.Devices[i] = livestatus.Device{Name: d.Name, Addresses: d.Addresses, Tags: d.Tags, Online: d.Online, LastSeen: d.LastSeen}
+	}
+	for i, svc := range s.Services {
+		out := livestatus.Service{Name: svc.Name, Addrs: svc.Addrs, Ports: svc.Ports, Tags: svc.Tags}
+		if s.MagicDNSSuffix != "" {
+			out.DNSName = svc.DNSLabel() + "." + s.MagicDNSSuffix
+		}
+		for _, h := range s.ServiceHosts[svc.Name] {
+			out.Hosts = append(out.Hosts, livestatus.ServiceHost{Device: h.NodeID, Approved: h.Approved, Configured: h.Configured})
+		}
+		t.Services[i] = out
+	}
+	t.BuildIndex()
+	return t
+}
+
+// splitKey splits a probe key "namespace/name/endpoint".
+func splitKey(key string) (namespace, name string, ok bool) {
+	parts := strings.SplitN(key, "/", 3)
+	if len(parts) != 3 {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
+}
+
