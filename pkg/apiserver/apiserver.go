@@ -100,6 +100,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		return nil, err
 	}
 	apiGroupInfo := genericapiserver.NewDefaultAPIGroupInfo(gateway.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	apiGroupInfo.NegotiatedSerializer = withoutProtobuf{apiGroupInfo.NegotiatedSerializer}
 	apiGroupInfo.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = storage
 	if err := genericServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("installing %s: %w", gateway.GroupName, err)

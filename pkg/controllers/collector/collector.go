@@ -354,4 +354,3 @@ func splitKey(key string) (namespace, name string, ok bool) {
 	}
 	return parts[0], parts[1], true
 }
-
