@@ -34,10 +34,11 @@ func main() {
 	adminAddr := flag.String("admin-addr", "127.0.0.1:0", "loopback address of the admin API that flips device state")
 	clientID := flag.String("oauth-client-id", "", "OAuth client id to accept (default: random)")
 	clientSecret := flag.String("oauth-client-secret", "", "OAuth client secret to accept (default: random)")
+	localUp := flag.String("local-up-dir", "", "write credentials, sim.env and live-examples.yaml for hack/local-up.sh to this directory")
 	flap := flag.Duration("flap", 0, "if set, flip api-server health, grpc-service serving and postgres online state at this interval")
 	klog.InitFlags(nil)
 	flag.Parse()
-	if err := run(*infoFile, *dir, *adminAddr, *clientID, *clientSecret, *flap); err != nil {
+	if err := run(*infoFile, *dir, *adminAddr, *clientID, *clientSecret, *localUp, *flap); err != nil {
 		klog.ErrorS(err, "tailnet-sim failed")
 		klog.Flush()
 		os.Exit(1)
@@ -45,7 +46,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(infoFile, dir, adminAddr, clientID, clientSecret string, flap time.Duration) error {
+func run(infoFile, dir, adminAddr, clientID, clientSecret, localUp string, flap time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -93,6 +94,11 @@ func run(infoFile, dir, adminAddr, clientID, clientSecret string, flap time.Dura
 			return err
 		}
 		defer os.Remove(infoFile)
+	}
+	if localUp != "" {
+		if err := writeLocalUp(localUp, out.Info, out.AdminURL); err != nil {
+			return err
+		}
 	}
 	os.Stdout.Write(b)
 	klog.InfoS("simulated tailnet running", "apiURL", out.APIURL, "adminURL", out.AdminURL, "devices", len(out.Devices), "infoFile", infoFile)

@@ -98,14 +98,18 @@ func New(opts Options) *Collector {
 }
 
 // DialContext implements health.Dialer for tailnet addresses: it dials through the node of the
-// tailnet the address was configured in.
+// tailnet the address was configured in. Without nodes (--join-tailnets=false) it dials through
+// the host's network, which then has to be on the tailnet itself.
 func (c *Collector) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if c.nodes == nil {
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	}
 	c.mu.Lock()
 	name, ok := c.viaNode[address]
 	c.mu.Unlock()
-	if !ok || c.nodes == nil {
-		var d net.Dialer
-		return d.DialContext(ctx, network, address)
+	if !ok {
+		return nil, fmt.Errorf("%s is a tailnet address but its endpoint's tailnet is unknown", address)
 	}
 	return c.nodes.DialContext(ctx, name, network, address)
 }
