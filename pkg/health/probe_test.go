@@ -303,7 +303,7 @@ func TestProbeTypeIsCaseInsensitive(t *testing.T) {
 	wantProbe(t, probeOnce(t, grpcServer(t, health.NewServer()), Check{Type: "GRPC"}), "")
 }
 
-func TestProbeThroughDialerCancellation(t *testing.T) {
+func TestProbeCancellation(t *testing.T) {
 	// A parent context ending mid-probe ends the probe, not only its own timeout.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

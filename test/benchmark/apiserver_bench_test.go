@@ -17,7 +17,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 )
 
@@ -25,49 +27,86 @@ const namespace = "bench"
 
 var sizes = []int{10, 1000, 10000}
 
-// fixture is one server shared by every benchmark of the package, grown to each size in turn.
-var fixture struct {
+// fixture is a server shared by the benchmarks of one mode, grown to each size in turn.
+type fixture struct {
 	once    sync.Once
+	live    bool
 	server  *framework.Server
 	client  *versioned.Clientset
 	created int
 	err     error
 }
 
+// The modes: stored status only (--live-status=false), and live status from a collector whose
+// tailnet holds a device for every object's address, so the overlay does its full work.
+var (
+	stored = &fixture{}
+	live   = &fixture{live: true}
+)
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if fixture.server != nil {
-		fixture.server.Stop()
-		os.RemoveAll(fixture.server.DataDir)
+	for _, f := range []*fixture{stored, live} {
+		if f.server != nil {
+			f.server.Stop()
+			os.RemoveAll(f.server.DataDir)
+		}
 	}
 	os.Exit(code)
 }
 
-// serverWith returns the shared server holding at least n TailscaleEndpoints.
-func serverWith(b *testing.B, n int) *versioned.Clientset {
+// modes runs a benchmark against the stored and the live server.
+func modes(b *testing.B, run func(b *testing.B, f *fixture)) {
+	for _, f := range []*fixture{stored, live} {
+		name := "mode=stored"
+		if f.live {
+			name = "mode=live"
+		}
+		b.Run(name, func(b *testing.B) { run(b, f) })
+	}
+}
+
+// with returns the fixture's client once its server holds at least n TailscaleEndpoints.
+func (f *fixture) with(b *testing.B, n int) *versioned.Clientset {
 	b.Helper()
-	fixture.once.Do(func() {
+	f.once.Do(func() {
 		dir, err := os.MkdirTemp("", "tsgw-bench-")
 		if err != nil {
-			fixture.err = err
+			f.err = err
 			return
 		}
-		fixture.server, fixture.err = framework.StartServer(dir)
-		if fixture.err == nil {
-			fixture.client, fixture.err = versioned.NewForConfig(fixture.server.Config)
+		f.server, f.err = framework.StartServer(dir, func(o *server.Options) {
+			o.Live.Enabled = false
+			if f.live {
+				o.Collector = benchCollector(sizes[len(sizes)-1])
+			}
+		})
+		if f.err == nil {
+			f.client, f.err = versioned.NewForConfig(f.server.Config)
 		}
 	})
-	if fixture.err != nil {
-		b.Fatal(fixture.err)
+	if f.err != nil {
+		b.Fatal(f.err)
 	}
-	if err := createUpTo(fixture.client, n); err != nil {
+	if err := f.createUpTo(n); err != nil {
 		b.Fatal(err)
 	}
-	return fixture.client
+	return f.client
+}
+
+// benchCollector knows a device for the address of each of the first n objects.
+func benchCollector(n int) *framework.ScriptedCollector {
+	tn := livestatus.Tailnet{Name: "company.ts.net", Synced: true, LastSync: time.Now()}
+	for i := 0; i < n; i++ {
+		tn.Devices = append(tn.Devices, livestatus.Device{Name: fmt.Sprintf("ep-%d.company.ts.net", i),
+			Addresses: []string{address(i)}, Online: true, LastSeen: time.Now()})
+	}
+	tn.BuildIndex()
+	return &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{"company.ts.net": tn}}
 }
 
 // createUpTo creates objects ep-<created>..ep-<n-1> with a few concurrent writers.
-func createUpTo(c *versioned.Clientset, n int) error {
+func (f *fixture) createUpTo(n int) error {
 	const writers = 8
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -75,8 +114,8 @@ func createUpTo(c *versioned.Clientset, n int) error {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := fixture.created + w; i < n; i += writers {
-				_, err := c.GatewayV1alpha1().TailscaleEndpoints(namespace).Create(context.Background(), object(i), metav1.CreateOptions{})
+			for i := f.created + w; i < n; i += writers {
+				_, err := f.client.GatewayV1alpha1().TailscaleEndpoints(namespace).Create(context.Background(), object(i), metav1.CreateOptions{})
 				if err != nil {
 					errs <- fmt.Errorf("creating object %d: %w", i, err)
 					return
@@ -89,21 +128,25 @@ func createUpTo(c *versioned.Clientset, n int) error {
 	if err := <-errs; err != nil {
 		return err
 	}
-	if n > fixture.created {
-		fixture.created = n
+	if n > f.created {
+		f.created = n
 	}
 	return nil
+}
+
+func address(i int) string {
+	return fmt.Sprintf("100.%d.%d.%d", 64+i/65536%64, i/256%256, i%256)
 }
 
 func object(i int) *v1alpha1.TailscaleEndpoints {
 	ep := func(j int) v1alpha1.TailscaleEndpoint {
 		return v1alpha1.TailscaleEndpoint{
 			Name:          fmt.Sprintf("endpoint-%d", j),
-			TailscaleIP:   fmt.Sprintf("100.%d.%d.%d", 64+i/65536%64, i/256%256, i%256),
+			TailscaleIP:   address(i),
 			TailscaleFQDN: fmt.Sprintf("ep-%d-%d.company.ts.net", i, j),
 			Port:          int32(8080 + j),
 			Protocol:      v1alpha1.ProtocolHTTP,
-			HealthCheck:   &v1alpha1.HealthCheckConfig{Enabled: ptr.To(true), Path: "/health"},
+			HealthCheck:   &v1alpha1.HealthCheckConfig{Enabled: ptr.To(false), Path: "/health"},
 		}
 	}
 	return &v1alpha1.TailscaleEndpoints{
@@ -113,10 +156,12 @@ func object(i int) *v1alpha1.TailscaleEndpoints {
 }
 
 // BenchmarkGet reports GET latency percentiles and the process RSS at each size.
-func BenchmarkGet(b *testing.B) {
+func BenchmarkGet(b *testing.B) { modes(b, benchmarkGet) }
+
+func benchmarkGet(b *testing.B, f *fixture) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
-			c := serverWith(b, n).GatewayV1alpha1().TailscaleEndpoints(namespace)
+			c := f.with(b, n).GatewayV1alpha1().TailscaleEndpoints(namespace)
 			latencies := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -136,10 +181,12 @@ func BenchmarkGet(b *testing.B) {
 }
 
 // BenchmarkList reports the time of one LIST of every object at each size.
-func BenchmarkList(b *testing.B) {
+func BenchmarkList(b *testing.B) { modes(b, benchmarkList) }
+
+func benchmarkList(b *testing.B, f *fixture) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
-			c := serverWith(b, n).GatewayV1alpha1().TailscaleEndpoints(namespace)
+			c := f.with(b, n).GatewayV1alpha1().TailscaleEndpoints(namespace)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				l, err := c.List(context.Background(), metav1.ListOptions{})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,78 +14,20 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
-	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 )
 
-// scriptedCollector is a collector whose tailnet and probe state the test sets. It exercises the
-// server's live-status paths (overlay, watch, status writer) independently of the Tailscale API
-// and the prober, which have tests of their own against real peers.
-type scriptedCollector struct {
-	mu       sync.Mutex
-	tailnets map[string]livestatus.Tailnet
-	probes   map[string]livestatus.Probe
-	notify   apiserver.Notifier
-}
-
-var _ apiserver.Collector = &scriptedCollector{}
-
-func (c *scriptedCollector) Tailnet(ref string) (livestatus.Tailnet, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, ok := c.tailnets[ref]
-	return t, ok
-}
-
-func (c *scriptedCollector) Probe(key string) (livestatus.Probe, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.probes[key]
-	return p, ok
-}
-
-func (c *scriptedCollector) Configure(_ informers.SharedInformerFactory, notify apiserver.Notifier) error {
-	c.notify = notify
-	return nil
-}
-
-func (c *scriptedCollector) Run(ctx context.Context) { <-ctx.Done() }
-
-func (c *scriptedCollector) setProbe(namespace, name, endpoint string, p livestatus.Probe) {
-	c.mu.Lock()
-	c.probes[livestatus.ProbeKey(namespace, name, endpoint)] = p
-	c.mu.Unlock()
-	c.notify.EndpointsChanged(namespace, name)
-}
-
-func (c *scriptedCollector) setOnline(tailnet, device string, online bool) {
-	c.mu.Lock()
-	tn := c.tailnets[tailnet]
-	devices := append([]livestatus.Device(nil), tn.Devices...)
-	for i := range devices {
-		if devices[i].Name == device {
-			devices[i].Online = online
-		}
-	}
-	tn.Devices = devices
-	c.tailnets[tailnet] = tn
-	c.mu.Unlock()
-	c.notify.TailnetChanged()
-}
-
-func startLiveServer(t *testing.T) (*framework.Server, *scriptedCollector) {
-	collector := &scriptedCollector{
-		tailnets: map[string]livestatus.Tailnet{"company.ts.net": {
+func startLiveServer(t *testing.T) (*framework.Server, *framework.ScriptedCollector) {
+	collector := &framework.ScriptedCollector{
+		Tailnets: map[string]livestatus.Tailnet{"company.ts.net": {
 			Name: "company.ts.net", Synced: true, LastSync: time.Now(),
 			Devices: []livestatus.Device{
 				{Name: "api-server.company.ts.net", Addresses: []string{"100.64.0.10"}, Online: true, LastSeen: time.Now()},
 				{Name: "postgres.company.ts.net", Addresses: []string{"100.64.0.11"}, Online: true, LastSeen: time.Now()},
 			},
 		}},
-		probes: map[string]livestatus.Probe{},
 	}
 	s := framework.Start(t, "", func(o *server.Options) { o.Collector = collector })
 	return s, collector
@@ -133,7 +74,7 @@ func TestLiveStatusOnReadWatchAndTransitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	collector.setProbe("live", "live", "api-server", livestatus.Probe{Status: livestatus.Healthy, LastChecked: time.Now(), Latency: 2 * time.Millisecond})
+	collector.SetProbe("live", "live", "api-server", livestatus.Probe{Status: livestatus.Healthy, LastChecked: time.Now(), Latency: 2 * time.Millisecond})
 
 	// GET carries live state, including fields computed on read only.
 	got, err := c.Get(ctx(t), "live", metav1.GetOptions{})
@@ -159,7 +100,7 @@ func TestLiveStatusOnReadWatchAndTransitions(t *testing.T) {
 
 	// healthy -> unhealthy reaches the watcher as an event with a new resourceVersion.
 	start := time.Now()
-	collector.setProbe("live", "live", "api-server", livestatus.Probe{Status: livestatus.Unhealthy, LastChecked: time.Now(), Error: "HTTP 500"})
+	collector.SetProbe("live", "live", "api-server", livestatus.Probe{Status: livestatus.Unhealthy, LastChecked: time.Now(), Error: "HTTP 500"})
 	ev := waitForEvent(t, w, func(o *v1alpha1.TailscaleEndpoints) bool {
 		return endpointStatus(o, "api-server").Status == livestatus.Unhealthy
 	})
@@ -169,7 +110,7 @@ func TestLiveStatusOnReadWatchAndTransitions(t *testing.T) {
 	}
 
 	// online -> offline likewise.
-	collector.setOnline("company.ts.net", "postgres.company.ts.net", false)
+	collector.SetOnline("company.ts.net", "postgres.company.ts.net", false)
 	ev = waitForEvent(t, w, func(o *v1alpha1.TailscaleEndpoints) bool {
 		e := endpointStatus(o, "postgres")
 		return e.Online != nil && !*e.Online
@@ -185,11 +126,11 @@ func TestInformerReconnectingSeesTransition(t *testing.T) {
 	if _, err := c.Create(ctx(t), liveEndpoints("reconnect"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	collector.setProbe("reconnect", "live", "api-server", livestatus.Probe{Status: livestatus.Healthy, LastChecked: time.Now()})
+	collector.SetProbe("reconnect", "live", "api-server", livestatus.Probe{Status: livestatus.Healthy, LastChecked: time.Now()})
 	last := waitForStored(t, s, "reconnect", "live", func(o *v1alpha1.TailscaleEndpoints) bool { return o.Status.HealthyEndpoints == 2 })
 
 	// The "informer" is disconnected while the endpoint turns unhealthy.
-	collector.setProbe("reconnect", "live", "api-server", livestatus.Probe{Status: livestatus.Unhealthy, LastChecked: time.Now()})
+	collector.SetProbe("reconnect", "live", "api-server", livestatus.Probe{Status: livestatus.Unhealthy, LastChecked: time.Now()})
 	waitForStored(t, s, "reconnect", "live", func(o *v1alpha1.TailscaleEndpoints) bool { return o.Status.HealthyEndpoints == 1 })
 
 	// Reconnecting from its last resourceVersion, it receives the transition.
@@ -209,7 +150,7 @@ func TestLiveFieldsAreNeverPersisted(t *testing.T) {
 	if _, err := c.Create(ctx(t), liveEndpoints("persist"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	collector.setProbe("persist", "live", "api-server", livestatus.Probe{Status: livestatus.Healthy, LastChecked: time.Now(), Latency: time.Millisecond})
+	collector.SetProbe("persist", "live", "api-server", livestatus.Probe{Status: livestatus.Healthy, LastChecked: time.Now(), Latency: time.Millisecond})
 	waitForStored(t, s, "persist", "live", func(o *v1alpha1.TailscaleEndpoints) bool { return o.Status.HealthyEndpoints == 2 })
 	got, err := c.Get(ctx(t), "live", metav1.GetOptions{})
 	if err != nil {

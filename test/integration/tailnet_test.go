@@ -131,12 +131,15 @@ func TestLiveStatusFromSimulatedTailnet(t *testing.T) {
 	if web.LastChecked == nil || web.Latency == nil || web.Online == nil || !*web.Online {
 		t.Fatalf("web endpoint lacks live fields: %+v", web)
 	}
-	tn, err := env.client.GatewayV1alpha1().TailscaleTailnets().Get(ctx(t), "sim", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := meta.FindStatusCondition(tn.Status.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionTrue || tn.Status.DeviceCount < 2 {
-		t.Fatalf("tailnet status: %+v", tn.Status)
+	// The prober's own tsnet node joined the tailnet: two devices and the prober.
+	var tn *v1alpha1.TailscaleTailnet
+	err := wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		var err error
+		tn, err = env.client.GatewayV1alpha1().TailscaleTailnets().Get(c, "sim", metav1.GetOptions{})
+		return err == nil && tn.Status.DeviceCount == 3 && tn.Status.ConnectedDeviceCount == 3, err
+	})
+	if err != nil || !meta.IsStatusConditionTrue(tn.Status.Conditions, "Ready") {
+		t.Fatalf("tailnet status: %+v (%v)", tn.Status, err)
 	}
 
 	w, err := eps.Watch(ctx(t), metav1.ListOptions{ResourceVersion: all.ResourceVersion, FieldSelector: "metadata.name=backends"})
