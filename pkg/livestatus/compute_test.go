@@ -221,3 +221,17 @@ func TestGatewayStatus(t *testing.T) {
 		t.Fatalf("tailnets ready: %+v", c)
 	}
 }
+
+// BenchmarkEndpoints measures the overlay of one TailscaleEndpoints of three endpoints.
+func BenchmarkEndpoints(b *testing.B) {
+	src := sources()
+	tn := src.tailnets["company.ts.net"]
+	tn.BuildIndex()
+	src.tailnets["company.ts.net"] = tn
+	obj := endpointsObject()
+	obj.Status = Endpoints(obj, src, now)
+	b.ReportAllocs()
+	for b.Loop() {
+		Endpoints(obj, src, now)
+	}
+}

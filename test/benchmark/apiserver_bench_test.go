@@ -14,6 +14,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
@@ -91,7 +92,26 @@ func (f *fixture) with(b *testing.B, n int) *versioned.Clientset {
 	if err := f.createUpTo(n); err != nil {
 		b.Fatal(err)
 	}
+	if err := f.quiesce(); err != nil {
+		b.Fatal(err)
+	}
 	return f.client
+}
+
+// quiesce waits until the server stops writing (the live server's status writer persists the
+// status of every new object), so that measurements do not share the machine with those writes.
+func (f *fixture) quiesce() error {
+	last := ""
+	return wait.PollUntilContextTimeout(context.Background(), time.Second, 10*time.Minute, false, func(ctx context.Context) (bool, error) {
+		l, err := f.client.GatewayV1alpha1().TailscaleEndpoints(namespace).List(ctx, metav1.ListOptions{Limit: 1})
+		if err != nil {
+			return false, err
+		}
+		rv := l.ResourceVersion
+		done := rv == last
+		last = rv
+		return done, nil
+	})
 }
 
 // benchCollector knows a device for the address of each of the first n objects.

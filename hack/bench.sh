@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the API server benchmarks, one process per mode so that each RSS figure is one server's
+# (plus its embedded etcd and the benchmark client). Used by `make bench`.
+set -o errexit -o nounset -o pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+run() { go test -run '^$' -timeout 60m "$@" ./test/benchmark/ | grep -E '^(Benchmark|ok|FAIL)|ns/op'; }
+for mode in stored live; do
+  run -bench "BenchmarkGet/mode=${mode}/" -benchtime 2000x
+  run -bench "BenchmarkList/mode=${mode}/" -benchtime 10x
+done
+run -bench 'BenchmarkTransitionLatency' -benchtime 20x
+run -bench 'BenchmarkAPICallsUnderReadLoad' -benchtime 1x
