@@ -5,24 +5,27 @@ DATA    := _output/local
 ADDR    ?= 127.0.0.1
 PORT    ?= 8443
 
-.PHONY: all build run test verify unit integration bench codegen clean
+.PHONY: all build run test verify tools unit integration bench bench-aggregation codegen clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## run: start the standalone server (embedded etcd, local CA, admin kubeconfig) on $(ADDR):$(PORT).
+## run: start a simulated tailnet and the standalone server (embedded etcd, local CA, admin
+## kubeconfig) wired to it on $(ADDR):$(PORT), and apply the examples.
 run: build
-	@echo "Starting tailscale-gateway-apiserver; in another shell:"
-	@echo "  kubectl --kubeconfig $(DATA)/kubeconfig apply -f examples/"
-	@echo "  kubectl --kubeconfig $(DATA)/kubeconfig get tailscale -A"
-	$(BIN)/tailscale-gateway-apiserver --standalone --data-dir $(DATA) \
-		--bind-address $(ADDR) --secure-port $(PORT)
+	DATA=$(DATA) ADDR=$(ADDR) PORT=$(PORT) hack/local-up.sh
 
-## test: codegen verification, formatting, vet, unit and integration tests.
-test: verify
+## test: codegen verification, formatting, vet, unit, integration and e2e tests (the e2e suite runs
+## kube-apiserver and kube-controller-manager, which tools builds when they are missing).
+test: verify tools
 	$(GO) test -count=1 -timeout 30m ./...
+
+## tools: build kube-apiserver and kube-controller-manager v1.36 into $(BIN) unless up to date
+## (hack/build-tools.sh; 10-20 min when cold, seconds otherwise).
+tools:
+	hack/build-tools.sh
 
 verify:
 	hack/verify-codegen.sh
@@ -30,9 +33,15 @@ verify:
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: GET/LIST benchmarks against the in-process server.
+## bench: GET/LIST (stored and live status), transition latency and API calls under read load
+## against the in-process server (figures in README.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -timeout 60m ./test/benchmark/
+	hack/bench.sh
+
+## bench-aggregation: the same TailscaleEndpoints through kube-apiserver aggregation, directly, and
+## as a CRD of the same kube-apiserver (GET percentiles, LIST, watch event latency).
+bench-aggregation: tools
+	$(GO) test -run '^$$' -bench . -benchtime 5s -timeout 60m ./test/benchmark/aggregation/
 
 codegen:
 	hack/update-codegen.sh

@@ -98,6 +98,9 @@ type secretSource struct {
 }
 
 func (s secretSource) Credentials(ctx context.Context, ref tailnet.SecretRef) (tailnet.Credentials, error) {
+	if ref.Name == "" {
+		return tailnet.Credentials{}, fmt.Errorf("spec.oauthSecretName is not set: %w", tailnet.ErrCredentialsNotFound)
+	}
 	secret, err := s.client.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return tailnet.Credentials{}, fmt.Errorf("secret %s: %w", ref, tailnet.ErrCredentialsNotFound)

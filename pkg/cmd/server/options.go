@@ -39,6 +39,8 @@ type Options struct {
 
 	// Standalone runs without a Kubernetes cluster: embedded etcd (unless etcd servers are given),
 	// a local CA, client-certificate authentication and an admin kubeconfig under DataDir.
+	// Without it the server runs in cluster mode behind kube-apiserver (cluster.go): delegated
+	// authentication and authorization, admission with the core API of --kubeconfig, --etcd-servers.
 	Standalone bool
 	// DataDir holds the standalone server's etcd data, certificates and kubeconfig.
 	DataDir string

@@ -1,0 +1,13 @@
+# The image of artifacts/deploy: tailscale-gateway-apiserver, static, as a non-root user.
+#   docker build -t ghcr.io/tailscale-gateway/tailscale-gateway-apiserver:dev .
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -o /out/tailscale-gateway-apiserver ./cmd/tailscale-gateway-apiserver
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/tailscale-gateway-apiserver /tailscale-gateway-apiserver
+USER 65532:65532
+ENTRYPOINT ["/tailscale-gateway-apiserver"]

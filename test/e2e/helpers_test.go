@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
+)
+
+// Bounds of single calls and of waits on conditions.
+const (
+	callTimeout = time.Minute
+	waitTimeout = 2 * time.Minute
+)
+
+func ctx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), callTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// gateway returns the typed client of the API group for cfg.
+func gateway(t *testing.T, cfg *rest.Config) gatewayv1alpha1.GatewayV1alpha1Interface {
+	t.Helper()
+	c, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.GatewayV1alpha1()
+}
+
+// viaKube is the API group through kube-apiserver as the cluster administrator.
+func viaKube(t *testing.T) gatewayv1alpha1.GatewayV1alpha1Interface { return gateway(t, env.Admin) }
+
+// newNamespace creates a namespace for one test; it is deleted (by the namespace controller,
+// through the aggregated API too) when the test ends.
+func newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	ns, err := env.Kube.CoreV1().Namespaces().Create(ctx(t), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		err := env.Kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting namespace %s: %v", ns.Name, err)
+		}
+	})
+	return ns.Name
+}
+
+// eventually polls cond until it returns true or waitTimeout passes.
+func eventually(t *testing.T, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// kubectl runs kubectl as the cluster administrator and fails the test when it fails.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := env.Kubectl(env.AdminKubeconfig, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// portPatch is a JSON patch setting the port of the first endpoint.
+func portPatch(port int32) []byte {
+	return []byte(fmt.Sprintf(`[{"op":"replace","path":"/spec/endpoints/0/port","value":%d}]`, port))
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "object.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func newTailnet(name string) *v1alpha1.TailscaleTailnet {
+	return &v1alpha1.TailscaleTailnet{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       v1alpha1.TailscaleTailnetSpec{Tailnet: "company.ts.net", Tags: []string{"tag:k8s-operator"}},
+	}
+}
+
+func newEndpoints(ns, name string) *v1alpha1.TailscaleEndpoints {
+	return &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"service-type": "web"}},
+		Spec: v1alpha1.TailscaleEndpointsSpec{
+			Tailnet: "company.ts.net",
+			Endpoints: []v1alpha1.TailscaleEndpoint{
+				{Name: "api-server", TailscaleIP: "100.64.0.10", TailscaleFQDN: "api-server.company.ts.net", Port: 8080,
+					Protocol: v1alpha1.ProtocolHTTP, HealthCheck: &v1alpha1.HealthCheckConfig{Enabled: ptr.To(true), Path: "/health"}},
+				{Name: "postgres", TailscaleIP: "100.64.0.11", TailscaleFQDN: "postgres.company.ts.net", Port: 5432,
+					Protocol: v1alpha1.ProtocolTCP},
+			},
+		},
+	}
+}
+
+func newServices(ns, name string) *v1alpha1.TailscaleServices {
+	return &v1alpha1.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector:   &metav1.LabelSelector{MatchLabels: map[string]string{"service-type": "web"}},
+			VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:" + name, Ports: []string{"tcp:80"}, Tags: []string{"tag:web"}},
+		},
+	}
+}
+
+func newGateway(ns, name string) *v1alpha1.TailscaleGateway {
+	return &v1alpha1.TailscaleGateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.TailscaleGatewaySpec{
+			GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "envoy-gateway", Namespace: "envoy-gateway-system"},
+			Tailnets: []v1alpha1.TailnetConfiguration{{
+				Name:                "main-tailnet",
+				TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "main-tailnet"},
+			}},
+		},
+	}
+}
