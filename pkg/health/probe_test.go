@@ -169,7 +169,7 @@ func TestProbeUDP(t *testing.T) {
 	wantProbe(t, probeOnce(t, udpServer(t, true), Check{Type: ProtocolUDP}), "")
 	wantProbe(t, probeOnce(t, udpServer(t, false), Check{Type: ProtocolUDP, Timeout: 100 * time.Millisecond}), "no reply")
 	// Nothing listening: the kernel answers ICMP port unreachable.
-	wantProbe(t, probeOnce(t, closedAddr(t), Check{Type: ProtocolUDP}), "connection refused")
+	wantProbe(t, probeOnce(t, closedUDPAddr(t), Check{Type: ProtocolUDP}), "connection refused")
 }
 
 func TestProbeGRPC(t *testing.T) {

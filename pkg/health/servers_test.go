@@ -144,7 +144,19 @@ func silentTCPServer(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// closedAddr returns a loopback TCP/UDP address with (very likely) nothing listening.
+// closedUDPAddr returns a loopback UDP address with (very likely) nothing bound: a port the kernel
+// just handed out for UDP and took back. (A free TCP port says nothing of the same UDP port.)
+func closedUDPAddr(t testing.TB) string {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := conn.LocalAddr().String()
+	_ = conn.Close()
+	return addr
+}
+
+// closedAddr returns a loopback TCP address with (very likely) nothing listening.
 func closedAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
