@@ -2,9 +2,11 @@
 package embeddedetcd
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -20,9 +22,25 @@ type Server struct {
 	clientURL string
 }
 
+// bindAttempts bounds how often Start picks new ports when another process took the ones it
+// reserved between reserving and binding them.
+const bindAttempts = 3
+
 // Start runs an etcd member storing its data under dir. It listens for clients on a free loopback
 // port; the data, not the port, survives a restart.
 func Start(dir string) (*Server, error) {
+	var err error
+	for i := 0; i < bindAttempts; i++ {
+		var s *Server
+		if s, err = start(dir); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return s, err
+		}
+		klog.InfoS("Embedded etcd ports were taken, retrying with new ones", "err", err)
+	}
+	return nil, err
+}
+
+func start(dir string) (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "tailscale-gateway"
 	cfg.Dir = dir
