@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -89,22 +91,22 @@ func TestCRUDEveryKind(t *testing.T) {
 	ns := newNamespace(t, "crud")
 	c := viaKube(t)
 	t.Run("TailscaleTailnet", func(t *testing.T) {
-		crud(t, c.TailscaleTailnets(), newTailnet("e2e-crud"),
+		crud(t, c.TailscaleTailnets(), objects.Tailnet("e2e-crud"),
 			func(o *v1alpha1.TailscaleTailnet) { o.Spec.Tags = append(o.Spec.Tags, "tag:updated") },
 			func(l *v1alpha1.TailscaleTailnetList) int { return len(l.Items) })
 	})
 	t.Run("TailscaleEndpoints", func(t *testing.T) {
-		crud(t, c.TailscaleEndpoints(ns), newEndpoints(ns, "web"),
+		crud(t, c.TailscaleEndpoints(ns), objects.Endpoints(ns, "web"),
 			func(o *v1alpha1.TailscaleEndpoints) { o.Spec.Endpoints[0].Port = 8081 },
 			func(l *v1alpha1.TailscaleEndpointsList) int { return len(l.Items) })
 	})
 	t.Run("TailscaleServices", func(t *testing.T) {
-		crud(t, c.TailscaleServices(ns), newServices(ns, "web"),
+		crud(t, c.TailscaleServices(ns), objects.Services(ns, "web"),
 			func(o *v1alpha1.TailscaleServices) { o.Spec.VIPService.Comment = "updated" },
 			func(l *v1alpha1.TailscaleServicesList) int { return len(l.Items) })
 	})
 	t.Run("TailscaleGateway", func(t *testing.T) {
-		crud(t, c.TailscaleGateways(ns), newGateway(ns, "gw"),
+		crud(t, c.TailscaleGateways(ns), objects.Gateway(ns, "gw"),
 			func(o *v1alpha1.TailscaleGateway) { o.Spec.Tailnets[0].Priority = ptr.To(int32(7)) },
 			func(l *v1alpha1.TailscaleGatewayList) int { return len(l.Items) })
 	})
@@ -114,7 +116,7 @@ func TestCRUDEveryKind(t *testing.T) {
 // field error.
 func TestValidationErrorsPassThrough(t *testing.T) {
 	ns := newNamespace(t, "invalid")
-	bad := newEndpoints(ns, "bad")
+	bad := objects.Endpoints(ns, "bad")
 	bad.Spec.Endpoints[0].Port = 0
 	bad.Spec.Endpoints[1].TailscaleIP = "10.0.0.1"
 	_, err := viaKube(t).TailscaleEndpoints(ns).Create(ctx(t), bad, metav1.CreateOptions{})

@@ -14,9 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 )
@@ -96,49 +94,4 @@ func writeFile(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func newTailnet(name string) *v1alpha1.TailscaleTailnet {
-	return &v1alpha1.TailscaleTailnet{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       v1alpha1.TailscaleTailnetSpec{Tailnet: "company.ts.net", Tags: []string{"tag:k8s-operator"}},
-	}
-}
-
-func newEndpoints(ns, name string) *v1alpha1.TailscaleEndpoints {
-	return &v1alpha1.TailscaleEndpoints{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"service-type": "web"}},
-		Spec: v1alpha1.TailscaleEndpointsSpec{
-			Tailnet: "company.ts.net",
-			Endpoints: []v1alpha1.TailscaleEndpoint{
-				{Name: "api-server", TailscaleIP: "100.64.0.10", TailscaleFQDN: "api-server.company.ts.net", Port: 8080,
-					Protocol: v1alpha1.ProtocolHTTP, HealthCheck: &v1alpha1.HealthCheckConfig{Enabled: ptr.To(true), Path: "/health"}},
-				{Name: "postgres", TailscaleIP: "100.64.0.11", TailscaleFQDN: "postgres.company.ts.net", Port: 5432,
-					Protocol: v1alpha1.ProtocolTCP},
-			},
-		},
-	}
-}
-
-func newServices(ns, name string) *v1alpha1.TailscaleServices {
-	return &v1alpha1.TailscaleServices{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: v1alpha1.TailscaleServicesSpec{
-			Selector:   &metav1.LabelSelector{MatchLabels: map[string]string{"service-type": "web"}},
-			VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:" + name, Ports: []string{"tcp:80"}, Tags: []string{"tag:web"}},
-		},
-	}
-}
-
-func newGateway(ns, name string) *v1alpha1.TailscaleGateway {
-	return &v1alpha1.TailscaleGateway{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: v1alpha1.TailscaleGatewaySpec{
-			GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "envoy-gateway", Namespace: "envoy-gateway-system"},
-			Tailnets: []v1alpha1.TailnetConfiguration{{
-				Name:                "main-tailnet",
-				TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "main-tailnet"},
-			}},
-		},
-	}
 }

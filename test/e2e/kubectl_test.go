@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -47,7 +49,7 @@ func TestKubectlTables(t *testing.T) {
 		!regexp.MustCompile(`(?m)^web\s.*100\.64\.0\.10\s+HTTP$`).MatchString(out) {
 		t.Fatalf("kubectl get -o wide:\n%s", out)
 	}
-	if _, err := viaKube(t).TailscaleGateways(ns).Create(ctx(t), newGateway(ns, "gw"), metav1.CreateOptions{}); err != nil {
+	if _, err := viaKube(t).TailscaleGateways(ns).Create(ctx(t), objects.Gateway(ns, "gw"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out = kubectl(t, "get", "tailscale", "-n", ns)
@@ -103,10 +105,10 @@ func TestKubectlWatch(t *testing.T) {
 	}
 	// The watch is established once an object created now shows up as ADDED.
 	eps := viaKube(t).TailscaleEndpoints(ns)
-	if _, err := eps.Create(ctx(t), newEndpoints(ns, "first"), metav1.CreateOptions{}); err != nil {
+	if _, err := eps.Create(ctx(t), objects.Endpoints(ns, "first"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	expect(`^ADDED\s+first\s+company\.ts\.net\s+2\s+0\s`)
+	expect(`^ADDED\s+first\s+company\.ts\.net\s+3\s+0\s`)
 	if _, err := eps.Patch(ctx(t), "first", types.MergePatchType, []byte(`{"spec":{"tailnet":"other.ts.net"}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,7 +22,7 @@ const holdFinalizer = "e2e.tailscale.com/hold"
 // the namespace controller deleting a namespace's objects through the aggregated API.
 func TestNamespaceLifecycle(t *testing.T) {
 	c := viaKube(t)
-	_, err := c.TailscaleEndpoints("no-such-namespace").Create(ctx(t), newEndpoints("no-such-namespace", "web"), metav1.CreateOptions{})
+	_, err := c.TailscaleEndpoints("no-such-namespace").Create(ctx(t), objects.Endpoints("no-such-namespace", "web"), metav1.CreateOptions{})
 	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), `namespaces "no-such-namespace" not found`) {
 		t.Fatalf("create in a missing namespace: %v, want 404 for the namespace", err)
 	}
@@ -41,7 +43,7 @@ func TestNamespaceLifecycle(t *testing.T) {
 	}
 	t.Cleanup(release)
 	for _, n := range []string{"a", "b"} {
-		if _, err := c.TailscaleEndpoints(name).Create(ctx(t), newEndpoints(name, n), metav1.CreateOptions{}); err != nil {
+		if _, err := c.TailscaleEndpoints(name).Create(ctx(t), objects.Endpoints(name, n), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,7 +55,7 @@ func TestNamespaceLifecycle(t *testing.T) {
 	attempt := 0
 	eventually(t, "creates in the terminating namespace to be refused", func(ctx context.Context) (bool, error) {
 		attempt++
-		_, err := c.TailscaleEndpoints(name).Create(ctx, newEndpoints(name, fmt.Sprintf("late-%d", attempt)), metav1.CreateOptions{})
+		_, err := c.TailscaleEndpoints(name).Create(ctx, objects.Endpoints(name, fmt.Sprintf("late-%d", attempt)), metav1.CreateOptions{})
 		if err == nil {
 			return false, nil
 		}
@@ -75,7 +77,7 @@ func TestNamespaceLifecycle(t *testing.T) {
 		return apierrors.IsNotFound(err), nil
 	})
 	eventually(t, "creates in the deleted namespace to be refused with 404", func(ctx context.Context) (bool, error) {
-		_, err := c.TailscaleEndpoints(name).Create(ctx, newEndpoints(name, "gone"), metav1.CreateOptions{})
+		_, err := c.TailscaleEndpoints(name).Create(ctx, objects.Endpoints(name, "gone"), metav1.CreateOptions{})
 		if err == nil {
 			return false, fmt.Errorf("created an object in deleted namespace %s", name)
 		}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -63,18 +65,18 @@ func TestRBACThroughAggregation(t *testing.T) {
 	if _, err := nobody.TailscaleEndpoints(ns).List(ctx(t), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("list without grants: %v, want 403", err)
 	}
-	if _, err := nobody.TailscaleEndpoints(ns).Create(ctx(t), newEndpoints(ns, "nobody"), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+	if _, err := nobody.TailscaleEndpoints(ns).Create(ctx(t), objects.Endpoints(ns, "nobody"), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("create without grants: %v, want 403", err)
 	}
 
 	// edit: every verb on the namespaced kinds in its namespace, nothing elsewhere.
-	if _, err := editor.TailscaleEndpoints(ns).Create(ctx(t), newEndpoints(ns, "web"), metav1.CreateOptions{}); err != nil {
+	if _, err := editor.TailscaleEndpoints(ns).Create(ctx(t), objects.Endpoints(ns, "web"), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create as edit: %v", err)
 	}
-	if _, err := editor.TailscaleServices(ns).Create(ctx(t), newServices(ns, "web"), metav1.CreateOptions{}); err != nil {
+	if _, err := editor.TailscaleServices(ns).Create(ctx(t), objects.Services(ns, "web"), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create TailscaleServices as edit: %v", err)
 	}
-	if _, err := editor.TailscaleGateways(ns).Create(ctx(t), newGateway(ns, "gw"), metav1.CreateOptions{}); err != nil {
+	if _, err := editor.TailscaleGateways(ns).Create(ctx(t), objects.Gateway(ns, "gw"), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create TailscaleGateway as edit: %v", err)
 	}
 	got, err := editor.TailscaleEndpoints(ns).Get(ctx(t), "web", metav1.GetOptions{})
@@ -98,7 +100,7 @@ func TestRBACThroughAggregation(t *testing.T) {
 	if l, err := viewer.TailscaleEndpoints(ns).List(ctx(t), metav1.ListOptions{}); err != nil || len(l.Items) != 1 {
 		t.Errorf("list as view: %v", err)
 	}
-	if _, err := viewer.TailscaleEndpoints(ns).Create(ctx(t), newEndpoints(ns, "viewer"), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+	if _, err := viewer.TailscaleEndpoints(ns).Create(ctx(t), objects.Endpoints(ns, "viewer"), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("create as view: %v, want 403", err)
 	}
 	if err := editor.TailscaleEndpoints(ns).Delete(ctx(t), "web", metav1.DeleteOptions{}); err != nil {
@@ -155,10 +157,10 @@ func TestDelegatedAuthenticationDirect(t *testing.T) {
 	editorToken := serviceAccountToken(t, ns, "editor", "edit")
 	nobodyToken := serviceAccountToken(t, ns, "nobody", "")
 
-	if _, err := gateway(t, env.Direct).TailscaleEndpoints(ns).Create(ctx(t), newEndpoints(ns, "admin"), metav1.CreateOptions{}); err != nil {
+	if _, err := gateway(t, env.Direct).TailscaleEndpoints(ns).Create(ctx(t), objects.Endpoints(ns, "admin"), metav1.CreateOptions{}); err != nil {
 		t.Errorf("create with the admin client certificate: %v", err)
 	}
-	if _, err := gateway(t, withToken(env.Direct, editorToken)).TailscaleEndpoints(ns).Create(ctx(t), newEndpoints(ns, "editor"), metav1.CreateOptions{}); err != nil {
+	if _, err := gateway(t, withToken(env.Direct, editorToken)).TailscaleEndpoints(ns).Create(ctx(t), objects.Endpoints(ns, "editor"), metav1.CreateOptions{}); err != nil {
 		t.Errorf("create with an edit token (TokenReview + SubjectAccessReview): %v", err)
 	}
 	if _, err := gateway(t, withToken(env.Direct, nobodyToken)).TailscaleEndpoints(ns).List(ctx(t), metav1.ListOptions{}); !apierrors.IsForbidden(err) {

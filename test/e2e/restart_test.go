@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -63,7 +65,7 @@ func TestInformerResumesAcrossServerRestart(t *testing.T) {
 	ns := newNamespace(t, "restart")
 	eps := viaKube(t).TailscaleEndpoints(ns)
 	for _, n := range []string{"kept", "changed", "deleted"} {
-		if _, err := eps.Create(ctx(t), newEndpoints(ns, n), metav1.CreateOptions{}); err != nil {
+		if _, err := eps.Create(ctx(t), objects.Endpoints(ns, n), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +122,7 @@ func TestInformerResumesAcrossServerRestart(t *testing.T) {
 	if err := other.Delete(ctx(t), "deleted", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Create(ctx(t), newEndpoints(ns, "created"), metav1.CreateOptions{}); err != nil {
+	if _, err := other.Create(ctx(t), objects.Endpoints(ns, "created"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -68,7 +70,7 @@ func TestCRUDEveryKind(t *testing.T) {
 		{
 			name: "TailscaleTailnet",
 			create: func() (metav1.Object, error) {
-				return c.TailscaleTailnets().Create(ctx(t), newTailnet("crud-tailnet"), metav1.CreateOptions{})
+				return c.TailscaleTailnets().Create(ctx(t), objects.Tailnet("crud-tailnet"), metav1.CreateOptions{})
 			},
 			get: func() (metav1.Object, error) {
 				return c.TailscaleTailnets().Get(ctx(t), "crud-tailnet", metav1.GetOptions{})
@@ -90,7 +92,7 @@ func TestCRUDEveryKind(t *testing.T) {
 		{
 			name: "TailscaleEndpoints",
 			create: func() (metav1.Object, error) {
-				return c.TailscaleEndpoints(ns).Create(ctx(t), newEndpoints(ns, "web"), metav1.CreateOptions{})
+				return c.TailscaleEndpoints(ns).Create(ctx(t), objects.Endpoints(ns, "web"), metav1.CreateOptions{})
 			},
 			get: func() (metav1.Object, error) { return c.TailscaleEndpoints(ns).Get(ctx(t), "web", metav1.GetOptions{}) },
 			update: func(o metav1.Object) (metav1.Object, error) {
@@ -110,7 +112,7 @@ func TestCRUDEveryKind(t *testing.T) {
 		{
 			name: "TailscaleServices",
 			create: func() (metav1.Object, error) {
-				return c.TailscaleServices(ns).Create(ctx(t), newServices(ns, "web"), metav1.CreateOptions{})
+				return c.TailscaleServices(ns).Create(ctx(t), objects.Services(ns, "web"), metav1.CreateOptions{})
 			},
 			get: func() (metav1.Object, error) { return c.TailscaleServices(ns).Get(ctx(t), "web", metav1.GetOptions{}) },
 			update: func(o metav1.Object) (metav1.Object, error) {
@@ -130,7 +132,7 @@ func TestCRUDEveryKind(t *testing.T) {
 		{
 			name: "TailscaleGateway",
 			create: func() (metav1.Object, error) {
-				return c.TailscaleGateways(ns).Create(ctx(t), newGateway(ns, "gw"), metav1.CreateOptions{})
+				return c.TailscaleGateways(ns).Create(ctx(t), objects.Gateway(ns, "gw"), metav1.CreateOptions{})
 			},
 			get: func() (metav1.Object, error) { return c.TailscaleGateways(ns).Get(ctx(t), "gw", metav1.GetOptions{}) },
 			update: func(o metav1.Object) (metav1.Object, error) {
@@ -183,7 +185,7 @@ func TestCRUDEveryKind(t *testing.T) {
 
 func TestDefaultsAreApplied(t *testing.T) {
 	c := shared.Clientset(t).GatewayV1alpha1()
-	ep, err := c.TailscaleEndpoints("defaults").Create(ctx(t), newEndpoints("defaults", "web"), metav1.CreateOptions{})
+	ep, err := c.TailscaleEndpoints("defaults").Create(ctx(t), objects.Endpoints("defaults", "web"), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ func TestDefaultsAreApplied(t *testing.T) {
 
 func TestStatusSubresource(t *testing.T) {
 	c := shared.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("status")
-	obj := newEndpoints("status", "web")
+	obj := objects.Endpoints("status", "web")
 	obj.Status.HealthyEndpoints = 42 // ignored on create
 	created, err := c.Create(ctx(t), obj, metav1.CreateOptions{})
 	if err != nil {
@@ -249,12 +251,12 @@ func TestStatusSubresource(t *testing.T) {
 
 func TestWatchFromResourceVersion(t *testing.T) {
 	c := shared.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("watch")
-	first, err := c.Create(ctx(t), newEndpoints("watch", "first"), metav1.CreateOptions{})
+	first, err := c.Create(ctx(t), objects.Endpoints("watch", "first"), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Changes made before the watch starts are replayed from the resourceVersion.
-	if _, err := c.Create(ctx(t), newEndpoints("watch", "second"), metav1.CreateOptions{}); err != nil {
+	if _, err := c.Create(ctx(t), objects.Endpoints("watch", "second"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Delete(ctx(t), "first", metav1.DeleteOptions{}); err != nil {
@@ -289,9 +291,9 @@ func TestWatchFromResourceVersion(t *testing.T) {
 
 func TestLabelAndFieldSelectors(t *testing.T) {
 	c := shared.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("selectors")
-	a := newEndpoints("selectors", "a")
+	a := objects.Endpoints("selectors", "a")
 	a.Labels = map[string]string{"tier": "front"}
-	b := newEndpoints("selectors", "b")
+	b := objects.Endpoints("selectors", "b")
 	b.Labels = map[string]string{"tier": "back"}
 	b.Spec.Tailnet = "other.ts.net"
 	for _, o := range []*v1alpha1.TailscaleEndpoints{a, b} {
@@ -329,7 +331,7 @@ func TestLabelAndFieldSelectors(t *testing.T) {
 
 func TestInvalidObjectReturnsEveryFieldError(t *testing.T) {
 	c := shared.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("invalid")
-	obj := newEndpoints("invalid", "bad")
+	obj := objects.Endpoints("invalid", "bad")
 	obj.Spec.Endpoints[0].Port = 70000
 	obj.Spec.Endpoints[1].TailscaleIP = "10.0.0.1"
 	obj.Spec.Endpoints[2].Name = "api-server"

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
@@ -107,7 +109,7 @@ func TestKubectlTables(t *testing.T) {
 		!strings.Contains(out, "100.64.0.10") {
 		t.Fatalf("kubectl get -o wide:\n%s", out)
 	}
-	if _, err := shared.Clientset(t).GatewayV1alpha1().TailscaleGateways("kubectl").Create(ctx(t), newGateway("kubectl", "gw"), metav1.CreateOptions{}); err != nil {
+	if _, err := shared.Clientset(t).GatewayV1alpha1().TailscaleGateways("kubectl").Create(ctx(t), objects.Gateway("kubectl", "gw"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out = kubectl(t, "get", "tailscale", "-n", "kubectl")
@@ -152,7 +154,7 @@ func TestKubectlExplain(t *testing.T) {
 func TestRestartKeepsData(t *testing.T) {
 	s := framework.Start(t, "")
 	c := s.Clientset(t).GatewayV1alpha1()
-	if _, err := c.TailscaleTailnets().Create(ctx(t), newTailnet("durable"), metav1.CreateOptions{}); err != nil {
+	if _, err := c.TailscaleTailnets().Create(ctx(t), objects.Tailnet("durable"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Stop()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -34,7 +36,7 @@ func startLiveServer(t *testing.T) (*framework.Server, *framework.ScriptedCollec
 }
 
 func liveEndpoints(ns string) *v1alpha1.TailscaleEndpoints {
-	obj := newEndpoints(ns, "live")
+	obj := objects.Endpoints(ns, "live")
 	obj.Spec.Endpoints = obj.Spec.Endpoints[:2] // api-server (probed) and postgres (device state only)
 	return obj
 }

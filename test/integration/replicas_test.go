@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
@@ -37,7 +39,7 @@ func TestReplicasShareExternalEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	if _, err := a.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("replicas").Create(ctx(t), newEndpoints("replicas", "web"), metav1.CreateOptions{}); err != nil {
+	if _, err := a.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("replicas").Create(ctx(t), objects.Endpoints("replicas", "web"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	select {

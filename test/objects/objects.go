@@ -1,4 +1,5 @@
-package integration
+// Package objects builds valid objects of every kind for integration and e2e tests.
+package objects
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -7,7 +8,8 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 )
 
-func newTailnet(name string) *v1alpha1.TailscaleTailnet {
+// Tailnet returns a valid TailscaleTailnet for company.ts.net.
+func Tailnet(name string) *v1alpha1.TailscaleTailnet {
 	return &v1alpha1.TailscaleTailnet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"env": "test"}},
 		Spec: v1alpha1.TailscaleTailnetSpec{
@@ -18,7 +20,9 @@ func newTailnet(name string) *v1alpha1.TailscaleTailnet {
 	}
 }
 
-func newEndpoints(ns, name string) *v1alpha1.TailscaleEndpoints {
+// Endpoints returns a valid TailscaleEndpoints of three endpoints (HTTP with a health check, TCP,
+// and gRPC on an IPv6 tailnet address), labelled service-type=web.
+func Endpoints(ns, name string) *v1alpha1.TailscaleEndpoints {
 	return &v1alpha1.TailscaleEndpoints{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"service-type": "web"}},
 		Spec: v1alpha1.TailscaleEndpointsSpec{
@@ -35,7 +39,8 @@ func newEndpoints(ns, name string) *v1alpha1.TailscaleEndpoints {
 	}
 }
 
-func newServices(ns, name string) *v1alpha1.TailscaleServices {
+// Services returns a valid TailscaleServices selecting service-type=web, with a failover strategy.
+func Services(ns, name string) *v1alpha1.TailscaleServices {
 	return &v1alpha1.TailscaleServices{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: v1alpha1.TailscaleServicesSpec{
@@ -51,7 +56,8 @@ func newServices(ns, name string) *v1alpha1.TailscaleServices {
 	}
 }
 
-func newGateway(ns, name string) *v1alpha1.TailscaleGateway {
+// Gateway returns a valid TailscaleGateway with one tailnet.
+func Gateway(ns, name string) *v1alpha1.TailscaleGateway {
 	return &v1alpha1.TailscaleGateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: v1alpha1.TailscaleGatewaySpec{
