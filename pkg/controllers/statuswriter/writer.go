@@ -183,6 +183,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return ignoreNotFound(err)
 		}
 		return reconcile(w.scheme, obj, &gateway.TailscaleTailnet{}, func(in *gateway.TailscaleTailnet) bool {
+			livestatus.StripTailnet(&in.Status)
 			st := livestatus.TailnetStatus(in, w.sources, now)
 			livestatus.StripTailnet(&st)
 			return setIfChanged(&in.Status, st)
@@ -196,6 +197,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return ignoreNotFound(err)
 		}
 		return reconcile(w.scheme, obj, &gateway.TailscaleEndpoints{}, func(in *gateway.TailscaleEndpoints) bool {
+			livestatus.StripEndpoints(&in.Status)
 			st := livestatus.Endpoints(in, w.sources, now)
 			livestatus.StripEndpoints(&st)
 			return setIfChanged(&in.Status, st)
@@ -220,6 +222,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return ignoreNotFound(err)
 		}
 		return reconcile(w.scheme, obj, &gateway.TailscaleGateway{}, func(in *gateway.TailscaleGateway) bool {
+			livestatus.StripGateway(&in.Status)
 			st := livestatus.Gateway(in, w.sources, now)
 			livestatus.StripGateway(&st)
 			return setIfChanged(&in.Status, st)
@@ -232,7 +235,9 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 }
 
 // reconcile converts a cached object to its internal version, lets compute set its status, and
-// writes it back through update when compute reports a change.
+// writes it back through update when compute reports a change. The informers watch through the
+// live-status overlay, so compute strips the cached status to its persisted form before comparing:
+// otherwise every event would cost a write that the server turns into a no-op.
 func reconcile[V interface {
 	runtime.Object
 	metav1.Object
