@@ -79,6 +79,8 @@ func (r *REST) Categories() []string { return []string{Category} }
 // StatusREST is the storage of a kind's status subresource.
 type StatusREST struct {
 	store *genericregistry.Store
+	// overlay adds live status to the objects returned; nil serves stored status.
+	overlay func(context.Context, runtime.Object)
 }
 
 var (
@@ -95,14 +97,22 @@ func (r *StatusREST) Destroy() {}
 
 // Get retrieves the object.
 func (r *StatusREST) Get(ctx context.Context, name string, options *metav1.GetOptions) (runtime.Object, error) {
-	return r.store.Get(ctx, name, options)
+	obj, err := r.store.Get(ctx, name, options)
+	if err == nil && r.overlay != nil {
+		r.overlay(ctx, obj)
+	}
+	return obj, err
 }
 
 // Update changes the status of an object.
 func (r *StatusREST) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc,
 	updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
 	// Subresources never create objects.
-	return r.store.Update(ctx, name, objInfo, createValidation, updateValidation, false, options)
+	obj, created, err := r.store.Update(ctx, name, objInfo, createValidation, updateValidation, false, options)
+	if err == nil && r.overlay != nil {
+		r.overlay(ctx, obj)
+	}
+	return obj, created, err
 }
 
 // GetResetFields implements rest.ResetFieldsStrategy.
@@ -148,9 +158,6 @@ func NewREST[T any, PT Object[T]](kind *Kind[T, PT], scheme *runtime.Scheme, opt
 
 		TableConvertor: tableConvertor[T, PT]{kind: kind},
 	}
-	if overlay != nil {
-		store.Decorator = decorate(overlay)
-	}
 	if err := store.CompleteWithOptions(&generic.StoreOptions{RESTOptions: optsGetter, AttrFunc: attrs}); err != nil {
 		return nil, nil, fmt.Errorf("completing %s storage: %w", kind.Resource, err)
 	}
@@ -161,7 +168,7 @@ func NewREST[T any, PT Object[T]](kind *Kind[T, PT], scheme *runtime.Scheme, opt
 	statusStore.ResetFieldsStrategy = status
 	main := &REST{Store: store, shortNames: kind.ShortNames}
 	if overlay != nil {
-		return &liveREST[T, PT]{REST: main, overlay: overlay}, &StatusREST{store: &statusStore}, nil
+		return &liveREST[T, PT]{REST: main, overlay: overlay}, &StatusREST{store: &statusStore, overlay: overlay.apply}, nil
 	}
 	return main, &StatusREST{store: &statusStore}, nil
 }

@@ -146,6 +146,21 @@ func TestInformerReconnectingSeesTransition(t *testing.T) {
 	})
 }
 
+// The state an object has when it is created (here: its device online, no probe) is persisted
+// too, although every read of it, the server's own informers' aside, already shows it live.
+func TestStateAtCreationIsPersisted(t *testing.T) {
+	s, _ := startLiveServer(t)
+	obj := liveEndpoints("initial")
+	obj.Spec.Endpoints = obj.Spec.Endpoints[1:] // postgres: device state only
+	if _, err := s.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("initial").Create(ctx(t), obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForStored(t, s, "initial", "live", func(o *v1alpha1.TailscaleEndpoints) bool {
+		e := endpointStatus(o, "postgres")
+		return e.Online != nil && *e.Online && e.Status == livestatus.Healthy && o.Status.HealthyEndpoints == 1
+	})
+}
+
 func TestLiveFieldsAreNeverPersisted(t *testing.T) {
 	s, collector := startLiveServer(t)
 	c := s.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("persist")

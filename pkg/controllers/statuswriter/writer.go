@@ -235,9 +235,10 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 }
 
 // reconcile converts a cached object to its internal version, lets compute set its status, and
-// writes it back through update when compute reports a change. The informers watch through the
-// live-status overlay, so compute strips the cached status to its persisted form before comparing:
-// otherwise every event would cost a write that the server turns into a no-op.
+// writes it back through update when compute reports a change. The informers read status as
+// stored (the server does not overlay live status for its own loopback client), and compute
+// strips the cached status to its persisted form before comparing, so that a live-only field
+// never costs a write the server would turn into a no-op.
 func reconcile[V interface {
 	runtime.Object
 	metav1.Object
