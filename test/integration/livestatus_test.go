@@ -155,10 +155,18 @@ func TestStateAtCreationIsPersisted(t *testing.T) {
 	if _, err := s.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("initial").Create(ctx(t), obj, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitForStored(t, s, "initial", "live", func(o *v1alpha1.TailscaleEndpoints) bool {
+	stored := waitForStored(t, s, "initial", "live", func(o *v1alpha1.TailscaleEndpoints) bool {
 		e := endpointStatus(o, "postgres")
 		return e.Online != nil && *e.Online && e.Status == livestatus.Healthy && o.Status.HealthyEndpoints == 1
 	})
+	// The writer's informer holds no managed fields; its status update keeps the stored ones.
+	var managers []string
+	for _, m := range stored.ManagedFields {
+		managers = append(managers, m.Manager+"/"+m.Subresource)
+	}
+	if len(managers) != 2 || managers[1] != "tailscale-gateway-status/status" {
+		t.Fatalf("stored managed fields: %v, want the creator's and tailscale-gateway-status/status", managers)
+	}
 }
 
 func TestLiveFieldsAreNeverPersisted(t *testing.T) {
