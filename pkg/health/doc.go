@@ -17,13 +17,23 @@
 //     therefore means "an echo-style reply arrived": a service that does not answer arbitrary
 //     datagrams is reported unhealthy. An ICMP port-unreachable answer surfaces as a read error
 //     ("connection refused").
-//   - gRPC: a plaintext grpc.health.v1.Health/Check call is healthy iff it answers SERVING. The
-//     service name is Path without its leading "/"; "", "/" and "/grpc.health.v1.Health/Check" ask
-//     for the server's overall health (service ""). Headers are sent as request metadata.
+//   - gRPC: a plaintext grpc.health.v1.Health/Check call (HTTP/2 with prior knowledge) is
+//     healthy iff it answers SERVING. The service name is Path without its leading "/"; "", "/"
+//     and "/grpc.health.v1.Health/Check" ask for the server's overall health (service "").
+//     Headers are sent as request metadata.
 //
 // TLS probes (HTTPS, TLS) offer only X25519 for key exchange, which makes a handshake about a
-// third cheaper than Go's default hybrid post-quantum exchange, and scheduled HTTPS probes
-// resume the target's previous TLS session.
+// third cheaper than Go's default hybrid post-quantum exchange. Scheduled TLS probes offer at
+// most TLS 1.2 and resume the target's previous session: a resumed TLS 1.2 handshake needs no
+// key exchange, whereas TLS 1.3 runs one even when resuming, and that halves the cost of a TLS
+// probe. A target that fails a TLS 1.2 handshake is tried again at once with TLS 1.3 allowed,
+// and offered TLS 1.3 from then on if that succeeds. One-off probes (Prober.Probe) offer
+// TLS 1.3 as usual.
+//
+// Probes are started in batches: when the prober wakes for a due target, it also starts the
+// targets due within the next Interval/20 (at most 50ms). Waking up is much of what probing
+// costs, so a probe may start that much early; its next probe is scheduled from when it was
+// due, so every target is still probed once per Interval on average.
 //
 // Every probe is bounded by Check.Timeout. Probe errors never carry header values: they may hold
 // secrets such as "Authorization: Bearer ...", so any value a server reflects into an error is

@@ -1,13 +1,15 @@
 package health
 
 import (
+	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -17,8 +19,8 @@ const userAgent = "tailscale-gateway-health/v1alpha1"
 // env is what a probe needs besides its target.
 type env struct {
 	dialer Dialer
-	// sessions resumes the target's TLS sessions (HTTPS); nil for one-off probes.
-	sessions tls.ClientSessionCache
+	// sessions is the target's TLS state (HTTPS, TLS); nil for one-off probes.
+	sessions *sessionCache
 }
 
 // probeFunc runs one probe of t; ctx carries the probe's deadline.
@@ -91,12 +93,29 @@ func secretForms(v string) []string {
 // aLongTimeAgo is a deadline in the past: it interrupts pending I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// bindDeadline makes I/O on conn end at ctx's deadline or cancellation. Call stop when done.
-func bindDeadline(ctx context.Context, conn net.Conn) (stop func() bool) {
+// dial connects to address for a probe. I/O on the connection ends at ctx's deadline or
+// cancellation; closing it releases that binding.
+func dial(ctx context.Context, e env, network, address string) (net.Conn, error) {
+	conn, err := e.dialer.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
 	if d, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(d)
 	}
-	return context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
+	return &boundConn{Conn: conn, stop: stop}, nil
+}
+
+// boundConn is a connection whose I/O is bound to a probe's context; see dial.
+type boundConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *boundConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
 
 // serverName is the TLS server name and default virtual host of t.
@@ -108,4 +127,19 @@ func serverName(t Target) string {
 		return host
 	}
 	return t.Address
+}
+
+// readers recycles the buffered readers probes parse responses with.
+var readers = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
+// newReader returns a buffered reader of r; hand it back with freeReader.
+func newReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func freeReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
 }

@@ -1,7 +1,7 @@
 package health
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -20,26 +20,28 @@ func httpGet(ctx context.Context, e env, t Target, useTLS bool) error {
 	if err != nil {
 		return err
 	}
+	// Encoded up front, the request goes out in one write, and without a bufio.Writer.
+	var wire bytes.Buffer
+	if err := req.Write(&wire); err != nil {
+		return fmt.Errorf("write request: %w", err)
+	}
 	var conn net.Conn
 	if useTLS {
 		conn, err = dialTLS(ctx, e, t, "http/1.1")
 	} else {
-		conn, err = e.dialer.DialContext(ctx, "tcp", t.Address)
-		if err != nil {
-			err = fmt.Errorf("dial: %w", err)
-		}
+		conn, err = dial(ctx, e, "tcp", t.Address)
 	}
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	stop := bindDeadline(ctx, conn)
-	defer stop()
 
-	if err := req.Write(conn); err != nil {
+	if _, err := conn.Write(wire.Bytes()); err != nil {
 		return fmt.Errorf("write request: %w", err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	br := newReader(conn)
+	defer freeReader(br)
+	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		return fmt.Errorf("read response: %w", err)
 	}

@@ -11,13 +11,11 @@ var udpPayload = []byte("tailscale-gateway health probe\n")
 // probeUDP sends one datagram and is healthy iff any datagram comes back before the deadline.
 // An ICMP port-unreachable answer makes the read fail with "connection refused".
 func probeUDP(ctx context.Context, e env, t Target) error {
-	conn, err := e.dialer.DialContext(ctx, "udp", t.Address)
+	conn, err := dial(ctx, e, "udp", t.Address)
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return err
 	}
 	defer func() { _ = conn.Close() }()
-	stop := bindDeadline(ctx, conn)
-	defer stop()
 	if _, err := conn.Write(udpPayload); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}

@@ -197,9 +197,12 @@ func (p *Prober) current(t *target) bool {
 	return p.targets[t.Key] == t
 }
 
-// requeue schedules t's next probe an interval after its last one started, with ±10% jitter.
-// p.mu must be held.
+// requeue schedules t's next probe an interval after its last one started, or was due if it
+// started early (see batchWindow), with ±10% jitter. p.mu must be held.
 func (p *Prober) requeue(t *target, started time.Time) {
+	if t.next.After(started) {
+		started = t.next
+	}
 	t.next = started.Add(p.nextDelay(t.Check.Interval))
 	heap.Push(&p.queue, t)
 	if t.index == 0 {

@@ -617,3 +617,64 @@ func TestRunSpreadsOverdueTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestDispatchBatches checks that the dispatcher hands out, with a due target, the targets due
+// within their batch window, and waits for the others.
+func TestDispatchBatches(t *testing.T) {
+	now := time.Now()
+	queued := func(keyDue map[string]time.Duration, interval time.Duration) *Prober {
+		p := New(Options{})
+		for key, due := range keyDue {
+			heap.Push(&p.queue, &target{Target: Target{Key: key, Check: Check{Interval: interval}}, next: now.Add(due)})
+		}
+		return p
+	}
+	p := queued(map[string]time.Duration{"due": 0, "soon": 40 * time.Millisecond, "later": 60 * time.Millisecond}, 10*time.Second)
+	var got []string
+	for {
+		tg, wait := p.nextDue(now)
+		if tg == nil {
+			if wait != 60*time.Millisecond {
+				t.Errorf("wait %s for the next target, want 60ms", wait)
+			}
+			break
+		}
+		got = append(got, tg.Key)
+	}
+	if want := []string{"due", "soon"}; !slices.Equal(got, want) {
+		t.Errorf("dispatched %q, want %q", got, want)
+	}
+
+	// A short interval has a short window: 2ms is beyond a twentieth of 20ms.
+	p = queued(map[string]time.Duration{"short": 2 * time.Millisecond}, 20*time.Millisecond)
+	if tg, wait := p.nextDue(now); tg != nil || wait != 2*time.Millisecond {
+		t.Errorf("nextDue = %v, %s; want nil, 2ms", tg, wait)
+	}
+	if tg, wait := New(Options{}).nextDue(now); tg != nil || wait != -1 {
+		t.Errorf("empty queue: nextDue = %v, %s; want nil, -1", tg, wait)
+	}
+}
+
+// TestRequeueFromDueTime checks that a probe started early by batching is followed an
+// interval after it was due, and one started late an interval after it started.
+func TestRequeueFromDueTime(t *testing.T) {
+	const interval = 10 * time.Second
+	p := New(Options{})
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		due      time.Time
+		wantFrom time.Time
+	}{
+		{"early", now.Add(30 * time.Millisecond), now.Add(30 * time.Millisecond)},
+		{"late", now.Add(-time.Second), now},
+	} {
+		tg := &target{Target: Target{Key: tc.name, Check: Check{Interval: interval}}, next: tc.due, index: -1}
+		p.mu.Lock()
+		p.requeue(tg, now)
+		p.mu.Unlock()
+		if d := tg.next.Sub(tc.wantFrom); d < interval*9/10 || d > interval*11/10 {
+			t.Errorf("%s: next probe %s after %s, want within ±10%% of %s", tc.name, d, tc.wantFrom.Sub(now), interval)
+		}
+	}
+}

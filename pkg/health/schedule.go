@@ -64,22 +64,27 @@ func (p *Prober) respread(now time.Time) {
 	heap.Init(&p.queue)
 }
 
+// maxBatchWindow bounds how early a probe may start; see batchWindow.
+const maxBatchWindow = 50 * time.Millisecond
+
+// batchWindow is how early a probe of the given interval may start: the dispatcher hands out
+// the earliest target once it is due within its window, so when it wakes for a due target it
+// also hands out those due shortly after. Probes then start in batches rather than one per
+// wake-up, and waking up (the dispatcher, the workers, the runtime's threads) is most of what
+// a prober spends on probes that are otherwise cheap. The next probe is scheduled from the due
+// time (see requeue), so a target is probed as often.
+func batchWindow(interval time.Duration) time.Duration {
+	return min(maxBatchWindow, interval/20)
+}
+
 // dispatch hands due targets to the workers until ctx is done. A target is out of the queue
 // from dispatch until its outcome is recorded, so it is never probed twice at once.
 func (p *Prober) dispatch(ctx context.Context, work chan<- *target) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	for {
+	for ctx.Err() == nil {
 		p.mu.Lock()
-		var due *target
-		wait := time.Duration(-1)
-		if len(p.queue) > 0 {
-			if d := time.Until(p.queue[0].next); d > 0 {
-				wait = d
-			} else {
-				due = heap.Pop(&p.queue).(*target)
-			}
-		}
+		due, wait := p.nextDue(time.Now())
 		p.mu.Unlock()
 
 		if due != nil {
@@ -101,6 +106,20 @@ func (p *Prober) dispatch(ctx context.Context, work chan<- *target) {
 		case <-timer.C:
 		}
 	}
+}
+
+// nextDue takes the earliest target out of the queue if it is due at now or within its batch
+// window. Otherwise it returns how long until it is due, or -1 if the queue is empty. p.mu
+// must be held.
+func (p *Prober) nextDue(now time.Time) (*target, time.Duration) {
+	if len(p.queue) == 0 {
+		return nil, -1
+	}
+	head := p.queue[0]
+	if d := head.next.Sub(now); d > batchWindow(head.Check.Interval) {
+		return nil, d
+	}
+	return heap.Pop(&p.queue).(*target), 0
 }
 
 // queue is a min-heap of targets by next due time.

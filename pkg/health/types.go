@@ -38,7 +38,8 @@ type Check struct {
 	// Path is the HTTP(S) request path, optionally with a query, or the gRPC health service
 	// name with a leading "/". Defaults to "/" for HTTP(S).
 	Path string
-	// Interval between the starts of two probes. Defaults to 30s.
+	// Interval between the starts of two probes, jittered by ±10%; a probe may also start up to
+	// Interval/20 (at most 50ms) early, see the package doc. Defaults to 30s.
 	Interval time.Duration
 	// Timeout bounds one probe. Defaults to 10s, or half the interval when that is shorter.
 	// A target is never probed twice at once: a probe slower than Interval delays the next.
