@@ -17,7 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
@@ -38,8 +40,11 @@ type fixture struct {
 	err     error
 }
 
-// The modes: stored status only (--live-status=false), and live status from a collector whose
-// tailnet holds a device for every object's address, so the overlay does its full work.
+// The modes. Both servers hold the same objects with the same stored status, as the status
+// writer persists it for a tailnet holding a device for every object's address. The stored
+// server (--live-status=false) serves that status as stored, its objects' status written by the
+// benchmark; the live server computes status on every read from a collector with that tailnet,
+// so the overlay does its full work, and its own status writer persists the status.
 var (
 	stored = &fixture{}
 	live   = &fixture{live: true}
@@ -135,9 +140,20 @@ func (f *fixture) createUpTo(n int) error {
 		go func(w int) {
 			defer wg.Done()
 			for i := f.created + w; i < n; i += writers {
-				_, err := f.client.GatewayV1alpha1().TailscaleEndpoints(namespace).Create(context.Background(), object(i), metav1.CreateOptions{})
+				c := f.client.GatewayV1alpha1().TailscaleEndpoints(namespace)
+				obj, err := c.Create(context.Background(), object(i), metav1.CreateOptions{})
 				if err != nil {
 					errs <- fmt.Errorf("creating object %d: %w", i, err)
+					return
+				}
+				if f.live {
+					continue
+				}
+				if obj, err = withPersistedStatus(obj); err == nil {
+					_, err = c.UpdateStatus(context.Background(), obj, metav1.UpdateOptions{FieldManager: "tailscale-gateway-status"})
+				}
+				if err != nil {
+					errs <- fmt.Errorf("writing the status of object %d: %w", i, err)
 					return
 				}
 			}
@@ -152,6 +168,24 @@ func (f *fixture) createUpTo(n int) error {
 		f.created = n
 	}
 	return nil
+}
+
+// persistedSources is the live server's tailnet, for the status the stored server holds.
+var persistedSources = benchCollector(sizes[len(sizes)-1])
+
+// withPersistedStatus returns obj with the status the live server's status writer persists.
+func withPersistedStatus(obj *v1alpha1.TailscaleEndpoints) (*v1alpha1.TailscaleEndpoints, error) {
+	var internal gateway.TailscaleEndpoints
+	if err := apiserver.Scheme.Convert(obj, &internal, nil); err != nil {
+		return nil, err
+	}
+	internal.Status = livestatus.Endpoints(&internal, persistedSources, time.Now())
+	livestatus.StripEndpoints(&internal.Status)
+	out := obj.DeepCopy()
+	if err := apiserver.Scheme.Convert(&internal, out, nil); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func address(i int) string {
