@@ -33,10 +33,10 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		TotalEndpoints: int32(len(obj.Spec.Endpoints)),
 	}
 	var offline int32
-	for _, ep := range obj.Spec.Endpoints {
+	for i, ep := range obj.Spec.Endpoints {
 		es := gateway.EndpointStatus{
 			Name:    ep.Name,
-			Address: net.JoinHostPort(ep.TailscaleIP, strconv.Itoa(int(ep.Port))),
+			Address: endpointAddress(ep, obj.Status.Endpoints, i),
 			Status:  Unknown,
 		}
 		if dev, ok := tn.deviceFor(ep.TailscaleIP, ep.TailscaleFQDN); haveTailnet && ok {
@@ -82,18 +82,39 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	st.Conditions = cloneConditions(obj.Status.Conditions)
 	setTailnetSynced(&st.Conditions, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
-		Message: fmt.Sprintf("%d of %d endpoints healthy", st.HealthyEndpoints, st.TotalEndpoints)}
+		Message: countOf(st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
 	switch {
 	case !haveTailnet || !tn.Synced:
 		ready.Status, ready.Reason = metav1.ConditionUnknown, "TailnetNotSynced"
 	case offline > 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "DevicesOffline"
-		ready.Message = fmt.Sprintf("%d of %d endpoint devices offline", offline, st.TotalEndpoints)
+		ready.Message = countOf(offline, st.TotalEndpoints, "endpoint devices offline")
 	case st.HealthyEndpoints < st.TotalEndpoints:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "EndpointsUnhealthy"
 	}
 	setCondition(&st.Conditions, ready, obj.Generation, now)
 	return st
+}
+
+// countOf is "<n> of <total> <what>"; it runs on every read, where fmt.Sprintf costs more.
+func countOf(n, total int32, what string) string {
+	return strconv.Itoa(int(n)) + " of " + strconv.Itoa(int(total)) + " " + what
+}
+
+// endpointAddress is the endpoint's host:port, the stored status's string when it already says
+// so: reads then share it rather than build it again.
+func endpointAddress(ep gateway.TailscaleEndpoint, stored []gateway.EndpointStatus, i int) string {
+	if i < len(stored) && stored[i].Name == ep.Name && isHostPort(stored[i].Address, ep.TailscaleIP, ep.Port) {
+		return stored[i].Address
+	}
+	return net.JoinHostPort(ep.TailscaleIP, strconv.Itoa(int(ep.Port)))
+}
+
+// isHostPort reports whether addr is net.JoinHostPort of host and port, without allocating.
+func isHostPort(addr, host string, port int32) bool {
+	h, p, err := net.SplitHostPort(addr)
+	var buf [11]byte
+	return err == nil && h == host && p == string(strconv.AppendInt(buf[:0], int64(port), 10))
 }
 
 // StripEndpoints clears the fields of a TailscaleEndpoints status that change on every probe or
@@ -312,7 +333,7 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	case !tn.Synced:
 		return fmt.Sprintf("serving state of %s from %s: %s", tn.Name, tn.LastSync.UTC().Format(time.RFC3339), tn.Message)
 	default:
-		return fmt.Sprintf("tailnet %s synced", tn.Name)
+		return "tailnet " + tn.Name + " synced"
 	}
 }
 

@@ -235,3 +235,27 @@ func BenchmarkEndpoints(b *testing.B) {
 		Endpoints(obj, src, now)
 	}
 }
+
+func TestEndpointAddressReusesStoredAddress(t *testing.T) {
+	v4 := gateway.TailscaleEndpoint{Name: "a", TailscaleIP: "100.64.0.1", Port: 8080}
+	v6 := gateway.TailscaleEndpoint{Name: "b", TailscaleIP: "fd7a:115c:a1e0::1", Port: 443}
+	stored := []gateway.EndpointStatus{{Name: "a", Address: "100.64.0.1:8080"}, {Name: "b", Address: "[fd7a:115c:a1e0::1]:443"}}
+	for _, tc := range []struct {
+		name   string
+		ep     gateway.TailscaleEndpoint
+		stored []gateway.EndpointStatus
+		i      int
+		want   string
+	}{
+		{"stored v4", v4, stored, 0, "100.64.0.1:8080"},
+		{"stored v6", v6, stored, 1, "[fd7a:115c:a1e0::1]:443"},
+		{"nothing stored", v4, nil, 0, "100.64.0.1:8080"},
+		{"other endpoint at that index", v4, stored[1:], 0, "100.64.0.1:8080"},
+		{"port changed", gateway.TailscaleEndpoint{Name: "a", TailscaleIP: "100.64.0.1", Port: 80}, stored, 0, "100.64.0.1:80"},
+		{"address changed", gateway.TailscaleEndpoint{Name: "a", TailscaleIP: "100.64.0.2", Port: 8080}, stored, 0, "100.64.0.2:8080"},
+	} {
+		if got := endpointAddress(tc.ep, tc.stored, tc.i); got != tc.want {
+			t.Errorf("%s: address %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
