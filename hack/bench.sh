@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run() { go test -run '^$' -timeout 60m "$@" ./test/benchmark/ | grep -E '^(Benchmark|ok|FAIL)|ns/op'; }
 for mode in stored live; do
   run -bench "BenchmarkGet/mode=${mode}/" -benchtime 2000x
-  run -bench "BenchmarkList/mode=${mode}/" -benchtime 10x
+  run -bench "BenchmarkList/mode=${mode}/" -benchtime 20x
 done
 run -bench 'BenchmarkTransitionLatency' -benchtime 20x
 run -bench 'BenchmarkAPICallsUnderReadLoad' -benchtime 1x
