@@ -120,10 +120,14 @@ func (c CompletedConfig) startLiveStatus(server *genericapiserver.GenericAPIServ
 	if err := c.Collector.Configure(factory, writer); err != nil {
 		return nil, fmt.Errorf("configuring live status: %w", err)
 	}
+	// The hook returns once the informers have synced, so /readyz (which reports it as
+	// poststarthook/tailscale-gateway-live-status) says ready only when the collector knows every
+	// tailnet and endpoint: before, reads would show status computed from a partial picture.
 	err = server.AddPostStartHook("tailscale-gateway-live-status", func(hook genericapiserver.PostStartHookContext) error {
 		factory.Start(hook.Done())
 		go c.Collector.Run(hook)
 		go writer.Run(hook, 2)
+		factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
 		return nil
 	})
 	if err != nil {

@@ -146,6 +146,19 @@ func TestInformerReconnectingSeesTransition(t *testing.T) {
 	})
 }
 
+// Live status is part of readiness: its post-start hook, which returns once the collector's and
+// status writer's informers have synced, is a named /readyz check.
+func TestReadinessIncludesLiveStatus(t *testing.T) {
+	s, _ := startLiveServer(t)
+	out, err := s.Clientset(t).Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "").DoRaw(ctx(t))
+	if err != nil {
+		t.Fatalf("readyz: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "[+]poststarthook/tailscale-gateway-live-status ok") {
+		t.Fatalf("readyz lacks the live-status check:\n%s", out)
+	}
+}
+
 // The state an object has when it is created (here: its device online, no probe) is persisted
 // too, although every read of it, the server's own informers' aside, already shows it live.
 func TestStateAtCreationIsPersisted(t *testing.T) {
