@@ -2,9 +2,7 @@
 package apiserver
 
 import (
-	"context"
 	"fmt"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,10 +15,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/statuswriter"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
-	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/registry"
 )
 
@@ -42,35 +36,15 @@ func init() {
 // Config is the configuration of the server.
 type Config struct {
 	GenericConfig *genericapiserver.RecommendedConfig
-	// Collector, when set, supplies live status for reads and transitions; without it the
-	// server serves stored status only.
-	Collector Collector
-}
-
-// Collector gathers live tailnet and health state in the background and answers livestatus
-// reads from memory.
-type Collector interface {
-	livestatus.Sources
-	// Configure registers the collector's informer handlers (which tailnets to poll, which
-	// endpoints to probe) and the receiver of its change notifications. It is called once,
-	// before the informers start.
-	Configure(factory informers.SharedInformerFactory, notify Notifier) error
-	// Run collects until ctx is done.
-	Run(ctx context.Context)
-}
-
-// Notifier receives the collector's transitions.
-type Notifier interface {
-	// EndpointsChanged reports a health transition of an endpoint of a TailscaleEndpoints.
-	EndpointsChanged(namespace, name string)
-	// TailnetChanged reports a change of devices' online state or of a tailnet's sync state.
-	TailnetChanged()
+	// Overlays, when set, add live status to every read; without them the server serves stored
+	// status only. What fills their sources runs elsewhere (pkg/cmd/server starts it).
+	Overlays *Overlays
 }
 
 // CompletedConfig is a Config with defaults filled in.
 type CompletedConfig struct {
 	GenericConfig genericapiserver.CompletedConfig
-	Collector     Collector
+	Overlays      *Overlays
 }
 
 // Server serves gateway.tailscale.com.
@@ -80,7 +54,7 @@ type Server struct {
 
 // Complete fills in defaults.
 func (c *Config) Complete() CompletedConfig {
-	return CompletedConfig{GenericConfig: c.GenericConfig.Complete(), Collector: c.Collector}
+	return CompletedConfig{GenericConfig: c.GenericConfig.Complete(), Overlays: c.Overlays}
 }
 
 // New returns a server with every kind of the API group installed.
@@ -89,13 +63,7 @@ func (c CompletedConfig) New() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating generic server: %w", err)
 	}
-	var overlays *Overlays
-	if c.Collector != nil {
-		if overlays, err = c.startLiveStatus(genericServer); err != nil {
-			return nil, err
-		}
-	}
-	storage, err := NewStorage(c.GenericConfig.RESTOptionsGetter, overlays)
+	storage, err := NewStorage(c.GenericConfig.RESTOptionsGetter, c.Overlays)
 	if err != nil {
 		return nil, err
 	}
@@ -106,34 +74,6 @@ func (c CompletedConfig) New() (*Server, error) {
 		return nil, fmt.Errorf("installing %s: %w", gateway.GroupName, err)
 	}
 	return &Server{GenericAPIServer: genericServer}, nil
-}
-
-// startLiveStatus wires the collector and the status writer to informers on the loopback client
-// and starts them once the server serves. It returns the overlays of the read paths.
-func (c CompletedConfig) startLiveStatus(server *genericapiserver.GenericAPIServer) (*Overlays, error) {
-	client, err := versioned.NewForConfig(c.GenericConfig.LoopbackClientConfig)
-	if err != nil {
-		return nil, fmt.Errorf("creating loopback client: %w", err)
-	}
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute, informers.WithTransform(dropManagedFields))
-	writer := statuswriter.New(client, factory, c.Collector)
-	if err := c.Collector.Configure(factory, writer); err != nil {
-		return nil, fmt.Errorf("configuring live status: %w", err)
-	}
-	// The hook returns once the informers have synced, so /readyz (which reports it as
-	// poststarthook/tailscale-gateway-live-status) says ready only when the collector knows every
-	// tailnet and endpoint: before, reads would show status computed from a partial picture.
-	err = server.AddPostStartHook("tailscale-gateway-live-status", func(hook genericapiserver.PostStartHookContext) error {
-		factory.Start(hook.Done())
-		go c.Collector.Run(hook)
-		go writer.Run(hook, 2)
-		factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return NewOverlays(c.Collector, writer.Selector()), nil
 }
 
 // NewStorage returns the REST storage of every resource and status subresource of v1alpha1;
@@ -165,14 +105,4 @@ func addStorage[T any, PT registry.Object[T]](storage map[string]rest.Storage, k
 	storage[kind.Resource] = main
 	storage[kind.Resource+"/status"] = status
 	return nil
-}
-
-// dropManagedFields empties the managed fields of objects entering the server's own informers:
-// neither the collector nor the status writer reads them (a status update without them keeps the
-// stored ones), and they are about a third of what a cached object holds.
-func dropManagedFields(obj any) (any, error) {
-	if o, ok := obj.(metav1.Object); ok {
-		o.SetManagedFields(nil)
-	}
-	return obj, nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/embeddedetcd"
 	generatedopenapi "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/openapi"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/localpki"
 )
 
@@ -51,7 +52,7 @@ type Options struct {
 	// Live configures the live status collector built when Collector is nil.
 	Live *LiveStatusOptions
 	// Collector supplies live status; when nil and Live is enabled, one is built from Live.
-	Collector apiserver.Collector
+	Collector livestatus.Collector
 
 	etcd *embeddedetcd.Server
 	pki  *localpki.Files
@@ -189,7 +190,7 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		}
 		o.Collector = c
 	}
-	return &apiserver.Config{GenericConfig: cfg, Collector: o.Collector}, nil
+	return &apiserver.Config{GenericConfig: cfg}, nil
 }
 
 // Run serves until ctx is done, then shuts down gracefully and stops the embedded etcd.
@@ -201,8 +202,16 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, o.Collector)
+	if err != nil {
+		return err
+	}
+	cfg.Overlays = r.overlays()
 	server, err := cfg.Complete().New()
 	if err != nil {
+		return err
+	}
+	if err := r.install(server.GenericAPIServer); err != nil {
 		return err
 	}
 	if o.Standalone {

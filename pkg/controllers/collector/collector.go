@@ -19,7 +19,6 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/health"
@@ -49,7 +48,7 @@ type Options struct {
 	ControlURL string
 }
 
-// Collector implements apiserver.Collector.
+// Collector implements livestatus.Collector.
 type Collector struct {
 	tailnets *tailnet.Cache
 	prober   *health.Prober
@@ -59,7 +58,7 @@ type Collector struct {
 	tailnetLister   listers.TailscaleTailnetLister
 	endpointsLister listers.TailscaleEndpointsLister
 	synced          []cache.InformerSynced
-	notify          apiserver.Notifier
+	notify          livestatus.Notifier
 	targetsDirty    chan struct{}
 
 	mu        sync.Mutex
@@ -73,7 +72,7 @@ type convertedTailnet struct {
 	state      livestatus.Tailnet
 }
 
-var _ apiserver.Collector = &Collector{}
+var _ livestatus.Collector = &Collector{}
 
 // New returns a collector; Configure and Run start it.
 func New(opts Options) *Collector {
@@ -114,8 +113,8 @@ func (c *Collector) DialContext(ctx context.Context, network, address string) (n
 	return c.nodes.DialContext(ctx, name, network, address)
 }
 
-// Configure implements apiserver.Collector.
-func (c *Collector) Configure(factory informers.SharedInformerFactory, notify apiserver.Notifier) error {
+// Configure implements livestatus.Collector.
+func (c *Collector) Configure(factory informers.SharedInformerFactory, notify livestatus.Notifier) error {
 	c.notify = notify
 	gw := factory.Gateway().V1alpha1()
 	c.tailnetLister = gw.TailscaleTailnets().Lister()
@@ -155,7 +154,7 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify ap
 	return nil
 }
 
-// Run implements apiserver.Collector.
+// Run implements livestatus.Collector.
 func (c *Collector) Run(ctx context.Context) {
 	defer c.tailnets.Close()
 	if c.nodes != nil {

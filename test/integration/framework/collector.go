@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 )
@@ -19,10 +18,10 @@ type ScriptedCollector struct {
 
 	mu     sync.Mutex
 	probes map[string]livestatus.Probe
-	notify apiserver.Notifier
+	notify livestatus.Notifier
 }
 
-var _ apiserver.Collector = &ScriptedCollector{}
+var _ livestatus.Collector = &ScriptedCollector{}
 
 // Tailnet implements livestatus.Sources.
 func (c *ScriptedCollector) Tailnet(ref string) (livestatus.Tailnet, bool) {
@@ -40,13 +39,13 @@ func (c *ScriptedCollector) Probe(key string) (livestatus.Probe, bool) {
 	return p, ok
 }
 
-// Configure implements apiserver.Collector.
-func (c *ScriptedCollector) Configure(_ informers.SharedInformerFactory, notify apiserver.Notifier) error {
+// Configure implements livestatus.Collector.
+func (c *ScriptedCollector) Configure(_ informers.SharedInformerFactory, notify livestatus.Notifier) error {
 	c.notify = notify
 	return nil
 }
 
-// Run implements apiserver.Collector.
+// Run implements livestatus.Collector.
 func (c *ScriptedCollector) Run(ctx context.Context) { <-ctx.Done() }
 
 // SetProbe records a probe result of an endpoint and reports it as a health transition.

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/rest"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/statuswriter"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+)
+
+// informerResync is the resync period of the runners' informers.
+const informerResync = 10 * time.Minute
+
+// runners are the parts of the binary besides the API server: the live-status collector and the
+// status writer. Each reads the registry through one informer factory on the server's loopback
+// client, so every consumer sees the same objects and validation as users do, and each is
+// started by a post-start hook once the server serves.
+type runners struct {
+	client    versioned.Interface
+	factory   informers.SharedInformerFactory
+	collector livestatus.Collector
+	writer    *statuswriter.Writer
+}
+
+// newRunners builds the runners on the loopback client of loopback. collector may be nil (no
+// live status).
+func newRunners(loopback *rest.Config, collector livestatus.Collector) (*runners, error) {
+	client, err := versioned.NewForConfig(loopback)
+	if err != nil {
+		return nil, fmt.Errorf("creating loopback client: %w", err)
+	}
+	r := &runners{
+		client:    client,
+		factory:   informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTransform(dropManagedFields)),
+		collector: collector,
+	}
+	if collector != nil {
+		r.writer = statuswriter.New(client, r.factory, collector)
+		if err := collector.Configure(r.factory, r.writer); err != nil {
+			return nil, fmt.Errorf("configuring live status: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// overlays returns the live-status overlays of the read paths, nil without a collector.
+func (r *runners) overlays() *apiserver.Overlays {
+	if r.collector == nil {
+		return nil
+	}
+	return apiserver.NewOverlays(r.collector, r.writer.Selector())
+}
+
+// install adds the post-start hooks that start the runners.
+func (r *runners) install(server *genericapiserver.GenericAPIServer) error {
+	if r.collector == nil {
+		return nil
+	}
+	// The hook returns once the informers have synced, so /readyz (which reports it as
+	// poststarthook/tailscale-gateway-live-status) says ready only when the collector knows every
+	// tailnet and endpoint: before, reads would show status computed from a partial picture.
+	return server.AddPostStartHook("tailscale-gateway-live-status", func(hook genericapiserver.PostStartHookContext) error {
+		r.factory.Start(hook.Done())
+		go r.collector.Run(hook)
+		go r.writer.Run(hook, 2)
+		r.factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
+		return nil
+	})
+}
+
+// dropManagedFields empties the managed fields of objects entering the runners' informers: no
+// runner reads them (a status update without them keeps the stored ones), and they are about a
+// third of what a cached object holds.
+func dropManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
+}

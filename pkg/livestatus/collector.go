@@ -1,0 +1,27 @@
+package livestatus
+
+import (
+	"context"
+
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+)
+
+// Collector gathers live tailnet and health state in the background and answers Sources reads
+// from memory.
+type Collector interface {
+	Sources
+	// Configure registers the collector's informer handlers (which tailnets to poll, which
+	// endpoints to probe) and the receiver of its change notifications. It is called once,
+	// before the informers start.
+	Configure(factory informers.SharedInformerFactory, notify Notifier) error
+	// Run collects until ctx is done.
+	Run(ctx context.Context)
+}
+
+// Notifier receives a Collector's transitions.
+type Notifier interface {
+	// EndpointsChanged reports a health transition of an endpoint of a TailscaleEndpoints.
+	EndpointsChanged(namespace, name string)
+	// TailnetChanged reports a change of devices' online state or of a tailnet's sync state.
+	TailnetChanged()
+}
