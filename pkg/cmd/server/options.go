@@ -51,6 +51,8 @@ type Options struct {
 
 	// Live configures the live status collector built when Collector is nil.
 	Live *LiveStatusOptions
+	// Extension configures the Envoy Gateway extension and its xDS server.
+	Extension *ExtensionOptions
 	// Collector supplies live status; when nil and Live is enabled, one is built from Live.
 	Collector livestatus.Collector
 
@@ -63,8 +65,9 @@ func NewOptions() *Options {
 	o := &Options{
 		RecommendedOptions: genericoptions.NewRecommendedOptions(etcdPathPrefix,
 			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion)),
-		DataDir: "_output/local",
-		Live:    NewLiveStatusOptions(),
+		DataDir:   "_output/local",
+		Live:      NewLiveStatusOptions(),
+		Extension: NewExtensionOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -79,6 +82,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Run without a Kubernetes cluster: embedded etcd (unless --etcd-servers is set), a local CA and an admin kubeconfig in --data-dir.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the standalone server's etcd data, certificates and kubeconfig.")
 	o.Live.AddFlags(fs)
+	o.Extension.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -100,6 +104,11 @@ func (o *Options) Complete() error {
 		return err
 	}
 	o.pki = pki
+
+	// Standalone serves on loopback unless told otherwise: it has no authentication in front of
+	// the extension and xDS ports.
+	o.Extension.BindAddress = loopbackIfUnspecified(o.Extension.BindAddress)
+	o.Extension.XDSBindAddress = loopbackIfUnspecified(o.Extension.XDSBindAddress)
 
 	ro := o.RecommendedOptions
 	ro.SecureServing.ServerCert.CertKey.CertFile = pki.ServingCert
@@ -129,7 +138,7 @@ func (o *Options) Complete() error {
 
 // Validate checks the options.
 func (o *Options) Validate() error {
-	return utilerrors.NewAggregate(o.RecommendedOptions.Validate())
+	return utilerrors.NewAggregate(append(o.RecommendedOptions.Validate(), o.Extension.Validate()...))
 }
 
 // Config builds the server configuration.
@@ -202,7 +211,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, o.Collector)
+	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, cfg.GenericConfig.ClientConfig, o.Collector, o.Extension)
 	if err != nil {
 		return err
 	}
@@ -225,4 +234,13 @@ func (o *Options) Run(ctx context.Context) error {
 		klog.InfoS("Standalone server ready to serve", "url", url, "kubeconfig", o.KubeconfigPath())
 	}
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}
+
+// loopbackIfUnspecified returns addr with 127.0.0.1 as its host when it names none (":5005").
+func loopbackIfUnspecified(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }

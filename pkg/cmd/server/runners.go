@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/statuswriter"
@@ -27,11 +28,12 @@ type runners struct {
 	factory   informers.SharedInformerFactory
 	collector livestatus.Collector
 	writer    *statuswriter.Writer
+	extension *extension
 }
 
 // newRunners builds the runners on the loopback client of loopback. collector may be nil (no
-// live status).
-func newRunners(loopback *rest.Config, collector livestatus.Collector) (*runners, error) {
+// live status); core is the Kubernetes API's client configuration, nil standalone.
+func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext *ExtensionOptions) (_ *runners, err error) {
 	client, err := versioned.NewForConfig(loopback)
 	if err != nil {
 		return nil, fmt.Errorf("creating loopback client: %w", err)
@@ -47,6 +49,11 @@ func newRunners(loopback *rest.Config, collector livestatus.Collector) (*runners
 			return nil, fmt.Errorf("configuring live status: %w", err)
 		}
 	}
+	if ext != nil && ext.Enabled {
+		if r.extension, err = ext.newExtension(r.factory, core, apiserver.Scheme); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
 }
 
@@ -60,19 +67,39 @@ func (r *runners) overlays() *apiserver.Overlays {
 
 // install adds the post-start hooks that start the runners.
 func (r *runners) install(server *genericapiserver.GenericAPIServer) error {
-	if r.collector == nil {
-		return nil
+	if r.collector != nil {
+		// The hook returns once the informers have synced, so /readyz (which reports it as
+		// poststarthook/tailscale-gateway-live-status) says ready only when the collector knows
+		// every tailnet and endpoint: before, reads would show status computed from a partial
+		// picture.
+		err := server.AddPostStartHook("tailscale-gateway-live-status", func(hook genericapiserver.PostStartHookContext) error {
+			r.factory.Start(hook.Done())
+			go r.collector.Run(hook)
+			go r.writer.Run(hook, 2)
+			r.factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
-	// The hook returns once the informers have synced, so /readyz (which reports it as
-	// poststarthook/tailscale-gateway-live-status) says ready only when the collector knows every
-	// tailnet and endpoint: before, reads would show status computed from a partial picture.
-	return server.AddPostStartHook("tailscale-gateway-live-status", func(hook genericapiserver.PostStartHookContext) error {
-		r.factory.Start(hook.Done())
-		go r.collector.Run(hook)
-		go r.writer.Run(hook, 2)
-		r.factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
-		return nil
-	})
+	if r.extension != nil {
+		// Envoy Gateway may call the hooks before the informers have synced; a cluster whose
+		// objects are not cached yet gets its endpoints once they are.
+		err := server.AddPostStartHook("tailscale-gateway-extension", func(hook genericapiserver.PostStartHookContext) error {
+			r.factory.Start(hook.Done())
+			go func() {
+				if err := r.extension.run(hook); err != nil {
+					klog.ErrorS(err, "Envoy Gateway extension stopped")
+				}
+			}()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dropManagedFields empties the managed fields of objects entering the runners' informers: no

@@ -55,7 +55,9 @@ func (g *Gateway) Start() error {
 	o := server.NewOptions()
 	fs := pflag.NewFlagSet("tailscale-gateway-apiserver", pflag.ContinueOnError)
 	o.AddFlags(fs)
-	if err := fs.Parse(append([]string{"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port)}, g.args...)); err != nil {
+	flags := []string{"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
+		"--extension-bind-address=127.0.0.1:0", "--xds-bind-address=127.0.0.1:0"}
+	if err := fs.Parse(append(flags, g.args...)); err != nil {
 		l.Close()
 		return fmt.Errorf("parsing flags: %w", err)
 	}

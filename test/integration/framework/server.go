@@ -68,6 +68,8 @@ func StartServer(dataDir string, configure ...func(*server.Options)) (*Server, e
 	}
 	o.RecommendedOptions.SecureServing.Listener = l
 	o.RecommendedOptions.SecureServing.BindPort = l.Addr().(*net.TCPAddr).Port
+	// Servers of one test process run side by side: the extension's ports are chosen by the kernel.
+	o.Extension.BindAddress, o.Extension.XDSBindAddress = "127.0.0.1:0", "127.0.0.1:0"
 	for _, c := range configure {
 		c(o)
 	}

@@ -1,0 +1,287 @@
+// Package eds serves the endpoints of Envoy Gateway clusters whose backends are TailscaleEndpoints
+// and TailscaleServices: one ClusterLoadAssignment per cluster, computed from the registry's
+// objects and their persisted health, over go-control-plane's EDS and ADS (SotW and delta).
+// Health and membership changes reach Envoy without an Envoy Gateway re-translation.
+package eds
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+)
+
+// strictFailoverFactor is the overprovisioning factor of failover clusters: with it a priority
+// level takes all traffic while any of its hosts is healthy (Envoy's default, 140, spills part of
+// the traffic to the next priority as soon as one host of the level is unhealthy).
+const strictFailoverFactor = 1 << 20
+
+// Tiers of the failover strategy as TailscaleServices status names them.
+const (
+	TierPrimary   = "primary"
+	TierSecondary = "secondary"
+)
+
+// Source reads the registry from memory.
+type Source interface {
+	TailscaleEndpoints(namespace, name string) (*v1alpha1.TailscaleEndpoints, bool)
+	TailscaleServices(namespace, name string) (*v1alpha1.TailscaleServices, bool)
+	// SelectEndpoints returns the TailscaleEndpoints of namespace that selector matches,
+	// sorted by name: the selection a TailscaleServices' status shows.
+	SelectEndpoints(namespace string, selector labels.Selector) []*v1alpha1.TailscaleEndpoints
+}
+
+// Endpoint is one endpoint of a TailscaleEndpoints with its persisted health.
+type Endpoint struct {
+	Name     string
+	IP       string
+	FQDN     string
+	Port     int32
+	Protocol v1alpha1.Protocol
+	// Health is livestatus.Healthy, Unhealthy or Unknown.
+	Health string
+	// Discovered is true for endpoints found through tagSelectors (status only, not spec).
+	Discovered bool
+}
+
+// Addresser chooses the address Envoy dials for a tailnet endpoint.
+type Addresser interface {
+	Address(eps *v1alpha1.TailscaleEndpoints, ep Endpoint) (host string, port uint32, ok bool)
+}
+
+// Direct makes Envoy dial the tailnet address itself: for Envoy nodes that route 100.64.0.0/10
+// and fd7a:115c:a1e0::/48 through a subnet router or a Tailscale sidecar.
+type Direct struct{}
+
+// Address implements Addresser.
+func (Direct) Address(_ *v1alpha1.TailscaleEndpoints, ep Endpoint) (string, uint32, bool) {
+	if ep.IP == "" || ep.Port <= 0 {
+		return "", 0, false
+	}
+	return ep.IP, uint32(ep.Port), true
+}
+
+// Endpoints returns the endpoints of obj: those of its spec, then those of its status that its
+// spec does not declare (discovered through tagSelectors), with the health its status records.
+func Endpoints(obj *v1alpha1.TailscaleEndpoints) []Endpoint {
+	health := make(map[string]string, len(obj.Status.Endpoints))
+	for _, s := range obj.Status.Endpoints {
+		health[s.Name] = s.Status
+	}
+	out := make([]Endpoint, 0, len(obj.Spec.Endpoints))
+	declared := make(map[string]bool, len(obj.Spec.Endpoints))
+	for _, ep := range obj.Spec.Endpoints {
+		declared[ep.Name] = true
+		out = append(out, Endpoint{Name: ep.Name, IP: ep.TailscaleIP, FQDN: ep.TailscaleFQDN, Port: ep.Port,
+			Protocol: ep.Protocol, Health: healthOr(health[ep.Name])})
+	}
+	for _, s := range obj.Status.Endpoints {
+		if declared[s.Name] {
+			continue
+		}
+		host, portStr, err := net.SplitHostPort(s.Address)
+		port, perr := strconv.Atoi(portStr)
+		if err != nil || perr != nil {
+			continue
+		}
+		out = append(out, Endpoint{Name: s.Name, IP: host, Port: int32(port), Health: healthOr(s.Status), Discovered: true})
+	}
+	return out
+}
+
+func healthOr(s string) string {
+	if s == livestatus.Healthy || s == livestatus.Unhealthy {
+		return s
+	}
+	return livestatus.Unknown
+}
+
+// locality is one group of hosts: the endpoints of one object reached through one backendRef.
+type locality struct {
+	name     string // sub-zone: "<Kind>/<namespace>/<name>"
+	weight   uint32
+	priority uint32
+	hosts    []*endpointv3.LbEndpoint
+}
+
+// LoadAssignment computes the load assignment of cluster from the refs of its rule. Objects that
+// do not exist (yet) contribute nothing. Each object reached through a ref is a locality (sub-zone
+// "<Kind>/<namespace>/<name>") weighted by the ref's weight, times the object's weight under the
+// weighted strategy; failover tiers are priorities, the active tier first.
+func LoadAssignment(cluster string, refs []backends.Ref, src Source, addr Addresser) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+	var locs []locality
+	failover := false
+	for _, ref := range refs {
+		if ref.Weight == 0 {
+			continue
+		}
+		switch ref.Kind {
+		case backends.KindEndpoints:
+			if eps, ok := src.TailscaleEndpoints(ref.Namespace, ref.Name); ok {
+				locs = append(locs, endpointsLocality(eps, ref.Port, ref.Weight, 0, addr))
+			}
+		case backends.KindServices:
+			if svc, ok := src.TailscaleServices(ref.Namespace, ref.Name); ok {
+				l, fo := servicesLocalities(svc, ref, src, addr)
+				locs = append(locs, l...)
+				failover = failover || fo
+			}
+		}
+	}
+	// Priorities must be contiguous from 0: renumber the ones in use.
+	var used []uint32
+	for _, l := range locs {
+		if len(l.hosts) > 0 && !slices.Contains(used, l.priority) {
+			used = append(used, l.priority)
+		}
+	}
+	slices.Sort(used)
+	for _, l := range locs {
+		if len(l.hosts) == 0 {
+			continue
+		}
+		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+			Locality:            &corev3.Locality{Region: "tailscale", SubZone: l.name},
+			LbEndpoints:         l.hosts,
+			LoadBalancingWeight: wrapperspb.UInt32(l.weight),
+			Priority:            uint32(slices.Index(used, l.priority)),
+		})
+	}
+	if failover {
+		cla.Policy = &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(strictFailoverFactor)}
+	}
+	return cla
+}
+
+// endpointsLocality is the locality of eps: its TCP endpoints on port, or all when none listens
+// on it (or port is zero).
+func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, priority uint32, addr Addresser) locality {
+	all := Endpoints(eps)
+	matching := all[:0:0]
+	for _, ep := range all {
+		if ep.Port == port {
+			matching = append(matching, ep)
+		}
+	}
+	if len(matching) == 0 {
+		matching = all
+	}
+	l := locality{name: backends.KindEndpoints + "/" + eps.Namespace + "/" + eps.Name, weight: weight, priority: priority}
+	for _, ep := range matching {
+		if ep.Protocol == v1alpha1.ProtocolUDP {
+			continue // HTTPRoute traffic is TCP
+		}
+		host, p, ok := addr.Address(eps, ep)
+		if !ok {
+			continue
+		}
+		l.hosts = append(l.hosts, lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health))
+	}
+	return l
+}
+
+// servicesLocalities are the localities of the TailscaleEndpoints svc selects and of its
+// external services; failover reports whether svc uses the failover strategy.
+func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src Source, addr Addresser) (locs []locality, failover bool) {
+	lb := svc.Spec.LoadBalancing
+	strategy := v1alpha1.StrategyRoundRobin
+	if lb != nil && lb.Strategy != "" {
+		strategy = lb.Strategy
+	}
+	weightOf := func(name string, own *int32) uint32 {
+		w := uint32(1)
+		if own != nil {
+			w = uint32(max(*own, 0))
+		}
+		if strategy == v1alpha1.StrategyWeighted && lb != nil {
+			if v, ok := lb.Weights[name]; ok {
+				w = uint32(max(v, 0))
+			}
+		}
+		return w * ref.Weight
+	}
+	priorityOf := tierPriorities(svc, strategy)
+	failover = strategy == v1alpha1.StrategyFailover
+
+	if sel, err := metav1.LabelSelectorAsSelector(svc.Spec.Selector); err == nil && svc.Spec.Selector != nil {
+		for _, eps := range src.SelectEndpoints(svc.Namespace, sel) {
+			w := weightOf(eps.Name, nil)
+			if w == 0 {
+				continue
+			}
+			locs = append(locs, endpointsLocality(eps, ref.Port, w, priorityOf(eps.Name), addr))
+		}
+	}
+	if sd := svc.Spec.ServiceDiscovery; sd != nil {
+		for _, ext := range sd.ExternalServices {
+			w := weightOf(ext.Name, ext.Weight)
+			// EDS hosts are IP addresses: Envoy rejects a load assignment holding a hostname.
+			if w == 0 || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil {
+				continue
+			}
+			locs = append(locs, locality{
+				name: "ExternalService/" + svc.Namespace + "/" + svc.Name + "/" + ext.Name, weight: w, priority: priorityOf(ext.Name),
+				// External services are not probed: Envoy treats UNKNOWN as healthy.
+				hosts: []*endpointv3.LbEndpoint{lbEndpoint(ext.Address, uint32(ext.Port), "", livestatus.Unknown)},
+			})
+		}
+	}
+	return locs, failover
+}
+
+// tierPriorities maps a backend name to its priority: under the failover strategy the active
+// tier (status.loadBalancingStatus.failoverStatus.activeTier, primary when unset) is priority 0
+// and the other tier 1; backends not named as primary are in the secondary tier. Other
+// strategies put everything at priority 0.
+func tierPriorities(svc *v1alpha1.TailscaleServices, strategy v1alpha1.LoadBalancingStrategy) func(string) uint32 {
+	lb := svc.Spec.LoadBalancing
+	if strategy != v1alpha1.StrategyFailover || lb == nil || lb.FailoverConfig == nil || len(lb.FailoverConfig.PrimaryEndpoints) == 0 {
+		return func(string) uint32 { return 0 }
+	}
+	active := TierPrimary
+	if ls := svc.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil && ls.FailoverStatus.ActiveTier == TierSecondary {
+		active = TierSecondary
+	}
+	primaries := lb.FailoverConfig.PrimaryEndpoints
+	return func(name string) uint32 {
+		tier := TierSecondary
+		if slices.Contains(primaries, name) {
+			tier = TierPrimary
+		}
+		if tier == active {
+			return 0
+		}
+		return 1
+	}
+}
+
+func lbEndpoint(host string, port uint32, hostname, health string) *endpointv3.LbEndpoint {
+	status := corev3.HealthStatus_UNKNOWN
+	switch health {
+	case livestatus.Healthy:
+		status = corev3.HealthStatus_HEALTHY
+	case livestatus.Unhealthy:
+		status = corev3.HealthStatus_UNHEALTHY
+	}
+	return &endpointv3.LbEndpoint{
+		HealthStatus: status,
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Hostname: hostname,
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address:       host,
+				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+			}}},
+		}},
+	}
+}

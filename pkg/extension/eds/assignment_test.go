@@ -1,0 +1,158 @@
+package eds
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/internal/golden"
+)
+
+// objects is a Source over fixed objects.
+type objects struct {
+	endpoints []*v1alpha1.TailscaleEndpoints
+	services  []*v1alpha1.TailscaleServices
+}
+
+func (o objects) TailscaleEndpoints(ns, name string) (*v1alpha1.TailscaleEndpoints, bool) {
+	i := slices.IndexFunc(o.endpoints, func(e *v1alpha1.TailscaleEndpoints) bool { return e.Namespace == ns && e.Name == name })
+	if i < 0 {
+		return nil, false
+	}
+	return o.endpoints[i], true
+}
+
+func (o objects) TailscaleServices(ns, name string) (*v1alpha1.TailscaleServices, bool) {
+	i := slices.IndexFunc(o.services, func(e *v1alpha1.TailscaleServices) bool { return e.Namespace == ns && e.Name == name })
+	if i < 0 {
+		return nil, false
+	}
+	return o.services[i], true
+}
+
+func (o objects) SelectEndpoints(ns string, sel labels.Selector) []*v1alpha1.TailscaleEndpoints {
+	var out []*v1alpha1.TailscaleEndpoints
+	for _, e := range o.endpoints {
+		if e.Namespace == ns && sel.Matches(labels.Set(e.Labels)) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// endpoints builds a TailscaleEndpoints; each spec is "name ip port protocol health".
+func endpoints(name string, lbls map[string]string, specs ...string) *v1alpha1.TailscaleEndpoints {
+	obj := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name, Labels: lbls},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "main"}}
+	for _, s := range specs {
+		f := strings.Fields(s)
+		port := map[string]int32{"80": 80, "8080": 8080, "53": 53, "443": 443}[f[2]]
+		obj.Spec.Endpoints = append(obj.Spec.Endpoints, v1alpha1.TailscaleEndpoint{Name: f[0], TailscaleIP: f[1],
+			TailscaleFQDN: f[0] + ".tail1234.ts.net.", Port: port, Protocol: v1alpha1.Protocol(f[3])})
+		obj.Status.Endpoints = append(obj.Status.Endpoints, v1alpha1.EndpointStatus{Name: f[0], Status: f[4]})
+	}
+	return obj
+}
+
+func services(name string, lb *v1alpha1.LoadBalancingConfig, activeTier string, ext ...v1alpha1.ExternalService) *v1alpha1.TailscaleServices {
+	obj := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name},
+		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, LoadBalancing: lb}}
+	if len(ext) > 0 {
+		obj.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{ExternalServices: ext}
+	}
+	if activeTier != "" {
+		obj.Status.LoadBalancingStatus = &v1alpha1.LoadBalancingStatus{FailoverStatus: &v1alpha1.FailoverStatus{ActiveTier: activeTier}}
+	}
+	return obj
+}
+
+func TestLoadAssignment(t *testing.T) {
+	web := map[string]string{"app": "web"}
+	east := endpoints("web-east", web, "a 100.64.0.1 80 HTTP Healthy", "b 100.64.0.2 80 HTTP Unhealthy", "m 100.64.0.1 8080 HTTP Healthy")
+	west := endpoints("web-west", web, "c 100.64.0.3 80 HTTP Unknown", "dns 100.64.0.3 53 UDP Healthy")
+	other := endpoints("other", map[string]string{"app": "other"}, "d 100.64.0.9 80 HTTP Healthy")
+	discovered := endpoints("tagged", nil, "x 100.64.0.5 80 TCP Healthy")
+	discovered.Status.Endpoints = append(discovered.Status.Endpoints,
+		v1alpha1.EndpointStatus{Name: "tag-db-1", Address: "100.64.0.6:80", Status: "Unhealthy"},
+		v1alpha1.EndpointStatus{Name: "tag-db-2", Address: "[fd7a:115c:a1e0::7]:80", Status: "Healthy"},
+		v1alpha1.EndpointStatus{Name: "tag-bad", Address: "no-port", Status: "Healthy"})
+	all := []*v1alpha1.TailscaleEndpoints{east, west, other, discovered}
+	failover := &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+		FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west"}}}
+	externals := []v1alpha1.ExternalService{
+		{Name: "cdn", Address: "192.0.2.10", Port: 443, Protocol: v1alpha1.ProtocolHTTPS, Weight: ptr.To[int32](5)},
+		{Name: "by-name", Address: "api.example.com", Port: 443}, // EDS cannot carry hostnames: left out
+	}
+	svcs := []*v1alpha1.TailscaleServices{
+		services("rr", nil, ""),
+		services("weighted", &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyWeighted,
+			Weights: map[string]int32{"web-east": 70, "web-west": 30, "cdn": 10}}, "", externals...),
+		services("zero-weight", &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyWeighted,
+			Weights: map[string]int32{"web-east": 0}}, ""),
+		services("failover-primary", failover, "primary"),
+		services("failover-secondary", failover, "secondary"),
+		services("failover-external", failover, "primary", externals[0]),
+	}
+	src := objects{endpoints: all, services: svcs}
+	ep := func(name string, port int32) backends.Ref {
+		return backends.Ref{Kind: backends.KindEndpoints, Namespace: "web", Name: name, Port: port, Weight: 1}
+	}
+	svc := func(name string, weight uint32) backends.Ref {
+		return backends.Ref{Kind: backends.KindServices, Namespace: "web", Name: name, Port: 80, Weight: weight}
+	}
+	for _, tc := range []struct {
+		name string
+		refs []backends.Ref
+	}{
+		{"endpoints-port-match", []backends.Ref{ep("web-east", 8080)}},
+		{"endpoints-no-port-match", []backends.Ref{ep("web-east", 9999)}},
+		{"endpoints-no-port", []backends.Ref{ep("web-west", 0)}},
+		{"endpoints-discovered", []backends.Ref{ep("tagged", 80)}},
+		{"services-round-robin", []backends.Ref{svc("rr", 1)}},
+		{"services-weighted", []backends.Ref{svc("weighted", 1)}},
+		{"services-zero-weight", []backends.Ref{svc("zero-weight", 1)}},
+		{"services-failover-primary", []backends.Ref{svc("failover-primary", 1)}},
+		{"services-failover-secondary", []backends.Ref{svc("failover-secondary", 1)}},
+		{"services-failover-external", []backends.Ref{svc("failover-external", 1)}},
+		{"mixed-kinds", []backends.Ref{ep("other", 80), svc("rr", 3)}},
+		{"zero-ref-weight", []backends.Ref{ep("other", 80), svc("rr", 0)}},
+		{"missing-objects", []backends.Ref{ep("absent", 80), svc("absent", 1)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			golden.Assert(t, "cla-"+tc.name, LoadAssignment("httproute/web/route/rule/0", tc.refs, src, Direct{}))
+		})
+	}
+}
+
+// A failover flip changes only the priorities: the active tier is always priority 0.
+func TestFailoverTierFlipSwapsPriorities(t *testing.T) {
+	web := map[string]string{"app": "web"}
+	src := objects{endpoints: []*v1alpha1.TailscaleEndpoints{
+		endpoints("web-east", web, "a 100.64.0.1 80 HTTP Unhealthy"),
+		endpoints("web-west", web, "c 100.64.0.3 80 HTTP Healthy"),
+	}}
+	lb := &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+		FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}}}
+	ref := []backends.Ref{{Kind: backends.KindServices, Namespace: "web", Name: "s", Port: 80, Weight: 1}}
+	priorities := func(tier string) map[string]uint32 {
+		src.services = []*v1alpha1.TailscaleServices{services("s", lb, tier)}
+		out := map[string]uint32{}
+		for _, l := range LoadAssignment("c", ref, src, Direct{}).Endpoints {
+			out[l.Locality.SubZone] = l.Priority
+		}
+		return out
+	}
+	if got := priorities("primary"); got["TailscaleEndpoints/web/web-east"] != 0 || got["TailscaleEndpoints/web/web-west"] != 1 {
+		t.Errorf("primary tier active: priorities %v, want web-east 0, web-west 1", got)
+	}
+	if got := priorities("secondary"); got["TailscaleEndpoints/web/web-east"] != 1 || got["TailscaleEndpoints/web/web-west"] != 0 {
+		t.Errorf("secondary tier active: priorities %v, want web-west 0, web-east 1", got)
+	}
+}

@@ -1,0 +1,280 @@
+package eds
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/log"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+)
+
+// ClusterName is the name Envoy knows this xDS server by: the cluster that the Envoy Gateway
+// extension adds to every translation and that custom-backend clusters name as their EDS source.
+const ClusterName = "tailscale-gateway-eds"
+
+// stopGrace bounds how long Serve waits for streams to end on shutdown; xDS streams never end by
+// themselves, so after it the server closes them (clients reconnect to another replica).
+const stopGrace = 2 * time.Second
+
+// Options configure a Server.
+type Options struct {
+	// Addresser chooses the addresses Envoy dials; Direct when nil.
+	Addresser Addresser
+	// VersionPrefix starts every version this server sends, so that an Envoy reconnecting to
+	// another replica is sent the full state rather than trusting a version it never saw.
+	VersionPrefix string
+	// Routes, when set, lists HTTPRoutes: each rule with backendRefs to this API group is a
+	// cluster, with the refs' ports and weights. Without it (no Gateway API in the cluster, or
+	// standalone) clusters are known only from the extension's hook calls (Register).
+	// The server does not wait for that cache to sync: a rule appears as its route arrives.
+	Routes gwlisters.HTTPRouteLister
+}
+
+// Server computes load assignments and serves them to Envoy.
+type Server struct {
+	cache     *cachev3.LinearCache
+	addr      Addresser
+	endpoints listers.TailscaleEndpointsLister
+	services  listers.TailscaleServicesLister
+	routes    gwlisters.HTTPRouteLister
+	synced    []cache.InformerSynced
+	dirty     chan struct{}
+	streams   atomic.Int64
+
+	mu         sync.Mutex
+	registered map[string][]backends.Ref // by cluster name, from hook calls
+	published  map[string]*endpointv3.ClusterLoadAssignment
+}
+
+var _ Source = &Server{}
+
+// New returns a server reading TailscaleEndpoints and TailscaleServices through factory's
+// informers; Run computes, Serve serves.
+func New(factory informers.SharedInformerFactory, opts Options) *Server {
+	if opts.Addresser == nil {
+		opts.Addresser = Direct{}
+	}
+	gw := factory.Gateway().V1alpha1()
+	s := &Server{
+		cache:      cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(opts.VersionPrefix), cachev3.WithLogger(klogAdapter{})),
+		addr:       opts.Addresser,
+		endpoints:  gw.TailscaleEndpoints().Lister(),
+		services:   gw.TailscaleServices().Lister(),
+		routes:     opts.Routes,
+		dirty:      make(chan struct{}, 1),
+		registered: map[string][]backends.Ref{},
+		published:  map[string]*endpointv3.ClusterLoadAssignment{},
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.markDirty() },
+		UpdateFunc: func(any, any) { s.markDirty() },
+		DeleteFunc: func(any) { s.markDirty() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{gw.TailscaleEndpoints().Informer(), gw.TailscaleServices().Informer()} {
+		_, err := inf.AddEventHandler(handler)
+		utilruntime.Must(err)
+		s.synced = append(s.synced, inf.HasSynced)
+	}
+	return s
+}
+
+// RouteHandler is the event handler to add to the HTTPRoute informer behind Options.Routes.
+func (s *Server) RouteHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.markDirty() },
+		UpdateFunc: func(any, any) { s.markDirty() },
+		DeleteFunc: func(any) { s.markDirty() },
+	}
+}
+
+// Register records the refs the extension's hook found in a cluster it shaped. Refs of an
+// HTTPRoute rule in the route cache take precedence over them.
+func (s *Server) Register(cluster string, refs []backends.Ref) {
+	s.mu.Lock()
+	old, ok := s.registered[cluster]
+	changed := !ok || !slices.Equal(old, refs)
+	if changed {
+		s.registered[cluster] = slices.Clone(refs)
+	}
+	s.mu.Unlock()
+	if changed {
+		s.markDirty()
+	}
+}
+
+// Streams returns the number of open xDS streams.
+func (s *Server) Streams() int64 { return s.streams.Load() }
+
+// LoadAssignment returns the load assignment published for cluster.
+func (s *Server) LoadAssignment(cluster string) (*endpointv3.ClusterLoadAssignment, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cla, ok := s.published[cluster]
+	return cla, ok
+}
+
+// TailscaleEndpoints implements Source.
+func (s *Server) TailscaleEndpoints(namespace, name string) (*v1alpha1.TailscaleEndpoints, bool) {
+	o, err := s.endpoints.TailscaleEndpoints(namespace).Get(name)
+	return o, err == nil
+}
+
+// TailscaleServices implements Source.
+func (s *Server) TailscaleServices(namespace, name string) (*v1alpha1.TailscaleServices, bool) {
+	o, err := s.services.TailscaleServices(namespace).Get(name)
+	return o, err == nil
+}
+
+// SelectEndpoints implements Source.
+func (s *Server) SelectEndpoints(namespace string, selector labels.Selector) []*v1alpha1.TailscaleEndpoints {
+	list, err := s.endpoints.TailscaleEndpoints(namespace).List(selector)
+	if err != nil {
+		return nil
+	}
+	slices.SortFunc(list, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
+	return list
+}
+
+func (s *Server) markDirty() {
+	select {
+	case s.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run recomputes the load assignments whenever an input changes, until ctx is done.
+func (s *Server) Run(ctx context.Context) {
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, s.synced...) {
+		return
+	}
+	s.markDirty()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.dirty:
+			s.rebuild()
+		}
+	}
+}
+
+// clusters returns every known cluster with its refs.
+func (s *Server) clusters() map[string][]backends.Ref {
+	s.mu.Lock()
+	out := make(map[string][]backends.Ref, len(s.registered))
+	for name, refs := range s.registered {
+		out[name] = refs
+	}
+	s.mu.Unlock()
+	if s.routes != nil {
+		routes, err := s.routes.List(labels.Everything())
+		if err != nil {
+			utilruntime.HandleError(fmt.Errorf("listing HTTPRoutes: %w", err))
+		}
+		for _, r := range routes {
+			for rule, refs := range backends.RouteRefs(r) {
+				out[rule.ClusterName()] = refs
+			}
+		}
+	}
+	return out
+}
+
+// rebuild computes every load assignment and publishes those that changed.
+func (s *Server) rebuild() {
+	clusters := s.clusters()
+	update := map[string]cachetypes.Resource{}
+	var remove []string
+	s.mu.Lock()
+	for name, refs := range clusters {
+		cla := LoadAssignment(name, refs, s, s.addr)
+		if old, ok := s.published[name]; ok && proto.Equal(old, cla) {
+			continue
+		}
+		s.published[name] = cla
+		update[name] = cla
+	}
+	for name := range s.published {
+		if _, ok := clusters[name]; !ok {
+			delete(s.published, name)
+			remove = append(remove, name)
+		}
+	}
+	s.mu.Unlock()
+	if len(update) == 0 && len(remove) == 0 {
+		return
+	}
+	if err := s.cache.UpdateResources(update, remove); err != nil {
+		utilruntime.HandleError(fmt.Errorf("publishing load assignments: %w", err))
+		return
+	}
+	klog.V(2).InfoS("Published load assignments", "updated", len(update), "removed", len(remove), "clusters", len(clusters))
+}
+
+// Serve serves EDS and ADS (SotW and delta) and gRPC health on l until ctx is done.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	callbacks := serverv3.CallbackFuncs{
+		StreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
+			s.streams.Add(1)
+			klog.V(2).InfoS("xDS stream opened", "stream", id, "type", typeURL)
+			return nil
+		},
+		StreamClosedFunc: func(id int64, node *corev3.Node) {
+			s.streams.Add(-1)
+			klog.V(2).InfoS("xDS stream closed", "stream", id, "node", node.GetId())
+		},
+		DeltaStreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
+			s.streams.Add(1)
+			klog.V(2).InfoS("Delta xDS stream opened", "stream", id, "type", typeURL)
+			return nil
+		},
+		DeltaStreamClosedFunc: func(id int64, node *corev3.Node) {
+			s.streams.Add(-1)
+			klog.V(2).InfoS("Delta xDS stream closed", "stream", id, "node", node.GetId())
+		},
+	}
+	xds := serverv3.NewServer(ctx, s.cache, callbacks)
+	srv := grpcserve.NewServer(grpc.MaxConcurrentStreams(1 << 20))
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(srv, xds)
+	if err := grpcserve.Serve(ctx, srv, l, stopGrace); err != nil {
+		return fmt.Errorf("serving xDS: %w", err)
+	}
+	return nil
+}
+
+// klogAdapter routes go-control-plane's logs to klog: its per-watch messages at V(4).
+type klogAdapter struct{}
+
+var _ log.Logger = klogAdapter{}
+
+func (klogAdapter) Debugf(format string, args ...any) { klog.V(5).Infof(format, args...) }
+func (klogAdapter) Infof(format string, args ...any)  { klog.V(4).Infof(format, args...) }
+func (klogAdapter) Warnf(format string, args ...any)  { klog.Warningf(format, args...) }
+func (klogAdapter) Errorf(format string, args ...any) { klog.Errorf(format, args...) }

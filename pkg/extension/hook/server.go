@@ -1,0 +1,243 @@
+package hook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	pb "github.com/envoyproxy/gateway/proto/extension"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+)
+
+// MaxMessageSize bounds the messages the server accepts: Envoy Gateway sends every cluster of a
+// translation to PostTranslateModify.
+const MaxMessageSize = 64 << 20
+
+// stopGrace bounds the wait for in-flight hook calls on shutdown.
+const stopGrace = 5 * time.Second
+
+// Registrar learns the refs of the clusters the hook shapes (the xDS server).
+type Registrar interface {
+	Register(cluster string, refs []backends.Ref)
+}
+
+// Options configure a Server.
+type Options struct {
+	// Registrar is told the refs of every cluster shaped.
+	Registrar Registrar
+	// XDSAddress is the host:port at which Envoy reaches this project's xDS server.
+	XDSAddress string
+	// Gateways lists TailscaleGateways, for the settings of a route's Gateway.
+	Gateways listers.TailscaleGatewayLister
+	// Routes, when set, lists HTTPRoutes: a cluster's backendRef ports and weights and its
+	// route's parent Gateways come from there. A cluster whose route is not (yet) in it is
+	// shaped from the objects alone: every endpoint port, equal weights, no TailscaleGateway.
+	Routes gwlisters.HTTPRouteLister
+	// Recorder, when set, records an Event on objects that cannot be used.
+	Recorder record.EventRecorder
+	// Defaulter applies the API's defaults to decoded objects.
+	Defaulter runtime.ObjectDefaulter
+}
+
+// Server implements Envoy Gateway's extension service.
+type Server struct {
+	pb.UnimplementedEnvoyGatewayExtensionServer
+	opts       Options
+	xdsCluster *clusterv3.Cluster
+}
+
+var _ pb.EnvoyGatewayExtensionServer = &Server{}
+
+// New returns a hook server; opts.XDSAddress must be a valid host:port.
+func New(opts Options) (*Server, error) {
+	c, err := XDSCluster(opts.XDSAddress)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{opts: opts, xdsCluster: c}, nil
+}
+
+// PostClusterModify shapes clusters whose custom backends are ours and returns every other
+// cluster unchanged. A backend it cannot decode leaves the cluster as Envoy Gateway built it
+// (without endpoints) and is reported; it never fails the call, which would stop Envoy Gateway
+// from publishing any change (failOpen: false) or publish an empty cluster (failOpen: true).
+func (s *Server) PostClusterModify(_ context.Context, req *pb.PostClusterModifyRequest) (*pb.PostClusterModifyResponse, error) {
+	cluster := req.GetCluster()
+	if cluster == nil {
+		return &pb.PostClusterModifyResponse{}, nil
+	}
+	var objs []backends.Object
+	var bad bool
+	for _, r := range req.GetPostClusterContext().GetBackendExtensionResources() {
+		obj, err := backends.Decode(r.GetUnstructuredBytes(), s.opts.Defaulter)
+		switch {
+		case errors.Is(err, backends.ErrForeign):
+			klog.V(4).InfoS("Ignoring a backend resource of another kind", "cluster", cluster.Name, "reason", err)
+		case err != nil:
+			bad = true
+			klog.ErrorS(err, "Cannot use a backend resource; leaving the cluster without endpoints", "cluster", cluster.Name)
+			s.warn(r.GetUnstructuredBytes(), err)
+		default:
+			objs = append(objs, obj)
+		}
+	}
+	if bad || len(objs) == 0 {
+		return &pb.PostClusterModifyResponse{Cluster: cluster}, nil
+	}
+
+	refs, settings := s.resolve(cluster.Name, objs)
+	s.opts.Registrar.Register(cluster.Name, refs)
+	return &pb.PostClusterModifyResponse{Cluster: ShapeCluster(cluster, objs, settings)}, nil
+}
+
+// resolve returns the refs of the cluster's rule and its settings: from the HTTPRoute when the
+// route cache holds it, from the objects alone otherwise.
+func (s *Server) resolve(cluster string, objs []backends.Object) ([]backends.Ref, ClusterSettings) {
+	if rule, ok := backends.ParseClusterName(cluster); ok && s.opts.Routes != nil {
+		if route, err := s.opts.Routes.HTTPRoutes(rule.Namespace).Get(rule.Name); err == nil {
+			if refs, ok := backends.RouteRefs(route)[rule]; ok {
+				return refs, ClusterSettings{Gateway: s.gatewayOf(route), WeightedRefs: unequalWeights(refs)}
+			}
+		}
+		klog.V(2).InfoS("HTTPRoute of the cluster is not in the cache: shaping it from its backends alone (all ports, equal weights, no TailscaleGateway)", "cluster", cluster)
+	}
+	refs := make([]backends.Ref, len(objs))
+	for i, o := range objs {
+		refs[i] = o.Ref
+	}
+	return refs, ClusterSettings{}
+}
+
+// gatewayOf returns the TailscaleGateway whose gatewayRef names a parent Gateway of route.
+func (s *Server) gatewayOf(route *gwapiv1.HTTPRoute) *v1alpha1.TailscaleGateway {
+	if s.opts.Gateways == nil {
+		return nil
+	}
+	all, err := s.opts.Gateways.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	for _, p := range route.Spec.ParentRefs {
+		if (p.Group != nil && *p.Group != gwapiv1.GroupName) || (p.Kind != nil && *p.Kind != "Gateway") {
+			continue
+		}
+		ns := route.Namespace
+		if p.Namespace != nil {
+			ns = string(*p.Namespace)
+		}
+		for _, gw := range all {
+			ref := gw.Spec.GatewayRef
+			refNS := ref.Namespace
+			if refNS == "" {
+				refNS = gw.Namespace
+			}
+			if ref.Name == string(p.Name) && refNS == ns && (ref.Kind == "" || ref.Kind == "Gateway") {
+				return gw
+			}
+		}
+	}
+	return nil
+}
+
+func unequalWeights(refs []backends.Ref) bool {
+	for _, r := range refs[1:] {
+		if r.Weight != refs[0].Weight {
+			return true
+		}
+	}
+	return false
+}
+
+// warn records an Event on the object raw describes, when it names one.
+func (s *Server) warn(raw []byte, err error) {
+	if s.opts.Recorder == nil {
+		return
+	}
+	var meta struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string    `json:"name"`
+			Namespace string    `json:"namespace"`
+			UID       types.UID `json:"uid"`
+		} `json:"metadata"`
+	}
+	if json.Unmarshal(raw, &meta) != nil || meta.Metadata.Name == "" {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: meta.APIVersion, Kind: meta.Kind, Name: meta.Metadata.Name,
+		Namespace: meta.Metadata.Namespace, UID: meta.Metadata.UID}
+	s.opts.Recorder.Eventf(ref, corev1.EventTypeWarning, "InvalidBackend", "Envoy Gateway passed this object to the extension but it cannot be used: %v", err)
+}
+
+// PostTranslateModify adds the cluster of this project's xDS server to every translation that
+// holds a cluster fed by it, and returns everything else unchanged.
+func (s *Server) PostTranslateModify(_ context.Context, req *pb.PostTranslateModifyRequest) (*pb.PostTranslateModifyResponse, error) {
+	clusters := req.GetClusters()
+	needed, present := false, false
+	for _, c := range clusters {
+		if c.GetName() == s.xdsCluster.Name {
+			present = true
+		}
+		if c.GetEdsClusterConfig().GetEdsConfig().GetApiConfigSource().GetGrpcServices() != nil {
+			for _, g := range c.GetEdsClusterConfig().GetEdsConfig().GetApiConfigSource().GetGrpcServices() {
+				if g.GetEnvoyGrpc().GetClusterName() == s.xdsCluster.Name {
+					needed = true
+				}
+			}
+		}
+	}
+	if needed && !present {
+		clusters = append(clusters, s.xdsCluster)
+	}
+	return &pb.PostTranslateModifyResponse{Clusters: clusters, Secrets: req.GetSecrets(),
+		Listeners: req.GetListeners(), Routes: req.GetRoutes()}, nil
+}
+
+// PostRouteModify returns the route unchanged: the hook is not needed (configured by mistake,
+// it must not stop translation).
+func (s *Server) PostRouteModify(_ context.Context, req *pb.PostRouteModifyRequest) (*pb.PostRouteModifyResponse, error) {
+	return &pb.PostRouteModifyResponse{Route: req.GetRoute()}, nil
+}
+
+// PostVirtualHostModify returns the virtual host unchanged.
+func (s *Server) PostVirtualHostModify(_ context.Context, req *pb.PostVirtualHostModifyRequest) (*pb.PostVirtualHostModifyResponse, error) {
+	return &pb.PostVirtualHostModifyResponse{VirtualHost: req.GetVirtualHost()}, nil
+}
+
+// PostHTTPListenerModify returns the listener unchanged.
+func (s *Server) PostHTTPListenerModify(_ context.Context, req *pb.PostHTTPListenerModifyRequest) (*pb.PostHTTPListenerModifyResponse, error) {
+	return &pb.PostHTTPListenerModifyResponse{Listener: req.GetListener()}, nil
+}
+
+// PostEndpointsModify returns the load assignment unchanged.
+func (s *Server) PostEndpointsModify(_ context.Context, req *pb.PostEndpointsModifyRequest) (*pb.PostEndpointsModifyResponse, error) {
+	return &pb.PostEndpointsModifyResponse{LoadAssignment: req.GetLoadAssignment()}, nil
+}
+
+// Serve serves the hooks and gRPC health on l until ctx is done, then stops gracefully.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := grpcserve.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	pb.RegisterEnvoyGatewayExtensionServer(srv, s)
+	if err := grpcserve.Serve(ctx, srv, l, stopGrace); err != nil {
+		return fmt.Errorf("serving the extension: %w", err)
+	}
+	return nil
+}
