@@ -234,13 +234,11 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			}
 		}
 		if fc := lb.FailoverConfig; lb.Strategy == gateway.StrategyFailover && fc != nil {
-			ls.FailoverStatus = &gateway.FailoverStatus{ActiveTier: "secondary", FailoverReason: "primary-endpoints-unhealthy"}
+			primaryHealthy := false
 			for _, p := range fc.PrimaryEndpoints {
-				if healthyByName[p] {
-					ls.FailoverStatus = &gateway.FailoverStatus{ActiveTier: "primary"}
-					break
-				}
+				primaryHealthy = primaryHealthy || healthyByName[p]
 			}
+			ls.FailoverStatus = failover(obj, primaryHealthy, &st.Conditions, now)
 		}
 		st.LoadBalancingStatus = ls
 	}
@@ -253,6 +251,64 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	}
 	setCondition(&st.Conditions, ready, obj.Generation, now)
 	return st
+}
+
+// Failover tiers and reasons of TailscaleServices status.loadBalancingStatus.failoverStatus.
+const (
+	TierPrimary             = "primary"
+	TierSecondary           = "secondary"
+	ReasonPrimaryUnhealthy  = "primary-endpoints-unhealthy"
+	ReasonPrimaryRecovered  = "primary-endpoints-recovered"
+	ConditionPrimaryHealthy = "PrimaryEndpointsHealthy"
+	reasonPrimaryHealthy    = "PrimaryEndpointHealthy"
+	reasonNoPrimaryHealthy  = "NoPrimaryEndpointHealthy"
+)
+
+// failover returns the failover state of obj given whether any primary endpoint is healthy now,
+// and sets the PrimaryEndpointsHealthy condition. Traffic moves to the secondary tier as soon
+// as no primary is healthy, and back only once the condition has been True for failbackDelay:
+// its lastTransitionTime is when the primaries recovered. The state before is the stored one.
+func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *[]metav1.Condition, now time.Time) *gateway.FailoverStatus {
+	c := metav1.Condition{Type: ConditionPrimaryHealthy, Status: metav1.ConditionTrue, Reason: reasonPrimaryHealthy,
+		Message: "a primary endpoint is healthy"}
+	if !primaryHealthy {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reasonNoPrimaryHealthy, "no primary endpoint is healthy"
+	}
+	setCondition(conds, c, obj.Generation, now)
+
+	var prev gateway.FailoverStatus
+	if ls := obj.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil {
+		prev = *ls.FailoverStatus
+	}
+	next := prev
+	switch {
+	case !primaryHealthy && prev.ActiveTier != TierSecondary:
+		next = gateway.FailoverStatus{ActiveTier: TierSecondary, FailoverReason: ReasonPrimaryUnhealthy, LastFailover: &metav1.Time{Time: now.Truncate(time.Second)}}
+		if prev.ActiveTier == "" {
+			next.LastFailover = nil // never served from primary: nothing failed over
+		}
+	case primaryHealthy && prev.ActiveTier == "":
+		next = gateway.FailoverStatus{ActiveTier: TierPrimary}
+	case primaryHealthy && prev.ActiveTier == TierSecondary:
+		if due, _ := FailbackDue(obj.Spec.LoadBalancing.FailoverConfig, *conds); !now.Before(due) {
+			next = gateway.FailoverStatus{ActiveTier: TierPrimary, FailoverReason: ReasonPrimaryRecovered, LastFailover: &metav1.Time{Time: now.Truncate(time.Second)}}
+		}
+	}
+	return &next
+}
+
+// FailbackDue returns when traffic may return to the primary tier: failbackDelay after the
+// PrimaryEndpointsHealthy condition of conds turned True. ok is false when it is not True.
+func FailbackDue(fc *gateway.FailoverConfig, conds []metav1.Condition) (due time.Time, ok bool) {
+	c := meta.FindStatusCondition(conds, ConditionPrimaryHealthy)
+	if c == nil || c.Status != metav1.ConditionTrue {
+		return time.Time{}, false
+	}
+	var delay time.Duration
+	if fc != nil && fc.FailbackDelay != nil {
+		delay = fc.FailbackDelay.Duration
+	}
+	return c.LastTransitionTime.Add(delay), true
 }
 
 // Gateway returns the status of a TailscaleGateway: the connection state of each tailnet. The

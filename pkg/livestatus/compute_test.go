@@ -259,3 +259,60 @@ func TestEndpointAddressReusesStoredAddress(t *testing.T) {
 		}
 	}
 }
+
+// Traffic fails over to the secondary tier at once and returns to the primary tier only once
+// the primaries have been healthy for failbackDelay, as the stored status remembers.
+func TestFailoverHonoursFailbackDelay(t *testing.T) {
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			LoadBalancing: &gateway.LoadBalancingConfig{Strategy: gateway.StrategyFailover, FailoverConfig: &gateway.FailoverConfig{
+				PrimaryEndpoints: []string{"east"}, FailbackDelay: &metav1.Duration{Duration: time.Minute}}},
+		},
+	}
+	sel := fakeSelector{
+		{Name: "east", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1},
+		{Name: "west", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1},
+	}
+	// step computes the status at t, stores it as the status writer would, and returns the tier.
+	step := func(t time.Time) *gateway.FailoverStatus {
+		obj.Status = Services(obj, sources(), sel, t)
+		return obj.Status.LoadBalancingStatus.FailoverStatus
+	}
+	if fs := step(now); fs.ActiveTier != TierPrimary || fs.LastFailover != nil {
+		t.Fatalf("start: %+v, want primary without a failover", fs)
+	}
+	sel[0].Healthy = 0
+	down := now.Add(10 * time.Second)
+	if fs := step(down); fs.ActiveTier != TierSecondary || fs.FailoverReason != ReasonPrimaryUnhealthy || !fs.LastFailover.Time.Equal(down) {
+		t.Fatalf("primary down: %+v, want secondary since %v", fs, down)
+	}
+	sel[0].Healthy = 1
+	up := now.Add(20 * time.Second)
+	if fs := step(up); fs.ActiveTier != TierSecondary {
+		t.Fatalf("primary recovered: %+v, want secondary until failbackDelay has passed", fs)
+	}
+	if due, ok := FailbackDue(obj.Spec.LoadBalancing.FailoverConfig, obj.Status.Conditions); !ok || !due.Equal(up.Add(time.Minute)) {
+		t.Fatalf("FailbackDue = %v, %v; want %v", due, ok, up.Add(time.Minute))
+	}
+	if fs := step(up.Add(59 * time.Second)); fs.ActiveTier != TierSecondary {
+		t.Fatalf("before failbackDelay: %+v", fs)
+	}
+	if fs := step(up.Add(time.Minute)); fs.ActiveTier != TierPrimary || fs.FailoverReason != ReasonPrimaryRecovered {
+		t.Fatalf("after failbackDelay: %+v, want primary", fs)
+	}
+	// A relapse during the delay restarts it.
+	sel[0].Healthy = 0
+	step(up.Add(2 * time.Minute))
+	sel[0].Healthy = 1
+	step(up.Add(3 * time.Minute))
+	sel[0].Healthy = 0
+	step(up.Add(3*time.Minute + 10*time.Second))
+	sel[0].Healthy = 1
+	again := up.Add(3*time.Minute + 20*time.Second)
+	step(again)
+	if fs := step(again.Add(50 * time.Second)); fs.ActiveTier != TierSecondary {
+		t.Fatalf("relapse: %+v, want secondary until %v", fs, again.Add(time.Minute))
+	}
+}

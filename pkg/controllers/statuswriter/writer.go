@@ -210,12 +210,16 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		return reconcile(w.scheme, obj, &gateway.TailscaleServices{}, func(in *gateway.TailscaleServices) bool {
-			return setIfChanged(&in.Status, livestatus.Services(in, w.sources, w.Selector(), now))
+		var computed gateway.TailscaleServicesStatus
+		err = reconcile(w.scheme, obj, &gateway.TailscaleServices{}, func(in *gateway.TailscaleServices) bool {
+			computed = livestatus.Services(in, w.sources, w.Selector(), now)
+			w.scheduleFailback(k, in, computed, now)
+			return setIfChanged(&in.Status, computed)
 		}, func(out *v1alpha1.TailscaleServices) error {
 			_, err := c.TailscaleServices(k.namespace).UpdateStatus(ctx, out, opts)
 			return err
 		})
+		return err
 	case kindGateway:
 		obj, err := w.gateways.TailscaleGateways(k.namespace).Get(k.name)
 		if err != nil {
@@ -232,6 +236,18 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 		})
 	}
 	return fmt.Errorf("unknown kind %q", k.kind)
+}
+
+// scheduleFailback requeues a TailscaleServices that serves from its secondary tier while its
+// primaries are healthy again, for when failbackDelay has passed.
+func (w *Writer) scheduleFailback(k key, obj *gateway.TailscaleServices, st gateway.TailscaleServicesStatus, now time.Time) {
+	ls, lb := st.LoadBalancingStatus, obj.Spec.LoadBalancing
+	if ls == nil || ls.FailoverStatus == nil || ls.FailoverStatus.ActiveTier != livestatus.TierSecondary || lb == nil {
+		return
+	}
+	if due, ok := livestatus.FailbackDue(lb.FailoverConfig, st.Conditions); ok && due.After(now) {
+		w.queue.AddAfter(k, due.Sub(now))
+	}
 }
 
 // reconcile converts a cached object to its internal version, lets compute set its status, and

@@ -26,12 +26,6 @@ import (
 // the traffic to the next priority as soon as one host of the level is unhealthy).
 const strictFailoverFactor = 1 << 20
 
-// Tiers of the failover strategy as TailscaleServices status names them.
-const (
-	TierPrimary   = "primary"
-	TierSecondary = "secondary"
-)
-
 // Source reads the registry from memory.
 type Source interface {
 	TailscaleEndpoints(namespace, name string) (*v1alpha1.TailscaleEndpoints, bool)
@@ -249,15 +243,15 @@ func tierPriorities(svc *v1alpha1.TailscaleServices, strategy v1alpha1.LoadBalan
 	if strategy != v1alpha1.StrategyFailover || lb == nil || lb.FailoverConfig == nil || len(lb.FailoverConfig.PrimaryEndpoints) == 0 {
 		return func(string) uint32 { return 0 }
 	}
-	active := TierPrimary
-	if ls := svc.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil && ls.FailoverStatus.ActiveTier == TierSecondary {
-		active = TierSecondary
+	active := livestatus.TierPrimary
+	if ls := svc.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil && ls.FailoverStatus.ActiveTier == livestatus.TierSecondary {
+		active = livestatus.TierSecondary
 	}
 	primaries := lb.FailoverConfig.PrimaryEndpoints
 	return func(name string) uint32 {
-		tier := TierSecondary
+		tier := livestatus.TierSecondary
 		if slices.Contains(primaries, name) {
-			tier = TierPrimary
+			tier = livestatus.TierPrimary
 		}
 		if tier == active {
 			return 0
