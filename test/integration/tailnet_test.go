@@ -27,7 +27,7 @@ type simEnv struct {
 	client *versioned.Clientset
 }
 
-func startSimEnv(t *testing.T) *simEnv {
+func startSimEnv(t *testing.T, configure ...func(*server.Options)) *simEnv {
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sim, err := tailnetsim.Start(sctx, tailnetsim.Options{Devices: []tailnetsim.DeviceSpec{
@@ -55,6 +55,9 @@ func startSimEnv(t *testing.T) *simEnv {
 		o.Live.PollInterval = 200 * time.Millisecond
 		o.Live.APIRequestsPerSecond = -1
 		o.Live.ControlURL = sim.ControlURL()
+		for _, c := range configure {
+			c(o)
+		}
 	})
 	env := &simEnv{sim: sim, server: s, client: s.Clientset(t)}
 
