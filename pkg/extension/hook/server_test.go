@@ -45,7 +45,7 @@ func egCluster() *clusterv3.Cluster {
 	}
 }
 
-func toJSON(t *testing.T, obj runtime.Object, kind string) []byte {
+func toJSON(t testing.TB, obj runtime.Object, kind string) []byte {
 	t.Helper()
 	raw, err := json.Marshal(obj)
 	if err != nil {
@@ -86,7 +86,7 @@ type fixture struct {
 	gateways cache.Indexer
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	install.Install(scheme)
