@@ -3,9 +3,12 @@
 #   kube-apiserver           k8s.io/kubernetes/cmd/kube-apiserver
 #   kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager (ClusterRole aggregation
 #                            and namespace deletion for the e2e suite)
-# at the k8s.io/kubernetes version hack/tools/go.mod requires. A binary is rebuilt only when it is
-# missing or when hack/tools/go.mod or go.sum changed since it was built (recorded in a stamp file
-# next to it). A cold build takes 10-20 minutes on two cores; the second binary shares most of it.
+#   envoy-gateway            github.com/envoyproxy/gateway/cmd/envoy-gateway (standalone Envoy Gateway
+#                            for test/envoygateway), from its own module hack/tools/envoy-gateway
+# at the versions hack/tools/go.mod and hack/tools/envoy-gateway/go.mod require. A binary is rebuilt
+# only when it is missing or when its module's go.mod or go.sum changed since it was built (recorded
+# in a stamp file next to it). A cold build takes 10-20 minutes on two cores for the Kubernetes pair
+# (the second binary shares most of it) and about as long again for envoy-gateway.
 # etcd is not built: the e2e suite runs pkg/embeddedetcd in the test process.
 set -o errexit -o nounset -o pipefail
 
@@ -49,3 +52,25 @@ build() {
 
 build kube-apiserver
 build kube-controller-manager
+
+# Envoy Gateway: a separate module, because k8s.io/kubernetes above pins k8s.io/* to versions
+# Envoy Gateway does not build with.
+EG_TOOLS="${TOOLS}/envoy-gateway"
+EG_VERSION=$(cd "${EG_TOOLS}" && go list -m -f '{{.Version}}' github.com/envoyproxy/gateway)
+if [[ -z "${EG_VERSION}" ]]; then
+  echo "build-tools: hack/tools/envoy-gateway/go.mod does not require github.com/envoyproxy/gateway" >&2
+  exit 1
+fi
+EG_STAMP="${EG_VERSION} $(cat "${EG_TOOLS}/go.mod" "${EG_TOOLS}/go.sum" | sha256sum | cut -d' ' -f1)"
+eg_out="${BIN}/envoy-gateway" eg_stamp="${BIN}/.envoy-gateway.stamp"
+if [[ -x "${eg_out}" && -f "${eg_stamp}" && "$(cat "${eg_stamp}")" == "${EG_STAMP}" ]]; then
+  echo "build-tools: ${eg_out} is ${EG_VERSION}, up to date"
+else
+  echo "build-tools: building envoy-gateway ${EG_VERSION} (about 20 min when cold)..."
+  (cd "${EG_TOOLS}" && go build -mod=readonly -buildvcs=false \
+    -ldflags "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=${EG_VERSION}" \
+    -o "${eg_out}.tmp" github.com/envoyproxy/gateway/cmd/envoy-gateway)
+  mv -f "${eg_out}.tmp" "${eg_out}"
+  echo "${EG_STAMP}" >"${eg_stamp}"
+  "${eg_out}" version
+fi
