@@ -239,26 +239,17 @@ func (s *Server) rebuild() {
 
 // Serve serves EDS and ADS (SotW and delta) and gRPC health on l until ctx is done.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	callbacks := serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
-			s.streams.Add(1)
-			klog.V(2).InfoS("xDS stream opened", "stream", id, "type", typeURL)
-			return nil
-		},
-		StreamClosedFunc: func(id int64, node *corev3.Node) {
-			s.streams.Add(-1)
-			klog.V(2).InfoS("xDS stream closed", "stream", id, "node", node.GetId())
-		},
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
-			s.streams.Add(1)
-			klog.V(2).InfoS("Delta xDS stream opened", "stream", id, "type", typeURL)
-			return nil
-		},
-		DeltaStreamClosedFunc: func(id int64, node *corev3.Node) {
-			s.streams.Add(-1)
-			klog.V(2).InfoS("Delta xDS stream closed", "stream", id, "node", node.GetId())
-		},
+	opened := func(_ context.Context, id int64, typeURL string) error {
+		s.streams.Add(1)
+		klog.V(2).InfoS("xDS stream opened", "stream", id, "type", typeURL)
+		return nil
 	}
+	closed := func(id int64, node *corev3.Node) {
+		s.streams.Add(-1)
+		klog.V(2).InfoS("xDS stream closed", "stream", id, "node", node.GetId())
+	}
+	callbacks := serverv3.CallbackFuncs{StreamOpenFunc: opened, StreamClosedFunc: closed,
+		DeltaStreamOpenFunc: opened, DeltaStreamClosedFunc: closed}
 	xds := serverv3.NewServer(ctx, s.cache, callbacks)
 	srv := grpcserve.NewServer(grpc.MaxConcurrentStreams(1 << 20))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, xds)
