@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -293,4 +294,18 @@ func TestExtensionServesLiveHealthAndFailoverOverEDS(t *testing.T) {
 		_, ok := hosts(cla)["TailscaleEndpoints/sim/south/100.64.9.9:80"]
 		return ok
 	})
+
+	// The server's /metrics shows the hook and xDS figures (the registry is the process's, shared
+	// with other servers of the test binary: presence, not exact counts).
+	metrics, err := env.client.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`tailscale_gateway_extension_clusters_total{result="shaped"}`,
+		`tailscale_gateway_extension_hook_duration_seconds_count{hook="PostClusterModify"}`, "tailscale_gateway_xds_streams ",
+		"tailscale_gateway_xds_load_assignment_updates_total ", "tailscale_gateway_xds_load_assignments "} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
