@@ -3,11 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 
 	pb "github.com/envoyproxy/gateway/proto/extension"
@@ -28,7 +23,9 @@ import (
 // endpoints of a rule with the backendRef's port without having been called by Envoy Gateway, and
 // the hook shapes the rule's cluster with the route's weights and its Gateway's TailscaleGateway.
 func TestExtensionFollowsHTTPRoutesInCluster(t *testing.T) {
-	installGatewayAPICRDs(t)
+	if err := env.InstallGatewayAPICRDs(); err != nil {
+		t.Fatal(err)
+	}
 	ns := newNamespace(t, "extension")
 	c := viaKube(t)
 	eps := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
@@ -124,36 +121,5 @@ func TestExtensionFollowsHTTPRoutesInCluster(t *testing.T) {
 	})
 	if got := shaped.GetEdsClusterConfig().GetServiceName(); got != cluster {
 		t.Errorf("EDS service name %q, want %q", got, cluster)
-	}
-}
-
-var (
-	gatewayAPICRDs    sync.Once
-	gatewayAPICRDsErr error
-)
-
-// installGatewayAPICRDs installs the standard Gateway API CRDs of the module's version
-// (sigs.k8s.io/gateway-api in go.mod) into kube-apiserver, once per run.
-func installGatewayAPICRDs(t *testing.T) {
-	t.Helper()
-	gatewayAPICRDs.Do(func() {
-		err := &gatewayAPICRDsErr
-		dir, lerr := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-		if lerr != nil {
-			*err = fmt.Errorf("locating sigs.k8s.io/gateway-api: %w", lerr)
-			return
-		}
-		crds := filepath.Join(strings.TrimSpace(string(dir)), "config", "crd", "standard")
-		if out, kerr := env.Kubectl(env.AdminKubeconfig, "apply", "--server-side", "-f", crds); kerr != nil {
-			*err = fmt.Errorf("kubectl apply: %w\n%s", kerr, out)
-			return
-		}
-		if out, kerr := env.Kubectl(env.AdminKubeconfig, "wait", "--for=condition=Established", "--timeout=2m",
-			"crd/httproutes.gateway.networking.k8s.io", "crd/gateways.gateway.networking.k8s.io"); kerr != nil {
-			*err = fmt.Errorf("kubectl wait: %w\n%s", kerr, out)
-		}
-	})
-	if gatewayAPICRDsErr != nil {
-		t.Fatal(gatewayAPICRDsErr)
 	}
 }
