@@ -228,10 +228,31 @@ func observe(hook string, start time.Time) {
 	hookDuration.WithLabelValues(hook).Observe(time.Since(start).Seconds())
 }
 
-// PostRouteModify returns the route unchanged: the hook is not needed (configured by mistake,
-// it must not stop translation).
+// PostRouteModify gives routes to our backends the egress timeout and retries of the
+// TailscaleGateway of their Gateway (routeGeneration.egress of the backends' tailnet), where the
+// route has none of its own; every other route is returned unchanged.
 func (s *Server) PostRouteModify(_ context.Context, req *pb.PostRouteModifyRequest) (*pb.PostRouteModifyResponse, error) {
-	return &pb.PostRouteModifyResponse{Route: req.GetRoute()}, nil
+	defer observe("PostRouteModify", time.Now())
+	route := req.GetRoute()
+	var objs []backends.Object
+	for _, r := range req.GetPostRouteContext().GetExtensionResources() {
+		if obj, err := backends.Decode(r.GetUnstructuredBytes(), s.opts.Defaulter); err == nil {
+			objs = append(objs, obj)
+		}
+	}
+	rule, ok := ruleOf(route)
+	if len(objs) == 0 || !ok || s.opts.Routes == nil {
+		return &pb.PostRouteModifyResponse{Route: route}, nil
+	}
+	httpRoute, err := s.opts.Routes.HTTPRoutes(rule.Namespace).Get(rule.Name)
+	if err != nil {
+		return &pb.PostRouteModifyResponse{Route: route}, nil
+	}
+	gw := s.gatewayOf(httpRoute)
+	if gw == nil {
+		return &pb.PostRouteModifyResponse{Route: route}, nil
+	}
+	return &pb.PostRouteModifyResponse{Route: ShapeRoute(route, egressConfig(gw, objs))}, nil
 }
 
 // PostVirtualHostModify returns the virtual host unchanged.

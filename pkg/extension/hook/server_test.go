@@ -9,6 +9,7 @@ import (
 	pb "github.com/envoyproxy/gateway/proto/extension"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -267,5 +268,46 @@ func TestXDSClusterOfAnIPAddressIsStatic(t *testing.T) {
 		if _, err := XDSCluster(bad); err == nil {
 			t.Errorf("XDSCluster(%q): no error", bad)
 		}
+	}
+}
+
+func TestPostRouteModifyAppliesEgressConfig(t *testing.T) {
+	f := newFixture(t)
+	f.routes.Add(route(1))
+	f.gateways.Add(&v1alpha1.TailscaleGateway{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "tsgw"},
+		Spec: v1alpha1.TailscaleGatewaySpec{GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "eg"}, Tailnets: []v1alpha1.TailnetConfiguration{
+			{Name: "other", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "other"}, RouteGeneration: &v1alpha1.RouteGenerationConfig{
+				Egress: &v1alpha1.EgressRouteConfig{Enabled: true, Timeout: &metav1.Duration{Duration: time.Minute}}}},
+			{Name: "main", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "main"}, RouteGeneration: &v1alpha1.RouteGenerationConfig{
+				Egress: &v1alpha1.EgressRouteConfig{Enabled: true, Timeout: &metav1.Duration{Duration: 15 * time.Second},
+					RetryPolicy: &v1alpha1.RetryPolicy{NumRetries: ptr.To[int32](3), PerTryTimeout: &metav1.Duration{Duration: 5 * time.Second},
+						BackoffBaseInterval: &metav1.Duration{Duration: 100 * time.Millisecond}, BackoffMaxInterval: &metav1.Duration{Duration: time.Second}}}}},
+		}}})
+	call := func(r *routev3.Route, resources ...[]byte) *routev3.Route {
+		req := &pb.PostRouteModifyRequest{Route: r, PostRouteContext: &pb.PostRouteExtensionContext{}}
+		for _, raw := range resources {
+			req.PostRouteContext.ExtensionResources = append(req.PostRouteContext.ExtensionResources, &pb.ExtensionResource{UnstructuredBytes: raw})
+		}
+		resp, err := f.server.PostRouteModify(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Route
+	}
+	xdsRoute := func() *routev3.Route {
+		return &routev3.Route{Name: "httproute/web/route/rule/0/match/0/www_example_com",
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: clusterName}}}}
+	}
+	golden.Assert(t, "route-egress", call(xdsRoute(), endpointsJSON(t, "web-east")))
+
+	// A timeout of the route's own (an HTTPRoute timeouts field) wins.
+	own := xdsRoute()
+	own.GetRoute().Timeout = durationpb.New(2 * time.Second)
+	if got := call(own, endpointsJSON(t, "web-east")).GetRoute().GetTimeout().AsDuration(); got != 2*time.Second {
+		t.Errorf("timeout %v, want the route's own 2s", got)
+	}
+	// Routes without our backends are untouched.
+	if got := call(xdsRoute()); !proto.Equal(got, xdsRoute()) {
+		t.Errorf("route without our backends changed: %v", got)
 	}
 }
