@@ -46,6 +46,89 @@ done
 ${KUBECTL} apply -f examples/ >/dev/null
 ${KUBECTL} apply -f "${SIM}/live-examples.yaml"
 
+# Envoy Gateway v1.9.1 standalone (file provider, Host infrastructure) with this server as its
+# extension: it translates an HTTPRoute whose backendRef is the simulated devices and calls the
+# hooks, and Envoy's endpoints for that route come from the xDS server on 127.0.0.1:18001. There
+# is no Envoy binary here: Envoy Gateway logs that it cannot start one, and translates anyway.
+# It listens on 0.0.0.0:18000 (its xDS, mTLS), :8081 and :18002, which it does not let us move.
+EG=${DATA}/envoy-gateway
+EG_STARTED=false
+core=("${pids[@]}")
+if hack/build-tools.sh envoy-gateway >"${DATA}/build-envoy-gateway.log" 2>&1; then
+  rm -rf "${EG}/resources" && mkdir -p "${EG}/resources" "${EG}/home"
+  EGABS=$(cd "${EG}" && pwd)
+  "${BIN}/envoy-gateway" certgen --local --config-home "${EGABS}/config" >"${EG}/certgen.log" 2>&1
+  cat >"${EG}/envoy-gateway.yaml" <<EOF
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyGateway
+gateway:
+  controllerName: gateway.envoyproxy.io/gatewayclass-controller
+provider:
+  type: Custom
+  custom:
+    resource:
+      type: File
+      file:
+        paths: ["${EGABS}/resources"]
+    infrastructure:
+      type: Host
+      host:
+        configHome: ${EGABS}/config
+        dataHome: ${EGABS}/data
+        stateHome: ${EGABS}/state
+        runtimeDir: ${EGABS}/run
+admin:
+  address: {host: 127.0.0.1, port: 19000}
+telemetry:
+  metrics:
+    prometheus: {disable: true}
+extensionManager:
+  backendResources:
+    - {group: gateway.tailscale.com, version: v1alpha1, kind: TailscaleEndpoints}
+    - {group: gateway.tailscale.com, version: v1alpha1, kind: TailscaleServices}
+  hooks:
+    xdsTranslator:
+      post: [Route, Cluster, Translation]
+  service:
+    fqdn: {hostname: 127.0.0.1, port: 5005}
+  failOpen: false
+  maxMessageSize: 16Mi
+EOF
+  # The file provider reads Gateway API objects and our backends from files: the object the
+  # route names is copied from the server (its endpoints and health come from the server).
+  cat >"${EG}/resources/gateway.yaml" <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: eg, namespace: default}
+spec:
+  gatewayClassName: eg
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: simulated, namespace: default}
+spec:
+  parentRefs: [{name: eg}]
+  rules:
+    - backendRefs:
+        - {group: gateway.tailscale.com, kind: TailscaleEndpoints, name: simulated-devices, port: 80}
+EOF
+  # Name and spec only: the file provider refuses objects that carry a resourceVersion.
+  printf '{"apiVersion":"gateway.tailscale.com/v1alpha1","kind":"TailscaleEndpoints","metadata":{"name":"simulated-devices","namespace":"default"},"spec":%s}\n' \
+    "$(${KUBECTL} get tailscaleendpoints -n default simulated-devices -o jsonpath='{.spec}')" >"${EG}/resources/simulated-devices.json"
+  core=("${pids[@]}")
+  HOME="${EGABS}/home" "${BIN}/envoy-gateway" server --config-path "${EG}/envoy-gateway.yaml" >"${EG}/envoy-gateway.log" 2>&1 &
+  pids+=($!)
+  EG_STARTED=true
+else
+  echo "Envoy Gateway is not started: building it failed (${DATA}/build-envoy-gateway.log)." >&2
+fi
+
 cat <<MSG
 
 tailscale-gateway-apiserver is serving on https://${ADDR}:${PORT} (log: ${DATA}/apiserver.log),
@@ -56,6 +139,14 @@ wired to a simulated tailnet (log: ${SIM}/tailnet-sim.log).
   kubectl get tsep simulated-devices -o wide -w        # live HEALTHY count
   kubectl get tstn simulated                           # live device counts
 
+$(if ${EG_STARTED}; then cat <<EG_MSG
+Envoy Gateway (log: ${EG}/envoy-gateway.log) translates HTTPRoute default/simulated, whose
+backendRef is the simulated devices, through this server's extension. What Envoy receives for it
+from the xDS server on 127.0.0.1:18001 (endpoints, priorities, health), live:
+  ${BIN}/xds-watch httproute/default/simulated/rule/0
+EG_MSG
+fi)
+
 Flip the simulated devices and watch the status change:
   curl -X POST -d code=500 ${SIM_ADMIN_URL}/devices/api-server/http-status
   curl -X POST -d serving=false ${SIM_ADMIN_URL}/devices/grpc-service/grpc-serving
@@ -63,4 +154,5 @@ Flip the simulated devices and watch the status change:
 
 Ctrl-C stops both.
 MSG
-wait -n "${pids[@]}"
+# Only the simulated tailnet and the server end the run; Envoy Gateway stopping does not.
+wait -n "${core[@]}"
