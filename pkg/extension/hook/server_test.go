@@ -10,8 +10,13 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -31,18 +36,30 @@ import (
 
 const clusterName = "httproute/web/route/rule/0"
 
-// egCluster is the cluster Envoy Gateway v1.9 builds for a rule of custom backends: EDS from
-// its own ADS, without endpoints of its own.
+// egCluster is the cluster Envoy Gateway v1.9.1 builds for a rule of custom backends (as
+// test/envoygateway records it): EDS from its own ADS without endpoints of its own, a typed
+// least-request policy with locality weights, the route in its metadata.
 func egCluster() *clusterv3.Cluster {
+	leastRequest, err := anypb.New(&leastrequestv3.LeastRequest{LocalityLbConfig: &commonv3.LocalityLbConfig{
+		LocalityConfigSpecifier: &commonv3.LocalityLbConfig_LocalityWeightedLbConfig_{LocalityWeightedLbConfig: &commonv3.LocalityLbConfig_LocalityWeightedLbConfig{}}}})
+	if err != nil {
+		panic(err)
+	}
+	route, _ := structpb.NewStruct(map[string]any{"resources": []any{map[string]any{"kind": "HTTPRoute", "name": "route", "namespace": "web"}}})
 	return &clusterv3.Cluster{
 		Name:                 clusterName,
 		ConnectTimeout:       durationpb.New(10 * time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{ServiceName: clusterName, EdsConfig: &corev3.ConfigSource{
 			ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}},
-		LbPolicy:        clusterv3.Cluster_LEAST_REQUEST,
-		CommonLbConfig:  &clusterv3.Cluster_CommonLbConfig{},
-		DnsLookupFamily: clusterv3.Cluster_V4_PREFERRED,
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(32768),
+		CircuitBreakers:               &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(1024)}}},
+		DnsLookupFamily:               clusterv3.Cluster_V4_PREFERRED,
+		CommonLbConfig:                &clusterv3.Cluster_CommonLbConfig{},
+		Metadata:                      &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy-gateway": route}},
+		IgnoreHealthOnHostRemoval:     true,
+		LoadBalancingPolicy: &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.least_request", TypedConfig: leastRequest}}}},
 	}
 }
 
