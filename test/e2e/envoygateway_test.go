@@ -313,13 +313,19 @@ func TestEnvoyGatewayRBAC(t *testing.T) {
 			"name": "a", "tailscaleIP": "100.64.0.1", "port": int64(80), "protocol": "HTTP"}}},
 	}}
 	for what, err := range map[string]error{
-		"create": func() error { _, err := dyn.Resource(endpointsGVR).Namespace(ns).Create(c, obj, metav1.CreateOptions{}); return err }(),
+		"create": func() error {
+			_, err := dyn.Resource(endpointsGVR).Namespace(ns).Create(c, obj, metav1.CreateOptions{})
+			return err
+		}(),
 		"patch": func() error {
 			_, err := dyn.Resource(endpointsGVR).Namespace(ns).Patch(c, "web", types.JSONPatchType, portPatch(81), metav1.PatchOptions{})
 			return err
 		}(),
-		"delete":  dyn.Resource(endpointsGVR).Namespace(ns).Delete(c, "web", metav1.DeleteOptions{}),
-		"secrets": func() error { _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}).List(c, metav1.ListOptions{}); return err }(),
+		"delete": dyn.Resource(endpointsGVR).Namespace(ns).Delete(c, "web", metav1.DeleteOptions{}),
+		"secrets": func() error {
+			_, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}).List(c, metav1.ListOptions{})
+			return err
+		}(),
 		"gateways": func() error {
 			_, err := dyn.Resource(schema.GroupVersionResource{Group: "gateway.tailscale.com", Version: "v1alpha1", Resource: "tailscalegateways"}).List(c, metav1.ListOptions{})
 			return err

@@ -90,6 +90,10 @@ type Options struct {
 	FailOpen bool
 	// MaxMessageSize is extensionManager.maxMessageSize; default 16Mi.
 	MaxMessageSize string
+	// ExtensionManager, when set, is the extensionManager block to use (e.g. parsed from
+	// artifacts/envoy-gateway); its service is replaced by ExtensionAddr, and Hooks,
+	// BackendResources, FailOpen and MaxMessageSize are ignored.
+	ExtensionManager map[string]any
 	// Resources are the files (name → YAML) the resources directory holds when Envoy Gateway starts.
 	Resources map[string]string
 	// Bin is the envoy-gateway binary; default _output/bin/envoy-gateway of the repository.
@@ -248,11 +252,19 @@ func (in *Instance) config(opts Options, adminPort int) ([]byte, error) {
 		"extensionManager": map[string]any{
 			"backendResources": backends,
 			"hooks":            map[string]any{"xdsTranslator": map[string]any{"post": hooks}},
-			"service":          map[string]any{"fqdn": map[string]any{"hostname": host, "port": port}},
 			"failOpen":         opts.FailOpen,
 			"maxMessageSize":   size,
 		},
 	}
+	if opts.ExtensionManager != nil {
+		em := make(map[string]any, len(opts.ExtensionManager))
+		for k, v := range opts.ExtensionManager {
+			em[k] = v
+		}
+		cfg["extensionManager"] = em
+	}
+	// Plaintext gRPC on loopback: no tls (which would name Kubernetes Secrets).
+	cfg["extensionManager"].(map[string]any)["service"] = map[string]any{"fqdn": map[string]any{"hostname": host, "port": port}}
 	return yaml.Marshal(cfg)
 }
 
