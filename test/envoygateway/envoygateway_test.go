@@ -570,3 +570,57 @@ func TestArtifactExtensionManager(t *testing.T) {
 		t.Error("the artifact's Route hook was not called")
 	}
 }
+
+// nativeBackendYAML is an Envoy Gateway Backend with a static endpoint: a native backend next to
+// our custom ones.
+const nativeBackendYAML = `apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata:
+  name: native
+  namespace: default
+spec:
+  endpoints:
+  - ip:
+      address: 10.0.0.1
+      port: 8080
+`
+
+// TestMixedGatewayEDS: Envoy Gateway also publishes a load assignment (without endpoints) under
+// the name of every custom-backend cluster, even when the Cluster hook moved that cluster's EDS to
+// another server. An Envoy then never subscribes to those names on Envoy Gateway's ADS. Envoy
+// Gateway's Envoys use delta ADS, where a subscription to only the native clusters is answered;
+// this pins that (a SotW ADS subscription naming only them would not be, see xdsclient.Watch).
+func TestMixedGatewayEDS(t *testing.T) {
+	_, addr := newRecorder(t)
+	res := resources(t)
+	res["native.yaml"] = envoygateway.JoinYAML(nativeBackendYAML, envoygateway.HTTPRouteYAML(ns, "native", gatewayName,
+		[]envoygateway.BackendRef{{Group: "gateway.envoyproxy.io", Kind: "Backend", Name: "native"}}))
+	eg := envoygateway.Start(t, envoygateway.Options{ExtensionAddr: addr, Resources: res})
+	ctx := bounded(t)
+	rule0, native := envoygateway.ClusterName(ns, "web", 0), envoygateway.ClusterName(ns, "native", 0)
+	c := eg.XDS(t, ns, gatewayName)
+	if _, err := c.FetchClusters(ctx, func(r *xdsclient.Response) bool { return shaped(r, rule0) && r.Cluster(native) != nil }); err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.FetchEndpoints(ctx, func(r *xdsclient.Response) bool { return r.LoadAssignment(rule0) != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range all.LoadAssignment(rule0).GetEndpoints() {
+		if len(l.GetLbEndpoints()) != 0 {
+			t.Errorf("EG published endpoints for the custom backend %s: %s", rule0, dump(t, all.LoadAssignment(rule0)))
+		}
+	}
+	w, err := c.DeltaWatch(ctx, xdsclient.EndpointType, native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	got, err := w.WaitFor(ctx, func(r *xdsclient.Response) bool { return r.LoadAssignment(native) != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if la := got.LoadAssignment(native); len(la.GetEndpoints()) == 0 || len(la.GetEndpoints()[0].GetLbEndpoints()) != 1 {
+		t.Errorf("native load assignment: %s", dump(t, la))
+	}
+}
