@@ -57,6 +57,7 @@ const (
 	lockTimeout  = 10 * time.Minute
 	startTimeout = 2 * time.Minute
 	stopTimeout  = 30 * time.Second
+	portsTimeout = 30 * time.Second
 )
 
 // Hook names of extensionManager.hooks.xdsTranslator.post.
@@ -90,6 +91,10 @@ type Options struct {
 	FailOpen bool
 	// MaxMessageSize is extensionManager.maxMessageSize; default 16Mi.
 	MaxMessageSize string
+	// ExtensionManager, when set, is the extensionManager block to use (e.g. parsed from
+	// artifacts/envoy-gateway); its service is replaced by ExtensionAddr, and Hooks,
+	// BackendResources, FailOpen and MaxMessageSize are ignored.
+	ExtensionManager map[string]any
 	// Resources are the files (name → YAML) the resources directory holds when Envoy Gateway starts.
 	Resources map[string]string
 	// Bin is the envoy-gateway binary; default _output/bin/envoy-gateway of the repository.
@@ -245,14 +250,25 @@ func (in *Instance) config(opts Options, adminPort int) ([]byte, error) {
 			"prometheus": map[string]any{"disable": true},
 		}},
 		"logging": map[string]any{"level": map[string]any{"default": "info"}},
+		// Envoy Gateway's Backend kind: a native backend (static IP endpoints) the file provider
+		// can load, for tests mixing native and custom backends on one Gateway.
+		"extensionApis": map[string]any{"enableBackend": true},
 		"extensionManager": map[string]any{
 			"backendResources": backends,
 			"hooks":            map[string]any{"xdsTranslator": map[string]any{"post": hooks}},
-			"service":          map[string]any{"fqdn": map[string]any{"hostname": host, "port": port}},
 			"failOpen":         opts.FailOpen,
 			"maxMessageSize":   size,
 		},
 	}
+	if opts.ExtensionManager != nil {
+		em := make(map[string]any, len(opts.ExtensionManager))
+		for k, v := range opts.ExtensionManager {
+			em[k] = v
+		}
+		cfg["extensionManager"] = em
+	}
+	// Plaintext gRPC on loopback: no tls (which would name Kubernetes Secrets).
+	cfg["extensionManager"].(map[string]any)["service"] = map[string]any{"fqdn": map[string]any{"hostname": host, "port": port}}
 	return yaml.Marshal(cfg)
 }
 
@@ -458,17 +474,26 @@ func runBounded(bin string, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// checkPortsFree fails early, with a clear message, when something else holds a fixed port of
-// Envoy Gateway (another envoy-gateway not started by this harness, for instance).
+// checkPortsFree waits (at most portsTimeout: an instance of another test may be exiting) until
+// the fixed ports of Envoy Gateway are free, and fails with a clear message when something else
+// keeps one (an envoy-gateway not started by this harness, for instance).
 func checkPortsFree() error {
-	for _, port := range []string{"18000", "18002", "8081"} {
-		l, err := net.Listen("tcp", ":"+port)
-		if err != nil {
-			return fmt.Errorf("envoygateway: port %s, which Envoy Gateway hard-codes, is in use: %w", port, err)
+	deadline := time.Now().Add(portsTimeout)
+	for {
+		var busy error
+		for _, port := range []string{"18000", "18002", "8081"} {
+			l, err := net.Listen("tcp", ":"+port)
+			if err != nil {
+				busy = fmt.Errorf("envoygateway: port %s, which Envoy Gateway hard-codes, is in use: %w", port, err)
+				break
+			}
+			l.Close()
 		}
-		l.Close()
+		if busy == nil || time.Now().After(deadline) {
+			return busy
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return nil
 }
 
 // freePort returns a loopback port that was free a moment ago.

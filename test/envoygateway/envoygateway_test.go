@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
 	pb "github.com/envoyproxy/gateway/proto/extension"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -35,7 +36,10 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/envoygateway"
 	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
 	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
@@ -507,5 +511,116 @@ func TestResourceFilesAreWatched(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(eg.ConfigHome, "certs", "envoy", "tls.crt")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestArtifactExtensionManager runs Envoy Gateway with the extensionManager of
+// artifacts/envoy-gateway/envoy-gateway-config.yaml (its service moved to the recorder): Envoy
+// Gateway accepts it and calls the hooks for both kinds.
+func TestArtifactExtensionManager(t *testing.T) {
+	root, err := framework.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "artifacts", "envoy-gateway", "envoy-gateway-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := yaml.Unmarshal(data, &cm); err != nil {
+		t.Fatal(err)
+	}
+	// Envoy Gateway ignores unknown fields of its configuration: decode strictly into its types so
+	// a misspelt field fails here.
+	var typed egv1a1.EnvoyGateway
+	if err := yaml.UnmarshalStrict([]byte(cm.Data["envoy-gateway.yaml"]), &typed); err != nil {
+		t.Fatalf("artifacts/envoy-gateway/envoy-gateway-config.yaml: %v", err)
+	}
+	var config struct {
+		ExtensionManager map[string]any `json:"extensionManager"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["envoy-gateway.yaml"]), &config); err != nil {
+		t.Fatal(err)
+	}
+	em := config.ExtensionManager
+	if em == nil {
+		t.Fatal("the artifact has no extensionManager")
+	}
+	service, _ := em["service"].(map[string]any)
+	fqdn, _ := service["fqdn"].(map[string]any)
+	if fqdn["hostname"] != "tailscale-gateway-apiserver.tailscale-gateway-system.svc" || fmt.Sprint(fqdn["port"]) != "5005" {
+		t.Errorf("extension service %v", service)
+	}
+	if em["failOpen"] != false || em["maxMessageSize"] != "16Mi" {
+		t.Errorf("failOpen %v, maxMessageSize %v", em["failOpen"], em["maxMessageSize"])
+	}
+
+	rec, addr := newRecorder(t)
+	eg := envoygateway.Start(t, envoygateway.Options{ExtensionAddr: addr, ExtensionManager: em, Resources: resources(t)})
+	ctx := bounded(t)
+	rule0, rule1 := envoygateway.ClusterName(ns, "web", 0), envoygateway.ClusterName(ns, "web", 1)
+	if _, err := eg.XDS(t, ns, gatewayName).FetchClusters(ctx, func(r *xdsclient.Response) bool {
+		return shaped(r, rule0) && shaped(r, rule1) && r.Cluster(edsCluster) != nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, routes := rec.counts(); routes == 0 {
+		t.Error("the artifact's Route hook was not called")
+	}
+}
+
+// nativeBackendYAML is an Envoy Gateway Backend with a static endpoint: a native backend next to
+// our custom ones.
+const nativeBackendYAML = `apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata:
+  name: native
+  namespace: default
+spec:
+  endpoints:
+  - ip:
+      address: 10.0.0.1
+      port: 8080
+`
+
+// TestMixedGatewayEDS: Envoy Gateway also publishes a load assignment (without endpoints) under
+// the name of every custom-backend cluster, even when the Cluster hook moved that cluster's EDS to
+// another server. An Envoy then never subscribes to those names on Envoy Gateway's ADS. Envoy
+// Gateway's Envoys use delta ADS, where a subscription to only the native clusters is answered;
+// this pins that (a SotW ADS subscription naming only them would not be, see xdsclient.Watch).
+func TestMixedGatewayEDS(t *testing.T) {
+	_, addr := newRecorder(t)
+	res := resources(t)
+	res["native.yaml"] = envoygateway.JoinYAML(nativeBackendYAML, envoygateway.HTTPRouteYAML(ns, "native", gatewayName,
+		[]envoygateway.BackendRef{{Group: "gateway.envoyproxy.io", Kind: "Backend", Name: "native"}}))
+	eg := envoygateway.Start(t, envoygateway.Options{ExtensionAddr: addr, Resources: res})
+	ctx := bounded(t)
+	rule0, native := envoygateway.ClusterName(ns, "web", 0), envoygateway.ClusterName(ns, "native", 0)
+	c := eg.XDS(t, ns, gatewayName)
+	if _, err := c.FetchClusters(ctx, func(r *xdsclient.Response) bool { return shaped(r, rule0) && r.Cluster(native) != nil }); err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.FetchEndpoints(ctx, func(r *xdsclient.Response) bool { return r.LoadAssignment(rule0) != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range all.LoadAssignment(rule0).GetEndpoints() {
+		if len(l.GetLbEndpoints()) != 0 {
+			t.Errorf("EG published endpoints for the custom backend %s: %s", rule0, dump(t, all.LoadAssignment(rule0)))
+		}
+	}
+	w, err := c.DeltaWatch(ctx, xdsclient.EndpointType, native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	got, err := w.WaitFor(ctx, func(r *xdsclient.Response) bool { return r.LoadAssignment(native) != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if la := got.LoadAssignment(native); len(la.GetEndpoints()) == 0 || len(la.GetEndpoints()[0].GetLbEndpoints()) != 1 {
+		t.Errorf("native load assignment: %s", dump(t, la))
 	}
 }

@@ -113,3 +113,48 @@ func TestFetchAndWatch(t *testing.T) {
 		t.Fatal("waiting for a version never published succeeded")
 	}
 }
+
+func TestDeltaWatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr, cache := serve(t)
+	c, err := xdsclient.Dial(addr, xdsclient.Options{NodeID: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := cache.SetSnapshot(ctx, "node-1", snapshot(t, "1", "100.64.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.DeltaWatch(ctx, xdsclient.EndpointType, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	first, err := w.WaitFor(ctx, func(r *xdsclient.Response) bool { return r.LoadAssignment("backend") != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(first.LoadAssignment("backend").GetEndpoints()[0].GetLbEndpoints()); n != 1 {
+		t.Fatalf("first delta has %d endpoints, want 1", n)
+	}
+	if err := cache.SetSnapshot(ctx, "node-1", snapshot(t, "2", "100.64.0.1", "100.64.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WaitFor(ctx, func(r *xdsclient.Response) bool {
+		la := r.LoadAssignment("backend")
+		return la != nil && len(la.GetEndpoints()[0].GetLbEndpoints()) == 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wildcard delta CDS.
+	cds, err := c.DeltaWatch(ctx, xdsclient.ClusterType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cds.Stop()
+	if _, err := cds.WaitFor(ctx, func(r *xdsclient.Response) bool { return r.Cluster("backend") != nil }); err != nil {
+		t.Fatal(err)
+	}
+}
