@@ -20,6 +20,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -176,11 +177,31 @@ type Watch struct {
 // answers a named SotW subscription only when it names every resource of the type in the
 // snapshot; subscribe by wildcard there, or use DeltaWatch as Envoy Gateway's Envoys do.
 func (c *Client) Watch(ctx context.Context, typeURL string, names ...string) (*Watch, error) {
+	return c.watchSotW(ctx, typeURL, names, func(ctx context.Context) (sotwStream, error) {
+		return discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	})
+}
+
+// EndpointsWatch subscribes to load assignments over the EndpointDiscoveryService, the stream
+// Envoy opens for an EDS config source of api_type GRPC (rather than ADS).
+func (c *Client) EndpointsWatch(ctx context.Context, names ...string) (*Watch, error) {
+	return c.watchSotW(ctx, EndpointType, names, func(ctx context.Context) (sotwStream, error) {
+		return endpointservice.NewEndpointDiscoveryServiceClient(c.conn).StreamEndpoints(ctx, grpc.WaitForReady(true))
+	})
+}
+
+// sotwStream is a state-of-the-world discovery stream: ADS or one of the per-type services.
+type sotwStream interface {
+	Send(*discoveryv3.DiscoveryRequest) error
+	Recv() (*discoveryv3.DiscoveryResponse, error)
+}
+
+func (c *Client) watchSotW(ctx context.Context, typeURL string, names []string, open func(context.Context) (sotwStream, error)) (*Watch, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	stream, err := open(ctx)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("opening an ADS stream: %w", err)
+		return nil, fmt.Errorf("opening a %s stream: %w", typeURL, err)
 	}
 	req := &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, ResourceNames: slices.Clone(names)}
 	if err := stream.Send(req); err != nil {
