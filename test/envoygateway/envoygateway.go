@@ -172,7 +172,7 @@ func Start(t testing.TB, opts Options) *Instance {
 	if out, err := runBounded(bin, "certgen", "--local", "--config-home", in.ConfigHome); err != nil {
 		t.Fatalf("envoy-gateway certgen --local: %v\n%s", err, out)
 	}
-	adminPort, err := freePort()
+	adminPort, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,14 +494,4 @@ func checkPortsFree() error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
