@@ -770,7 +770,16 @@ func (a *apiServer) handlePutService(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if old, ok := a.services[name]; ok {
-		// Addresses are fixed once allocated; the v6 one cannot be chosen.
+		// As the real API does, an update must carry the addresses allocated at creation
+		// (Get before PUT): without them the PUT fails, and they cannot be changed.
+		if len(in.Addrs) == 0 {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("service %s exists: addrs must be given (its current addresses %v)", name, old.Addrs))
+			return
+		}
+		if !slices.Equal(in.Addrs, old.Addrs) && !(len(in.Addrs) == 1 && in.Addrs[0] == old.Addrs[0]) {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("addrs of service %s cannot be changed from %v", name, old.Addrs))
+			return
+		}
 		in.Addrs = old.Addrs
 	} else {
 		addrs, err := a.allocServiceAddrsLocked(in.Addrs)

@@ -14,7 +14,7 @@
 //	DELETE /api/v2/tailnet/{tailnet}/keys/{keyId}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services                  {"vipServices": [...]}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}
-//	PUT    /api/v2/tailnet/{tailnet}/vip-services/{name}           create or update
+//	PUT    /api/v2/tailnet/{tailnet}/vip-services/{name}           create or update (an update must carry the allocated addrs)
 //	DELETE /api/v2/tailnet/{tailnet}/vip-services/{name}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}/devices   {"devices": [{stableNodeID, hostname, approvalLevel, configured}]}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}/device/{deviceId}/approved   {"approved", "autoApproved"}
