@@ -53,6 +53,8 @@ type Options struct {
 	Live *LiveStatusOptions
 	// Collector supplies live status; when nil and Live is enabled, one is built from Live.
 	Collector livestatus.Collector
+	// Controllers configure the controllers that change the tailnet (controllers.go).
+	Controllers *ControllerOptions
 
 	etcd *embeddedetcd.Server
 	pki  *localpki.Files
@@ -63,8 +65,9 @@ func NewOptions() *Options {
 	o := &Options{
 		RecommendedOptions: genericoptions.NewRecommendedOptions(etcdPathPrefix,
 			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion)),
-		DataDir: "_output/local",
-		Live:    NewLiveStatusOptions(),
+		DataDir:     "_output/local",
+		Live:        NewLiveStatusOptions(),
+		Controllers: NewControllerOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -79,6 +82,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Run without a Kubernetes cluster: embedded etcd (unless --etcd-servers is set), a local CA and an admin kubeconfig in --data-dir.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the standalone server's etcd data, certificates and kubeconfig.")
 	o.Live.AddFlags(fs)
+	o.Controllers.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -207,6 +211,9 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	cfg.Overlays = r.overlays()
+	if r.controllers, err = r.newControllers(o, cfg.GenericConfig.ClientConfig); err != nil {
+		return err
+	}
 	server, err := cfg.Complete().New()
 	if err != nil {
 		return err
