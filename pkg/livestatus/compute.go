@@ -66,6 +66,22 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		}
 		st.Endpoints = append(st.Endpoints, es)
 	}
+	// Devices matching spec.tagSelectors follow the declared endpoints, with the health their
+	// online state gives (they carry no health check of their own).
+	if haveTailnet {
+		for _, d := range DiscoverEndpoints(obj, tn) {
+			online := d.Online
+			es := gateway.EndpointStatus{Name: d.Name, Address: d.Address, Online: &online, Status: Unhealthy}
+			if online {
+				es.Status = Healthy
+				st.HealthyEndpoints++
+			} else {
+				offline++
+			}
+			st.TotalEndpoints++
+			st.Endpoints = append(st.Endpoints, es)
+		}
+	}
 	if sd := obj.Spec.ServiceDiscovery; sd != nil {
 		for _, v := range sd.VIPServices {
 			vs := gateway.VIPServiceStatus{Name: v.Name, Status: "NotRegistered"}

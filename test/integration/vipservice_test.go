@@ -406,3 +406,65 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionFalse
 	})
 }
+
+// TestTagDiscovery checks that devices matching spec.tagSelectors appear in status.endpoints
+// (name, address ip:port, status) and follow tags changed in the tailnet.
+func TestTagDiscovery(t *testing.T) {
+	env := startSimEnv(t)
+	eps := env.client.GatewayV1alpha1().TailscaleEndpoints("sim")
+	obj := &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "backends"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim",
+			TagSelectors: []v1alpha1.TagSelector{{Key: "web", Operator: v1alpha1.TagSelectorOpExists}},
+			ServiceDiscovery: &v1alpha1.ServiceDiscoveryConfig{AutoRegister: ptrFalse(),
+				VIPServices: []v1alpha1.VIPServiceConfig{{Name: "web", Port: 8080, TargetEndpoint: "api-server"}}}},
+	}
+	if _, err := eps.Create(ctx(t), obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	api, err := env.sim.Device("api-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := env.sim.Device("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(o *v1alpha1.TailscaleEndpoints) []string {
+		var out []string
+		for _, e := range o.Status.Endpoints {
+			out = append(out, e.Name)
+		}
+		return out
+	}
+	got := env.waitFor(t, "api-server discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
+		return slices.Equal(names(o), []string{"api-server"})
+	})
+	if e := got.Status.Endpoints[0]; e.Address != api.IPv4.String()+":8080" || e.Status != "Healthy" {
+		t.Fatalf("discovered endpoint: %+v", e)
+	}
+	// postgres gains the tag, api-server loses it.
+	env.sim.SetDeviceTags("postgres", "tag:db", "tag:web")
+	got = env.waitFor(t, "postgres discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
+		return slices.Equal(names(o), []string{"api-server", "postgres"})
+	})
+	if e := got.Status.Endpoints[1]; e.Address != pg.IPv4.String()+":80" {
+		t.Fatalf("postgres endpoint: %+v", e)
+	}
+	env.sim.SetDeviceTags("api-server", "tag:other")
+	env.waitFor(t, "api-server no longer discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
+		return slices.Equal(names(o), []string{"postgres"}) && o.Status.TotalEndpoints == 1
+	})
+	// The persisted status (what informers and watchers see) follows too.
+	w, err := eps.Watch(ctx(t), metav1.ListOptions{FieldSelector: "metadata.name=backends"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	env.sim.SetDeviceTags("api-server", "tag:web")
+	waitForEvent(t, w, func(o *v1alpha1.TailscaleEndpoints) bool {
+		return slices.Equal(names(o), []string{"api-server", "postgres"})
+	})
+}
+
+func ptrFalse() *bool { f := false; return &f }

@@ -140,7 +140,7 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify li
 	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced}
 
 	c.tailnets.Subscribe(func(ch tailnet.Change) {
-		if len(ch.Online) > 0 || len(ch.Added) > 0 || len(ch.Removed) > 0 || ch.ServicesChanged || ch.SyncChanged || ch.TailnetRemoved {
+		if len(ch.Online) > 0 || len(ch.Added) > 0 || len(ch.Removed) > 0 || ch.TagsChanged || ch.ServicesChanged || ch.SyncChanged || ch.TailnetRemoved {
 			klog.V(2).InfoS("Tailnet changed", "tailnet", ch.Name, "onlineFlips", len(ch.Online), "synced", ch.Snapshot.Status.Synced)
 			notify.TailnetChanged()
 		}
