@@ -468,3 +468,66 @@ func TestTagDiscovery(t *testing.T) {
 }
 
 func ptrFalse() *bool { f := false; return &f }
+
+// TestEndpointsVIPServices checks spec.serviceDiscovery.vipServices with autoRegister: a
+// Service per entry, released when the entry or the object goes.
+func TestEndpointsVIPServices(t *testing.T) {
+	env := startVIPEnv(t, nil, "op-a")
+	api, err := env.sim.Device("api-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := env.client.GatewayV1alpha1().TailscaleEndpoints("vip")
+	obj := &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "vip", Name: "backends"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim", Tags: []string{"tag:web"},
+			Endpoints: []v1alpha1.TailscaleEndpoint{{Name: "web", TailscaleIP: api.IPv4.String(), TailscaleFQDN: api.FQDN,
+				Port: int32(api.HTTPPort), Protocol: v1alpha1.ProtocolHTTP}},
+			ServiceDiscovery: &v1alpha1.ServiceDiscoveryConfig{VIPServices: []v1alpha1.VIPServiceConfig{
+				{Name: "eps-web", Port: 8080, TargetEndpoint: "web"}}}},
+	}
+	created, err := eps.Create(ctx(t), obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := env.service(t, "svc:eps-web", "registered", func(_ tailnet.Service, ok bool) bool { return ok })
+	refs := owners(t, s)
+	if !slices.Equal(s.Ports, []string{"tcp:8080"}) || len(refs) != 1 || refs[0].Resource.Kind != "TailscaleEndpoints" ||
+		refs[0].Resource.UID != string(created.UID) {
+		t.Fatalf("registered service: %+v", s)
+	}
+	var got *v1alpha1.TailscaleEndpoints
+	err = wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		o, err := eps.Get(c, "backends", metav1.GetOptions{})
+		got = o
+		return err == nil && len(o.Status.VIPServices) == 1 && o.Status.VIPServices[0].Status == "Registered" &&
+			o.Status.VIPServices[0].VIPAddress == s.Addrs[0], err
+	})
+	if err != nil {
+		t.Fatalf("status.vipServices: %v %+v", err, got.Status)
+	}
+	if !slices.Contains(got.Finalizers, vipservice.Finalizer) || got.Annotations[vipservice.RegisteredAnnotation] == "" {
+		t.Fatalf("finalizer/annotation: %v %v", got.Finalizers, got.Annotations)
+	}
+
+	// Dropping the entry releases (here: deletes) the Service.
+	got.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
+	if _, err := eps.Update(ctx(t), got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.service(t, "svc:eps-web", "released", func(_ tailnet.Service, ok bool) bool { return !ok })
+	env.service(t, "svc:eps-other", "registered", func(_ tailnet.Service, ok bool) bool { return ok })
+
+	// Deleting the object releases the rest.
+	if err := eps.Delete(ctx(t), "backends", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.service(t, "svc:eps-other", "released on delete", func(_ tailnet.Service, ok bool) bool { return !ok })
+	err = wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		_, err := eps.Get(c, "backends", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("TailscaleEndpoints not deleted: %v", err)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -167,8 +168,8 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, op
 	// selects; a new TailscaleTailnet may resolve a reference.
 	epInf := gw.TailscaleEndpoints().Informer()
 	if _, err := epInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueueNamespaceOf,
-		UpdateFunc: func(_, obj any) { c.enqueueNamespaceOf(obj) },
+		AddFunc:    func(obj any) { c.enqueueNamespaceOf(obj); c.enqueueEndpoints(obj) },
+		UpdateFunc: func(_, obj any) { c.enqueueNamespaceOf(obj); c.enqueueEndpoints(obj) },
 		DeleteFunc: c.enqueueNamespaceOf,
 	}); err != nil {
 		return nil, err
@@ -265,6 +266,13 @@ func (c *Controller) enqueueAll() {
 	for _, s := range items {
 		c.enqueue(s)
 	}
+	eps, err := c.eps.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, e := range eps {
+		c.enqueueEndpoints(e)
+	}
 }
 
 // ref is this installation's reference for obj.
@@ -309,6 +317,9 @@ type result struct {
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
+	if k, ok := strings.CutPrefix(key, endpointsKeyPrefix); ok {
+		return c.syncEndpoints(ctx, k)
+	}
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		return nil
@@ -337,7 +348,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		prevTailnet, prevName, hadService = tn, obj.Spec.VIPService.Name, true
 	}
 	if hadService && (prevName != wantName || prevTailnet != tn) {
-		if err := c.release(ctx, obj, prevTailnet, prevName); err != nil {
+		if err := c.release(ctx, obj, c.ref(obj), prevTailnet, prevName); err != nil {
 			return errors.Join(err, c.writeStatus(ctx, obj, result{tailnet: prevTailnet, err: err}))
 		}
 		if obj.Status.ServiceInfo == nil {
@@ -360,7 +371,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if obj, err = c.setFinalizer(ctx, obj, true); err != nil {
 		return err
 	}
-	r := c.ensure(ctx, obj, tn)
+	r := c.ensure(ctx, obj, wantService(obj), c.ref(obj), tn)
 	if err := c.writeStatus(ctx, obj, r); err != nil {
 		return errors.Join(r.err, err)
 	}
@@ -368,16 +379,15 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 }
 
 // ensure makes the Service follow obj, calling the API only when the known state differs.
-func (c *Controller) ensure(ctx context.Context, obj *v1alpha1.TailscaleServices, tn string) result {
-	spec := obj.Spec.VIPService
-	ref := c.ref(obj)
+func (c *Controller) ensure(ctx context.Context, obj runtime.Object, spec want, ref OwnerRef, tn string) result {
+	w := spec
 	unlock := c.lock(tn, spec.Name)
 	defer unlock()
 	r := result{tailnet: tn}
 	now := c.opts.Now()
 
 	if cur, exists, ok := c.view(tn, spec.Name); ok {
-		p := planFor(obj, cur, exists, ref, now, c.opts.ConsumerTTL)
+		p := planFor(w, cur, exists, ref, now, c.opts.ConsumerTTL)
 		if p.action == actionNone || p.action == actionConflict || p.action == actionAttachReadOnly {
 			r.plan = p
 			return r
@@ -395,7 +405,7 @@ func (c *Controller) ensure(ctx context.Context, obj *v1alpha1.TailscaleServices
 		return r
 	}
 	c.remember(tn, spec.Name, cur, exists)
-	p := planFor(obj, cur, exists, ref, now, c.opts.ConsumerTTL)
+	p := planFor(w, cur, exists, ref, now, c.opts.ConsumerTTL)
 	r.plan = p
 	if p.action != actionCreate && p.action != actionUpdate {
 		return r
@@ -405,9 +415,11 @@ func (c *Controller) ensure(ctx context.Context, obj *v1alpha1.TailscaleServices
 		return r
 	}
 	r.wrote = true
-	c.mu.Lock()
-	c.registered[obj.UID] = metav1.NewTime(now.Truncate(time.Second))
-	c.mu.Unlock()
+	if m, err := meta.Accessor(obj); err == nil {
+		c.mu.Lock()
+		c.registered[m.GetUID()] = metav1.NewTime(now.Truncate(time.Second))
+		c.mu.Unlock()
+	}
 	// After a create, the addresses the API allocated are unknown until the next poll: the
 	// copy serves to see that nothing is to be done; any write reads the Service first.
 	c.remember(tn, spec.Name, p.next, true)
@@ -432,7 +444,7 @@ func (c *Controller) ensure(ctx context.Context, obj *v1alpha1.TailscaleServices
 
 // release removes our reference from a Service, deleting it when ours was the last one. A
 // Service without our reference is never touched.
-func (c *Controller) release(ctx context.Context, obj *v1alpha1.TailscaleServices, tn, name string) error {
+func (c *Controller) release(ctx context.Context, obj runtime.Object, ref OwnerRef, tn, name string) error {
 	unlock := c.lock(tn, name)
 	defer unlock()
 	api, ok := c.opts.Tailnets.API(tn)
@@ -451,7 +463,6 @@ func (c *Controller) release(ctx context.Context, obj *v1alpha1.TailscaleService
 		return fmt.Errorf("reading Tailscale Service %s: %w", name, err)
 	}
 	own, err := parseOwners(cur.Annotations)
-	ref := c.ref(obj)
 	if err != nil || own.index(ref) < 0 {
 		c.remember(tn, name, cur, true)
 		return nil

@@ -41,10 +41,25 @@ type plan struct {
 	message string
 }
 
+// want is a Service as an object asks for it.
+type want struct {
+	Name, Comment string
+	Ports, Tags   []string
+	Annotations   map[string]string
+	// attach reports whether the object may attach to an existing Service it does not own.
+	attach func(cur tailnet.Service) bool
+}
+
+// wantService is the Service a TailscaleServices asks for.
+func wantService(obj *v1alpha1.TailscaleServices) want {
+	v := obj.Spec.VIPService
+	return want{Name: v.Name, Comment: v.Comment, Ports: v.Ports, Tags: v.Tags, Annotations: v.Annotations,
+		attach: func(cur tailnet.Service) bool { return mayAttach(obj, cur) }}
+}
+
 // planFor decides what to do with cur (exists false: there is no Service of the name). ref is
 // our reference; now and ttl drive heartbeats and expiry.
-func planFor(obj *v1alpha1.TailscaleServices, cur tailnet.Service, exists bool, ref OwnerRef, now time.Time, ttl time.Duration) plan {
-	spec := obj.Spec.VIPService
+func planFor(spec want, cur tailnet.Service, exists bool, ref OwnerRef, now time.Time, ttl time.Duration) plan {
 	if !exists {
 		own := owners{}.with(ref)
 		return plan{action: actionCreate, owners: own, next: desired(spec, own, nil, ref, now, ttl)}
@@ -57,7 +72,7 @@ func planFor(obj *v1alpha1.TailscaleServices, cur tailnet.Service, exists bool, 
 	attached := false
 	if own.index(ref) < 0 {
 		switch {
-		case !mayAttach(obj, cur):
+		case spec.attach == nil || !spec.attach(cur):
 			p := plan{action: actionConflict, owners: own}
 			if own.present {
 				p.message = cur.Name + " is owned by operator " + own.owner() + describeResource(own.refs[0]) +
@@ -87,8 +102,8 @@ func planFor(obj *v1alpha1.TailscaleServices, cur tailnet.Service, exists bool, 
 	return p
 }
 
-// desired is the Service a TailscaleServices owning it asks for.
-func desired(spec *v1alpha1.VIPServiceSpec, own owners, addrs []string, ref OwnerRef, now time.Time, ttl time.Duration) tailnet.Service {
+// desired is the Service an object owning it asks for.
+func desired(spec want, own owners, addrs []string, ref OwnerRef, now time.Time, ttl time.Duration) tailnet.Service {
 	return tailnet.Service{
 		Name:        spec.Name,
 		Addrs:       slices.Clone(addrs),
