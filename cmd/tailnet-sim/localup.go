@@ -60,6 +60,8 @@ kind: TailscaleEndpoints
 metadata:
   name: simulated-devices
   namespace: default
+  labels:
+    app: simulated
 spec:
   tailnet: %s
   endpoints:
@@ -94,5 +96,23 @@ spec:
 			endpoint(d, d.Hostname, d.UDPPort, "UDP", "UDP", "")
 		}
 	}
+	// A TailscaleServices over those devices: the controllers create its Tailscale Service in
+	// the simulated tailnet (kubectl get tssvc shows its address after the next poll).
+	fmt.Fprintf(&b, `---
+apiVersion: gateway.tailscale.com/v1alpha1
+kind: TailscaleServices
+metadata:
+  name: simulated-web
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: simulated
+  vipService:
+    name: "svc:simulated-web"
+    ports: ["tcp:80"]
+    tags: ["tag:tailscale-gateway"]
+    comment: "created by tailscale-gateway from default/simulated-web"
+`)
 	return b.String()
 }
