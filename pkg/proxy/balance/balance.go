@@ -88,7 +88,7 @@ type Balancer struct {
 	conns    *Conns
 
 	mu      sync.Mutex
-	next    int           // round-robin position in backends
+	next    int              // round-robin position in backends
 	current map[string]int64 // smooth weighted round-robin state by group
 	inGroup map[string]int   // round-robin position within each group
 }
