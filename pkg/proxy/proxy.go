@@ -96,7 +96,7 @@ type Proxy struct {
 	conns   *balance.Conns
 	ready   chan struct{}
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex                  // guards the fields below
 	egress   map[string]*egressListener  // by plan.Egress.Listener()
 	services map[string]*serviceListener // by plan.Service.Listener()
 	problems []string
