@@ -102,6 +102,7 @@ type Tailnet struct {
 	mu        sync.Mutex
 	nodes     []*tsnet.Server
 	ephemeral map[string]bool // hostnames of NewNode nodes
+	svcHosts  serviceHosts
 	closed    bool
 }
 
