@@ -49,7 +49,9 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := e.devices["dev-a"]
-	served := e.waitServed(t, func(s proxy.Served) bool { return s.Egress[namespace+"/egress-all/grpc"] != "" && s.Egress[namespace+"/egress-all/dns"] != "" })
+	served := e.waitServed(t, func(s proxy.Served) bool {
+		return s.Egress[namespace+"/egress-all/grpc"] != "" && s.Egress[namespace+"/egress-all/dns"] != ""
+	})
 	if got, want := served.Egress[namespace+"/egress-all/dns"], "udp://"+e.egressAddr("egress-all", "dns", d.UDPPort); got != want {
 		t.Errorf("UDP egress served on %s, want %s", got, want)
 	}
