@@ -54,7 +54,13 @@ var (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared != nil {
-		shared.close()
+		done := make(chan struct{})
+		go func() { shared.close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			fmt.Fprintln(os.Stderr, "closing the simulated tailnet took over a minute")
+		}
 	}
 	os.Exit(code)
 }
@@ -154,7 +160,7 @@ func (e *env) backendObject(name, device string, lbls map[string]string) *v1alph
 // serve creates a TailscaleServices hosted by the proxy on a new VIP (tcp:80 and tcp:5432),
 // makes the VIP routable from the client node and waits until the proxy hosts it. It returns
 // the VIP.
-func (e *env) serve(t *testing.T, svc *v1alpha1.TailscaleServices, objs ...*v1alpha1.TailscaleEndpoints) string {
+func (e *env) serve(t testing.TB, svc *v1alpha1.TailscaleServices, objs ...*v1alpha1.TailscaleEndpoints) string {
 	t.Helper()
 	ctx := tctx(t)
 	for _, o := range objs {
@@ -197,7 +203,7 @@ func (e *env) serve(t *testing.T, svc *v1alpha1.TailscaleServices, objs ...*v1al
 	return vip
 }
 
-func (e *env) waitServed(t *testing.T, cond func(proxy.Served) bool) proxy.Served {
+func (e *env) waitServed(t testing.TB, cond func(proxy.Served) bool) proxy.Served {
 	t.Helper()
 	var last proxy.Served
 	poll(t, "the proxy's listeners", func() bool {
