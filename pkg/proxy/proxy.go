@@ -228,13 +228,7 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 		}
 		p.problems = pl.Problems
 	}
-	conflicts := 0
-	for _, pr := range pl.Problems {
-		if strings.Contains(pr, "derived port") {
-			conflicts++
-		}
-	}
-	p.opts.Metrics.PortConflicts.Set(float64(conflicts))
+	p.opts.Metrics.PortConflicts.Set(float64(pl.PortConflicts))
 
 	wantEgress := map[string]plan.Egress{}
 	for _, e := range pl.Egress {

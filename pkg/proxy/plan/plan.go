@@ -56,11 +56,15 @@ type Plan struct {
 	Services []Service
 	// Problems are parts of the objects that cannot be served, one sentence each.
 	Problems []string
+	// PortConflicts counts the egress endpoints left out because another endpoint holds
+	// their derived port (each is also a problem).
+	PortConflicts int
 }
 
 // EgressOf returns the egress listeners of objs: one per endpoint (declared or discovered)
 // with an address, on the endpoint's derived port, UDP for UDP endpoints and TCP otherwise,
-// sorted by network and port. Endpoints losing a port collision are left out and reported.
+// sorted by network and port. Endpoints losing a port collision are left out and reported: they
+// are the only problems it reports.
 func EgressOf(objs []*v1alpha1.TailscaleEndpoints) (out []Egress, problems []string) {
 	type entry struct {
 		key, target string
@@ -234,6 +238,7 @@ func IsTailnetAddress(host string) bool {
 func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices, selectOf func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints) Plan {
 	var p Plan
 	p.Egress, p.Problems = EgressOf(eps)
+	p.PortConflicts = len(p.Problems) // EgressOf reports port conflicts only
 	claimed := map[string]string{}
 	for _, svc := range svcs {
 		out, problems := ServicesOf(svc, selectOf(svc))

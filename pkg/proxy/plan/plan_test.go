@@ -75,6 +75,9 @@ func TestEgressReportsPortConflicts(t *testing.T) {
 	if !strings.Contains(problems[0], "obj/"+loser+" ") {
 		t.Errorf("problem %q should name %s", problems[0], loser)
 	}
+	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil); p.PortConflicts != 1 || len(p.Egress) != 1 {
+		t.Errorf("Build: %d conflicts, %d listeners; want 1 and 1", p.PortConflicts, len(p.Egress))
+	}
 }
 
 func services(strategy v1alpha1.LoadBalancingStrategy) *v1alpha1.TailscaleServices {
