@@ -1,0 +1,169 @@
+// Package app is the command line of tailscale-gateway-proxy: flags, the tsnet node, the API
+// client, the metrics endpoint, and the proxy runner.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
+)
+
+// Options are the command's flags.
+type Options struct {
+	Kubeconfig        string
+	Namespace         string
+	Endpoints         []string
+	EndpointsSelector string
+	Services          []string
+	ServicesSelector  string
+
+	StateDir    string
+	Hostname    string
+	ControlURL  string
+	AuthKeyFile string
+	AuthKey     string
+	Tags        []string
+	TSNetPort   uint16
+
+	EgressBindAddress  string
+	MetricsBindAddress string
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{Namespace: "default", StateDir: "/var/lib/tailscale-gateway-proxy", Hostname: "tailscale-gateway-proxy",
+		MetricsBindAddress: ":9090"}
+}
+
+// AddFlags adds the options to fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the API serving gateway.tailscale.com; empty uses the in-cluster configuration")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the objects served")
+	fs.StringSliceVar(&o.Endpoints, "endpoints", o.Endpoints, "TailscaleEndpoints whose endpoints get egress listeners")
+	fs.StringVar(&o.EndpointsSelector, "endpoints-selector", o.EndpointsSelector, "label selector of more TailscaleEndpoints to serve for egress")
+	fs.StringSliceVar(&o.Services, "services", o.Services, "TailscaleServices whose Tailscale Service this proxy hosts")
+	fs.StringVar(&o.ServicesSelector, "services-selector", o.ServicesSelector, "label selector of more TailscaleServices to host")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "tsnet state directory; it keeps the node's identity across restarts")
+	fs.StringVar(&o.Hostname, "hostname", o.Hostname, "the node's hostname in the tailnet")
+	fs.StringVar(&o.ControlURL, "control-url", o.ControlURL, "coordination server URL; empty means Tailscale's")
+	fs.StringVar(&o.AuthKeyFile, "auth-key-file", o.AuthKeyFile, "file holding the auth key that enrolls the node on its first start (not read afterwards)")
+	fs.StringVar(&o.AuthKey, "auth-key", o.AuthKey, "auth key for the first start; prefer --auth-key-file, command lines are visible to other processes")
+	fs.StringSliceVar(&o.Tags, "tags", o.Tags, "ACL tags requested at enrollment; hosting a Tailscale Service needs one")
+	fs.Uint16Var(&o.TSNetPort, "tsnet-port", o.TSNetPort, "UDP port of WireGuard; 0 picks one")
+	fs.StringVar(&o.EgressBindAddress, "egress-bind-address", o.EgressBindAddress, "IP the egress listeners bind to; empty binds every address")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics, /healthz and /readyz; empty disables them")
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.Namespace == "" {
+		errs = append(errs, errors.New("--namespace is required"))
+	}
+	if len(o.Endpoints) == 0 && o.EndpointsSelector == "" && len(o.Services) == 0 && o.ServicesSelector == "" {
+		errs = append(errs, errors.New("nothing to serve: set --endpoints, --endpoints-selector, --services or --services-selector"))
+	}
+	for _, s := range []string{o.EndpointsSelector, o.ServicesSelector} {
+		if _, err := parseSelector(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.StateDir == "" {
+		errs = append(errs, errors.New("--state-dir is required"))
+	}
+	return errors.Join(errs...)
+}
+
+func parseSelector(s string) (labels.Selector, error) {
+	if s == "" {
+		return nil, nil
+	}
+	sel, err := labels.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("label selector %q: %w", s, err)
+	}
+	return sel, nil
+}
+
+// Run joins the tailnet and serves until ctx ends.
+func (o *Options) Run(ctx context.Context) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("loading the client configuration: %w", err)
+	}
+	client, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := forward.NewMetrics(reg)
+
+	srv, err := node.Start(ctx, node.Options{Dir: o.StateDir, Hostname: o.Hostname, ControlURL: o.ControlURL,
+		AuthKey: o.AuthKey, AuthKeyFile: o.AuthKeyFile, Tags: o.Tags, Port: o.TSNetPort})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	epSel, _ := parseSelector(o.EndpointsSelector)
+	svcSel, _ := parseSelector(o.ServicesSelector)
+	p, err := proxy.New(proxy.Options{Client: client, Node: srv, Metrics: metrics, EgressBindAddress: o.EgressBindAddress,
+		Selection: proxy.Selection{Namespace: o.Namespace, Endpoints: o.Endpoints, EndpointsSelector: epSel,
+			Services: o.Services, ServicesSelector: svcSel}})
+	if err != nil {
+		return err
+	}
+	if o.MetricsBindAddress != "" {
+		stop, err := serveMetrics(o.MetricsBindAddress, reg, p.Ready())
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return p.Run(ctx)
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz (ready once the proxy applied its first
+// configuration).
+func serveMetrics(addr string, reg *prometheus.Registry, ready <-chan struct{}) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on the metrics address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-ready:
+			fmt.Fprintln(w, "ok")
+		default:
+			http.Error(w, "not ready: waiting for the first configuration", http.StatusServiceUnavailable)
+		}
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Metrics server stopped")
+		}
+	}()
+	klog.InfoS("Serving metrics", "address", ln.Addr().String())
+	return func() { hs.Close() }, nil
+}

@@ -1,0 +1,256 @@
+// Package plan turns the TailscaleEndpoints and TailscaleServices a proxy serves into what it
+// must listen on and where each listener forwards: egress listeners per tailnet endpoint and,
+// per Tailscale Service port, the backends and balancing policy. It is pure: the same objects
+// give the same plan.
+package plan
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+)
+
+// Egress is one egress listener: a local port forwarding to a tailnet endpoint.
+type Egress struct {
+	// Key is the target's key, "<namespace>/<object>/<endpoint>".
+	Key string
+	// Network is "tcp" or "udp".
+	Network string
+	// Port is the local port, ports.EgressPort of the endpoint.
+	Port int32
+	// Target is the tailnet address dialled, host:port.
+	Target string
+}
+
+// Listener names the egress listener in metrics: "egress/<network>/<port>".
+func (e Egress) Listener() string { return fmt.Sprintf("egress/%s/%d", e.Network, e.Port) }
+
+// Service is one TCP port of a Tailscale Service hosted by the proxy.
+type Service struct {
+	// Object is "<namespace>/<name>" of the TailscaleServices.
+	Object string
+	// Name is the Tailscale Service, "svc:<label>".
+	Name string
+	// Port is the Service port.
+	Port uint16
+	// Policy and Backends feed the port's balancer.
+	Policy   balance.Policy
+	Backends []balance.Backend
+}
+
+// Listener names the Service port in metrics: "svc:<name>/tcp/<port>".
+func (s Service) Listener() string { return fmt.Sprintf("%s/tcp/%d", s.Name, s.Port) }
+
+// Plan is what a proxy serves.
+type Plan struct {
+	Egress   []Egress
+	Services []Service
+	// Problems are parts of the objects that cannot be served, one sentence each.
+	Problems []string
+	// PortConflicts counts the egress endpoints left out because another endpoint holds
+	// their derived port (each is also a problem).
+	PortConflicts int
+}
+
+// EgressOf returns the egress listeners of objs: one per endpoint (declared or discovered)
+// with an address, on the endpoint's derived port, UDP for UDP endpoints and TCP otherwise,
+// sorted by network and port. Endpoints losing a port collision are left out and reported: they
+// are the only problems it reports.
+func EgressOf(objs []*v1alpha1.TailscaleEndpoints) (out []Egress, problems []string) {
+	type entry struct {
+		key, target string
+	}
+	entries := map[ports.Endpoint]entry{}
+	var eps []ports.Endpoint
+	for _, obj := range objs {
+		for _, ep := range eds.Endpoints(obj) {
+			host := ep.IP
+			if host == "" {
+				host = strings.TrimSuffix(ep.FQDN, ".")
+			}
+			if host == "" || ep.Port <= 0 {
+				continue
+			}
+			pe := ports.Endpoint{Object: obj.Name, Endpoint: ep.Name, Port: ep.Port, UDP: ep.Protocol == v1alpha1.ProtocolUDP}
+			if _, dup := entries[pe]; dup {
+				continue
+			}
+			entries[pe] = entry{key: obj.Namespace + "/" + obj.Name + "/" + ep.Name, target: net.JoinHostPort(host, strconv.Itoa(int(ep.Port)))}
+			eps = append(eps, pe)
+		}
+	}
+	assigned, conflicts := ports.Assign(eps)
+	for _, c := range conflicts {
+		problems = append(problems, fmt.Sprintf("egress endpoint %s/%s (port %d) is not served: its derived port %d is taken by another endpoint",
+			c.Object, c.Endpoint, c.Port, ports.EgressPort(c.Object, c.Endpoint, c.Port)))
+	}
+	for pe, port := range assigned {
+		network := "tcp"
+		if pe.UDP {
+			network = "udp"
+		}
+		e := entries[pe]
+		out = append(out, Egress{Key: e.key, Network: network, Port: port, Target: e.target})
+	}
+	slices.SortFunc(out, func(a, b Egress) int {
+		if a.Network != b.Network {
+			return strings.Compare(a.Network, b.Network)
+		}
+		return int(a.Port - b.Port)
+	})
+	return out, problems
+}
+
+// ServicesOf returns the Service ports of svc, a TailscaleServices with spec.vipService:
+// one per "tcp:N" port (tsnet hosts TCP Service ports only; "udp:N" ports are reported as
+// problems), each balancing over the TCP endpoints of the TailscaleEndpoints selected (those
+// listening on N, or all of an object's when none does) and the external services.
+func ServicesOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleEndpoints) (out []Service, problems []string) {
+	vs := svc.Spec.VIPService
+	if vs == nil || vs.Name == "" {
+		return nil, nil
+	}
+	name := vs.Name
+	if !strings.HasPrefix(name, "svc:") {
+		name = "svc:" + name
+	}
+	object := svc.Namespace + "/" + svc.Name
+	policy := policyOf(svc)
+	for _, p := range vs.Ports {
+		proto, num, ok := strings.Cut(p, ":")
+		port, err := strconv.ParseUint(num, 10, 16)
+		if !ok || err != nil || port == 0 {
+			problems = append(problems, fmt.Sprintf("TailscaleServices %s: port %q is not tcp:N or udp:N", object, p))
+			continue
+		}
+		if proto != "tcp" {
+			problems = append(problems, fmt.Sprintf("TailscaleServices %s: port %q is not served: tsnet hosts TCP Service ports only", object, p))
+			continue
+		}
+		out = append(out, Service{Object: object, Name: name, Port: uint16(port), Policy: policy,
+			Backends: backendsOf(svc, selected, int32(port))})
+	}
+	return out, problems
+}
+
+func policyOf(svc *v1alpha1.TailscaleServices) balance.Policy {
+	p := balance.Policy{Strategy: v1alpha1.StrategyRoundRobin}
+	if lb := svc.Spec.LoadBalancing; lb != nil && lb.Strategy != "" {
+		p.Strategy = lb.Strategy
+	}
+	if p.Strategy == v1alpha1.StrategyFailover {
+		p.ActiveTier = balance.TierPrimary
+		if ls := svc.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil && ls.FailoverStatus.ActiveTier == livestatus.TierSecondary {
+			p.ActiveTier = balance.TierSecondary
+		}
+	}
+	return p
+}
+
+// backendsOf lists the backends of one Service port. Weights follow the extension's EDS:
+// spec.loadBalancing.weights by TailscaleEndpoints (or external service) name under the
+// weighted strategy, else 1 (an external service's own weight first). Under failover, a
+// backend not named in failoverConfig.primaryEndpoints is secondary.
+func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleEndpoints, port int32) []balance.Backend {
+	lb := svc.Spec.LoadBalancing
+	weightOf := func(name string, own *int32) int32 {
+		w := int32(1)
+		if own != nil {
+			w = max(*own, 0)
+		}
+		if lb != nil && lb.Strategy == v1alpha1.StrategyWeighted {
+			if v, ok := lb.Weights[name]; ok {
+				w = max(v, 0)
+			}
+		}
+		return w
+	}
+	var primaries []string
+	if lb != nil && lb.FailoverConfig != nil {
+		primaries = lb.FailoverConfig.PrimaryEndpoints
+	}
+	secondary := func(name string) bool { return len(primaries) > 0 && !slices.Contains(primaries, name) }
+
+	var out []balance.Backend
+	for _, obj := range selected {
+		all := eds.Endpoints(obj)
+		matching := slices.DeleteFunc(slices.Clone(all), func(ep eds.Endpoint) bool { return ep.Port != port })
+		if len(matching) == 0 {
+			matching = all
+		}
+		for _, ep := range matching {
+			host := ep.IP
+			if host == "" {
+				host = strings.TrimSuffix(ep.FQDN, ".")
+			}
+			if ep.Protocol == v1alpha1.ProtocolUDP || host == "" || ep.Port <= 0 {
+				continue
+			}
+			out = append(out, balance.Backend{
+				Key: obj.Namespace + "/" + obj.Name + "/" + ep.Name, Group: obj.Name,
+				Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(int(ep.Port))), Tailnet: true,
+				Weight: weightOf(obj.Name, nil), Secondary: secondary(obj.Name), Unhealthy: ep.Health == livestatus.Unhealthy,
+			})
+		}
+	}
+	if sd := svc.Spec.ServiceDiscovery; sd != nil {
+		for _, ext := range sd.ExternalServices {
+			if ext.Protocol == v1alpha1.ProtocolUDP || ext.Address == "" || ext.Port <= 0 {
+				continue
+			}
+			out = append(out, balance.Backend{
+				Key: svc.Namespace + "/" + svc.Name + "/external/" + ext.Name, Group: ext.Name,
+				Network: "tcp", Address: net.JoinHostPort(ext.Address, strconv.Itoa(int(ext.Port))), Tailnet: IsTailnetAddress(ext.Address),
+				Weight: weightOf(ext.Name, ext.Weight), Secondary: secondary(ext.Name),
+			})
+		}
+	}
+	return out
+}
+
+var (
+	cgnat   = netip.MustParsePrefix("100.64.0.0/10")
+	tsULA   = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
+	tsnetTL = ".ts.net"
+)
+
+// IsTailnetAddress reports whether host is reached through the tailnet: an address in
+// 100.64.0.0/10 or fd7a:115c:a1e0::/48, or a MagicDNS name under ts.net.
+func IsTailnetAddress(host string) bool {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return cgnat.Contains(ip) || tsULA.Contains(ip)
+	}
+	return strings.HasSuffix(strings.TrimSuffix(host, "."), tsnetTL)
+}
+
+// Build returns the plan for the egress objects eps and the Service objects svcs, sorted by
+// namespace/name; selectOf returns the TailscaleEndpoints a TailscaleServices selects. When two
+// objects claim the same Service port, the first keeps it.
+func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices, selectOf func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints) Plan {
+	var p Plan
+	p.Egress, p.Problems = EgressOf(eps)
+	p.PortConflicts = len(p.Problems) // EgressOf reports port conflicts only
+	claimed := map[string]string{}
+	for _, svc := range svcs {
+		out, problems := ServicesOf(svc, selectOf(svc))
+		p.Problems = append(p.Problems, problems...)
+		for _, s := range out {
+			if owner, ok := claimed[s.Listener()]; ok {
+				p.Problems = append(p.Problems, fmt.Sprintf("TailscaleServices %s: %s is already served for %s", s.Object, s.Listener(), owner))
+				continue
+			}
+			claimed[s.Listener()] = s.Object
+			p.Services = append(p.Services, s)
+		}
+	}
+	return p
+}

@@ -1,0 +1,156 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+)
+
+func endpoints(name string, eps ...v1alpha1.TailscaleEndpoint) *v1alpha1.TailscaleEndpoints {
+	return &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "t", Endpoints: eps}}
+}
+
+func ep(name, ip string, port int32, proto v1alpha1.Protocol) v1alpha1.TailscaleEndpoint {
+	return v1alpha1.TailscaleEndpoint{Name: name, TailscaleIP: ip, TailscaleFQDN: name + ".example.ts.net", Port: port, Protocol: proto}
+}
+
+func TestEgressPortsDoNotMoveWhenEndpointsChange(t *testing.T) {
+	obj := endpoints("backends", ep("web", "100.64.0.1", 80, v1alpha1.ProtocolHTTP), ep("dns", "100.64.0.2", 53, v1alpha1.ProtocolUDP))
+	before, problems := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	if len(problems) != 0 || len(before) != 2 {
+		t.Fatalf("EgressOf = %v, %v", before, problems)
+	}
+	want := map[string]Egress{
+		"ns/backends/web": {Key: "ns/backends/web", Network: "tcp", Port: ports.EgressPort("backends", "web", 80), Target: "100.64.0.1:80"},
+		"ns/backends/dns": {Key: "ns/backends/dns", Network: "udp", Port: ports.EgressPort("backends", "dns", 53), Target: "100.64.0.2:53"},
+	}
+	for _, e := range before {
+		if want[e.Key] != e {
+			t.Errorf("egress %v, want %v", e, want[e.Key])
+		}
+	}
+	// Reordered, with a new endpoint in front and a discovered one in status.
+	obj.Spec.Endpoints = append([]v1alpha1.TailscaleEndpoint{ep("api", "100.64.0.3", 8080, v1alpha1.ProtocolTCP)}, obj.Spec.Endpoints[1], obj.Spec.Endpoints[0])
+	obj.Status.Endpoints = []v1alpha1.EndpointStatus{{Name: "found", Address: "100.64.0.9:22", Status: "Healthy"}}
+	after, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	if len(after) != 4 {
+		t.Fatalf("EgressOf after = %v", after)
+	}
+	for _, e := range after {
+		if w, ok := want[e.Key]; ok && w != e {
+			t.Errorf("egress %s moved: %v -> %v", e.Key, w, e)
+		}
+		if e.Key == "ns/backends/found" && (e.Target != "100.64.0.9:22" || e.Port != ports.EgressPort("backends", "found", 22)) {
+			t.Errorf("discovered endpoint: %v", e)
+		}
+	}
+}
+
+func TestEgressReportsPortConflicts(t *testing.T) {
+	// Find two endpoint names colliding on one port.
+	seen := map[int32]string{}
+	var a, b string
+	for i := 0; a == ""; i++ {
+		n := fmt.Sprintf("e%d", i)
+		p := ports.EgressPort("obj", n, 80)
+		if prev, ok := seen[p]; ok {
+			a, b = prev, n
+		}
+		seen[p] = n
+	}
+	obj := endpoints("obj", ep(b, "100.64.0.1", 80, v1alpha1.ProtocolTCP), ep(a, "100.64.0.2", 80, v1alpha1.ProtocolTCP))
+	got, problems := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	if len(got) != 1 || len(problems) != 1 {
+		t.Fatalf("EgressOf = %v, %v; want one listener and one problem", got, problems)
+	}
+	loser := max(a, b)
+	if !strings.Contains(problems[0], "obj/"+loser+" ") {
+		t.Errorf("problem %q should name %s", problems[0], loser)
+	}
+	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil); p.PortConflicts != 1 || len(p.Egress) != 1 {
+		t.Errorf("Build: %d conflicts, %d listeners; want 1 and 1", p.PortConflicts, len(p.Egress))
+	}
+}
+
+func services(strategy v1alpha1.LoadBalancingStrategy) *v1alpha1.TailscaleServices {
+	return &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector:      &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			VIPService:    &v1alpha1.VIPServiceSpec{Name: "svc:web", Ports: []string{"tcp:80", "udp:53", "bogus"}},
+			LoadBalancing: &v1alpha1.LoadBalancingConfig{Strategy: strategy},
+			ServiceDiscovery: &v1alpha1.ServiceDiscoverySpec{ExternalServices: []v1alpha1.ExternalService{
+				{Name: "legacy", Address: "192.0.2.10", Port: 8080, Weight: ptr.To[int32](2)}}},
+		}}
+}
+
+func TestServicesOfBackendsWeightsAndTiers(t *testing.T) {
+	east := endpoints("east", ep("http", "100.64.0.1", 80, v1alpha1.ProtocolHTTP), ep("grpc", "100.64.0.1", 50051, v1alpha1.ProtocolGRPC))
+	east.Status.Endpoints = []v1alpha1.EndpointStatus{{Name: "http", Status: "Unhealthy"}}
+	west := endpoints("west", ep("alt", "100.64.0.2", 8080, v1alpha1.ProtocolHTTP), ep("dns", "100.64.0.2", 53, v1alpha1.ProtocolUDP))
+
+	svc := services(v1alpha1.StrategyWeighted)
+	svc.Spec.LoadBalancing.Weights = map[string]int32{"east": 5, "west": 0}
+	got, problems := ServicesOf(svc, []*v1alpha1.TailscaleEndpoints{east, west})
+	if len(got) != 1 || len(problems) != 2 {
+		t.Fatalf("ServicesOf = %v, problems %v; want port 80 only and two problems", got, problems)
+	}
+	s := got[0]
+	if s.Name != "svc:web" || s.Port != 80 || s.Listener() != "svc:web/tcp/80" || s.Policy.Strategy != v1alpha1.StrategyWeighted {
+		t.Errorf("service %+v", s)
+	}
+	want := []balance.Backend{
+		// east listens on 80: only that endpoint; its health comes from status.
+		{Key: "ns/east/http", Group: "east", Network: "tcp", Address: "100.64.0.1:80", Tailnet: true, Weight: 5, Unhealthy: true},
+		// west has nothing on 80: its TCP endpoints all count.
+		{Key: "ns/west/alt", Group: "west", Network: "tcp", Address: "100.64.0.2:8080", Tailnet: true, Weight: 0},
+		{Key: "ns/web/external/legacy", Group: "legacy", Network: "tcp", Address: "192.0.2.10:8080", Weight: 2},
+	}
+	if fmt.Sprint(s.Backends) != fmt.Sprint(want) {
+		t.Errorf("backends\n got %v\nwant %v", s.Backends, want)
+	}
+
+	svc = services(v1alpha1.StrategyFailover)
+	svc.Spec.LoadBalancing.FailoverConfig = &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"east"}, SecondaryEndpoints: []string{"west"}}
+	svc.Status.LoadBalancingStatus = &v1alpha1.LoadBalancingStatus{FailoverStatus: &v1alpha1.FailoverStatus{ActiveTier: "secondary"}}
+	got, _ = ServicesOf(svc, []*v1alpha1.TailscaleEndpoints{east, west})
+	if got[0].Policy.ActiveTier != balance.TierSecondary {
+		t.Errorf("active tier %q, want the persisted secondary", got[0].Policy.ActiveTier)
+	}
+	for _, be := range got[0].Backends {
+		if be.Secondary != (be.Group != "east") {
+			t.Errorf("backend %s secondary=%v", be.Key, be.Secondary)
+		}
+		if be.Weight != 1 && be.Group != "legacy" {
+			t.Errorf("weights apply to the weighted strategy only: %v", be)
+		}
+	}
+}
+
+func TestBuildRefusesASecondClaimOfAServicePort(t *testing.T) {
+	a, b := services(v1alpha1.StrategyRoundRobin), services(v1alpha1.StrategyRoundRobin)
+	b.Name = "web-copy"
+	p := Build(nil, []*v1alpha1.TailscaleServices{a, b}, func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return nil })
+	if len(p.Services) != 1 || p.Services[0].Object != "ns/web" {
+		t.Errorf("services %v", p.Services)
+	}
+	if !strings.Contains(strings.Join(p.Problems, "\n"), "ns/web-copy: svc:web/tcp/80 is already served for ns/web") {
+		t.Errorf("problems %q", p.Problems)
+	}
+}
+
+func TestIsTailnetAddress(t *testing.T) {
+	for host, want := range map[string]bool{"100.64.0.1": true, "100.127.255.255": true, "100.128.0.1": false, "fd7a:115c:a1e0::1": true,
+		"192.0.2.1": false, "db.tail1234.ts.net": true, "db.tail1234.ts.net.": true, "example.com": false} {
+		if got := IsTailnetAddress(host); got != want {
+			t.Errorf("IsTailnetAddress(%q) = %v", host, got)
+		}
+	}
+}

@@ -1,0 +1,460 @@
+// Package proxy is tailscale-gateway-proxy: one tsnet node that serves, from the
+// TailscaleEndpoints and TailscaleServices it is told to serve (read through the generated
+// informers), egress listeners that forward to tailnet endpoints and Tailscale Services whose
+// connections it balances over the selected endpoints. Health and the failover tier come from
+// the objects' status, written by the server's prober: the proxy never probes.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"tailscale.com/tsnet"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+)
+
+// Defaults of Options.
+const (
+	DefaultDialTimeout = 10 * time.Second
+	DefaultMaxAttempts = 3
+	DefaultRetry       = 5 * time.Second
+)
+
+// Node is what the proxy needs of its tsnet node; *tsnet.Server implements it.
+type Node interface {
+	Dial(ctx context.Context, network, address string) (net.Conn, error)
+	ListenService(name string, mode tsnet.ServiceMode) (*tsnet.ServiceListener, error)
+}
+
+var _ Node = (*tsnet.Server)(nil)
+
+// Selection names the objects a proxy serves, all in Namespace.
+type Selection struct {
+	Namespace string
+	// Endpoints names the TailscaleEndpoints whose endpoints get egress listeners;
+	// EndpointsSelector selects more by label (nil selects none).
+	Endpoints         []string
+	EndpointsSelector labels.Selector
+	// Services names the TailscaleServices whose Tailscale Service the proxy hosts;
+	// ServicesSelector selects more by label (nil selects none).
+	Services         []string
+	ServicesSelector labels.Selector
+}
+
+// Options configure a Proxy.
+type Options struct {
+	// Client reads the objects (the project's API, through kube-apiserver in a cluster).
+	Client    versioned.Interface
+	Selection Selection
+	// Node dials tailnet addresses and hosts Tailscale Services.
+	Node Node
+	// EgressBindAddress is the IP egress listeners bind to; empty binds every address.
+	EgressBindAddress string
+	// HostDialer dials backends outside the tailnet (external services); a net.Dialer when nil.
+	HostDialer interface {
+		DialContext(ctx context.Context, network, address string) (net.Conn, error)
+	}
+	Metrics *forward.Metrics
+	// DialTimeout bounds one dial of a backend; DefaultDialTimeout when zero.
+	DialTimeout time.Duration
+	// MaxAttempts bounds the backends tried for one connection to a Service port;
+	// DefaultMaxAttempts when zero.
+	MaxAttempts int
+	// Retry is how soon a listener that failed to open is tried again; DefaultRetry when zero.
+	Retry time.Duration
+	// UDPIdle ends egress UDP sessions; forward.DefaultUDPIdle when zero.
+	UDPIdle time.Duration
+}
+
+// Proxy serves what its Selection names. Create it with New and start it with Run.
+type Proxy struct {
+	opts    Options
+	factory informers.SharedInformerFactory
+	eps     listers.TailscaleEndpointsLister
+	svcs    listers.TailscaleServicesLister
+	synced  []cache.InformerSynced
+	trigger chan struct{}
+	conns   *balance.Conns
+	ready   chan struct{}
+
+	mu       sync.Mutex                  // guards the fields below
+	egress   map[string]*egressListener  // by plan.Egress.Listener()
+	services map[string]*serviceListener // by plan.Service.Listener()
+	problems []string
+}
+
+// New returns a proxy for opts; nothing is read or served before Run.
+func New(opts Options) (*Proxy, error) {
+	if opts.Client == nil || opts.Node == nil || opts.Metrics == nil {
+		return nil, errors.New("proxy: Client, Node and Metrics are required")
+	}
+	if opts.Selection.Namespace == "" {
+		return nil, errors.New("proxy: a namespace is required")
+	}
+	if opts.HostDialer == nil {
+		opts.HostDialer = &net.Dialer{}
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = DefaultRetry
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0, informers.WithNamespace(opts.Selection.Namespace))
+	p := &Proxy{
+		opts: opts, factory: f,
+		eps:     f.Gateway().V1alpha1().TailscaleEndpoints().Lister(),
+		svcs:    f.Gateway().V1alpha1().TailscaleServices().Lister(),
+		trigger: make(chan struct{}, 1),
+		conns:   balance.NewConns(),
+		ready:   make(chan struct{}),
+		egress:  map[string]*egressListener{}, services: map[string]*serviceListener{},
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { p.kick() },
+		UpdateFunc: func(any, any) { p.kick() },
+		DeleteFunc: func(any) { p.kick() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{f.Gateway().V1alpha1().TailscaleEndpoints().Informer(), f.Gateway().V1alpha1().TailscaleServices().Informer()} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return nil, fmt.Errorf("proxy: adding an event handler: %w", err)
+		}
+		p.synced = append(p.synced, inf.HasSynced)
+	}
+	return p, nil
+}
+
+func (p *Proxy) kick() {
+	select {
+	case p.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed once the informers have synced and the first configuration is applied.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Run serves until ctx ends, then closes every listener.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.factory.Start(ctx.Done())
+	defer p.factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
+		return fmt.Errorf("proxy: waiting for the informers: %w", ctx.Err())
+	}
+	defer p.closeAll()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	first := true
+	for {
+		if failed := p.reconcile(ctx); failed {
+			retry.Reset(p.opts.Retry)
+		}
+		if first {
+			close(p.ready)
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.trigger:
+		case <-retry.C:
+		}
+	}
+}
+
+// selected returns the objects of the selection, sorted by name.
+func (p *Proxy) selected() ([]*v1alpha1.TailscaleEndpoints, []*v1alpha1.TailscaleServices) {
+	sel := p.opts.Selection
+	eps, _ := p.eps.TailscaleEndpoints(sel.Namespace).List(labels.Everything())
+	eps = slices.DeleteFunc(eps, func(o *v1alpha1.TailscaleEndpoints) bool {
+		return !slices.Contains(sel.Endpoints, o.Name) && (sel.EndpointsSelector == nil || !sel.EndpointsSelector.Matches(labels.Set(o.Labels)))
+	})
+	svcs, _ := p.svcs.TailscaleServices(sel.Namespace).List(labels.Everything())
+	svcs = slices.DeleteFunc(svcs, func(o *v1alpha1.TailscaleServices) bool {
+		return !slices.Contains(sel.Services, o.Name) && (sel.ServicesSelector == nil || !sel.ServicesSelector.Matches(labels.Set(o.Labels)))
+	})
+	slices.SortFunc(eps, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(svcs, func(a, b *v1alpha1.TailscaleServices) int { return strings.Compare(a.Name, b.Name) })
+	return eps, svcs
+}
+
+// selectOf returns the TailscaleEndpoints svc's selector picks in its namespace, sorted by name.
+func (p *Proxy) selectOf(svc *v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints {
+	if svc.Spec.Selector == nil {
+		return nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(svc.Spec.Selector)
+	if err != nil {
+		return nil
+	}
+	out, _ := p.eps.TailscaleEndpoints(svc.Namespace).List(sel)
+	slices.SortFunc(out, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// reconcile makes the listeners match the plan of the current objects; failed reports
+// whether a listener could not be opened (to be retried).
+func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
+	eps, svcs := p.selected()
+	pl := plan.Build(eps, svcs, p.selectOf)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Equal(pl.Problems, p.problems) {
+		for _, pr := range pl.Problems {
+			klog.InfoS("Not served", "problem", pr)
+		}
+		p.problems = pl.Problems
+	}
+	p.opts.Metrics.PortConflicts.Set(float64(pl.PortConflicts))
+
+	wantEgress := map[string]plan.Egress{}
+	for _, e := range pl.Egress {
+		wantEgress[e.Listener()] = e
+	}
+	for name, l := range p.egress {
+		if e, ok := wantEgress[name]; !ok || e.Key != l.key {
+			l.close()
+			delete(p.egress, name)
+			p.opts.Metrics.Forget(name)
+		}
+	}
+	for name, e := range wantEgress {
+		if l, ok := p.egress[name]; ok {
+			l.target.Store(&e.Target)
+			continue
+		}
+		l, err := p.openEgress(ctx, e)
+		if err != nil {
+			klog.ErrorS(err, "Opening an egress listener", "listener", name, "target", e.Key)
+			failed = true
+			continue
+		}
+		p.egress[name] = l
+		klog.InfoS("Serving egress", "listener", name, "address", l.addr, "target", e.Key, "tailnetAddress", e.Target)
+	}
+
+	wantSvc := map[string]plan.Service{}
+	for _, s := range pl.Services {
+		wantSvc[s.Listener()] = s
+	}
+	for name, l := range p.services {
+		if _, ok := wantSvc[name]; !ok {
+			l.close()
+			delete(p.services, name)
+			p.opts.Metrics.Forget(name)
+			klog.InfoS("Stopped hosting", "listener", name)
+		}
+	}
+	for name, s := range wantSvc {
+		bal := balance.New(s.Policy, s.Backends, p.conns)
+		if l, ok := p.services[name]; ok {
+			l.balancer.Store(bal)
+			continue
+		}
+		l, err := p.openService(ctx, s, bal)
+		if err != nil {
+			klog.ErrorS(err, "Hosting a Tailscale Service port", "listener", name, "object", s.Object)
+			failed = true
+			continue
+		}
+		p.services[name] = l
+		klog.InfoS("Hosting", "listener", name, "object", s.Object, "strategy", s.Policy.Strategy, "backends", len(s.Backends))
+	}
+	return failed
+}
+
+func (p *Proxy) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, l := range p.egress {
+		l.close()
+		delete(p.egress, name)
+	}
+	for name, l := range p.services {
+		l.close()
+		delete(p.services, name)
+	}
+}
+
+// Served describes what a proxy serves now.
+type Served struct {
+	// Egress maps each egress target key ("<namespace>/<object>/<endpoint>") to its local
+	// listening address, "<network>://<ip>:<port>".
+	Egress map[string]string
+	// Services are the Service ports hosted, "svc:<name>/tcp/<port>".
+	Services []string
+	// Problems are parts of the objects not served.
+	Problems []string
+}
+
+// Served returns what the proxy serves now.
+func (p *Proxy) Served() Served {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Served{Egress: map[string]string{}, Problems: slices.Clone(p.problems)}
+	for _, l := range p.egress {
+		s.Egress[l.key] = l.network + "://" + l.addr
+	}
+	for name := range p.services {
+		s.Services = append(s.Services, name)
+	}
+	slices.Sort(s.Services)
+	return s
+}
+
+// egressListener is one egress port.
+type egressListener struct {
+	key, network, addr string
+	target             atomic.Pointer[string]
+	close              func()
+}
+
+func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener, error) {
+	addr := net.JoinHostPort(p.opts.EgressBindAddress, strconv.Itoa(int(e.Port)))
+	l := &egressListener{key: e.Key, network: e.Network}
+	l.target.Store(&e.Target)
+	c := p.opts.Metrics.For(forward.RoleEgress, e.Listener(), e.Key)
+	lctx, cancel := context.WithCancel(ctx)
+	dial := func(ctx context.Context) (net.Conn, error) {
+		return p.opts.Node.Dial(ctx, e.Network, *l.target.Load())
+	}
+	var lc net.ListenConfig
+	switch e.Network {
+	case "udp":
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("listening on udp %s: %w", addr, err)
+		}
+		l.addr = pc.LocalAddr().String()
+		relay := &forward.UDPRelay{PC: pc, Dial: dial, Idle: p.opts.UDPIdle, Counters: c}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := relay.Serve(lctx); err != nil {
+				klog.ErrorS(err, "Egress UDP relay stopped", "listener", e.Listener())
+			}
+		}()
+		l.close = func() { cancel(); pc.Close(); <-done }
+	default:
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("listening on tcp %s: %w", addr, err)
+		}
+		l.addr = ln.Addr().String()
+		go p.acceptLoop(ln, func(conn net.Conn) {
+			dctx, dcancel := context.WithTimeout(lctx, p.opts.DialTimeout)
+			target, err := dial(dctx)
+			dcancel()
+			if err != nil {
+				c.DialErrors.Inc()
+				klog.V(2).InfoS("Egress dial failed", "listener", e.Listener(), "target", e.Key, "err", err)
+				conn.Close()
+				return
+			}
+			c.Connections.Inc()
+			c.Active.Inc()
+			forward.Pipe(conn, target, c)
+			c.Active.Dec()
+		})
+		l.close = func() { cancel(); ln.Close() }
+	}
+	return l, nil
+}
+
+// serviceListener is one hosted Service port.
+type serviceListener struct {
+	balancer atomic.Pointer[balance.Balancer]
+	close    func()
+}
+
+func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Balancer) (*serviceListener, error) {
+	ln, err := p.opts.Node.ListenService(s.Name, tsnet.ServiceModeTCP{Port: s.Port})
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s port %d: %w", s.Name, s.Port, err)
+	}
+	l := &serviceListener{}
+	l.balancer.Store(bal)
+	lctx, cancel := context.WithCancel(ctx)
+	name := s.Listener()
+	go p.acceptLoop(ln, func(conn net.Conn) { p.forwardService(lctx, name, l.balancer.Load(), conn) })
+	l.close = func() { cancel(); ln.Close() }
+	return l, nil
+}
+
+// forwardService sends conn to a backend chosen by bal, trying up to MaxAttempts backends
+// when dials fail.
+func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balance.Balancer, conn net.Conn) {
+	var tried []string
+	for range p.opts.MaxAttempts {
+		be, release, ok := bal.Pick(tried)
+		if !ok {
+			break
+		}
+		c := p.opts.Metrics.For(forward.RoleService, listener, be.Key)
+		dctx, cancel := context.WithTimeout(ctx, p.opts.DialTimeout)
+		var target net.Conn
+		var err error
+		if be.Tailnet {
+			target, err = p.opts.Node.Dial(dctx, be.Network, be.Address)
+		} else {
+			target, err = p.opts.HostDialer.DialContext(dctx, be.Network, be.Address)
+		}
+		cancel()
+		if err != nil {
+			release()
+			c.DialErrors.Inc()
+			klog.V(2).InfoS("Backend dial failed", "listener", listener, "target", be.Key, "err", err)
+			tried = append(tried, be.Key)
+			continue
+		}
+		c.Connections.Inc()
+		c.Active.Inc()
+		forward.Pipe(conn, target, c)
+		c.Active.Dec()
+		release()
+		return
+	}
+	p.opts.Metrics.NoBackend(listener)
+	klog.V(2).InfoS("No usable backend", "listener", listener, "tried", tried)
+	conn.Close()
+}
+
+// acceptLoop hands each accepted connection to handle on its own goroutine until ln closes.
+func (p *Proxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		go handle(conn)
+	}
+}
