@@ -29,7 +29,7 @@ type extensionEnv struct {
 	xdsAddr string
 }
 
-func startExtensionEnv(t *testing.T) *extensionEnv {
+func startExtensionEnv(t *testing.T, configure ...func(*server.Options)) *extensionEnv {
 	hookL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,9 +38,9 @@ func startExtensionEnv(t *testing.T) *extensionEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &extensionEnv{simEnv: startSimEnv(t, func(o *server.Options) {
+	env := &extensionEnv{simEnv: startSimEnv(t, append([]func(*server.Options){func(o *server.Options) {
 		o.Extension.HookListener, o.Extension.XDSListener = hookL, xdsL
-	})}
+	}}, configure...)...)}
 	conn, err := grpc.NewClient(hookL.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
