@@ -239,6 +239,20 @@ func TestExtensionServesLiveHealthAndFailoverOverEDS(t *testing.T) {
 		return ok
 	})
 
+	// Membership through tag discovery: a TailscaleEndpoints whose tagSelectors match the
+	// api-server device (tag:web) joins with the discovered endpoint.
+	_, err = eps.Create(ctx(t), &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "tagged", Labels: web},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim",
+			TagSelectors: []v1alpha1.TagSelector{{Key: "web", Operator: v1alpha1.TagSelectorOpExists}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	discovered := "TailscaleEndpoints/sim/tagged/" + net.JoinHostPort(api.IPv4.String(), "80")
+	streams["sotw"].waitFor("a tag-discovered member", func(cla *endpointv3.ClusterLoadAssignment) bool {
+		_, ok := hosts(cla)[discovered]
+		return ok
+	})
+
 	// The server's /metrics shows the hook and xDS figures (the registry is the process's, shared
 	// with other servers of the test binary: presence, not exact counts).
 	metrics, err := env.client.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx(t))
