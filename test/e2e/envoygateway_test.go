@@ -157,13 +157,17 @@ func TestEnvoyGatewayReadsOurKinds(t *testing.T) {
 	if !cache.WaitForCacheSync(syncCtx.Done(), epInformer.HasSynced, svcInformer.HasSynced) {
 		t.Fatal("the informers of TailscaleEndpoints and TailscaleServices did not sync as Envoy Gateway")
 	}
-	for informer, key := range map[cache.SharedIndexInformer]string{epInformer: ns + "/web", svcInformer: ns + "/web-svc"} {
+	// Envoy Gateway marshals these objects to JSON for its hooks; the extension reads their
+	// apiVersion and kind there.
+	for informer, want := range map[cache.SharedIndexInformer][2]string{
+		epInformer: {ns + "/web", "TailscaleEndpoints"}, svcInformer: {ns + "/web-svc", "TailscaleServices"}} {
+		key, kind := want[0], want[1]
 		obj, ok, err := informer.GetStore().GetByKey(key)
 		if err != nil || !ok {
 			t.Fatalf("informer store lacks %s (%v)", key, err)
 		}
 		u := obj.(*unstructured.Unstructured)
-		if u.GetAPIVersion() != "gateway.tailscale.com/v1alpha1" || u.Object["spec"] == nil {
+		if u.GetAPIVersion() != "gateway.tailscale.com/v1alpha1" || u.GetKind() != kind || u.Object["spec"] == nil {
 			t.Errorf("%s arrived as %v", key, u.Object)
 		}
 	}

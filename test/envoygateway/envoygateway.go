@@ -26,9 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,10 +113,8 @@ type Instance struct {
 	// AdminAddr is Envoy Gateway's admin server (config dump at /api/config_dump).
 	AdminAddr string
 
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error
-	nodes  atomic.Int64
+	proc  *framework.Process
+	nodes atomic.Int64
 }
 
 // Start runs certgen and envoy-gateway for t, waits until the file provider has loaded the
@@ -164,7 +160,6 @@ func Start(t testing.TB, opts Options) *Instance {
 		ResourcesDir: filepath.Join(dir, "resources"),
 		ConfigPath:   filepath.Join(dir, "envoy-gateway.yaml"),
 		LogPath:      filepath.Join(dir, "envoy-gateway.log"),
-		exited:       make(chan struct{}),
 	}
 	if err := os.MkdirAll(in.ResourcesDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -273,38 +268,16 @@ func (in *Instance) config(opts Options, adminPort int) ([]byte, error) {
 }
 
 func (in *Instance) start(bin string) error {
-	log, err := os.Create(in.LogPath)
+	proc, err := framework.StartProcess("envoy-gateway", in.LogPath, bin, "server", "--config-path", in.ConfigPath)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "server", "--config-path", in.ConfigPath)
-	cmd.Dir = in.Dir
-	cmd.Stdout, cmd.Stderr = log, log
-	// HOME too, so nothing of func-e (the Envoy downloader) lands in the real home directory.
-	cmd.Env = append(os.Environ(), "HOME="+in.Dir)
-	killWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("starting envoy-gateway: %w", err)
-	}
-	in.cmd = cmd
-	go func() {
-		in.err = cmd.Wait()
-		log.Close()
-		close(in.exited)
-	}()
+	in.proc = proc
 	return nil
 }
 
 // Exited returns an error describing the exit when envoy-gateway has exited, else nil.
-func (in *Instance) Exited() error {
-	select {
-	case <-in.exited:
-		return fmt.Errorf("envoy-gateway exited (%v); the end of %s:\n%s", in.err, in.LogPath, in.logTail(40))
-	default:
-		return nil
-	}
-}
+func (in *Instance) Exited() error { return in.proc.Exited() }
 
 // waitReady waits until the file provider reports ready (initial resources loaded and the
 // directory watched) and the xDS port accepts connections.
@@ -329,8 +302,7 @@ func (in *Instance) waitReady() error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("envoy-gateway not ready within %s (last: %s); the end of %s:\n%s", startTimeout, last, in.LogPath, in.logTail(40))
-		case <-in.exited:
+			return fmt.Errorf("envoy-gateway not ready within %s (last: %s); the end of %s:\n%s", startTimeout, last, in.LogPath, in.proc.LogTail())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -350,20 +322,10 @@ func probe(ctx context.Context, client *http.Client) (bool, string) {
 }
 
 func (in *Instance) stop() error {
-	if in.cmd == nil {
+	if in.proc == nil {
 		return nil
 	}
-	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stopping envoy-gateway: %w", err)
-	}
-	select {
-	case <-in.exited:
-		return nil
-	case <-time.After(stopTimeout):
-		_ = in.cmd.Process.Kill()
-		<-in.exited
-		return fmt.Errorf("envoy-gateway did not stop within %s and was killed", stopTimeout)
-	}
+	return in.proc.Stop(stopTimeout)
 }
 
 // WriteResource writes (or replaces) a file of the resources directory atomically: it is written
@@ -443,7 +405,7 @@ func (in *Instance) WaitForLog(ctx context.Context, from int, substr string) err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %q in %s: %w; its end:\n%s", substr, in.LogPath, ctx.Err(), in.logTail(20))
+			return fmt.Errorf("waiting for %q in %s: %w; its end:\n%s", substr, in.LogPath, ctx.Err(), in.proc.LogTail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -456,14 +418,6 @@ func (in *Instance) LogSize() int {
 		return 0
 	}
 	return int(info.Size())
-}
-
-func (in *Instance) logTail(n int) string {
-	lines := strings.Split(strings.TrimRight(in.Log(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // runBounded runs a short command with a deadline.

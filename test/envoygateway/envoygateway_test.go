@@ -68,8 +68,14 @@ type recorder struct {
 
 func newRecorder(t *testing.T) (*recorder, string) {
 	t.Helper()
+	return newRecorderOn(t, "127.0.0.1:0")
+}
+
+// newRecorderOn serves a recorder on addr.
+func newRecorderOn(t *testing.T, addr string) (*recorder, string) {
+	t.Helper()
 	r := &recorder{changed: make(chan struct{}, 1)}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,5 +628,27 @@ func TestMixedGatewayEDS(t *testing.T) {
 	}
 	if la := got.LoadAssignment(native); len(la.GetEndpoints()) == 0 || len(la.GetEndpoints()[0].GetLbEndpoints()) != 1 {
 		t.Errorf("native load assignment: %s", dump(t, la))
+	}
+}
+
+// TestExtensionStartsAfterEnvoyGateway: Envoy Gateway calls hooks with waitForReady, so an
+// extension server that is not listening yet delays the translation instead of failing it; the
+// snapshot appears once the server is up, without any change of the resources.
+func TestExtensionStartsAfterEnvoyGateway(t *testing.T) {
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	eg := envoygateway.Start(t, envoygateway.Options{ExtensionAddr: addr, Resources: resources(t)})
+	ctx := bounded(t)
+	// Envoy Gateway has tried the extension and found nobody.
+	if err := eg.WaitForLog(ctx, 0, "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	newRecorderOn(t, addr)
+	rule0 := envoygateway.ClusterName(ns, "web", 0)
+	if _, err := eg.XDS(t, ns, gatewayName).FetchClusters(ctx, func(r *xdsclient.Response) bool { return shaped(r, rule0) }); err != nil {
+		t.Fatal(err)
 	}
 }

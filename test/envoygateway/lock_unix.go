@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -41,7 +40,3 @@ func lock(timeout time.Duration) (func(), error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// killWithParent makes the kernel kill cmd when the test process dies (Linux; elsewhere a
-// crashed test may leave envoy-gateway running).
-func killWithParent(cmd *exec.Cmd) { setPdeathsig(cmd) }

@@ -62,18 +62,25 @@ func snapshot(t *testing.T, version string, endpoints ...string) *cachev3.Snapsh
 	return s
 }
 
-func TestFetchAndWatch(t *testing.T) {
+// start serves snapshot version 1 (one endpoint) to node-1 and returns a client of node-1.
+func start(t *testing.T) (context.Context, *xdsclient.Client, cachev3.SnapshotCache) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	addr, cache := serve(t)
 	c, err := xdsclient.Dial(addr, xdsclient.Options{NodeID: "node-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	if err := cache.SetSnapshot(ctx, "node-1", snapshot(t, "1", "100.64.0.1")); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, c, cache
+}
+
+func TestFetchAndWatch(t *testing.T) {
+	ctx, c, cache := start(t)
 
 	clusters, err := c.FetchClusters(ctx, nil)
 	if err != nil {
@@ -115,17 +122,7 @@ func TestFetchAndWatch(t *testing.T) {
 }
 
 func TestDeltaWatch(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	addr, cache := serve(t)
-	c, err := xdsclient.Dial(addr, xdsclient.Options{NodeID: "node-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := cache.SetSnapshot(ctx, "node-1", snapshot(t, "1", "100.64.0.1")); err != nil {
-		t.Fatal(err)
-	}
+	ctx, c, cache := start(t)
 	w, err := c.DeltaWatch(ctx, xdsclient.EndpointType, "backend")
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,0 @@
-//go:build unix && !linux
-
-package envoygateway
-
-import "os/exec"
-
-func setPdeathsig(*exec.Cmd) {}
