@@ -531,3 +531,78 @@ func TestEndpointsVIPServices(t *testing.T) {
 		t.Fatalf("TailscaleEndpoints not deleted: %v", err)
 	}
 }
+
+// TestAutoProvisioning checks endpointTemplate: "<service>-auto" is created while the selector
+// matches nothing else, deleted when other endpoints match or the TailscaleServices goes
+// (standalone has no garbage collector: the controller deletes it).
+func TestAutoProvisioning(t *testing.T) {
+	env := startVIPEnv(t, nil, "op-a")
+	svcs := env.client.GatewayV1alpha1().TailscaleServices("vip")
+	eps := env.client.GatewayV1alpha1().TailscaleEndpoints("vip")
+	obj := &v1alpha1.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "vip", Name: "web"},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			EndpointTemplate: &v1alpha1.EndpointTemplate{Tailnet: "sim", Tags: []string{"tag:web"},
+				Proxy: &v1alpha1.ProxyConfig{Replicas: ptrInt32(2)}, Ports: []v1alpha1.ProxyPort{{Port: 80, Protocol: "TCP"}},
+				Labels: map[string]string{"app": "web", "auto-provisioned": "true"}},
+		},
+	}
+	created, err := svcs.Create(ctx(t), obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto := waitEndpoints(t, env, "web-auto", func(e *v1alpha1.TailscaleEndpoints, ok bool) bool { return ok })
+	if auto.Annotations["tailscale-gateway.com/auto-provisioned"] != "true" || len(auto.OwnerReferences) != 1 ||
+		auto.OwnerReferences[0].UID != created.UID || auto.Labels["app"] != "web" || auto.Spec.Tailnet != "sim" ||
+		len(auto.Spec.Ports) != 1 || auto.Spec.Ports[0].Port != 80 || *auto.Spec.Proxy.Replicas != 2 {
+		t.Fatalf("auto-provisioned endpoints: %+v", auto)
+	}
+	// Kept as it is: no update loop against the server's defaults.
+	waitPolls(t, env.sim, 5)
+	if again, err := eps.Get(ctx(t), "web-auto", metav1.GetOptions{}); err != nil || again.Generation != auto.Generation {
+		t.Fatalf("auto-provisioned endpoints rewritten: generation %d -> %d (%v)", auto.Generation, again.Generation, err)
+	}
+	// Another TailscaleEndpoints matching the selector makes it unnecessary.
+	api, _ := env.sim.Device("api-server")
+	manual := &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "vip", Name: "manual", Labels: map[string]string{"app": "web"}},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim", Endpoints: []v1alpha1.TailscaleEndpoint{{Name: "web",
+			TailscaleIP: api.IPv4.String(), TailscaleFQDN: api.FQDN, Port: int32(api.HTTPPort), Protocol: v1alpha1.ProtocolHTTP}}},
+	}
+	if _, err := eps.Create(ctx(t), manual, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, env, "web-auto", func(_ *v1alpha1.TailscaleEndpoints, ok bool) bool { return !ok })
+	if err := eps.Delete(ctx(t), "manual", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, env, "web-auto", func(_ *v1alpha1.TailscaleEndpoints, ok bool) bool { return ok })
+	// The owner goes: so does its endpoints.
+	if err := svcs.Delete(ctx(t), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, env, "web-auto", func(_ *v1alpha1.TailscaleEndpoints, ok bool) bool { return !ok })
+	if !env.events.has("vip/web", "EndpointsProvisioned") || !env.events.has("vip/web", "EndpointsDeprovisioned") {
+		t.Fatalf("events: %v", env.events.events)
+	}
+}
+
+func ptrInt32(v int32) *int32 { return &v }
+
+func waitEndpoints(t *testing.T, env *vipEnv, name string, cond func(*v1alpha1.TailscaleEndpoints, bool) bool) *v1alpha1.TailscaleEndpoints {
+	t.Helper()
+	var got *v1alpha1.TailscaleEndpoints
+	err := wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		o, err := env.client.GatewayV1alpha1().TailscaleEndpoints("vip").Get(c, name, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return false, err
+		}
+		got = o
+		return cond(o, err == nil), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for TailscaleEndpoints %s: %v (last %+v)", name, err, got)
+	}
+	return got
+}
