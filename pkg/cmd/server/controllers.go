@@ -172,13 +172,13 @@ func (c *controllers) run(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	runControllers, err := c.build(id)
-	if err != nil {
-		klog.ErrorS(err, "Building the controllers")
-		return
-	}
 	c.start(ctx.Done())
 	if c.core == nil || !c.opts.LeaderElect {
+		runControllers, err := c.build(id)
+		if err != nil {
+			klog.ErrorS(err, "Building the controllers")
+			return
+		}
 		klog.InfoS("Running controllers without leader election", "operatorID", id)
 		runControllers(ctx)
 		return
@@ -190,35 +190,39 @@ func (c *controllers) run(ctx context.Context) {
 		Client:     c.core.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity, EventRecorder: c.recorder},
 	}
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   c.opts.LeaseDuration,
-		RenewDeadline:   c.opts.RenewDeadline,
-		RetryPeriod:     c.opts.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            c.opts.LeaseName,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
-				klog.InfoS("Leading: starting controllers", "lease", klog.KRef(c.opts.LeaseNamespace, c.opts.LeaseName), "identity", identity, "operatorID", id)
-				runControllers(ctx)
+	// Each term of leadership runs controllers built afresh (new queues, nothing carried over
+	// from a term that ended); a replica that loses the Lease stops them and joins the
+	// election again.
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   c.opts.LeaseDuration,
+			RenewDeadline:   c.opts.RenewDeadline,
+			RetryPeriod:     c.opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            c.opts.LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					runControllers, err := c.build(id)
+					if err != nil {
+						klog.ErrorS(err, "Building the controllers")
+						return
+					}
+					klog.InfoS("Leading: starting controllers", "lease", klog.KRef(c.opts.LeaseNamespace, c.opts.LeaseName),
+						"identity", identity, "operatorID", id)
+					runControllers(ctx)
+				},
+				OnStoppedLeading: func() {
+					klog.InfoS("No longer leading: controllers stopped", "identity", identity)
+				},
+				OnNewLeader: func(current string) {
+					if current != identity {
+						klog.InfoS("Another replica leads the controllers", "leader", current)
+					}
+				},
 			},
-			OnStoppedLeading: func() {
-				if ctx.Err() != nil {
-					klog.InfoS("Released the controllers' Lease on shutdown", "identity", identity)
-					return
-				}
-				// As kube-controller-manager does: a replica that lost its Lease exits, and its
-				// restart joins the election afresh with controllers built from scratch.
-				klog.ErrorS(nil, "Lost the controllers' Lease; exiting", "identity", identity)
-				klog.FlushAndExit(klog.ExitFlushTimeout, 1)
-			},
-			OnNewLeader: func(current string) {
-				if current != identity {
-					klog.InfoS("Another replica leads the controllers", "leader", current)
-				}
-			},
-		},
-	})
+		})
+	}
 }
 
 // waitForOperatorID retries reading (or creating) the operator ID until it succeeds or ctx ends.
