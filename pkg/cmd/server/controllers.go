@@ -97,7 +97,7 @@ type controllers struct {
 	idSource func(context.Context) (string, error)
 	// build builds the controllers once the operator ID is known and returns their run loop.
 	build func(operatorID string) (func(context.Context), error)
-	start  func(stop <-chan struct{})
+	start func(stop <-chan struct{})
 }
 
 // newControllers builds the controllers on r's informers. core is the core API's client
