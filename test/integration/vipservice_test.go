@@ -229,6 +229,23 @@ func TestVIPServiceLifecycle(t *testing.T) {
 		t.Fatalf("steady state cost %d GET and %d PUT", get2-get1, put2-put1)
 	}
 
+	// Two writers, one status: what is stored holds the status writer's fields (addresses,
+	// Ready, VIPServiceReady) and the controller's (Conflict, Degraded, lastRegistration,
+	// serviceInfo) after both ran for ten polls and resyncs.
+	raw, _ := storedJSON(t, env.server, "/registry/gateway.tailscale.com/gateway.tailscale.com/tailscaleservices/vip/web")
+	stored := &v1alpha1.TailscaleServices{}
+	if err := json.Unmarshal([]byte(raw), stored); err != nil {
+		t.Fatal(err)
+	}
+	for _, ty := range []string{"Ready", "VIPServiceReady", "Conflict", "Degraded"} {
+		if condition(stored, ty) == nil {
+			t.Errorf("stored status lacks condition %s: %+v", ty, stored.Status.Conditions)
+		}
+	}
+	if vs := stored.Status.VIPServiceStatus; vs == nil || len(vs.Addresses) != 2 || vs.LastRegistration == nil || stored.Status.ServiceInfo == nil {
+		t.Fatalf("stored status lacks a writer's fields: %+v", stored.Status)
+	}
+
 	// Update: GET before PUT, addresses carried over.
 	o.Spec.VIPService.Comment = "changed"
 	o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
