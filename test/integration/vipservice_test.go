@@ -404,6 +404,8 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 
 	// A lasting outage: Degraded with the API's reason, retries backing off, then recovery.
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 500, Duration: time.Hour, PathPrefix: prefix})
+	get0, put0, _ := calls(env.sim)
+	outage := time.Now()
 	o := env.object(t, "flaky", "", func(o *v1alpha1.TailscaleServices) bool { return true })
 	o.Spec.VIPService.Comment = "during the outage"
 	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
@@ -416,6 +418,9 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 	if !env.events.has("vip/flaky", vipservice.ReasonReconcileFailed) {
 		t.Fatalf("no ReconcileFailed event: %v", env.events.events)
 	}
+	get1, put1, _ := calls(env.sim)
+	t.Logf("outage of %s until Degraded: %d GET and %d PUT of the Service (client retries included)",
+		time.Since(outage).Round(100*time.Millisecond), get1-get0, put1-put0)
 	env.sim.ClearErrorInjections()
 	env.service(t, "svc:flaky", "updated after the outage", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "during the outage" })
 	env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
