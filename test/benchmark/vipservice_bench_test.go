@@ -3,8 +3,6 @@ package benchmark
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -36,16 +34,7 @@ func BenchmarkVIPServiceReconcile(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sim.Close()
-	creds := b.TempDir()
-	dir := filepath.Join(creds, "tailscale-gateway-system", "ts-oauth")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		b.Fatal(err)
-	}
-	for f, v := range map[string]string{"client_id": sim.OAuthClientID(), "client_secret": sim.OAuthClientSecret()} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o600); err != nil {
-			b.Fatal(err)
-		}
-	}
+	creds := framework.CredentialsDir(b, sim.OAuthClientID(), sim.OAuthClientSecret())
 	const resync = time.Second
 	s := framework.Start(b, "", func(o *server.Options) {
 		o.Live.CredentialsDir = creds
