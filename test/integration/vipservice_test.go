@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -434,18 +436,18 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 func TestTagDiscovery(t *testing.T) {
 	env := startSimEnv(t)
 	eps := env.client.GatewayV1alpha1().TailscaleEndpoints("sim")
+	api, err := env.sim.Device("api-server")
+	if err != nil {
+		t.Fatal(err)
+	}
 	obj := &v1alpha1.TailscaleEndpoints{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "backends"},
 		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim",
 			TagSelectors: []v1alpha1.TagSelector{{Key: "web", Operator: v1alpha1.TagSelectorOpExists}},
 			ServiceDiscovery: &v1alpha1.ServiceDiscoveryConfig{AutoRegister: ptrFalse(),
-				VIPServices: []v1alpha1.VIPServiceConfig{{Name: "web", Port: 8080, TargetEndpoint: "api-server"}}}},
+				VIPServices: []v1alpha1.VIPServiceConfig{{Name: "web", Port: int32(api.HTTPPort), TargetEndpoint: "api-server"}}}},
 	}
 	if _, err := eps.Create(ctx(t), obj, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	api, err := env.sim.Device("api-server")
-	if err != nil {
 		t.Fatal(err)
 	}
 	pg, err := env.sim.Device("postgres")
@@ -462,9 +464,13 @@ func TestTagDiscovery(t *testing.T) {
 	got := env.waitFor(t, "api-server discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
 		return slices.Equal(names(o), []string{"api-server"})
 	})
-	if e := got.Status.Endpoints[0]; e.Address != api.IPv4.String()+":8080" || e.Status != "Healthy" {
+	if e := got.Status.Endpoints[0]; e.Address != net.JoinHostPort(api.IPv4.String(), strconv.Itoa(api.HTTPPort)) || e.Status != "Healthy" {
 		t.Fatalf("discovered endpoint: %+v", e)
 	}
+	// It is probed (TCP, through the prober's tsnet node).
+	got = env.waitFor(t, "a probe of api-server", func(o *v1alpha1.TailscaleEndpoints) bool {
+		return len(o.Status.Endpoints) == 1 && o.Status.Endpoints[0].LastChecked != nil && o.Status.Endpoints[0].Status == "Healthy"
+	})
 	// postgres gains the tag, api-server loses it.
 	env.sim.SetDeviceTags("postgres", "tag:db", "tag:web")
 	got = env.waitFor(t, "postgres discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
