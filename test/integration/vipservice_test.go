@@ -425,10 +425,23 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 		time.Since(outage).Round(100*time.Millisecond), get1-get0, put1-put0)
 	env.sim.ClearErrorInjections()
 	env.service(t, "svc:flaky", "updated after the outage", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "during the outage" })
-	env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
+	o = env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionFalse
 	})
+
+	// Lasting 429s with Retry-After: Degraded with reason RateLimited, then recovery.
+	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 429, RetryAfter: time.Second, Duration: time.Hour, PathPrefix: prefix})
+	o.Spec.VIPService.Comment = "while rate limited"
+	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.object(t, "flaky", "Degraded=RateLimited", func(o *v1alpha1.TailscaleServices) bool {
+		c := condition(o, "Degraded")
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonRateLimited
+	})
+	env.sim.ClearErrorInjections()
+	env.service(t, "svc:flaky", "updated after the rate limit", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "while rate limited" })
 }
 
 // TestTagDiscovery checks that devices matching spec.tagSelectors appear in status.endpoints
