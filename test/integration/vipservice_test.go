@@ -22,6 +22,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -646,4 +647,38 @@ func waitEndpoints(t *testing.T, env *vipEnv, name string, cond func(*v1alpha1.T
 		t.Fatalf("waiting for TailscaleEndpoints %s: %v (last %+v)", name, err, got)
 	}
 	return got
+}
+
+// TestGeneratedOperatorIDIsKept checks that without --operator-id the controllers use an ID
+// generated once and kept in etcd, the same after a restart.
+func TestGeneratedOperatorIDIsKept(t *testing.T) {
+	env := startVIPEnv(t, nil, "")
+	create := func(c *vipEnv, name string) string {
+		t.Helper()
+		if _, err := c.client.GatewayV1alpha1().TailscaleServices("vip").Create(ctx(t), vipServices(name, "svc:"+name), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s := c.service(t, "svc:"+name, "created", func(_ tailnet.Service, ok bool) bool { return ok })
+		refs := owners(t, s)
+		if len(refs) != 1 {
+			t.Fatalf("owners of %s: %+v", name, refs)
+		}
+		return refs[0].OperatorID
+	}
+	first := create(env, "one")
+	stored, _ := storedJSON(t, env.server, "/registry/gateway.tailscale.com/tailscale-gateway/operator-id")
+	if !strings.HasPrefix(first, "tsgw-") || stored != first {
+		t.Fatalf("operator ID %q, stored %q", first, stored)
+	}
+	env.server.Stop()
+	restarted := framework.Start(t, env.server.DataDir, func(o *server.Options) {
+		o.Live.CredentialsDir = framework.CredentialsDir(t, env.sim.OAuthClientID(), env.sim.OAuthClientSecret())
+		o.Live.PollInterval = 200 * time.Millisecond
+		o.Live.APIRequestsPerSecond = -1
+		o.Live.ControlURL = env.sim.ControlURL()
+	})
+	again := &vipEnv{simEnv: &simEnv{sim: env.sim, server: restarted, client: restarted.Clientset(t)}, events: env.events, admin: env.admin}
+	if second := create(again, "two"); second != first {
+		t.Fatalf("operator ID after a restart %q, before %q", second, first)
+	}
 }
