@@ -74,9 +74,19 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			es := gateway.EndpointStatus{Name: d.Name, Address: d.Address, Online: &online, Status: Unhealthy}
 			if online {
 				es.Status = Healthy
-				st.HealthyEndpoints++
 			} else {
 				offline++
+			}
+			// The TCP probe the collector runs for discovered endpoints decides once it has.
+			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, d.Name)); ok && p.Status != Unknown && p.Status != "" {
+				es.Status, es.Error = p.Status, p.Error
+				if !p.LastChecked.IsZero() {
+					es.LastChecked = &metav1.Time{Time: p.LastChecked}
+					es.Latency = &metav1.Duration{Duration: p.Latency}
+				}
+			}
+			if es.Status == Healthy {
+				st.HealthyEndpoints++
 			}
 			st.TotalEndpoints++
 			st.Endpoints = append(st.Endpoints, es)

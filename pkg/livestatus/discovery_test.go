@@ -69,4 +69,16 @@ func TestEndpointsWithDiscoveredDevices(t *testing.T) {
 	if st.TotalEndpoints != int32(declared+2) {
 		t.Fatalf("total %d", st.TotalEndpoints)
 	}
+	healthy := st.HealthyEndpoints
+
+	// Once the collector's TCP probe of a discovered endpoint has a result, it decides.
+	src.probes["default/eps/web-1"] = Probe{Status: Unhealthy, LastChecked: now, Error: "connection refused"}
+	st = Endpoints(obj, src, now)
+	if w1 := st.Endpoints[declared]; w1.Status != Unhealthy || w1.Error == "" || w1.LastChecked == nil || st.HealthyEndpoints != healthy-1 {
+		t.Fatalf("probed web-1: %+v (healthy %d)", w1, st.HealthyEndpoints)
+	}
+	src.probes["default/eps/web-1"] = Probe{Status: Unknown}
+	if w1 := Endpoints(obj, src, now).Endpoints[declared]; w1.Status != Healthy {
+		t.Fatalf("web-1 before its probe decides: %+v", w1)
+	}
 }

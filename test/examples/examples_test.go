@@ -320,3 +320,43 @@ func TestDecoderIsStrict(t *testing.T) {
 		t.Errorf("valid document: %v", err)
 	}
 }
+
+// TestEndpointTemplatePorts checks both places of a template's ports: beside proxy, as
+// spec/tailscale-services.md writes them (and the examples above apply), and under proxy, as
+// objects stored before were written; setting both is rejected.
+func TestEndpointTemplatePorts(t *testing.T) {
+	scheme, decoder := newScheme(t)
+	const head = `apiVersion: gateway.tailscale.com/v1alpha1
+kind: TailscaleServices
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  endpointTemplate:
+    tailnet: company.ts.net
+    labels: {app: web}
+    proxy:
+      replicas: 2
+`
+	for name, tc := range map[string]struct {
+		doc   string
+		valid bool
+	}{
+		"beside proxy": {head + "    ports:\n      - port: 80\n        protocol: TCP\n", true},
+		"under proxy":  {head + "      ports:\n        - port: 80\n          protocol: TCP\n", true},
+		"both":         {head + "      ports:\n        - port: 80\n    ports:\n      - port: 443\n", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ex, err := decode(scheme, decoder, document{file: name, index: 1, data: []byte(tc.doc)})
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			errs, err := validate(ex.internal)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (len(errs) == 0) != tc.valid {
+				t.Fatalf("valid=%v, errors %v", tc.valid, errs)
+			}
+		})
+	}
+}

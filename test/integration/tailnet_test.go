@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -44,17 +42,7 @@ func startSimEnv(t *testing.T, configure ...func(*server.Options)) *simEnv {
 // startServerOn starts a server (an installation of its own, with its own etcd) with a
 // TailscaleTailnet "sim" for sim.
 func startServerOn(t *testing.T, sim *tailnetsim.Tailnet, configure ...func(*server.Options)) *simEnv {
-	// Standalone credentials: <dir>/<namespace>/<name>/{client_id,client_secret}.
-	creds := t.TempDir()
-	secretDir := filepath.Join(creds, "tailscale-gateway-system", "ts-oauth")
-	if err := os.MkdirAll(secretDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for file, value := range map[string]string{"client_id": sim.OAuthClientID(), "client_secret": sim.OAuthClientSecret()} {
-		if err := os.WriteFile(filepath.Join(secretDir, file), []byte(value), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	creds := framework.CredentialsDir(t, sim.OAuthClientID(), sim.OAuthClientSecret())
 	s := framework.Start(t, "", append([]func(*server.Options){func(o *server.Options) {
 		o.Live.CredentialsDir = creds
 		o.Live.PollInterval = 200 * time.Millisecond

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -229,6 +232,23 @@ func TestVIPServiceLifecycle(t *testing.T) {
 		t.Fatalf("steady state cost %d GET and %d PUT", get2-get1, put2-put1)
 	}
 
+	// Two writers, one status: what is stored holds the status writer's fields (addresses,
+	// Ready, VIPServiceReady) and the controller's (Conflict, Degraded, lastRegistration,
+	// serviceInfo) after both ran for ten polls and resyncs.
+	raw, _ := storedJSON(t, env.server, "/registry/gateway.tailscale.com/gateway.tailscale.com/tailscaleservices/vip/web")
+	stored := &v1alpha1.TailscaleServices{}
+	if err := json.Unmarshal([]byte(raw), stored); err != nil {
+		t.Fatal(err)
+	}
+	for _, ty := range []string{"Ready", "VIPServiceReady", "Conflict", "Degraded"} {
+		if condition(stored, ty) == nil {
+			t.Errorf("stored status lacks condition %s: %+v", ty, stored.Status.Conditions)
+		}
+	}
+	if vs := stored.Status.VIPServiceStatus; vs == nil || len(vs.Addresses) != 2 || vs.LastRegistration == nil || stored.Status.ServiceInfo == nil {
+		t.Fatalf("stored status lacks a writer's fields: %+v", stored.Status)
+	}
+
 	// Update: GET before PUT, addresses carried over.
 	o.Spec.VIPService.Comment = "changed"
 	o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
@@ -387,6 +407,8 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 
 	// A lasting outage: Degraded with the API's reason, retries backing off, then recovery.
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 500, Duration: time.Hour, PathPrefix: prefix})
+	get0, put0, _ := calls(env.sim)
+	outage := time.Now()
 	o := env.object(t, "flaky", "", func(o *v1alpha1.TailscaleServices) bool { return true })
 	o.Spec.VIPService.Comment = "during the outage"
 	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
@@ -399,12 +421,28 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 	if !env.events.has("vip/flaky", vipservice.ReasonReconcileFailed) {
 		t.Fatalf("no ReconcileFailed event: %v", env.events.events)
 	}
+	get1, put1, _ := calls(env.sim)
+	t.Logf("outage of %s until Degraded: %d GET and %d PUT of the Service (client retries included)",
+		time.Since(outage).Round(100*time.Millisecond), get1-get0, put1-put0)
 	env.sim.ClearErrorInjections()
 	env.service(t, "svc:flaky", "updated after the outage", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "during the outage" })
-	env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
+	o = env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionFalse
 	})
+
+	// Lasting 429s with Retry-After: Degraded with reason RateLimited, then recovery.
+	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 429, RetryAfter: time.Second, Duration: time.Hour, PathPrefix: prefix})
+	o.Spec.VIPService.Comment = "while rate limited"
+	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.object(t, "flaky", "Degraded=RateLimited", func(o *v1alpha1.TailscaleServices) bool {
+		c := condition(o, "Degraded")
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonRateLimited
+	})
+	env.sim.ClearErrorInjections()
+	env.service(t, "svc:flaky", "updated after the rate limit", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "while rate limited" })
 }
 
 // TestTagDiscovery checks that devices matching spec.tagSelectors appear in status.endpoints
@@ -412,18 +450,18 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 func TestTagDiscovery(t *testing.T) {
 	env := startSimEnv(t)
 	eps := env.client.GatewayV1alpha1().TailscaleEndpoints("sim")
+	api, err := env.sim.Device("api-server")
+	if err != nil {
+		t.Fatal(err)
+	}
 	obj := &v1alpha1.TailscaleEndpoints{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "backends"},
 		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim",
 			TagSelectors: []v1alpha1.TagSelector{{Key: "web", Operator: v1alpha1.TagSelectorOpExists}},
 			ServiceDiscovery: &v1alpha1.ServiceDiscoveryConfig{AutoRegister: ptrFalse(),
-				VIPServices: []v1alpha1.VIPServiceConfig{{Name: "web", Port: 8080, TargetEndpoint: "api-server"}}}},
+				VIPServices: []v1alpha1.VIPServiceConfig{{Name: "web", Port: int32(api.HTTPPort), TargetEndpoint: "api-server"}}}},
 	}
 	if _, err := eps.Create(ctx(t), obj, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	api, err := env.sim.Device("api-server")
-	if err != nil {
 		t.Fatal(err)
 	}
 	pg, err := env.sim.Device("postgres")
@@ -440,9 +478,13 @@ func TestTagDiscovery(t *testing.T) {
 	got := env.waitFor(t, "api-server discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
 		return slices.Equal(names(o), []string{"api-server"})
 	})
-	if e := got.Status.Endpoints[0]; e.Address != api.IPv4.String()+":8080" || e.Status != "Healthy" {
+	if e := got.Status.Endpoints[0]; e.Address != net.JoinHostPort(api.IPv4.String(), strconv.Itoa(api.HTTPPort)) || e.Status != "Healthy" {
 		t.Fatalf("discovered endpoint: %+v", e)
 	}
+	// It is probed (TCP, through the prober's tsnet node).
+	got = env.waitFor(t, "a probe of api-server", func(o *v1alpha1.TailscaleEndpoints) bool {
+		return len(o.Status.Endpoints) == 1 && o.Status.Endpoints[0].LastChecked != nil && o.Status.Endpoints[0].Status == "Healthy"
+	})
 	// postgres gains the tag, api-server loses it.
 	env.sim.SetDeviceTags("postgres", "tag:db", "tag:web")
 	got = env.waitFor(t, "postgres discovered", func(o *v1alpha1.TailscaleEndpoints) bool {
@@ -529,5 +571,114 @@ func TestEndpointsVIPServices(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("TailscaleEndpoints not deleted: %v", err)
+	}
+}
+
+// TestAutoProvisioning checks endpointTemplate: "<service>-auto" is created while the selector
+// matches nothing else, deleted when other endpoints match or the TailscaleServices goes
+// (standalone has no garbage collector: the controller deletes it).
+func TestAutoProvisioning(t *testing.T) {
+	env := startVIPEnv(t, nil, "op-a")
+	svcs := env.client.GatewayV1alpha1().TailscaleServices("vip")
+	eps := env.client.GatewayV1alpha1().TailscaleEndpoints("vip")
+	obj := &v1alpha1.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "vip", Name: "web"},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			EndpointTemplate: &v1alpha1.EndpointTemplate{Tailnet: "sim", Tags: []string{"tag:web"},
+				Proxy: &v1alpha1.ProxyConfig{Replicas: ptrInt32(2)}, Ports: []v1alpha1.ProxyPort{{Port: 80, Protocol: "TCP"}},
+				Labels: map[string]string{"app": "web", "auto-provisioned": "true"}},
+		},
+	}
+	created, err := svcs.Create(ctx(t), obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto := waitEndpoints(t, env, "web-auto", func(e *v1alpha1.TailscaleEndpoints, ok bool) bool { return ok })
+	if auto.Annotations["tailscale-gateway.com/auto-provisioned"] != "true" || len(auto.OwnerReferences) != 1 ||
+		auto.OwnerReferences[0].UID != created.UID || auto.Labels["app"] != "web" || auto.Spec.Tailnet != "sim" ||
+		len(auto.Spec.Ports) != 1 || auto.Spec.Ports[0].Port != 80 || *auto.Spec.Proxy.Replicas != 2 {
+		t.Fatalf("auto-provisioned endpoints: %+v", auto)
+	}
+	// Kept as it is: no update loop against the server's defaults.
+	waitPolls(t, env.sim, 5)
+	if again, err := eps.Get(ctx(t), "web-auto", metav1.GetOptions{}); err != nil || again.Generation != auto.Generation {
+		t.Fatalf("auto-provisioned endpoints rewritten: generation %d -> %d (%v)", auto.Generation, again.Generation, err)
+	}
+	// Another TailscaleEndpoints matching the selector makes it unnecessary.
+	api, _ := env.sim.Device("api-server")
+	manual := &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "vip", Name: "manual", Labels: map[string]string{"app": "web"}},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim", Endpoints: []v1alpha1.TailscaleEndpoint{{Name: "web",
+			TailscaleIP: api.IPv4.String(), TailscaleFQDN: api.FQDN, Port: int32(api.HTTPPort), Protocol: v1alpha1.ProtocolHTTP}}},
+	}
+	if _, err := eps.Create(ctx(t), manual, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, env, "web-auto", func(_ *v1alpha1.TailscaleEndpoints, ok bool) bool { return !ok })
+	if err := eps.Delete(ctx(t), "manual", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, env, "web-auto", func(_ *v1alpha1.TailscaleEndpoints, ok bool) bool { return ok })
+	// The owner goes: so does its endpoints.
+	if err := svcs.Delete(ctx(t), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, env, "web-auto", func(_ *v1alpha1.TailscaleEndpoints, ok bool) bool { return !ok })
+	if !env.events.has("vip/web", "EndpointsProvisioned") || !env.events.has("vip/web", "EndpointsDeprovisioned") {
+		t.Fatalf("events: %v", env.events.events)
+	}
+}
+
+func ptrInt32(v int32) *int32 { return &v }
+
+func waitEndpoints(t *testing.T, env *vipEnv, name string, cond func(*v1alpha1.TailscaleEndpoints, bool) bool) *v1alpha1.TailscaleEndpoints {
+	t.Helper()
+	var got *v1alpha1.TailscaleEndpoints
+	err := wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		o, err := env.client.GatewayV1alpha1().TailscaleEndpoints("vip").Get(c, name, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return false, err
+		}
+		got = o
+		return cond(o, err == nil), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for TailscaleEndpoints %s: %v (last %+v)", name, err, got)
+	}
+	return got
+}
+
+// TestGeneratedOperatorIDIsKept checks that without --operator-id the controllers use an ID
+// generated once and kept in etcd, the same after a restart.
+func TestGeneratedOperatorIDIsKept(t *testing.T) {
+	env := startVIPEnv(t, nil, "")
+	create := func(c *vipEnv, name string) string {
+		t.Helper()
+		if _, err := c.client.GatewayV1alpha1().TailscaleServices("vip").Create(ctx(t), vipServices(name, "svc:"+name), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s := c.service(t, "svc:"+name, "created", func(_ tailnet.Service, ok bool) bool { return ok })
+		refs := owners(t, s)
+		if len(refs) != 1 {
+			t.Fatalf("owners of %s: %+v", name, refs)
+		}
+		return refs[0].OperatorID
+	}
+	first := create(env, "one")
+	stored, _ := storedJSON(t, env.server, "/registry/gateway.tailscale.com/tailscale-gateway/operator-id")
+	if !strings.HasPrefix(first, "tsgw-") || stored != first {
+		t.Fatalf("operator ID %q, stored %q", first, stored)
+	}
+	env.server.Stop()
+	restarted := framework.Start(t, env.server.DataDir, func(o *server.Options) {
+		o.Live.CredentialsDir = framework.CredentialsDir(t, env.sim.OAuthClientID(), env.sim.OAuthClientSecret())
+		o.Live.PollInterval = 200 * time.Millisecond
+		o.Live.APIRequestsPerSecond = -1
+		o.Live.ControlURL = env.sim.ControlURL()
+	})
+	again := &vipEnv{simEnv: &simEnv{sim: env.sim, server: restarted, client: restarted.Clientset(t)}, events: env.events, admin: env.admin}
+	if second := create(again, "two"); second != first {
+		t.Fatalf("operator ID after a restart %q, before %q", second, first)
 	}
 }

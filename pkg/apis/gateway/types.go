@@ -170,6 +170,11 @@ type TailscaleEndpointsSpec struct {
 	// Proxy configures tailnet proxies provisioned for these endpoints.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`
+	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
+	// them; the same as proxy.ports (set one or the other).
+	// +optional
+	// +listType=atomic
+	Ports []ProxyPort `json:"ports,omitempty"`
 }
 
 // TailscaleEndpoint is one service reachable through the tailnet.
@@ -507,6 +512,11 @@ type EndpointTemplate struct {
 	// Proxy configures the provisioned proxies.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`
+	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
+	// them; the same as proxy.ports (set one or the other).
+	// +optional
+	// +listType=atomic
+	Ports []ProxyPort `json:"ports,omitempty"`
 	// Labels of the provisioned TailscaleEndpoints; they must match the selector.
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`

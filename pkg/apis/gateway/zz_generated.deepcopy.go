@@ -212,6 +212,11 @@ func (in *EndpointTemplate) DeepCopyInto(out *EndpointTemplate) {
 		*out = new(ProxyConfig)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.Ports != nil {
+		in, out := &in.Ports, &out.Ports
+		*out = make([]ProxyPort, len(*in))
+		copy(*out, *in)
+	}
 	if in.Labels != nil {
 		in, out := &in.Labels, &out.Labels
 		*out = make(map[string]string, len(*in))
@@ -1253,6 +1258,11 @@ func (in *TailscaleEndpointsSpec) DeepCopyInto(out *TailscaleEndpointsSpec) {
 		in, out := &in.Proxy, &out.Proxy
 		*out = new(ProxyConfig)
 		(*in).DeepCopyInto(*out)
+	}
+	if in.Ports != nil {
+		in, out := &in.Ports, &out.Ports
+		*out = make([]ProxyPort, len(*in))
+		copy(*out, *in)
 	}
 	return
 }

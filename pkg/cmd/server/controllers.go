@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/scheme"
@@ -94,9 +95,9 @@ type controllers struct {
 	core     kubernetes.Interface // nil standalone
 	recorder record.EventRecorder
 	idSource func(context.Context) (string, error)
-	// newVIP builds the VIP service controller once the operator ID is known.
-	newVIP func(operatorID string) (*vipservice.Controller, error)
-	start  func(stop <-chan struct{})
+	// build builds the controllers once the operator ID is known and returns their run loop.
+	build func(operatorID string) (func(context.Context), error)
+	start func(stop <-chan struct{})
 }
 
 // newControllers builds the controllers on r's informers. core is the core API's client
@@ -140,8 +141,8 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 	gw.TailscaleEndpoints().Informer()
 	gw.TailscaleTailnets().Informer()
 	c.start = r.factory.Start
-	c.newVIP = func(id string) (*vipservice.Controller, error) {
-		return vipservice.New(r.client, r.factory, vipservice.Options{
+	c.build = func(id string) (func(context.Context), error) {
+		vip, err := vipservice.New(r.client, r.factory, vipservice.Options{
 			OperatorID:  id,
 			Tailnets:    vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
 			Recorder:    c.recorder,
@@ -149,6 +150,17 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 			ConsumerTTL: co.ConsumerTTL,
 			Workers:     co.Workers,
 		})
+		if err != nil {
+			return nil, err
+		}
+		auto, err := autoprovision.New(r.client, r.factory, c.recorder)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) {
+			go auto.Run(ctx, 2)
+			vip.Run(ctx)
+		}, nil
 	}
 	return c, nil
 }
@@ -160,15 +172,15 @@ func (c *controllers) run(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	vip, err := c.newVIP(id)
-	if err != nil {
-		klog.ErrorS(err, "Building the VIP service controller")
-		return
-	}
 	c.start(ctx.Done())
 	if c.core == nil || !c.opts.LeaderElect {
+		runControllers, err := c.build(id)
+		if err != nil {
+			klog.ErrorS(err, "Building the controllers")
+			return
+		}
 		klog.InfoS("Running controllers without leader election", "operatorID", id)
-		vip.Run(ctx)
+		runControllers(ctx)
 		return
 	}
 	host, _ := os.Hostname()
@@ -178,35 +190,39 @@ func (c *controllers) run(ctx context.Context) {
 		Client:     c.core.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity, EventRecorder: c.recorder},
 	}
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   c.opts.LeaseDuration,
-		RenewDeadline:   c.opts.RenewDeadline,
-		RetryPeriod:     c.opts.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            c.opts.LeaseName,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
-				klog.InfoS("Leading: starting controllers", "lease", klog.KRef(c.opts.LeaseNamespace, c.opts.LeaseName), "identity", identity, "operatorID", id)
-				vip.Run(ctx)
+	// Each term of leadership runs controllers built afresh (new queues, nothing carried over
+	// from a term that ended); a replica that loses the Lease stops them and joins the
+	// election again.
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   c.opts.LeaseDuration,
+			RenewDeadline:   c.opts.RenewDeadline,
+			RetryPeriod:     c.opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            c.opts.LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					runControllers, err := c.build(id)
+					if err != nil {
+						klog.ErrorS(err, "Building the controllers")
+						return
+					}
+					klog.InfoS("Leading: starting controllers", "lease", klog.KRef(c.opts.LeaseNamespace, c.opts.LeaseName),
+						"identity", identity, "operatorID", id)
+					runControllers(ctx)
+				},
+				OnStoppedLeading: func() {
+					klog.InfoS("No longer leading: controllers stopped", "identity", identity)
+				},
+				OnNewLeader: func(current string) {
+					if current != identity {
+						klog.InfoS("Another replica leads the controllers", "leader", current)
+					}
+				},
 			},
-			OnStoppedLeading: func() {
-				if ctx.Err() != nil {
-					klog.InfoS("Released the controllers' Lease on shutdown", "identity", identity)
-					return
-				}
-				// As kube-controller-manager does: a replica that lost its Lease exits, and its
-				// restart joins the election afresh with controllers built from scratch.
-				klog.ErrorS(nil, "Lost the controllers' Lease; exiting", "identity", identity)
-				klog.FlushAndExit(klog.ExitFlushTimeout, 1)
-			},
-			OnNewLeader: func(current string) {
-				if current != identity {
-					klog.InfoS("Another replica leads the controllers", "leader", current)
-				}
-			},
-		},
-	})
+		})
+	}
 }
 
 // waitForOperatorID retries reading (or creating) the operator ID until it succeeds or ctx ends.

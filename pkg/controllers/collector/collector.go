@@ -140,6 +140,10 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify li
 	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced}
 
 	c.tailnets.Subscribe(func(ch tailnet.Change) {
+		if ch.TagsChanged || len(ch.Added) > 0 || len(ch.Removed) > 0 {
+			// Devices discovered by tag may have come or gone: their probes with them.
+			c.markTargetsDirty()
+		}
 		if len(ch.Online) > 0 || len(ch.Added) > 0 || len(ch.Removed) > 0 || ch.TagsChanged || ch.ServicesChanged || ch.SyncChanged || ch.TailnetRemoved {
 			klog.V(2).InfoS("Tailnet changed", "tailnet", ch.Name, "onlineFlips", len(ch.Online), "synced", ch.Snapshot.Status.Synced)
 			notify.TailnetChanged()
@@ -319,6 +323,21 @@ func (c *Collector) updateTargets() {
 				viaNode[address] = tailnetName
 			}
 			targets = append(targets, health.Target{Key: livestatus.ProbeKey(eps.Namespace, eps.Name, ep.Name), Address: address, Check: check})
+		}
+		// Devices discovered by spec.tagSelectors carry no health check of their own: a TCP
+		// connection to their port, every 30s (the prober's defaults), says whether they serve.
+		if len(eps.Spec.TagSelectors) > 0 && resolved {
+			tn, ok := c.Tailnet(tailnetName)
+			if !ok {
+				continue
+			}
+			for _, d := range livestatus.DiscoverEndpoints(eps, tn) {
+				if health.IsTailnetAddress(d.Address) {
+					viaNode[d.Address] = tailnetName
+				}
+				targets = append(targets, health.Target{Key: livestatus.ProbeKey(eps.Namespace, eps.Name, d.Name), Address: d.Address,
+					Check: health.Check{Type: health.ProtocolTCP}})
+			}
 		}
 	}
 	c.mu.Lock()

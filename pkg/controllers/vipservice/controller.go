@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -535,13 +536,15 @@ func (c *Controller) lock(tn, name string) func() {
 	return l.Unlock
 }
 
-func hasFinalizer(obj *v1alpha1.TailscaleServices) bool {
-	for _, f := range obj.Finalizers {
-		if f == Finalizer {
-			return true
-		}
+func hasFinalizer(obj *v1alpha1.TailscaleServices) bool { return hasFinalizerOn(obj.Finalizers) }
+
+// withFinalizer returns fs with our finalizer present or absent.
+func withFinalizer(fs []string, want bool) []string {
+	out := slices.DeleteFunc(slices.Clone(fs), func(f string) bool { return f == Finalizer })
+	if want {
+		out = append(out, Finalizer)
 	}
-	return false
+	return out
 }
 
 // setFinalizer adds or removes our finalizer through the main resource, returning the object
@@ -551,16 +554,7 @@ func (c *Controller) setFinalizer(ctx context.Context, obj *v1alpha1.TailscaleSe
 		return obj, nil
 	}
 	out := obj.DeepCopy()
-	if want {
-		out.Finalizers = append(out.Finalizers, Finalizer)
-	} else {
-		out.Finalizers = nil
-		for _, f := range obj.Finalizers {
-			if f != Finalizer {
-				out.Finalizers = append(out.Finalizers, f)
-			}
-		}
-	}
+	out.Finalizers = withFinalizer(obj.Finalizers, want)
 	stored, err := c.client.GatewayV1alpha1().TailscaleServices(obj.Namespace).Update(ctx, out, metav1.UpdateOptions{FieldManager: "tailscale-gateway-vipservice"})
 	if apierrors.IsNotFound(err) {
 		return obj, nil

@@ -187,10 +187,7 @@ func (c *Controller) setRegistered(ctx context.Context, e *v1alpha1.TailscaleEnd
 		}
 		out.Annotations[RegisteredAnnotation] = val
 	}
-	out.Finalizers = slices.DeleteFunc(slices.Clone(out.Finalizers), func(f string) bool { return f == Finalizer })
-	if finalize {
-		out.Finalizers = append(out.Finalizers, Finalizer)
-	}
+	out.Finalizers = withFinalizer(out.Finalizers, finalize)
 	stored, err := c.client.GatewayV1alpha1().TailscaleEndpoints(e.Namespace).Update(ctx, out, metav1.UpdateOptions{FieldManager: "tailscale-gateway-vipservice"})
 	if apierrors.IsNotFound(err) {
 		return e, nil

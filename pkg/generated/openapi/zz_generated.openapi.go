@@ -490,6 +490,24 @@ func schema_pkg_apis_gateway_v1alpha1_EndpointTemplate(ref common.ReferenceCallb
 							Ref:         ref(v1alpha1.ProxyConfig{}.OpenAPIModelName()),
 						},
 					},
+					"ports": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes them; the same as proxy.ports (set one or the other).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.ProxyPort{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
 					"labels": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Labels of the provisioned TailscaleEndpoints; they must match the selector.",
@@ -510,7 +528,7 @@ func schema_pkg_apis_gateway_v1alpha1_EndpointTemplate(ref common.ReferenceCallb
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.ProxyConfig{}.OpenAPIModelName()},
+			v1alpha1.ProxyConfig{}.OpenAPIModelName(), v1alpha1.ProxyPort{}.OpenAPIModelName()},
 	}
 }
 
@@ -2356,12 +2374,30 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpointsSpec(ref common.Referenc
 							Ref:         ref(v1alpha1.ProxyConfig{}.OpenAPIModelName()),
 						},
 					},
+					"ports": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes them; the same as proxy.ports (set one or the other).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.ProxyPort{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
 				},
 				Required: []string{"tailnet"},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.ProxyConfig{}.OpenAPIModelName(), v1alpha1.ServiceDiscoveryConfig{}.OpenAPIModelName(), v1alpha1.TagSelector{}.OpenAPIModelName(), v1alpha1.TailscaleEndpoint{}.OpenAPIModelName()},
+			v1alpha1.ProxyConfig{}.OpenAPIModelName(), v1alpha1.ProxyPort{}.OpenAPIModelName(), v1alpha1.ServiceDiscoveryConfig{}.OpenAPIModelName(), v1alpha1.TagSelector{}.OpenAPIModelName(), v1alpha1.TailscaleEndpoint{}.OpenAPIModelName()},
 	}
 }
 

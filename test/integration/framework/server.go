@@ -152,3 +152,21 @@ func (s *Server) Kubectl(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// CredentialsDir writes OAuth client credentials where --tailnet-credentials-dir expects the
+// Secret tailscale-gateway-system/ts-oauth (<dir>/<namespace>/<name>/{client_id,client_secret})
+// and returns the directory.
+func CredentialsDir(tb testing.TB, clientID, clientSecret string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	secretDir := filepath.Join(dir, "tailscale-gateway-system", "ts-oauth")
+	if err := os.MkdirAll(secretDir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	for file, value := range map[string]string{"client_id": clientID, "client_secret": clientSecret} {
+		if err := os.WriteFile(filepath.Join(secretDir, file), []byte(value), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}

@@ -57,6 +57,10 @@ func SetObjectDefaults_TailscaleEndpoints(in *TailscaleEndpoints) {
 			SetDefaults_ProxyPort(a)
 		}
 	}
+	for i := range in.Spec.Ports {
+		a := &in.Spec.Ports[i]
+		SetDefaults_ProxyPort(a)
+	}
 }
 
 func SetObjectDefaults_TailscaleEndpointsList(in *TailscaleEndpointsList) {
@@ -114,6 +118,10 @@ func SetObjectDefaults_TailscaleServices(in *TailscaleServices) {
 				a := &in.Spec.EndpointTemplate.Proxy.Ports[i]
 				SetDefaults_ProxyPort(a)
 			}
+		}
+		for i := range in.Spec.EndpointTemplate.Ports {
+			a := &in.Spec.EndpointTemplate.Ports[i]
+			SetDefaults_ProxyPort(a)
 		}
 	}
 }

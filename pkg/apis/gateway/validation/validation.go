@@ -176,7 +176,7 @@ func validateTailscaleEndpointsSpec(spec *gateway.TailscaleEndpointsSpec, fldPat
 	var allErrs field.ErrorList
 	allErrs = append(allErrs, validateTailnetName(spec.Tailnet, fldPath.Child("tailnet"))...)
 
-	if len(spec.Endpoints) == 0 && len(spec.TagSelectors) == 0 && spec.Proxy == nil {
+	if len(spec.Endpoints) == 0 && len(spec.TagSelectors) == 0 && spec.Proxy == nil && len(spec.Ports) == 0 {
 		allErrs = append(allErrs, field.Required(fldPath.Child("endpoints"),
 			"at least one of spec.endpoints, spec.tagSelectors or spec.proxy must be set"))
 	}
@@ -203,6 +203,7 @@ func validateTailscaleEndpointsSpec(spec *gateway.TailscaleEndpointsSpec, fldPat
 	if spec.Proxy != nil {
 		allErrs = append(allErrs, validateProxy(spec.Proxy, fldPath.Child("proxy"))...)
 	}
+	allErrs = append(allErrs, validatePortsBesideProxy(spec.Ports, spec.Proxy, fldPath.Child("ports"))...)
 	return allErrs
 }
 
@@ -356,9 +357,26 @@ func validateProxy(p *gateway.ProxyConfig, fldPath *field.Path) field.ErrorList 
 	if p.ConnectionType != "" && !slices.Contains(supportedConnectionTypes, p.ConnectionType) {
 		allErrs = append(allErrs, field.NotSupported(fldPath.Child("connectionType"), p.ConnectionType, supportedConnectionTypes))
 	}
-	seen := make(map[gateway.ProxyPort]bool, len(p.Ports))
-	for i, port := range p.Ports {
-		idxPath := fldPath.Child("ports").Index(i)
+	return append(allErrs, validateProxyPorts(p.Ports, fldPath.Child("ports"))...)
+}
+
+// validatePortsBesideProxy validates ports written beside proxy (as the spec's YAML does):
+// the same as proxy.ports, of which only one may be set.
+func validatePortsBesideProxy(ports []gateway.ProxyPort, proxy *gateway.ProxyConfig, fldPath *field.Path) field.ErrorList {
+	if len(ports) == 0 {
+		return nil
+	}
+	if proxy != nil && len(proxy.Ports) > 0 {
+		return field.ErrorList{field.Forbidden(fldPath, "set ports or proxy.ports, not both")}
+	}
+	return validateProxyPorts(ports, fldPath)
+}
+
+func validateProxyPorts(ports []gateway.ProxyPort, fldPath *field.Path) field.ErrorList {
+	var allErrs field.ErrorList
+	seen := make(map[gateway.ProxyPort]bool, len(ports))
+	for i, port := range ports {
+		idxPath := fldPath.Index(i)
 		allErrs = append(allErrs, validatePort(port.Port, idxPath.Child("port"))...)
 		if port.Protocol != "" && !slices.Contains(supportedProxyProtocols, port.Protocol) {
 			allErrs = append(allErrs, field.NotSupported(idxPath.Child("protocol"), port.Protocol, supportedProxyProtocols))
@@ -573,6 +591,7 @@ func validateEndpointTemplate(tmpl *gateway.EndpointTemplate, selector *metav1.L
 	if tmpl.Proxy != nil {
 		allErrs = append(allErrs, validateProxy(tmpl.Proxy, fldPath.Child("proxy"))...)
 	}
+	allErrs = append(allErrs, validatePortsBesideProxy(tmpl.Ports, tmpl.Proxy, fldPath.Child("ports"))...)
 	labelsPath := fldPath.Child("labels")
 	allErrs = append(allErrs, metav1validation.ValidateLabels(tmpl.Labels, labelsPath)...)
 	// Provisioned endpoints the selector does not select would be provisioned again and again.

@@ -29,6 +29,9 @@ type EndpointTemplateApplyConfiguration struct {
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures the provisioned proxies.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
+	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
+	// them; the same as proxy.ports (set one or the other).
+	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 	// Labels of the provisioned TailscaleEndpoints; they must match the selector.
 	Labels map[string]string `json:"labels,omitempty"`
 }
@@ -62,6 +65,19 @@ func (b *EndpointTemplateApplyConfiguration) WithTags(values ...string) *Endpoin
 // If called multiple times, the Proxy field is set to the value of the last call.
 func (b *EndpointTemplateApplyConfiguration) WithProxy(value *ProxyConfigApplyConfiguration) *EndpointTemplateApplyConfiguration {
 	b.Proxy = value
+	return b
+}
+
+// WithPorts adds the given value to the Ports field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the Ports field.
+func (b *EndpointTemplateApplyConfiguration) WithPorts(values ...*ProxyPortApplyConfiguration) *EndpointTemplateApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithPorts")
+		}
+		b.Ports = append(b.Ports, *values[i])
+	}
 	return b
 }
 

@@ -36,6 +36,9 @@ type TailscaleEndpointsSpecApplyConfiguration struct {
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures tailnet proxies provisioned for these endpoints.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
+	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
+	// them; the same as proxy.ports (set one or the other).
+	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 }
 
 // TailscaleEndpointsSpecApplyConfiguration constructs a declarative configuration of the TailscaleEndpointsSpec type for use with
@@ -101,5 +104,18 @@ func (b *TailscaleEndpointsSpecApplyConfiguration) WithTags(values ...string) *T
 // If called multiple times, the Proxy field is set to the value of the last call.
 func (b *TailscaleEndpointsSpecApplyConfiguration) WithProxy(value *ProxyConfigApplyConfiguration) *TailscaleEndpointsSpecApplyConfiguration {
 	b.Proxy = value
+	return b
+}
+
+// WithPorts adds the given value to the Ports field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the Ports field.
+func (b *TailscaleEndpointsSpecApplyConfiguration) WithPorts(values ...*ProxyPortApplyConfiguration) *TailscaleEndpointsSpecApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithPorts")
+		}
+		b.Ports = append(b.Ports, *values[i])
+	}
 	return b
 }
