@@ -41,6 +41,9 @@ type env struct {
 	bind    string        // egress bind IP, a loopback address of its own
 	metrics *prometheus.Registry
 	proxy   *proxy.Proxy
+	dir     string
+	stop    context.CancelFunc
+	stopped chan struct{}
 	devices map[string]tailnetsim.Device
 	vips    int
 }
@@ -96,11 +99,10 @@ func startEnv() (_ *env, err error) {
 			return nil, err
 		}
 	}
-	dir, err := os.MkdirTemp("", "proxy-node-")
-	if err != nil {
+	if e.dir, err = os.MkdirTemp("", "proxy-node-"); err != nil {
 		return nil, err
 	}
-	e.node, err = node.Start(ctx, node.Options{Dir: dir, Hostname: "proxy", ControlURL: sim.ControlURL(),
+	e.node, err = node.Start(ctx, node.Options{Dir: e.dir, Hostname: "proxy", ControlURL: sim.ControlURL(),
 		AuthKey: sim.AuthKey(), Tags: []string{"tag:proxy"}})
 	if err != nil {
 		return nil, err
@@ -121,7 +123,12 @@ func startEnv() (_ *env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	go func() { _ = e.proxy.Run(context.Background()) }()
+	runCtx, stop := context.WithCancel(context.Background())
+	e.stop, e.stopped = stop, make(chan struct{})
+	go func() {
+		defer close(e.stopped)
+		_ = e.proxy.Run(runCtx)
+	}()
 	select {
 	case <-e.proxy.Ready():
 	case <-ctx.Done():
@@ -131,11 +138,18 @@ func startEnv() (_ *env, err error) {
 }
 
 func (e *env) close() {
+	if e.stop != nil {
+		e.stop()
+		<-e.stopped // the proxy closes its connections before its node closes
+	}
 	if e.node != nil {
 		e.node.Close()
 	}
 	if e.sim != nil {
 		e.sim.Close()
+	}
+	if e.dir != "" {
+		os.RemoveAll(e.dir)
 	}
 }
 
