@@ -46,6 +46,8 @@ type env struct {
 	stopped chan struct{}
 	devices map[string]tailnetsim.Device
 	vips    int
+	// benchVIP is the VIP of BenchmarkServiceNewConnections, made once per process.
+	benchVIP string
 }
 
 var (
