@@ -22,8 +22,8 @@ run: build
 test: verify tools
 	$(GO) test -count=1 -timeout 30m ./...
 
-## tools: build kube-apiserver and kube-controller-manager v1.36 into $(BIN) unless up to date
-## (hack/build-tools.sh; 10-20 min when cold, seconds otherwise).
+## tools: build kube-apiserver and kube-controller-manager v1.36 and envoy-gateway v1.9.1 into
+## $(BIN) unless up to date (hack/build-tools.sh; 10-20 min each when cold, seconds otherwise).
 tools:
 	hack/build-tools.sh
 

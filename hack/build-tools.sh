@@ -10,7 +10,10 @@
 # in a stamp file next to it). A cold build takes 10-20 minutes on two cores for the Kubernetes pair
 # (the second binary shares most of it) and about as long again for envoy-gateway.
 # etcd is not built: the e2e suite runs pkg/embeddedetcd in the test process.
+# Arguments name the binaries to build (default: all three); `make run` builds envoy-gateway only.
 set -o errexit -o nounset -o pipefail
+WANTED=" ${*:-kube-apiserver kube-controller-manager envoy-gateway} "
+wanted() { [[ "${WANTED}" == *" $1 "* ]]; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="${ROOT}/_output/bin"
@@ -50,8 +53,9 @@ build() {
   "${out}" --version
 }
 
-build kube-apiserver
-build kube-controller-manager
+wanted kube-apiserver && build kube-apiserver
+wanted kube-controller-manager && build kube-controller-manager
+wanted envoy-gateway || exit 0
 
 # Envoy Gateway: a separate module, because k8s.io/kubernetes above pins k8s.io/* to versions
 # Envoy Gateway does not build with.

@@ -35,7 +35,8 @@ source "${SIM}/sim.env"
 "${BIN}/tailscale-gateway-apiserver" --standalone --data-dir "${DATA}" \
   --bind-address "${ADDR}" --secure-port "${PORT}" \
   --tailnet-credentials-dir "${SIM}/credentials" --tailnet-control-url "${SIM_CONTROL_URL}" \
-  --tailnet-poll-interval 5s >"${DATA}/apiserver.log" 2>&1 &
+  --tailnet-poll-interval 5s --extension-endpoint-mode proxy --extension-proxy-address 127.0.0.1 \
+  >"${DATA}/apiserver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do
   ${KUBECTL} get --raw /readyz >/dev/null 2>&1 && break
@@ -45,6 +46,107 @@ done
 
 ${KUBECTL} apply -f examples/ >/dev/null
 ${KUBECTL} apply -f "${SIM}/live-examples.yaml"
+
+# Only the simulated tailnet and the server end the run (see the end); the rest may fail alone.
+core=("${pids[@]}")
+
+# tailscale-gateway-proxy: a tsnet node of the simulated tailnet with an egress listener on
+# 127.0.0.1 per endpoint of the simulated devices. The server runs with
+# --extension-endpoint-mode=proxy, so the endpoints Envoy receives for the route are these
+# listeners: traffic goes Envoy -> proxy -> tailnet device.
+mkdir -p "${DATA}/proxy"
+"${BIN}/tailscale-gateway-proxy" --kubeconfig "${DATA}/kubeconfig" --namespace default --endpoints simulated-devices \
+  --state-dir "${DATA}/proxy" --hostname tailscale-gateway-proxy --control-url "${SIM_CONTROL_URL}" \
+  --auth-key-file "${SIM}/auth-key" --egress-bind-address 127.0.0.1 >"${DATA}/proxy.log" 2>&1 &
+pids+=($!)
+PROXY_HTTP=""
+for _ in $(seq 1 300); do
+  PROXY_HTTP=$(sed -n 's/.*"Serving egress".*address="\([0-9.:]*\)".*target="default\/simulated-devices\/api-server".*/\1/p' "${DATA}/proxy.log" | tail -1)
+  [[ -n "${PROXY_HTTP}" ]] && break
+  kill -0 "${pids[-1]}" 2>/dev/null || break
+  sleep 0.2
+done
+
+# Envoy Gateway v1.9.1 standalone (file provider, Host infrastructure) with this server as its
+# extension: it translates an HTTPRoute whose backendRef is the simulated devices and calls the
+# hooks, and Envoy's endpoints for that route come from the xDS server on 127.0.0.1:18001. There
+# is no Envoy binary here: Envoy Gateway logs that it cannot start one, and translates anyway.
+# It listens on 0.0.0.0:18000 (its xDS, mTLS), :8081 and :18002, which it does not let us move.
+EG=${DATA}/envoy-gateway
+EG_STARTED=false
+if hack/build-tools.sh envoy-gateway >"${DATA}/build-envoy-gateway.log" 2>&1; then
+  rm -rf "${EG}/resources" && mkdir -p "${EG}/resources" "${EG}/home"
+  EGABS=$(cd "${EG}" && pwd)
+  "${BIN}/envoy-gateway" certgen --local --config-home "${EGABS}/config" >"${EG}/certgen.log" 2>&1
+  cat >"${EG}/envoy-gateway.yaml" <<EOF
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyGateway
+gateway:
+  controllerName: gateway.envoyproxy.io/gatewayclass-controller
+provider:
+  type: Custom
+  custom:
+    resource:
+      type: File
+      file:
+        paths: ["${EGABS}/resources"]
+    infrastructure:
+      type: Host
+      host:
+        configHome: ${EGABS}/config
+        dataHome: ${EGABS}/data
+        stateHome: ${EGABS}/state
+        runtimeDir: ${EGABS}/run
+admin:
+  address: {host: 127.0.0.1, port: 19000}
+telemetry:
+  metrics:
+    prometheus: {disable: true}
+extensionManager:
+  backendResources:
+    - {group: gateway.tailscale.com, version: v1alpha1, kind: TailscaleEndpoints}
+    - {group: gateway.tailscale.com, version: v1alpha1, kind: TailscaleServices}
+  hooks:
+    xdsTranslator:
+      post: [Route, Cluster, Translation]
+  service:
+    fqdn: {hostname: 127.0.0.1, port: 5005}
+  failOpen: false
+  maxMessageSize: 16Mi
+EOF
+  # The file provider reads Gateway API objects and our backends from files: the object the
+  # route names is copied from the server (its endpoints and health come from the server).
+  cat >"${EG}/resources/gateway.yaml" <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: eg, namespace: default}
+spec:
+  gatewayClassName: eg
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: simulated, namespace: default}
+spec:
+  parentRefs: [{name: eg}]
+  rules:
+    - backendRefs:
+        - {group: gateway.tailscale.com, kind: TailscaleEndpoints, name: simulated-devices, port: 80}
+EOF
+  # Name and spec only: the file provider refuses objects that carry a resourceVersion.
+  printf '{"apiVersion":"gateway.tailscale.com/v1alpha1","kind":"TailscaleEndpoints","metadata":{"name":"simulated-devices","namespace":"default"},"spec":%s}\n' \
+    "$(${KUBECTL} get tailscaleendpoints -n default simulated-devices -o jsonpath='{.spec}')" >"${EG}/resources/simulated-devices.json"
+  HOME="${EGABS}/home" "${BIN}/envoy-gateway" server --config-path "${EG}/envoy-gateway.yaml" >"${EG}/envoy-gateway.log" 2>&1 &
+  pids+=($!)
+  EG_STARTED=true
+else
+  echo "Envoy Gateway is not started: building it failed (${DATA}/build-envoy-gateway.log)." >&2
+fi
 
 cat <<MSG
 
@@ -56,11 +158,26 @@ wired to a simulated tailnet (log: ${SIM}/tailnet-sim.log).
   kubectl get tsep simulated-devices -o wide -w        # live HEALTHY count
   kubectl get tstn simulated                           # live device counts
 
+$(if ${EG_STARTED}; then cat <<EG_MSG
+Envoy Gateway (log: ${EG}/envoy-gateway.log) translates HTTPRoute default/simulated, whose
+backendRef is the simulated devices, through this server's extension. What Envoy receives for it
+from the xDS server on 127.0.0.1:18001 (endpoints, priorities, health), live:
+  ${BIN}/xds-watch httproute/default/simulated/rule/0
+EG_MSG
+fi)
+$(if [[ -n "${PROXY_HTTP}" ]]; then cat <<PROXY_MSG
+Those endpoints are tailscale-gateway-proxy's egress listeners (log: ${DATA}/proxy.log). What
+Envoy would send to the api-server device goes through the proxy's tsnet node:
+  curl http://${PROXY_HTTP}/
+PROXY_MSG
+else echo "tailscale-gateway-proxy did not start (log: ${DATA}/proxy.log)."; fi)
+
 Flip the simulated devices and watch the status change:
   curl -X POST -d code=500 ${SIM_ADMIN_URL}/devices/api-server/http-status
   curl -X POST -d serving=false ${SIM_ADMIN_URL}/devices/grpc-service/grpc-serving
   curl -X POST -d online=false ${SIM_ADMIN_URL}/devices/postgres/online
 
-Ctrl-C stops both.
+Ctrl-C stops everything.
 MSG
-wait -n "${pids[@]}"
+# Only the simulated tailnet and the server end the run; Envoy Gateway stopping does not.
+wait -n "${core[@]}"

@@ -18,8 +18,9 @@ const (
 
 // writeLocalUp writes what hack/local-up.sh needs to wire the API server to this tailnet:
 // credentials/<namespace>/<secret>/{client_id,client_secret} for --tailnet-credentials-dir,
-// sim.env with the control, API and admin URLs, and live-examples.yaml with a TailscaleTailnet
-// and a TailscaleEndpoints probing every device.
+// sim.env with the control, API and admin URLs, auth-key (the key the control server accepts, for
+// tailscale-gateway-proxy's first start), and live-examples.yaml with a TailscaleTailnet and a
+// TailscaleEndpoints probing every device.
 func writeLocalUp(dir string, info tailnetsim.Info, adminURL string) error {
 	secretDir := filepath.Join(dir, "credentials", localNamespace, localSecret)
 	if err := os.MkdirAll(secretDir, 0o700); err != nil {
@@ -29,6 +30,7 @@ func writeLocalUp(dir string, info tailnetsim.Info, adminURL string) error {
 	files := []struct{ path, content string }{
 		{filepath.Join(secretDir, "client_id"), info.OAuthClientID},
 		{filepath.Join(secretDir, "client_secret"), info.OAuthClientSecret},
+		{filepath.Join(dir, "auth-key"), info.AuthKey},
 		{filepath.Join(dir, "live-examples.yaml"), liveExamples(info)},
 		{filepath.Join(dir, "sim.env"), fmt.Sprintf("SIM_CONTROL_URL=%s\nSIM_API_URL=%s\nSIM_ADMIN_URL=%s\n",
 			info.ControlURL, info.APIURL, adminURL)},
@@ -60,6 +62,8 @@ kind: TailscaleEndpoints
 metadata:
   name: simulated-devices
   namespace: default
+  labels:
+    app: simulated
 spec:
   tailnet: %s
   endpoints:
@@ -94,5 +98,23 @@ spec:
 			endpoint(d, d.Hostname, d.UDPPort, "UDP", "UDP", "")
 		}
 	}
+	// A TailscaleServices over those devices: the controllers create its Tailscale Service in
+	// the simulated tailnet (kubectl get tssvc shows its address after the next poll).
+	fmt.Fprintf(&b, `---
+apiVersion: gateway.tailscale.com/v1alpha1
+kind: TailscaleServices
+metadata:
+  name: simulated-web
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: simulated
+  vipService:
+    name: "svc:simulated-web"
+    ports: ["tcp:80"]
+    tags: ["tag:tailscale-gateway"]
+    comment: "created by tailscale-gateway from default/simulated-web"
+`)
 	return b.String()
 }

@@ -66,6 +66,22 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		}
 		st.Endpoints = append(st.Endpoints, es)
 	}
+	// Devices matching spec.tagSelectors follow the declared endpoints, with the health their
+	// online state gives (they carry no health check of their own).
+	if haveTailnet {
+		for _, d := range DiscoverEndpoints(obj, tn) {
+			online := d.Online
+			es := gateway.EndpointStatus{Name: d.Name, Address: d.Address, Online: &online, Status: Unhealthy}
+			if online {
+				es.Status = Healthy
+				st.HealthyEndpoints++
+			} else {
+				offline++
+			}
+			st.TotalEndpoints++
+			st.Endpoints = append(st.Endpoints, es)
+		}
+	}
 	if sd := obj.Spec.ServiceDiscovery; sd != nil {
 		for _, v := range sd.VIPServices {
 			vs := gateway.VIPServiceStatus{Name: v.Name, Status: "NotRegistered"}
@@ -172,10 +188,23 @@ type EndpointsSelector interface {
 	SelectEndpoints(namespace string, selector labels.Selector) []SelectedEndpoints
 }
 
+// Condition types and fields of a TailscaleServices status written by the VIP service controller
+// (pkg/controllers/vipservice), not computed here: Services carries them over from the stored
+// object, so that the status writer and the controller never undo each other's writes.
+const (
+	// ConditionConflict is True while the tailnet holds a Service of the name that this
+	// installation does not own and may not attach to.
+	ConditionConflict = "Conflict"
+	// ConditionDegraded is True while the controller cannot reconcile the Service (API errors).
+	ConditionDegraded = "Degraded"
+)
+
 // Services returns the status of a TailscaleServices: the selected endpoints, the VIP service as
-// the tailnet reports it, backend counts and the active failover tier.
+// the tailnet reports it, backend counts and the active failover tier. The controller-owned parts
+// (conditions Conflict and Degraded, vipServiceStatus.lastRegistration, serviceInfo) are kept as
+// stored.
 func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector, now time.Time) gateway.TailscaleServicesStatus {
-	st := gateway.TailscaleServicesStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	st := gateway.TailscaleServicesStatus{Conditions: cloneConditions(obj.Status.Conditions), ServiceInfo: obj.Status.ServiceInfo}
 	var selected []SelectedEndpoints
 	if s, err := metav1.LabelSelectorAsSelector(obj.Spec.Selector); err == nil && obj.Spec.Selector != nil {
 		selected = sel.SelectEndpoints(obj.Namespace, s)
@@ -217,11 +246,18 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		if !haveTailnet || !tn.Synced {
 			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionUnknown, "TailnetNotSynced", syncedMessage(tailnetRef, tn, haveTailnet)
 		}
+		if stored := obj.Status.VIPServiceStatus; stored != nil {
+			vs.LastRegistration = stored.LastRegistration
+		}
 		if svc, ok := tn.service(v.Name); haveTailnet && ok {
 			vs.Created, vs.DNSName = true, svc.DNSName
 			vs.Addresses = append([]string(nil), svc.Addrs...)
 			vs.ServiceTags = append([]string(nil), svc.Tags...)
 			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionTrue, "Found", fmt.Sprintf("%s has %d hosts", v.Name, len(svc.Hosts))
+		}
+		if c := meta.FindStatusCondition(obj.Status.Conditions, ConditionConflict); c != nil && c.Status == metav1.ConditionTrue {
+			// The Service of that name is not ours: it existing does not make ours ready.
+			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionFalse, "Conflict", c.Message
 		}
 		st.VIPServiceStatus = vs
 	}

@@ -208,6 +208,48 @@ func TestServicesStatus(t *testing.T) {
 	}
 }
 
+// TestServicesKeepsControllerFields checks that the status computed for a TailscaleServices
+// carries over what the VIP service controller writes, so the status writer never undoes it.
+func TestServicesKeepsControllerFields(t *testing.T) {
+	reg := metav1.NewTime(now.Add(-time.Minute).Truncate(time.Second))
+	info := &gateway.ServiceInfo{MultiOperatorService: true, OwnerOperator: "a", ConsumerOperators: []string{"b"},
+		ServiceRegistryKey: "company/svc:web", LastCoordination: &reg}
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web", Generation: 1},
+		Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			VIPService: &gateway.VIPServiceSpec{Name: "svc:web"}},
+		Status: gateway.TailscaleServicesStatus{
+			ServiceInfo:      info,
+			VIPServiceStatus: &gateway.VIPServiceState{LastRegistration: &reg},
+			Conditions: []metav1.Condition{
+				{Type: ConditionDegraded, Status: metav1.ConditionFalse, Reason: "Reconciled", LastTransitionTime: reg},
+				{Type: ConditionConflict, Status: metav1.ConditionFalse, Reason: "NoConflict", LastTransitionTime: reg},
+			},
+		},
+	}
+	sel := fakeSelector{{Name: "east", Namespace: "default", Tailnet: "company.ts.net", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1}}
+	st := Services(obj, sources(), sel, now)
+	if st.ServiceInfo != info || !st.VIPServiceStatus.LastRegistration.Equal(&reg) {
+		t.Fatalf("controller fields dropped: %+v %+v", st.ServiceInfo, st.VIPServiceStatus)
+	}
+	for _, ty := range []string{ConditionDegraded, ConditionConflict} {
+		if c := meta.FindStatusCondition(st.Conditions, ty); c == nil || c.Status != metav1.ConditionFalse {
+			t.Fatalf("condition %s dropped: %+v", ty, st.Conditions)
+		}
+	}
+	if c := meta.FindStatusCondition(st.Conditions, ConditionVIPServiceReady); c.Status != metav1.ConditionTrue {
+		t.Fatalf("VIPServiceReady: %+v", c)
+	}
+
+	// A Service of the name that is not ours does not make the VIP service ready.
+	meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{Type: ConditionConflict, Status: metav1.ConditionTrue,
+		Reason: "OwnedByAnotherOperator", Message: "svc:web is owned by operator x"})
+	st = Services(obj, sources(), sel, now)
+	if c := meta.FindStatusCondition(st.Conditions, ConditionVIPServiceReady); c.Status != metav1.ConditionFalse || c.Reason != "Conflict" {
+		t.Fatalf("VIPServiceReady under conflict: %+v", c)
+	}
+}
+
 func TestGatewayStatus(t *testing.T) {
 	obj := &gateway.TailscaleGateway{Spec: gateway.TailscaleGatewaySpec{Tailnets: []gateway.TailnetConfiguration{
 		{Name: "main", TailscaleTailnetRef: gateway.LocalPolicyTargetReference{Name: "company.ts.net"}},

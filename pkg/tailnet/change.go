@@ -2,6 +2,7 @@ package tailnet
 
 import (
 	"reflect"
+	"slices"
 	"time"
 )
 
@@ -19,6 +20,9 @@ type Change struct {
 	Removed []string
 	// DevicesChanged is true when any device was added, removed or changed in any field.
 	DevicesChanged bool
+	// TagsChanged is true when the tags of a device that was there before changed (what
+	// tag-based discovery follows).
+	TagsChanged bool
 	// ServicesChanged is true when Services or their hosts changed.
 	ServicesChanged bool
 	// SyncChanged is true when Status.Synced or Status.Reason changed.
@@ -65,6 +69,9 @@ func diff(prev, next *Snapshot) Change {
 		}
 		if !reflect.DeepEqual(*p, *d) {
 			ch.DevicesChanged = true
+		}
+		if !slices.Equal(p.Tags, d.Tags) {
+			ch.TagsChanged = true
 		}
 	}
 	for _, d := range prev.Devices {

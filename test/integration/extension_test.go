@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,27 +12,24 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/anypb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
+	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
 
 // extensionEnv is a simEnv whose server also runs the Envoy Gateway extension and xDS server.
 type extensionEnv struct {
 	*simEnv
-	hook pb.EnvoyGatewayExtensionClient
-	xds  *grpc.ClientConn
+	hook    pb.EnvoyGatewayExtensionClient
+	xdsAddr string
 }
 
-func startExtensionEnv(t *testing.T) *extensionEnv {
+func startExtensionEnv(t *testing.T, configure ...func(*server.Options)) *extensionEnv {
 	hookL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -40,19 +38,15 @@ func startExtensionEnv(t *testing.T) *extensionEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &extensionEnv{simEnv: startSimEnv(t, func(o *server.Options) {
+	env := &extensionEnv{simEnv: startSimEnv(t, append([]func(*server.Options){func(o *server.Options) {
 		o.Extension.HookListener, o.Extension.XDSListener = hookL, xdsL
-	})}
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
+	}}, configure...)...)}
+	conn, err := grpc.NewClient(hookL.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
 	}
-	env.hook = pb.NewEnvoyGatewayExtensionClient(dial(hookL.Addr().String()))
-	env.xds = dial(xdsL.Addr().String())
+	t.Cleanup(func() { conn.Close() })
+	env.hook, env.xdsAddr = pb.NewEnvoyGatewayExtensionClient(conn), xdsL.Addr().String()
 	return env
 }
 
@@ -83,94 +77,45 @@ func (e *extensionEnv) shape(t *testing.T, cluster string, backends ...[]byte) *
 	return resp.Cluster
 }
 
-// edsStream is an Envoy-like EDS subscriber: SotW over EndpointDiscoveryService or delta over
-// ADS, subscribed to named clusters, acking every response.
+// edsStream is an Envoy-like subscriber to one cluster's load assignment.
 type edsStream struct {
 	t       *testing.T
-	updates chan *endpointv3.ClusterLoadAssignment
+	w       *xdsclient.Watch
+	cluster string
 }
 
-func subscribeSotW(t *testing.T, conn *grpc.ClientConn, names ...string) *edsStream {
-	c, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	stream, err := endpointservice.NewEndpointDiscoveryServiceClient(conn).StreamEndpoints(c)
+// subscribe opens an EDS subscription to cluster: SotW over the EndpointDiscoveryService (what
+// the shaped clusters' config source makes Envoy open) or delta over ADS.
+func (e *extensionEnv) subscribe(t *testing.T, delta bool, cluster string) *edsStream {
+	c, err := xdsclient.Dial(e.xdsAddr, xdsclient.Options{NodeID: fmt.Sprintf("envoy-%v", delta), NodeCluster: "default/eg"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "envoy-sotw", Cluster: "default/eg"}
-	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.EndpointType, ResourceNames: names}); err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { c.Close() })
+	var w *xdsclient.Watch
+	if delta {
+		w, err = c.DeltaWatch(context.Background(), xdsclient.EndpointType, cluster)
+	} else {
+		w, err = c.EndpointsWatch(context.Background(), cluster)
 	}
-	s := &edsStream{t: t, updates: make(chan *endpointv3.ClusterLoadAssignment, 100)}
-	go func() {
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			s.deliver(resp.Resources)
-			_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.EndpointType, ResourceNames: names,
-				VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce})
-		}
-	}()
-	return s
-}
-
-func subscribeDelta(t *testing.T, conn *grpc.ClientConn, names ...string) *edsStream {
-	c, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "envoy-delta", Cluster: "default/eg"}
-	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: names}); err != nil {
-		t.Fatal(err)
-	}
-	s := &edsStream{t: t, updates: make(chan *endpointv3.ClusterLoadAssignment, 100)}
-	go func() {
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			var res []*anypb.Any
-			for _, r := range resp.Resources {
-				res = append(res, r.Resource)
-			}
-			s.deliver(res)
-			_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: resp.Nonce})
-		}
-	}()
-	return s
+	t.Cleanup(w.Stop)
+	return &edsStream{t: t, w: w, cluster: cluster}
 }
 
-func (s *edsStream) deliver(resources []*anypb.Any) {
-	for _, r := range resources {
-		cla := &endpointv3.ClusterLoadAssignment{}
-		if err := r.UnmarshalTo(cla); err != nil {
-			s.t.Errorf("decoding a load assignment: %v", err)
-			continue
-		}
-		s.updates <- cla
-	}
-}
-
-// waitFor reads updates until one satisfies cond and returns it.
-func (s *edsStream) waitFor(what string, cond func(*endpointv3.ClusterLoadAssignment) bool) *endpointv3.ClusterLoadAssignment {
+// waitFor waits for a load assignment of the cluster that satisfies cond.
+func (s *edsStream) waitFor(what string, cond func(*endpointv3.ClusterLoadAssignment) bool) {
 	s.t.Helper()
-	timeout := time.After(2 * time.Minute)
-	var last *endpointv3.ClusterLoadAssignment
-	for {
-		select {
-		case cla := <-s.updates:
-			last = cla
-			if cond(cla) {
-				return cla
-			}
-		case <-timeout:
-			s.t.Fatalf("waiting for %s; last load assignment: %v", what, last)
-		}
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := s.w.WaitFor(c, func(r *xdsclient.Response) bool {
+		cla := r.LoadAssignment(s.cluster)
+		return cla != nil && cond(cla)
+	})
+	if err != nil {
+		s.t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -237,7 +182,7 @@ func TestExtensionServesLiveHealthAndFailoverOverEDS(t *testing.T) {
 	}
 	east := "TailscaleEndpoints/sim/east/" + net.JoinHostPort(api.IPv4.String(), fmt.Sprint(api.HTTPPort))
 	westKey := "TailscaleEndpoints/sim/west/" + net.JoinHostPort(pg.IPv4.String(), fmt.Sprint(pg.HTTPPort))
-	streams := map[string]*edsStream{"sotw": subscribeSotW(t, env.xds, cluster), "delta": subscribeDelta(t, env.xds, cluster)}
+	streams := map[string]*edsStream{"sotw": env.subscribe(t, false, cluster), "delta": env.subscribe(t, true, cluster)}
 	state := func(cla *endpointv3.ClusterLoadAssignment) (map[string]host, bool) {
 		h := hosts(cla)
 		_, e := h[east]
@@ -293,4 +238,32 @@ func TestExtensionServesLiveHealthAndFailoverOverEDS(t *testing.T) {
 		_, ok := hosts(cla)["TailscaleEndpoints/sim/south/100.64.9.9:80"]
 		return ok
 	})
+
+	// Membership through tag discovery: a TailscaleEndpoints whose tagSelectors match the
+	// api-server device (tag:web) joins with the discovered endpoint.
+	_, err = eps.Create(ctx(t), &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "tagged", Labels: web},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim",
+			TagSelectors: []v1alpha1.TagSelector{{Key: "web", Operator: v1alpha1.TagSelectorOpExists}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	discovered := "TailscaleEndpoints/sim/tagged/" + net.JoinHostPort(api.IPv4.String(), "80")
+	streams["sotw"].waitFor("a tag-discovered member", func(cla *endpointv3.ClusterLoadAssignment) bool {
+		_, ok := hosts(cla)[discovered]
+		return ok
+	})
+
+	// The server's /metrics shows the hook and xDS figures (the registry is the process's, shared
+	// with other servers of the test binary: presence, not exact counts).
+	metrics, err := env.client.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`tailscale_gateway_extension_clusters_total{result="shaped"}`,
+		`tailscale_gateway_extension_hook_duration_seconds_count{hook="PostClusterModify"}`, "tailscale_gateway_xds_streams ",
+		"tailscale_gateway_xds_load_assignment_updates_total ", "tailscale_gateway_xds_load_assignments "} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }

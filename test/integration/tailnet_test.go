@@ -38,7 +38,12 @@ func startSimEnv(t *testing.T, configure ...func(*server.Options)) *simEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
+	return startServerOn(t, sim, configure...)
+}
 
+// startServerOn starts a server (an installation of its own, with its own etcd) with a
+// TailscaleTailnet "sim" for sim.
+func startServerOn(t *testing.T, sim *tailnetsim.Tailnet, configure ...func(*server.Options)) *simEnv {
 	// Standalone credentials: <dir>/<namespace>/<name>/{client_id,client_secret}.
 	creds := t.TempDir()
 	secretDir := filepath.Join(creds, "tailscale-gateway-system", "ts-oauth")
@@ -50,18 +55,15 @@ func startSimEnv(t *testing.T, configure ...func(*server.Options)) *simEnv {
 			t.Fatal(err)
 		}
 	}
-	s := framework.Start(t, "", func(o *server.Options) {
+	s := framework.Start(t, "", append([]func(*server.Options){func(o *server.Options) {
 		o.Live.CredentialsDir = creds
 		o.Live.PollInterval = 200 * time.Millisecond
 		o.Live.APIRequestsPerSecond = -1
 		o.Live.ControlURL = sim.ControlURL()
-		for _, c := range configure {
-			c(o)
-		}
-	})
+	}}, configure...)...)
 	env := &simEnv{sim: sim, server: s, client: s.Clientset(t)}
 
-	_, err = env.client.GatewayV1alpha1().TailscaleTailnets().Create(ctx(t), &v1alpha1.TailscaleTailnet{
+	_, err := env.client.GatewayV1alpha1().TailscaleTailnets().Create(ctx(t), &v1alpha1.TailscaleTailnet{
 		ObjectMeta: metav1.ObjectMeta{Name: "sim"},
 		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), OAuthSecretName: "ts-oauth",
 			APIBaseURL: sim.APIURL(), Tags: []string{"tag:prober"}},

@@ -88,6 +88,7 @@ type apiServer struct {
 	tokens      map[string]time.Time
 	virtual     []nodeInfo
 	online      map[string]onlineOverride // by hostname
+	tags        map[string][]string       // tags set through the API, by hostname
 	services    map[string]*apiService
 	nextSvcIP   int
 	hosts       map[string]map[string]*serviceHost // service -> hostname -> host
@@ -129,6 +130,7 @@ func newAPIServer(tailnet, clientID, clientSecret, apiKey, authKey string, token
 		randHex:      randHex,
 		tokens:       map[string]time.Time{},
 		online:       map[string]onlineOverride{},
+		tags:         map[string][]string{},
 		services:     map[string]*apiService{},
 		hosts:        map[string]map[string]*serviceHost{},
 		keys:         map[string]*keyJSON{},
@@ -138,6 +140,7 @@ func newAPIServer(tailnet, clientID, clientSecret, apiKey, authKey string, token
 	m.HandleFunc("POST "+tokenPath, a.handleToken)
 	m.HandleFunc("GET /api/v2/tailnet/{tailnet}/devices", a.tailnetScoped(a.handleListDevices))
 	m.HandleFunc("GET /api/v2/device/{deviceId}", a.handleGetDevice)
+	m.HandleFunc("POST /api/v2/device/{deviceId}/tags", a.handleSetDeviceTags)
 	m.HandleFunc("GET /api/v2/tailnet/{tailnet}/keys", a.tailnetScoped(a.handleListKeys))
 	m.HandleFunc("POST /api/v2/tailnet/{tailnet}/keys", a.tailnetScoped(a.handleCreateKey))
 	m.HandleFunc("GET /api/v2/tailnet/{tailnet}/keys/{keyId}", a.tailnetScoped(a.handleGetKey))
@@ -453,7 +456,7 @@ func (a *apiServer) deviceJSON(n nodeInfo, all bool) apiDevice {
 		IsEphemeral:        n.ephemeral,
 		MachineKey:         node.Machine.String(),
 		NodeKey:            node.Key.String(),
-		Tags:               slices.Clone(node.Tags),
+		Tags:               a.deviceTags(hi.Hostname(), node.Tags),
 	}
 	if len(d.Tags) > 0 {
 		d.User = "tagged-devices"
@@ -530,6 +533,48 @@ func (a *apiServer) setOnline(hostname string, online *bool) {
 		return
 	}
 	a.online[hostname] = onlineOverride{online: *online, since: a.now()}
+}
+
+// deviceTags are the tags set through the API for hostname, else the node's own.
+func (a *apiServer) deviceTags(hostname string, own []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, ok := a.tags[hostname]; ok {
+		return slices.Clone(t)
+	}
+	return slices.Clone(own)
+}
+
+// setTags sets the tags the API reports for hostname.
+func (a *apiServer) setTags(hostname string, tags []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tags[hostname] = slices.Clone(tags)
+}
+
+// handleSetDeviceTags is POST /api/v2/device/{deviceId}/tags {"tags": [...]}. The API reports
+// the new tags; the node's own (its netmap) keep what it advertised.
+func (a *apiServer) handleSetDeviceTags(w http.ResponseWriter, r *http.Request) {
+	n, ok := a.findNode(r.PathValue("deviceId"))
+	if !ok {
+		writeAPIError(w, http.StatusNotFound, "device not found")
+		return
+	}
+	var body struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+		writeAPIError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return
+	}
+	for _, t := range body.Tags {
+		if !tagRE.MatchString(t) {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("invalid tag %q", t))
+			return
+		}
+	}
+	a.setTags(n.node.Hostinfo.Hostname(), body.Tags)
+	w.WriteHeader(http.StatusOK)
 }
 
 // addVirtual adds a device that exists only in the API.
@@ -770,7 +815,16 @@ func (a *apiServer) handlePutService(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if old, ok := a.services[name]; ok {
-		// Addresses are fixed once allocated; the v6 one cannot be chosen.
+		// As the real API does, an update must carry the addresses allocated at creation
+		// (Get before PUT): without them the PUT fails, and they cannot be changed.
+		if len(in.Addrs) == 0 {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("service %s exists: addrs must be given (its current addresses %v)", name, old.Addrs))
+			return
+		}
+		if !slices.Equal(in.Addrs, old.Addrs) && !(len(in.Addrs) == 1 && in.Addrs[0] == old.Addrs[0]) {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("addrs of service %s cannot be changed from %v", name, old.Addrs))
+			return
+		}
 		in.Addrs = old.Addrs
 	} else {
 		addrs, err := a.allocServiceAddrsLocked(in.Addrs)

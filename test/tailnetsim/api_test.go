@@ -315,9 +315,18 @@ func TestAPIServices(t *testing.T) {
 		t.Fatalf("Get = %+v, want %+v", *got, want)
 	}
 
-	// Updating keeps the allocated addresses.
+	// Updating without the allocated addresses fails, as in the real API; with them (Get
+	// before PUT) it keeps them.
 	web.Comment = "updated"
 	web.Ports = []string{"tcp:8443"}
+	if err := svcs.CreateOrUpdate(ctx, web); apiStatus(err) != 400 {
+		t.Fatalf("PUT of an existing service without addrs = %v, want 400", err)
+	}
+	web.Addrs = []string{"100.100.200.200"}
+	if err := svcs.CreateOrUpdate(ctx, web); apiStatus(err) != 400 {
+		t.Fatalf("PUT changing the addrs of an existing service = %v, want 400", err)
+	}
+	web.Addrs = got.Addrs
 	if err := svcs.CreateOrUpdate(ctx, web); err != nil {
 		t.Fatal(err)
 	}

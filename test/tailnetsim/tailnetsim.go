@@ -8,13 +8,14 @@
 //	POST   /api/v2/oauth/token                       client_credentials (form or basic auth)
 //	GET    /api/v2/tailnet/{tailnet}/devices         ?fields=all adds routes and clientConnectivity
 //	GET    /api/v2/device/{deviceId}                 id or nodeId
+//	POST   /api/v2/device/{deviceId}/tags            {"tags": [...]}: the tags the API reports
 //	GET    /api/v2/tailnet/{tailnet}/keys            list auth keys
 //	POST   /api/v2/tailnet/{tailnet}/keys            mint an auth key the control server accepts
 //	GET    /api/v2/tailnet/{tailnet}/keys/{keyId}
 //	DELETE /api/v2/tailnet/{tailnet}/keys/{keyId}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services                  {"vipServices": [...]}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}
-//	PUT    /api/v2/tailnet/{tailnet}/vip-services/{name}           create or update
+//	PUT    /api/v2/tailnet/{tailnet}/vip-services/{name}           create or update (an update must carry the allocated addrs)
 //	DELETE /api/v2/tailnet/{tailnet}/vip-services/{name}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}/devices   {"devices": [{stableNodeID, hostname, approvalLevel, configured}]}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}/device/{deviceId}/approved   {"approved", "autoApproved"}
@@ -445,6 +446,10 @@ func (t *Tailnet) AddVirtualDevice(hostname string, tags ...string) (Device, err
 	}
 	return t.virtualDevice(t.api.addVirtual(hostname, tags, t.opts.MagicDNSSuffix)), nil
 }
+
+// SetDeviceTags sets the tags the fake API reports for hostname, as
+// POST /api/v2/device/{id}/tags does (the tsnet node keeps its own).
+func (t *Tailnet) SetDeviceTags(hostname string, tags ...string) { t.api.setTags(hostname, tags) }
 
 // SetServiceHost records whether hostname advertises (hosts) the Tailscale
 // Service svc, as listed by GET .../services/{svc}/devices.

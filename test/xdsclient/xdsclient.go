@@ -1,6 +1,6 @@
-// Package xdsclient is a small state-of-the-world ADS client for tests: it dials an xDS server
-// (plaintext or TLS), subscribes to one resource type per stream, ACKs every response and hands the
-// decoded resources to the test. It reads Envoy Gateway's xDS in test/envoygateway and is meant for
+// Package xdsclient is a small ADS client for tests, state-of-the-world and incremental: it dials
+// an xDS server (plaintext or TLS), subscribes to one resource type per stream, ACKs every
+// response and hands the decoded resources to the test. It reads Envoy Gateway's xDS in test/envoygateway and is meant for
 // the project's own EDS server too.
 package xdsclient
 
@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 
@@ -19,6 +20,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -89,6 +91,8 @@ type Response struct {
 	VersionInfo string
 	TypeURL     string
 	Nonce       string
+	// Removed are the names a delta response removed (DeltaWatch only).
+	Removed []string
 	// Resources are the decoded resources in the order the server sent them. Nested Any fields
 	// (typed configs) stay packed; unpack them with anypb when a test needs them.
 	Resources []proto.Message
@@ -165,14 +169,39 @@ type Watch struct {
 	done chan struct{}
 }
 
-// Watch opens an ADS stream and subscribes to typeURL; names empty means every resource of the
-// type (a wildcard subscription). The stream lives until ctx ends or Stop is called.
+// Watch opens a state-of-the-world ADS stream and subscribes to typeURL; names empty means every
+// resource of the type (a wildcard subscription). The stream lives until ctx ends or Stop is
+// called.
+//
+// A server built on go-control-plane's snapshot cache in ADS mode (Envoy Gateway's, for one)
+// answers a named SotW subscription only when it names every resource of the type in the
+// snapshot; subscribe by wildcard there, or use DeltaWatch as Envoy Gateway's Envoys do.
 func (c *Client) Watch(ctx context.Context, typeURL string, names ...string) (*Watch, error) {
+	return c.watchSotW(ctx, typeURL, names, func(ctx context.Context) (sotwStream, error) {
+		return discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	})
+}
+
+// EndpointsWatch subscribes to load assignments over the EndpointDiscoveryService, the stream
+// Envoy opens for an EDS config source of api_type GRPC (rather than ADS).
+func (c *Client) EndpointsWatch(ctx context.Context, names ...string) (*Watch, error) {
+	return c.watchSotW(ctx, EndpointType, names, func(ctx context.Context) (sotwStream, error) {
+		return endpointservice.NewEndpointDiscoveryServiceClient(c.conn).StreamEndpoints(ctx, grpc.WaitForReady(true))
+	})
+}
+
+// sotwStream is a state-of-the-world discovery stream: ADS or one of the per-type services.
+type sotwStream interface {
+	Send(*discoveryv3.DiscoveryRequest) error
+	Recv() (*discoveryv3.DiscoveryResponse, error)
+}
+
+func (c *Client) watchSotW(ctx context.Context, typeURL string, names []string, open func(context.Context) (sotwStream, error)) (*Watch, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	stream, err := open(ctx)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("opening an ADS stream: %w", err)
+		return nil, fmt.Errorf("opening a %s stream: %w", typeURL, err)
 	}
 	req := &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, ResourceNames: slices.Clone(names)}
 	if err := stream.Send(req); err != nil {
@@ -180,38 +209,91 @@ func (c *Client) Watch(ctx context.Context, typeURL string, names ...string) (*W
 		return nil, fmt.Errorf("subscribing to %s: %w", typeURL, err)
 	}
 	w := &Watch{typeURL: typeURL, cancel: cancel, updates: make(chan *Response, 1), done: make(chan struct{})}
-	go w.run(stream, names)
-	return w, nil
-}
-
-func (w *Watch) run(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, names []string) {
-	defer close(w.done)
-	for {
+	go w.run(func(last *Response) (*Response, error) {
 		resp, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = errors.New("the server closed the stream")
-			}
-			w.fail(err)
-			return
+			return nil, streamErr(err)
 		}
 		r, err := decode(resp)
 		ack := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(),
 			ResourceNames: slices.Clone(names), VersionInfo: resp.GetVersionInfo()}
 		if err != nil {
 			// NACK: keep the previously accepted version, as Envoy would.
-			w.mu.Lock()
 			ack.VersionInfo = ""
-			if w.last != nil {
-				ack.VersionInfo = w.last.VersionInfo
+			if last != nil {
+				ack.VersionInfo = last.VersionInfo
 			}
-			w.mu.Unlock()
 			ack.ErrorDetail = status.New(codes.InvalidArgument, err.Error()).Proto()
 		}
 		if sendErr := stream.Send(ack); sendErr != nil {
-			w.fail(fmt.Errorf("acknowledging version %q: %w", resp.GetVersionInfo(), sendErr))
-			return
+			return nil, fmt.Errorf("acknowledging version %q: %w", resp.GetVersionInfo(), sendErr)
 		}
+		return r, err
+	})
+	return w, nil
+}
+
+// DeltaWatch opens an incremental (delta) ADS stream, as Envoy Gateway's Envoys use, and
+// subscribes to names of typeURL (none: a wildcard subscription). Each Response holds the whole
+// current state (every resource received and not removed, sorted by name), VersionInfo is the
+// response's system_version_info, and Removed lists what that response removed.
+func (c *Client) DeltaWatch(ctx context.Context, typeURL string, names ...string) (*Watch, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).DeltaAggregatedResources(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("opening a delta ADS stream: %w", err)
+	}
+	req := &discoveryv3.DeltaDiscoveryRequest{Node: c.node, TypeUrl: typeURL, ResourceNamesSubscribe: slices.Clone(names)}
+	if err := stream.Send(req); err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscribing to %s: %w", typeURL, err)
+	}
+	w := &Watch{typeURL: typeURL, cancel: cancel, updates: make(chan *Response, 1), done: make(chan struct{})}
+	state := map[string]proto.Message{}
+	go w.run(func(*Response) (*Response, error) {
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, streamErr(err)
+		}
+		next := maps.Clone(state)
+		for _, name := range resp.GetRemovedResources() {
+			delete(next, name)
+		}
+		for _, res := range resp.GetResources() {
+			m, decodeErr := anypb.UnmarshalNew(res.GetResource(), proto.UnmarshalOptions{})
+			if decodeErr != nil {
+				err = fmt.Errorf("decoding %s (%s) of version %q: %w", res.GetName(), res.GetResource().GetTypeUrl(), resp.GetSystemVersionInfo(), decodeErr)
+				break
+			}
+			next[res.GetName()] = m
+		}
+		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		if err != nil {
+			ack.ErrorDetail = status.New(codes.InvalidArgument, err.Error()).Proto()
+		}
+		if sendErr := stream.Send(ack); sendErr != nil {
+			return nil, fmt.Errorf("acknowledging nonce %q: %w", resp.GetNonce(), sendErr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		state = next
+		r := &Response{VersionInfo: resp.GetSystemVersionInfo(), TypeURL: resp.GetTypeUrl(), Nonce: resp.GetNonce(),
+			Removed: slices.Clone(resp.GetRemovedResources())}
+		for _, name := range slices.Sorted(maps.Keys(state)) {
+			r.Resources = append(r.Resources, state[name])
+		}
+		return r, nil
+	})
+	return w, nil
+}
+
+// run delivers what next returns until it fails.
+func (w *Watch) run(next func(last *Response) (*Response, error)) {
+	defer close(w.done)
+	for {
+		r, err := next(w.Latest())
 		if err != nil {
 			w.fail(err)
 			return
@@ -226,6 +308,13 @@ func (w *Watch) run(stream discoveryv3.AggregatedDiscoveryService_StreamAggregat
 		}
 		w.updates <- r
 	}
+}
+
+func streamErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("the server closed the stream")
+	}
+	return err
 }
 
 func (w *Watch) fail(err error) {

@@ -62,18 +62,25 @@ func snapshot(t *testing.T, version string, endpoints ...string) *cachev3.Snapsh
 	return s
 }
 
-func TestFetchAndWatch(t *testing.T) {
+// start serves snapshot version 1 (one endpoint) to node-1 and returns a client of node-1.
+func start(t *testing.T) (context.Context, *xdsclient.Client, cachev3.SnapshotCache) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	addr, cache := serve(t)
 	c, err := xdsclient.Dial(addr, xdsclient.Options{NodeID: "node-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	if err := cache.SetSnapshot(ctx, "node-1", snapshot(t, "1", "100.64.0.1")); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, c, cache
+}
+
+func TestFetchAndWatch(t *testing.T) {
+	ctx, c, cache := start(t)
 
 	clusters, err := c.FetchClusters(ctx, nil)
 	if err != nil {
@@ -111,5 +118,40 @@ func TestFetchAndWatch(t *testing.T) {
 	defer cancelShort()
 	if _, err := w.WaitForVersion(short, "3"); err == nil {
 		t.Fatal("waiting for a version never published succeeded")
+	}
+}
+
+func TestDeltaWatch(t *testing.T) {
+	ctx, c, cache := start(t)
+	w, err := c.DeltaWatch(ctx, xdsclient.EndpointType, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	first, err := w.WaitFor(ctx, func(r *xdsclient.Response) bool { return r.LoadAssignment("backend") != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(first.LoadAssignment("backend").GetEndpoints()[0].GetLbEndpoints()); n != 1 {
+		t.Fatalf("first delta has %d endpoints, want 1", n)
+	}
+	if err := cache.SetSnapshot(ctx, "node-1", snapshot(t, "2", "100.64.0.1", "100.64.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WaitFor(ctx, func(r *xdsclient.Response) bool {
+		la := r.LoadAssignment("backend")
+		return la != nil && len(la.GetEndpoints()[0].GetLbEndpoints()) == 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wildcard delta CDS.
+	cds, err := c.DeltaWatch(ctx, xdsclient.ClusterType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cds.Stop()
+	if _, err := cds.WaitFor(ctx, func(r *xdsclient.Response) bool { return r.Cluster("backend") != nil }); err != nil {
+		t.Fatal(err)
 	}
 }

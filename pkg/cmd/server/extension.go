@@ -21,12 +21,15 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/hook"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
 )
 
 // Endpoint modes of the extension's EDS: which address Envoy dials for a tailnet endpoint.
 const (
 	// EndpointModeDirect dials the tailnet address itself.
 	EndpointModeDirect = "direct"
+	// EndpointModeProxy dials the endpoint's egress listener on tailscale-gateway-proxy.
+	EndpointModeProxy = "proxy"
 )
 
 // ExtensionOptions configure the Envoy Gateway extension server and the xDS server it points
@@ -40,8 +43,10 @@ type ExtensionOptions struct {
 	// XDSAdvertiseAddress is the host:port at which Envoy reaches the xDS server; empty means
 	// the address the xDS server listens on.
 	XDSAdvertiseAddress string
-	// EndpointMode is the address Envoy dials for tailnet endpoints (direct).
+	// EndpointMode is the address Envoy dials for tailnet endpoints (direct or proxy).
 	EndpointMode string
+	// ProxyAddress is the IP address of tailscale-gateway-proxy's egress listeners (proxy mode).
+	ProxyAddress string
 	// HookListener and XDSListener, when set, are used instead of listening on the bind
 	// addresses (tests pass listeners on port 0).
 	HookListener, XDSListener net.Listener
@@ -60,7 +65,10 @@ func (o *ExtensionOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.XDSAdvertiseAddress, "xds-advertise-address", o.XDSAdvertiseAddress,
 		"host:port at which Envoy reaches the xDS server, e.g. tailscale-gateway-apiserver.tailscale-gateway-system.svc:18001 (default: the address it listens on).")
 	fs.StringVar(&o.EndpointMode, "extension-endpoint-mode", o.EndpointMode,
-		"Address Envoy dials for tailnet endpoints: direct (the tailnet address; Envoy's nodes must route 100.64.0.0/10).")
+		"Address Envoy dials for tailnet endpoints: direct (the tailnet address; Envoy's nodes must route 100.64.0.0/10) "+
+			"or proxy (the endpoint's egress listener on tailscale-gateway-proxy at --extension-proxy-address).")
+	fs.StringVar(&o.ProxyAddress, "extension-proxy-address", o.ProxyAddress,
+		"IP address of tailscale-gateway-proxy's egress listeners, for --extension-endpoint-mode=proxy (e.g. 127.0.0.1, or the proxy Service's cluster IP).")
 }
 
 // Validate checks the options.
@@ -69,8 +77,14 @@ func (o *ExtensionOptions) Validate() []error {
 		return nil
 	}
 	var errs []error
-	if o.EndpointMode != EndpointModeDirect {
-		errs = append(errs, fmt.Errorf("--extension-endpoint-mode: %q is not one of [%s]", o.EndpointMode, EndpointModeDirect))
+	switch o.EndpointMode {
+	case EndpointModeDirect:
+	case EndpointModeProxy:
+		if net.ParseIP(o.ProxyAddress) == nil {
+			errs = append(errs, fmt.Errorf("--extension-proxy-address: %q is not an IP address (Envoy's EDS hosts are IPs)", o.ProxyAddress))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--extension-endpoint-mode: %q is not one of [%s %s]", o.EndpointMode, EndpointModeDirect, EndpointModeProxy))
 	}
 	if o.XDSAdvertiseAddress != "" {
 		if _, _, err := net.SplitHostPort(o.XDSAdvertiseAddress); err != nil {
@@ -114,6 +128,9 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 	}
 
 	edsOpts := eds.Options{Addresser: eds.Direct{}, VersionPrefix: versionPrefix()}
+	if o.EndpointMode == EndpointModeProxy {
+		edsOpts.Addresser = &plan.EgressAddresser{Host: o.ProxyAddress}
+	}
 	hookOpts := hook.Options{XDSAddress: advertise, Gateways: factory.Gateway().V1alpha1().TailscaleGateways().Lister(), Defaulter: scheme}
 	if core != nil {
 		gw, err := gwclient.NewForConfig(core)

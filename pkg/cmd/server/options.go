@@ -55,6 +55,8 @@ type Options struct {
 	Extension *ExtensionOptions
 	// Collector supplies live status; when nil and Live is enabled, one is built from Live.
 	Collector livestatus.Collector
+	// Controllers configure the controllers that change the tailnet (controllers.go).
+	Controllers *ControllerOptions
 
 	etcd *embeddedetcd.Server
 	pki  *localpki.Files
@@ -65,9 +67,10 @@ func NewOptions() *Options {
 	o := &Options{
 		RecommendedOptions: genericoptions.NewRecommendedOptions(etcdPathPrefix,
 			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion)),
-		DataDir:   "_output/local",
-		Live:      NewLiveStatusOptions(),
-		Extension: NewExtensionOptions(),
+		DataDir:     "_output/local",
+		Live:        NewLiveStatusOptions(),
+		Extension:   NewExtensionOptions(),
+		Controllers: NewControllerOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -83,6 +86,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the standalone server's etcd data, certificates and kubeconfig.")
 	o.Live.AddFlags(fs)
 	o.Extension.AddFlags(fs)
+	o.Controllers.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -216,6 +220,9 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	cfg.Overlays = r.overlays()
+	if r.controllers, err = r.newControllers(o, cfg.GenericConfig.ClientConfig); err != nil {
+		return err
+	}
 	server, err := cfg.Complete().New()
 	if err != nil {
 		return err

@@ -29,6 +29,8 @@ type runners struct {
 	collector livestatus.Collector
 	writer    *statuswriter.Writer
 	extension *extension
+	// controllers change the tailnet (controllers.go); nil when off.
+	controllers *controllers
 }
 
 // newRunners builds the runners on the loopback client of loopback. collector may be nil (no
@@ -76,6 +78,9 @@ func (r *runners) install(server *genericapiserver.GenericAPIServer) error {
 			r.factory.Start(hook.Done())
 			go r.collector.Run(hook)
 			go r.writer.Run(hook, 2)
+			if r.controllers != nil {
+				go r.controllers.run(hook)
+			}
 			r.factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
 			return nil
 		})

@@ -140,7 +140,7 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify li
 	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced}
 
 	c.tailnets.Subscribe(func(ch tailnet.Change) {
-		if len(ch.Online) > 0 || len(ch.Added) > 0 || len(ch.Removed) > 0 || ch.ServicesChanged || ch.SyncChanged || ch.TailnetRemoved {
+		if len(ch.Online) > 0 || len(ch.Added) > 0 || len(ch.Removed) > 0 || ch.TagsChanged || ch.ServicesChanged || ch.SyncChanged || ch.TailnetRemoved {
 			klog.V(2).InfoS("Tailnet changed", "tailnet", ch.Name, "onlineFlips", len(ch.Online), "synced", ch.Snapshot.Status.Synced)
 			notify.TailnetChanged()
 		}
@@ -209,6 +209,14 @@ func (c *Collector) Probe(key string) (livestatus.Probe, bool) {
 	}
 	return livestatus.Probe{Status: string(r.Status), LastChecked: r.LastChecked, Latency: r.Latency, Error: r.Error}, true
 }
+
+// Resolve maps a TailscaleTailnet name or tailnet domain to the name of the TailscaleTailnet
+// polled for it, from memory.
+func (c *Collector) Resolve(ref string) (string, bool) { return c.resolve(ref) }
+
+// Cache is the per-tailnet cache the collector polls: the controllers share its clients, rate
+// limits and snapshots.
+func (c *Collector) Cache() *tailnet.Cache { return c.tailnets }
 
 // mintKey creates an ephemeral, preauthorized auth key carrying the TailscaleTailnet's tags.
 func (c *Collector) mintKey(ctx context.Context, name string) (string, error) {

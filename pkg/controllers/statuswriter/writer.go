@@ -310,9 +310,13 @@ func (s endpointsSelector) SelectEndpoints(namespace string, selector labels.Sel
 	out := make([]livestatus.SelectedEndpoints, 0, len(items))
 	for _, e := range items {
 		sel := livestatus.SelectedEndpoints{Name: e.Name, Namespace: e.Namespace, Tailnet: e.Spec.Tailnet, Labels: e.Labels,
-			Total: int32(len(e.Spec.Endpoints)), Healthy: e.Status.HealthyEndpoints}
+			Total: max(int32(len(e.Spec.Endpoints)), e.Status.TotalEndpoints), Healthy: e.Status.HealthyEndpoints}
 		for _, ep := range e.Spec.Endpoints {
 			sel.Machines = append(sel.Machines, strings.TrimSuffix(ep.TailscaleFQDN, "."))
+		}
+		// Endpoints discovered by tag are in status only (after the declared ones).
+		for _, st := range e.Status.Endpoints[min(len(e.Spec.Endpoints), len(e.Status.Endpoints)):] {
+			sel.Machines = append(sel.Machines, st.Name)
 		}
 		out = append(out, sel)
 	}

@@ -58,4 +58,3 @@ func BenchmarkServerMemory(b *testing.B) {
 		b.StartTimer()
 	}
 }
-

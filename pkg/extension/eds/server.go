@@ -80,6 +80,7 @@ func New(factory informers.SharedInformerFactory, opts Options) *Server {
 	if opts.Addresser == nil {
 		opts.Addresser = Direct{}
 	}
+	registerMetrics()
 	gw := factory.Gateway().V1alpha1()
 	s := &Server{
 		cache:      cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(opts.VersionPrefix), cachev3.WithLogger(klogAdapter{})),
@@ -208,6 +209,8 @@ func (s *Server) clusters() map[string][]backends.Ref {
 
 // rebuild computes every load assignment and publishes those that changed.
 func (s *Server) rebuild() {
+	start := time.Now()
+	defer func() { rebuildDuration.Observe(time.Since(start).Seconds()) }()
 	clusters := s.clusters()
 	update := map[string]cachetypes.Resource{}
 	var remove []string
@@ -226,7 +229,9 @@ func (s *Server) rebuild() {
 			remove = append(remove, name)
 		}
 	}
+	published := len(s.published)
 	s.mu.Unlock()
+	loadAssignmentsGauge.Set(float64(published))
 	if len(update) == 0 && len(remove) == 0 {
 		return
 	}
@@ -234,31 +239,25 @@ func (s *Server) rebuild() {
 		utilruntime.HandleError(fmt.Errorf("publishing load assignments: %w", err))
 		return
 	}
+	pushesTotal.Add(float64(len(update)))
 	klog.V(2).InfoS("Published load assignments", "updated", len(update), "removed", len(remove), "clusters", len(clusters))
 }
 
 // Serve serves EDS and ADS (SotW and delta) and gRPC health on l until ctx is done.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	callbacks := serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
-			s.streams.Add(1)
-			klog.V(2).InfoS("xDS stream opened", "stream", id, "type", typeURL)
-			return nil
-		},
-		StreamClosedFunc: func(id int64, node *corev3.Node) {
-			s.streams.Add(-1)
-			klog.V(2).InfoS("xDS stream closed", "stream", id, "node", node.GetId())
-		},
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
-			s.streams.Add(1)
-			klog.V(2).InfoS("Delta xDS stream opened", "stream", id, "type", typeURL)
-			return nil
-		},
-		DeltaStreamClosedFunc: func(id int64, node *corev3.Node) {
-			s.streams.Add(-1)
-			klog.V(2).InfoS("Delta xDS stream closed", "stream", id, "node", node.GetId())
-		},
+	opened := func(_ context.Context, id int64, typeURL string) error {
+		s.streams.Add(1)
+		streamsGauge.Inc()
+		klog.V(2).InfoS("xDS stream opened", "stream", id, "type", typeURL)
+		return nil
 	}
+	closed := func(id int64, node *corev3.Node) {
+		s.streams.Add(-1)
+		streamsGauge.Dec()
+		klog.V(2).InfoS("xDS stream closed", "stream", id, "node", node.GetId())
+	}
+	callbacks := serverv3.CallbackFuncs{StreamOpenFunc: opened, StreamClosedFunc: closed,
+		DeltaStreamOpenFunc: opened, DeltaStreamClosedFunc: closed}
 	xds := serverv3.NewServer(ctx, s.cache, callbacks)
 	srv := grpcserve.NewServer(grpc.MaxConcurrentStreams(1 << 20))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, xds)

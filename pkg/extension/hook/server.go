@@ -71,6 +71,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	registerMetrics()
 	return &Server{opts: opts, xdsCluster: c}, nil
 }
 
@@ -79,16 +80,18 @@ func New(opts Options) (*Server, error) {
 // (without endpoints) and is reported; it never fails the call, which would stop Envoy Gateway
 // from publishing any change (failOpen: false) or publish an empty cluster (failOpen: true).
 func (s *Server) PostClusterModify(_ context.Context, req *pb.PostClusterModifyRequest) (*pb.PostClusterModifyResponse, error) {
+	defer observe("PostClusterModify", time.Now())
 	cluster := req.GetCluster()
 	if cluster == nil {
 		return &pb.PostClusterModifyResponse{}, nil
 	}
 	var objs []backends.Object
-	var bad bool
+	var bad, foreign bool
 	for _, r := range req.GetPostClusterContext().GetBackendExtensionResources() {
 		obj, err := backends.Decode(r.GetUnstructuredBytes(), s.opts.Defaulter)
 		switch {
 		case errors.Is(err, backends.ErrForeign):
+			foreign = true
 			klog.V(4).InfoS("Ignoring a backend resource of another kind", "cluster", cluster.Name, "reason", err)
 		case err != nil:
 			bad = true
@@ -98,9 +101,18 @@ func (s *Server) PostClusterModify(_ context.Context, req *pb.PostClusterModifyR
 			objs = append(objs, obj)
 		}
 	}
+	switch {
+	case bad:
+		clustersTotal.WithLabelValues(resultInvalid).Inc()
+	case len(objs) == 0 && foreign:
+		clustersTotal.WithLabelValues(resultForeign).Inc()
+	case len(objs) == 0:
+		clustersTotal.WithLabelValues(resultNoBackend).Inc()
+	}
 	if bad || len(objs) == 0 {
 		return &pb.PostClusterModifyResponse{Cluster: cluster}, nil
 	}
+	clustersTotal.WithLabelValues(resultShaped).Inc()
 
 	refs, settings := s.resolve(cluster.Name, objs)
 	s.opts.Registrar.Register(cluster.Name, refs)
@@ -190,6 +202,7 @@ func (s *Server) warn(raw []byte, err error) {
 // PostTranslateModify adds the cluster of this project's xDS server to every translation that
 // holds a cluster fed by it, and returns everything else unchanged.
 func (s *Server) PostTranslateModify(_ context.Context, req *pb.PostTranslateModifyRequest) (*pb.PostTranslateModifyResponse, error) {
+	defer observe("PostTranslateModify", time.Now())
 	clusters := req.GetClusters()
 	needed, present := false, false
 	for _, c := range clusters {
@@ -211,10 +224,35 @@ func (s *Server) PostTranslateModify(_ context.Context, req *pb.PostTranslateMod
 		Listeners: req.GetListeners(), Routes: req.GetRoutes()}, nil
 }
 
-// PostRouteModify returns the route unchanged: the hook is not needed (configured by mistake,
-// it must not stop translation).
+func observe(hook string, start time.Time) {
+	hookDuration.WithLabelValues(hook).Observe(time.Since(start).Seconds())
+}
+
+// PostRouteModify gives routes to our backends the egress timeout and retries of the
+// TailscaleGateway of their Gateway (routeGeneration.egress of the backends' tailnet), where the
+// route has none of its own; every other route is returned unchanged.
 func (s *Server) PostRouteModify(_ context.Context, req *pb.PostRouteModifyRequest) (*pb.PostRouteModifyResponse, error) {
-	return &pb.PostRouteModifyResponse{Route: req.GetRoute()}, nil
+	defer observe("PostRouteModify", time.Now())
+	route := req.GetRoute()
+	var objs []backends.Object
+	for _, r := range req.GetPostRouteContext().GetExtensionResources() {
+		if obj, err := backends.Decode(r.GetUnstructuredBytes(), s.opts.Defaulter); err == nil {
+			objs = append(objs, obj)
+		}
+	}
+	rule, ok := ruleOf(route)
+	if len(objs) == 0 || !ok || s.opts.Routes == nil {
+		return &pb.PostRouteModifyResponse{Route: route}, nil
+	}
+	httpRoute, err := s.opts.Routes.HTTPRoutes(rule.Namespace).Get(rule.Name)
+	if err != nil {
+		return &pb.PostRouteModifyResponse{Route: route}, nil
+	}
+	gw := s.gatewayOf(httpRoute)
+	if gw == nil {
+		return &pb.PostRouteModifyResponse{Route: route}, nil
+	}
+	return &pb.PostRouteModifyResponse{Route: ShapeRoute(route, egressConfig(gw, objs))}, nil
 }
 
 // PostVirtualHostModify returns the virtual host unchanged.

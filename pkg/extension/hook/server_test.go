@@ -9,8 +9,14 @@ import (
 	pb "github.com/envoyproxy/gateway/proto/extension"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,18 +36,30 @@ import (
 
 const clusterName = "httproute/web/route/rule/0"
 
-// egCluster is the cluster Envoy Gateway v1.9 builds for a rule of custom backends: EDS from
-// its own ADS, without endpoints of its own.
+// egCluster is the cluster Envoy Gateway v1.9.1 builds for a rule of custom backends (as
+// test/envoygateway records it): EDS from its own ADS without endpoints of its own, a typed
+// least-request policy with locality weights, the route in its metadata.
 func egCluster() *clusterv3.Cluster {
+	leastRequest, err := anypb.New(&leastrequestv3.LeastRequest{LocalityLbConfig: &commonv3.LocalityLbConfig{
+		LocalityConfigSpecifier: &commonv3.LocalityLbConfig_LocalityWeightedLbConfig_{LocalityWeightedLbConfig: &commonv3.LocalityLbConfig_LocalityWeightedLbConfig{}}}})
+	if err != nil {
+		panic(err)
+	}
+	route, _ := structpb.NewStruct(map[string]any{"resources": []any{map[string]any{"kind": "HTTPRoute", "name": "route", "namespace": "web"}}})
 	return &clusterv3.Cluster{
 		Name:                 clusterName,
 		ConnectTimeout:       durationpb.New(10 * time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{ServiceName: clusterName, EdsConfig: &corev3.ConfigSource{
 			ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}},
-		LbPolicy:        clusterv3.Cluster_LEAST_REQUEST,
-		CommonLbConfig:  &clusterv3.Cluster_CommonLbConfig{},
-		DnsLookupFamily: clusterv3.Cluster_V4_PREFERRED,
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(32768),
+		CircuitBreakers:               &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(1024)}}},
+		DnsLookupFamily:               clusterv3.Cluster_V4_PREFERRED,
+		CommonLbConfig:                &clusterv3.Cluster_CommonLbConfig{},
+		Metadata:                      &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy-gateway": route}},
+		IgnoreHealthOnHostRemoval:     true,
+		LoadBalancingPolicy: &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.least_request", TypedConfig: leastRequest}}}},
 	}
 }
 
@@ -267,5 +285,46 @@ func TestXDSClusterOfAnIPAddressIsStatic(t *testing.T) {
 		if _, err := XDSCluster(bad); err == nil {
 			t.Errorf("XDSCluster(%q): no error", bad)
 		}
+	}
+}
+
+func TestPostRouteModifyAppliesEgressConfig(t *testing.T) {
+	f := newFixture(t)
+	f.routes.Add(route(1))
+	f.gateways.Add(&v1alpha1.TailscaleGateway{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "tsgw"},
+		Spec: v1alpha1.TailscaleGatewaySpec{GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "eg"}, Tailnets: []v1alpha1.TailnetConfiguration{
+			{Name: "other", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "other"}, RouteGeneration: &v1alpha1.RouteGenerationConfig{
+				Egress: &v1alpha1.EgressRouteConfig{Enabled: true, Timeout: &metav1.Duration{Duration: time.Minute}}}},
+			{Name: "main", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "main"}, RouteGeneration: &v1alpha1.RouteGenerationConfig{
+				Egress: &v1alpha1.EgressRouteConfig{Enabled: true, Timeout: &metav1.Duration{Duration: 15 * time.Second},
+					RetryPolicy: &v1alpha1.RetryPolicy{NumRetries: ptr.To[int32](3), PerTryTimeout: &metav1.Duration{Duration: 5 * time.Second},
+						BackoffBaseInterval: &metav1.Duration{Duration: 100 * time.Millisecond}, BackoffMaxInterval: &metav1.Duration{Duration: time.Second}}}}},
+		}}})
+	call := func(r *routev3.Route, resources ...[]byte) *routev3.Route {
+		req := &pb.PostRouteModifyRequest{Route: r, PostRouteContext: &pb.PostRouteExtensionContext{}}
+		for _, raw := range resources {
+			req.PostRouteContext.ExtensionResources = append(req.PostRouteContext.ExtensionResources, &pb.ExtensionResource{UnstructuredBytes: raw})
+		}
+		resp, err := f.server.PostRouteModify(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Route
+	}
+	xdsRoute := func() *routev3.Route {
+		return &routev3.Route{Name: "httproute/web/route/rule/0/match/0/www_example_com",
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: clusterName}}}}
+	}
+	golden.Assert(t, "route-egress", call(xdsRoute(), endpointsJSON(t, "web-east")))
+
+	// A timeout of the route's own (an HTTPRoute timeouts field) wins.
+	own := xdsRoute()
+	own.GetRoute().Timeout = durationpb.New(2 * time.Second)
+	if got := call(own, endpointsJSON(t, "web-east")).GetRoute().GetTimeout().AsDuration(); got != 2*time.Second {
+		t.Errorf("timeout %v, want the route's own 2s", got)
+	}
+	// Routes without our backends are untouched.
+	if got := call(xdsRoute()); !proto.Equal(got, xdsRoute()) {
+		t.Errorf("route without our backends changed: %v", got)
 	}
 }

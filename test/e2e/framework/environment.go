@@ -99,7 +99,7 @@ func Setup(dir string, gatewayFlags ...string) (env *Environment, err error) {
 	}
 	files.EtcdURL = kubeEtcd.ClientURL()
 
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -293,8 +293,8 @@ func (e *Environment) Close() {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)

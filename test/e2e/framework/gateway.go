@@ -21,6 +21,8 @@ import (
 type Gateway struct {
 	// Addr is the host:port the server listens on.
 	Addr string
+	// HookAddr and XDSAddr are where its Envoy Gateway extension and xDS server listen.
+	HookAddr, XDSAddr string
 
 	args   []string
 	ca     *x509.CertPool
@@ -55,13 +57,27 @@ func (g *Gateway) Start() error {
 	o := server.NewOptions()
 	fs := pflag.NewFlagSet("tailscale-gateway-apiserver", pflag.ContinueOnError)
 	o.AddFlags(fs)
-	flags := []string{"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
-		"--extension-bind-address=127.0.0.1:0", "--xds-bind-address=127.0.0.1:0"}
+	flags := []string{"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port)}
 	if err := fs.Parse(append(flags, g.args...)); err != nil {
 		l.Close()
 		return fmt.Errorf("parsing flags: %w", err)
 	}
 	o.RecommendedOptions.SecureServing.Listener = l
+	// The extension's ports: free ones the first time, the same ones after a restart.
+	for _, ext := range []struct {
+		addr *string
+		l    *net.Listener
+	}{{&g.HookAddr, &o.Extension.HookListener}, {&g.XDSAddr, &o.Extension.XDSListener}} {
+		if *ext.addr == "" {
+			*ext.addr = "127.0.0.1:0"
+		}
+		el, err := net.Listen("tcp", *ext.addr)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("listening on %s: %w", *ext.addr, err)
+		}
+		*ext.addr, *ext.l = el.Addr().String(), el
+	}
 	if err := o.Complete(); err != nil {
 		l.Close()
 		return err

@@ -79,3 +79,26 @@ func (p *process) logTail() string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// Process is a child process of a test harness outside this package (test/envoygateway) whose
+// output goes to a log file; it is killed if the test process dies first.
+type Process struct{ p *process }
+
+// StartProcess runs bin with args, writing its output to logPath.
+func StartProcess(name, logPath, bin string, args ...string) (*Process, error) {
+	p, err := startProcess(name, logPath, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{p: p}, nil
+}
+
+// Exited returns an error describing the exit, with the end of the log, when the process has
+// exited, else nil.
+func (p *Process) Exited() error { return p.p.exitError() }
+
+// Stop sends SIGTERM and waits for the exit, killing the process after timeout.
+func (p *Process) Stop(timeout time.Duration) error { return p.p.stop(timeout) }
+
+// LogTail returns the last lines of the process's log.
+func (p *Process) LogTail() string { return p.p.logTail() }

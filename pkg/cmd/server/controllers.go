@@ -1,0 +1,273 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/scheme"
+)
+
+// ControllerOptions configure the controllers that change the tailnet (pkg/controllers).
+type ControllerOptions struct {
+	Enabled bool
+	// OperatorID identifies this installation in the owner references of Tailscale Services.
+	// Empty: a value generated once and kept in the registry's etcd (operatorIDKey), so every
+	// replica and every restart of one installation uses the same.
+	OperatorID  string
+	Workers     int
+	Resync      time.Duration
+	ConsumerTTL time.Duration
+
+	// LeaderElect runs the controllers in one replica at a time, holding a
+	// coordination.k8s.io Lease through the core API (cluster mode only; a standalone server
+	// has no core API and is a single process).
+	LeaderElect    bool
+	LeaseNamespace string
+	LeaseName      string
+	LeaseDuration  time.Duration
+	RenewDeadline  time.Duration
+	RetryPeriod    time.Duration
+
+	// Recorder, when set, receives the controllers' Events instead of the core API (or the
+	// log, standalone); for tests.
+	Recorder record.EventRecorder
+}
+
+// NewControllerOptions returns the defaults.
+func NewControllerOptions() *ControllerOptions {
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "tailscale-gateway-system"
+	}
+	return &ControllerOptions{Enabled: true, Workers: vipservice.DefaultWorkers, Resync: vipservice.DefaultResync,
+		ConsumerTTL: vipservice.DefaultConsumerTTL, LeaderElect: true, LeaseNamespace: ns, LeaseName: "tailscale-gateway-controllers",
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}
+}
+
+// AddFlags adds the controller flags to fs.
+func (o *ControllerOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.Enabled, "controllers", o.Enabled, "Run the controllers that create Tailscale Services (needs --live-status).")
+	fs.StringVar(&o.OperatorID, "operator-id", o.OperatorID,
+		"ID of this installation in the tailscale.com/owner-references annotation of Tailscale Services (default: generated once and kept in etcd).")
+	fs.IntVar(&o.Workers, "controller-workers", o.Workers, "Objects each controller reconciles in parallel.")
+	fs.DurationVar(&o.Resync, "controller-resync", o.Resync,
+		"Interval at which every object is compared again with the last poll of its tailnet (memory only; drift is also seen on every poll).")
+	fs.DurationVar(&o.ConsumerTTL, "consumer-ttl", o.ConsumerTTL,
+		"References of other installations on a shared Tailscale Service whose heartbeat is older than this are removed (0: never).")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "In cluster mode, run the controllers only in the replica holding the Lease.")
+	fs.StringVar(&o.LeaseNamespace, "leader-elect-namespace", o.LeaseNamespace, "Namespace of the controllers' Lease.")
+	fs.StringVar(&o.LeaseName, "leader-elect-name", o.LeaseName, "Name of the controllers' Lease.")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", o.LeaseDuration, "Lease duration.")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "Time the leader retries renewing before it gives up.")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "Interval between attempts to acquire or renew the Lease.")
+}
+
+// operatorIDKey is where the generated operator ID lives, under the registry's etcd prefix but
+// outside every resource's key range.
+const operatorIDKey = "/tailscale-gateway/operator-id"
+
+// controllers are the runners that change the tailnet, run by the leader only.
+type controllers struct {
+	opts     *ControllerOptions
+	core     kubernetes.Interface // nil standalone
+	recorder record.EventRecorder
+	idSource func(context.Context) (string, error)
+	// newVIP builds the VIP service controller once the operator ID is known.
+	newVIP func(operatorID string) (*vipservice.Controller, error)
+	start  func(stop <-chan struct{})
+}
+
+// newControllers builds the controllers on r's informers. core is the core API's client
+// configuration (nil standalone), used for Events and the Lease.
+func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, error) {
+	co := o.Controllers
+	col, ok := r.collector.(*collector.Collector)
+	if co == nil || !co.Enabled || !ok {
+		// Without the tailnet cache (no live status, or a scripted collector) there is nothing
+		// to reconcile against.
+		return nil, nil
+	}
+	c := &controllers{opts: co, recorder: co.Recorder}
+	if core != nil {
+		kube, err := kubernetes.NewForConfig(core)
+		if err != nil {
+			return nil, fmt.Errorf("creating core client: %w", err)
+		}
+		c.core = kube
+	}
+	if c.recorder == nil {
+		b := record.NewBroadcaster()
+		if c.core != nil {
+			b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.core.CoreV1().Events("")})
+		}
+		b.StartStructuredLogging(2)
+		c.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "tailscale-gateway-controllers"})
+	}
+	etcd := o.RecommendedOptions.Etcd.StorageConfig
+	c.idSource = func(ctx context.Context) (string, error) {
+		if co.OperatorID != "" {
+			return co.OperatorID, nil
+		}
+		return persistedOperatorID(ctx, etcd.Transport.ServerList, etcd.Transport.CertFile, etcd.Transport.KeyFile,
+			etcd.Transport.TrustedCAFile, etcd.Prefix+operatorIDKey)
+	}
+	// The operator ID is known only once etcd answers: the controller is built then, on
+	// informers requested now so that the runners' factory starts them.
+	gw := r.factory.Gateway().V1alpha1()
+	gw.TailscaleServices().Informer()
+	gw.TailscaleEndpoints().Informer()
+	gw.TailscaleTailnets().Informer()
+	c.start = r.factory.Start
+	c.newVIP = func(id string) (*vipservice.Controller, error) {
+		return vipservice.New(r.client, r.factory, vipservice.Options{
+			OperatorID:  id,
+			Tailnets:    vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
+			Recorder:    c.recorder,
+			Resync:      co.Resync,
+			ConsumerTTL: co.ConsumerTTL,
+			Workers:     co.Workers,
+		})
+	}
+	return c, nil
+}
+
+// run starts the controllers once this process leads, until ctx is done.
+func (c *controllers) run(ctx context.Context) {
+	defer utilruntime.HandleCrashWithContext(ctx)
+	id, err := c.waitForOperatorID(ctx)
+	if err != nil {
+		return
+	}
+	vip, err := c.newVIP(id)
+	if err != nil {
+		klog.ErrorS(err, "Building the VIP service controller")
+		return
+	}
+	c.start(ctx.Done())
+	if c.core == nil || !c.opts.LeaderElect {
+		klog.InfoS("Running controllers without leader election", "operatorID", id)
+		vip.Run(ctx)
+		return
+	}
+	host, _ := os.Hostname()
+	identity := host + "_" + randomHex(4)
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: c.opts.LeaseNamespace, Name: c.opts.LeaseName},
+		Client:     c.core.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: identity, EventRecorder: c.recorder},
+	}
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   c.opts.LeaseDuration,
+		RenewDeadline:   c.opts.RenewDeadline,
+		RetryPeriod:     c.opts.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            c.opts.LeaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				klog.InfoS("Leading: starting controllers", "lease", klog.KRef(c.opts.LeaseNamespace, c.opts.LeaseName), "identity", identity, "operatorID", id)
+				vip.Run(ctx)
+			},
+			OnStoppedLeading: func() {
+				if ctx.Err() != nil {
+					klog.InfoS("Released the controllers' Lease on shutdown", "identity", identity)
+					return
+				}
+				// As kube-controller-manager does: a replica that lost its Lease exits, and its
+				// restart joins the election afresh with controllers built from scratch.
+				klog.ErrorS(nil, "Lost the controllers' Lease; exiting", "identity", identity)
+				klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+			},
+			OnNewLeader: func(current string) {
+				if current != identity {
+					klog.InfoS("Another replica leads the controllers", "leader", current)
+				}
+			},
+		},
+	})
+}
+
+// waitForOperatorID retries reading (or creating) the operator ID until it succeeds or ctx ends.
+func (c *controllers) waitForOperatorID(ctx context.Context) (string, error) {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		id, err := c.idSource(ctx)
+		if err == nil {
+			return id, nil
+		}
+		klog.ErrorS(err, "Reading the operator ID; retrying", "in", delay)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// persistedOperatorID returns the operator ID stored at key, storing a new random one first if
+// there is none. Concurrent replicas agree: only the first create succeeds.
+func persistedOperatorID(ctx context.Context, servers []string, certFile, keyFile, caFile, key string) (string, error) {
+	if len(servers) == 0 {
+		return "", errors.New("no etcd servers to keep the operator ID in; set --operator-id")
+	}
+	cfg := clientv3.Config{Endpoints: servers, DialTimeout: 10 * time.Second, Context: ctx, Logger: zap.NewNop()}
+	if certFile != "" || caFile != "" {
+		tlsCfg, err := (transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: caFile}).ClientConfig()
+		if err != nil {
+			return "", fmt.Errorf("etcd TLS configuration: %w", err)
+		}
+		cfg.TLS = tlsCfg
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return "", fmt.Errorf("connecting to etcd: %w", err)
+	}
+	defer func() { _ = cli.Close() }()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	fresh := "tsgw-" + randomHex(8)
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, fresh)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return "", fmt.Errorf("storing the operator ID in etcd: %w", err)
+	}
+	if resp.Succeeded {
+		klog.InfoS("Generated this installation's operator ID", "operatorID", fresh, "etcdKey", key)
+		return fresh, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || len(kvs[0].Value) == 0 {
+		return "", fmt.Errorf("etcd key %s is empty", key)
+	}
+	return string(kvs[0].Value), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
