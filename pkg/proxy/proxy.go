@@ -277,11 +277,14 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 		}
 	}
 	for name, s := range wantSvc {
-		bal := balance.New(s.Policy, s.Backends, p.conns)
 		if l, ok := p.services[name]; ok {
-			l.balancer.Store(bal)
+			// Unchanged backends keep their balancer, and with it the round-robin positions.
+			if cur := l.balancer.Load(); cur.Policy() != s.Policy || !slices.Equal(cur.Backends(), s.Backends) {
+				l.balancer.Store(balance.New(s.Policy, s.Backends, p.conns))
+			}
 			continue
 		}
+		bal := balance.New(s.Policy, s.Backends, p.conns)
 		l, err := p.openService(ctx, s, bal)
 		if err != nil {
 			klog.ErrorS(err, "Hosting a Tailscale Service port", "listener", name, "object", s.Object)
