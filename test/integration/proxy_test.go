@@ -26,29 +26,26 @@ import (
 func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	env := startSimEnv(t)
 	c := ctx(t)
-	api, err := env.sim.Device("api-server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := env.sim.Device("postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := &v1alpha1.HealthCheckConfig{Enabled: ptr.To(true), Type: v1alpha1.ProtocolHTTP, Path: api.HealthPath,
-		Interval: &metav1.Duration{Duration: 100 * time.Millisecond}, Timeout: &metav1.Duration{Duration: 80 * time.Millisecond},
-		HealthyThreshold: ptr.To[int32](1), UnhealthyThreshold: ptr.To[int32](1)}
+	// east on api-server, west on postgres, each probed on its health path every 100 ms.
 	web := map[string]string{"app": "web"}
-	for name, ip := range map[string]string{"east": api.IPv4.String(), "west": pg.IPv4.String()} {
-		_, err := env.client.GatewayV1alpha1().TailscaleEndpoints("sim").Create(c, &v1alpha1.TailscaleEndpoints{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: name, Labels: web},
-			Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim", Endpoints: []v1alpha1.TailscaleEndpoint{{Name: "http", TailscaleIP: ip,
-				TailscaleFQDN: name + ".example.ts.net", Port: 80, Protocol: v1alpha1.ProtocolHTTP, HealthCheck: check}}}}, metav1.CreateOptions{})
+	for name, device := range map[string]string{"east": "api-server", "west": "postgres"} {
+		d, err := env.sim.Device(device)
 		if err != nil {
+			t.Fatal(err)
+		}
+		probe := &v1alpha1.HealthCheckConfig{Enabled: ptr.To(true), Type: v1alpha1.ProtocolHTTP, Path: d.HealthPath,
+			HealthyThreshold: ptr.To[int32](1), UnhealthyThreshold: ptr.To[int32](1),
+			Interval: &metav1.Duration{Duration: 100 * time.Millisecond}, Timeout: &metav1.Duration{Duration: 80 * time.Millisecond}}
+		ep := v1alpha1.TailscaleEndpoint{Name: "http", TailscaleIP: d.IPv4.String(), TailscaleFQDN: d.FQDN, Port: int32(d.HTTPPort),
+			Protocol: v1alpha1.ProtocolHTTP, HealthCheck: probe}
+		obj := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: name, Labels: web},
+			Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "sim", Endpoints: []v1alpha1.TailscaleEndpoint{ep}}}
+		if _, err := env.client.GatewayV1alpha1().TailscaleEndpoints("sim").Create(c, obj, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	const failback = 3 * time.Second
-	_, err = env.client.GatewayV1alpha1().TailscaleServices("sim").Create(c, &v1alpha1.TailscaleServices{
+	_, err := env.client.GatewayV1alpha1().TailscaleServices("sim").Create(c, &v1alpha1.TailscaleServices{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "web"},
 		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: web},
 			VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:web", Ports: []string{"tcp:80"}},
