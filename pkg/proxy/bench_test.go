@@ -66,79 +66,84 @@ func dialEcho(b *testing.B, dial func(context.Context) (net.Conn, error)) net.Co
 	return c
 }
 
-// BenchmarkEgressThroughput streams 1 MiB per op through one connection to dev-a's TCP echo and
-// reads it back, through the proxy's egress listener and straight from a tsnet node.
+// BenchmarkEgressThroughput streams 1 MiB per op and path through one connection to dev-a's TCP
+// echo and reads it back, alternating between the proxy's egress listener and a connection
+// straight from a tsnet node (direct), so both see the same machine load. It reports each
+// path's MB/s (one direction) and the proxy's as a percentage of direct.
 func BenchmarkEgressThroughput(b *testing.B) {
 	viaProxy, direct := benchEgress(b)
-	for _, path := range []struct {
-		name string
-		dial func(context.Context) (net.Conn, error)
-	}{{"direct", direct}, {"proxy", viaProxy}} {
-		b.Run(path.name, func(b *testing.B) {
-			c := dialEcho(b, path.dial)
-			const chunk = 1 << 20
-			out := make([]byte, chunk)
-			in := make([]byte, 64<<10)
-			b.SetBytes(chunk)
-			b.ResetTimer()
-			for b.Loop() {
-				errc := make(chan error, 1)
-				go func() {
-					_, err := c.Write(out)
-					errc <- err
-				}()
-				for got := 0; got < chunk; {
-					n, err := c.Read(in)
-					if err != nil {
-						b.Fatal(err)
-					}
-					got += n
-				}
-				if err := <-errc; err != nil {
+	conns := []net.Conn{dialEcho(b, direct), dialEcho(b, viaProxy)}
+	const chunk = 1 << 20
+	out := make([]byte, chunk)
+	in := make([]byte, 64<<10)
+	var spent [2]time.Duration
+	n := 0
+	for b.Loop() {
+		for i, c := range conns {
+			start := time.Now()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.Write(out)
+				errc <- err
+			}()
+			for got := 0; got < chunk; {
+				m, err := c.Read(in)
+				if err != nil {
 					b.Fatal(err)
 				}
+				got += m
 			}
-		})
+			if err := <-errc; err != nil {
+				b.Fatal(err)
+			}
+			spent[i] += time.Since(start)
+		}
+		n++
 	}
+	mbps := func(d time.Duration) float64 { return float64(n) * chunk / 1e6 / d.Seconds() }
+	b.ReportMetric(mbps(spent[0]), "direct-MB/s")
+	b.ReportMetric(mbps(spent[1]), "proxy-MB/s")
+	b.ReportMetric(100*mbps(spent[1])/mbps(spent[0]), "proxy-%-of-direct")
 }
 
-// BenchmarkEgressLatency measures round trips of 64 bytes over one connection to dev-a's TCP
-// echo, through the proxy and straight from a tsnet node, and reports p50 and p99.
+// BenchmarkEgressLatency measures round trips of 64 bytes to dev-a's TCP echo, alternating
+// between the proxy's egress listener and a direct tsnet connection, and reports p50 and p99
+// of each and what the proxy adds to them.
 func BenchmarkEgressLatency(b *testing.B) {
 	viaProxy, direct := benchEgress(b)
-	for _, path := range []struct {
-		name string
-		dial func(context.Context) (net.Conn, error)
-	}{{"direct", direct}, {"proxy", viaProxy}} {
-		b.Run(path.name, func(b *testing.B) {
-			c := dialEcho(b, path.dial)
-			msg := make([]byte, 64)
-			buf := make([]byte, 64)
-			var rtts []time.Duration
-			b.ResetTimer()
-			for b.Loop() {
-				start := time.Now()
-				if _, err := c.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(c, buf); err != nil {
-					b.Fatal(err)
-				}
-				rtts = append(rtts, time.Since(start))
+	conns := []net.Conn{dialEcho(b, direct), dialEcho(b, viaProxy)}
+	msg := make([]byte, 64)
+	buf := make([]byte, 64)
+	var rtts [2][]time.Duration
+	for b.Loop() {
+		for i, c := range conns {
+			start := time.Now()
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
 			}
-			reportPercentiles(b, rtts)
-		})
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+			rtts[i] = append(rtts[i], time.Since(start))
+		}
 	}
+	d50, d99 := percentiles(rtts[0])
+	p50, p99 := percentiles(rtts[1])
+	b.ReportMetric(d50, "direct-p50-µs")
+	b.ReportMetric(d99, "direct-p99-µs")
+	b.ReportMetric(p50, "proxy-p50-µs")
+	b.ReportMetric(p99, "proxy-p99-µs")
+	b.ReportMetric(p99-d99, "added-p99-µs")
 }
 
-func reportPercentiles(b *testing.B, d []time.Duration) {
+// percentiles returns p50 and p99 of d in microseconds.
+func percentiles(d []time.Duration) (p50, p99 float64) {
 	if len(d) == 0 {
-		return
+		return 0, 0
 	}
 	slices.Sort(d)
-	at := func(p float64) float64 { return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) }
-	b.ReportMetric(at(0.50), "p50-µs")
-	b.ReportMetric(at(0.99), "p99-µs")
+	at := func(p float64) float64 { return float64(d[min(len(d)-1, int(p*float64(len(d))))].Nanoseconds()) / 1e3 }
+	return at(0.50), at(0.99)
 }
 
 // BenchmarkServiceNewConnections opens connections from a tailnet client to a VIP balanced
@@ -148,14 +153,14 @@ func BenchmarkServiceNewConnections(b *testing.B) {
 	e := getEnv(b)
 	ctx := tctx(b)
 	const name = "bench-vip"
-	var objs []*v1alpha1.TailscaleEndpoints
-	for i := range 10 {
-		objs = append(objs, e.backendObject(fmt.Sprintf("%s-%d", name, i), backendNames[i%len(backendNames)], map[string]string{"app": name}))
+	if e.benchVIP == "" { // once per process: -count runs the benchmark again on the same VIP
+		var objs []*v1alpha1.TailscaleEndpoints
+		for i := range 10 {
+			objs = append(objs, e.backendObject(fmt.Sprintf("%s-%d", name, i), backendNames[i%len(backendNames)], map[string]string{"app": name}))
+		}
+		e.benchVIP = e.serve(b, servicesObject(name, nil), objs...)
 	}
-	if _, err := e.client.GatewayV1alpha1().TailscaleServices(namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
-		b.Skip("the VIP exists already (the benchmark ran before in this process)")
-	}
-	vip := e.serve(b, servicesObject(name, nil), objs...)
+	vip := e.benchVIP
 	served := e.proxy.Served()
 	if !slices.Contains(served.Services, "svc:"+name+"/tcp/5432") {
 		b.Fatalf("not served: %v", served.Services)

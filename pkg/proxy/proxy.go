@@ -96,6 +96,11 @@ type Proxy struct {
 	conns   *balance.Conns
 	ready   chan struct{}
 
+	handlers sync.WaitGroup // one per accepted connection
+	connsMu  sync.Mutex
+	open     map[net.Conn]struct{} // accepted and dialled connections, closed on shutdown
+	closing  bool                  // set under connsMu once shutdown began
+
 	mu       sync.Mutex                  // guards the fields below
 	egress   map[string]*egressListener  // by plan.Egress.Listener()
 	services map[string]*serviceListener // by plan.Service.Listener()
@@ -130,6 +135,7 @@ func New(opts Options) (*Proxy, error) {
 		trigger: make(chan struct{}, 1),
 		conns:   balance.NewConns(),
 		ready:   make(chan struct{}),
+		open:    map[net.Conn]struct{}{},
 		egress:  map[string]*egressListener{}, services: map[string]*serviceListener{},
 	}
 	handler := cache.ResourceEventHandlerFuncs{
@@ -156,7 +162,9 @@ func (p *Proxy) kick() {
 // Ready is closed once the informers have synced and the first configuration is applied.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
-// Run serves until ctx ends, then closes every listener.
+// Run serves until ctx ends, then closes every listener and connection and waits (up to
+// DrainTimeout) for the forwarding goroutines to end: tsnet v1.102.5's Server.Close can block
+// forever when it has to reset many open connections itself.
 func (p *Proxy) Run(ctx context.Context) error {
 	p.factory.Start(ctx.Done())
 	defer p.factory.Shutdown()
@@ -269,11 +277,14 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 		}
 	}
 	for name, s := range wantSvc {
-		bal := balance.New(s.Policy, s.Backends, p.conns)
 		if l, ok := p.services[name]; ok {
-			l.balancer.Store(bal)
+			// Unchanged backends keep their balancer, and with it the round-robin positions.
+			if cur := l.balancer.Load(); cur.Policy() != s.Policy || !slices.Equal(cur.Backends(), s.Backends) {
+				l.balancer.Store(balance.New(s.Policy, s.Backends, p.conns))
+			}
 			continue
 		}
+		bal := balance.New(s.Policy, s.Backends, p.conns)
 		l, err := p.openService(ctx, s, bal)
 		if err != nil {
 			klog.ErrorS(err, "Hosting a Tailscale Service port", "listener", name, "object", s.Object)
@@ -286,9 +297,11 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 	return failed
 }
 
+// DrainTimeout bounds how long Run waits for connections to end after closing them.
+const DrainTimeout = 10 * time.Second
+
 func (p *Proxy) closeAll() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for name, l := range p.egress {
 		l.close()
 		delete(p.egress, name)
@@ -296,6 +309,32 @@ func (p *Proxy) closeAll() {
 	for name, l := range p.services {
 		l.close()
 		delete(p.services, name)
+	}
+	p.mu.Unlock()
+	p.connsMu.Lock()
+	p.closing = true
+	for c := range p.open {
+		c.Close()
+	}
+	p.connsMu.Unlock()
+	done := make(chan struct{})
+	go func() { p.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(DrainTimeout):
+		klog.InfoS("Connections still open after closing them", "timeout", DrainTimeout)
+	}
+}
+
+// track records c as open, to be closed on shutdown, until the returned function is called.
+func (p *Proxy) track(c net.Conn) (untrack func()) {
+	p.connsMu.Lock()
+	p.open[c] = struct{}{}
+	p.connsMu.Unlock()
+	return func() {
+		p.connsMu.Lock()
+		delete(p.open, c)
+		p.connsMu.Unlock()
 	}
 }
 
@@ -376,6 +415,7 @@ func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener,
 				conn.Close()
 				return
 			}
+			defer p.track(target)()
 			c.Connections.Inc()
 			c.Active.Inc()
 			forward.Pipe(conn, target, c)
@@ -432,6 +472,7 @@ func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balanc
 			tried = append(tried, be.Key)
 			continue
 		}
+		defer p.track(target)()
 		c.Connections.Inc()
 		c.Active.Inc()
 		forward.Pipe(conn, target, c)
@@ -455,6 +496,18 @@ func (p *Proxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
 			}
 			return
 		}
-		go handle(conn)
+		p.connsMu.Lock()
+		if p.closing {
+			p.connsMu.Unlock()
+			conn.Close()
+			return
+		}
+		p.handlers.Add(1)
+		p.connsMu.Unlock()
+		go func() {
+			defer p.handlers.Done()
+			defer p.track(conn)()
+			handle(conn)
+		}()
 	}
 }

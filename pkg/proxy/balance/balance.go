@@ -99,6 +99,9 @@ func New(policy Policy, backends []Backend, conns *Conns) *Balancer {
 		current: map[string]int64{}, inGroup: map[string]int{}}
 }
 
+// Policy returns the balancer's policy.
+func (b *Balancer) Policy() Policy { return b.policy }
+
 // Backends returns the backends the balancer chooses from.
 func (b *Balancer) Backends() []Backend { return b.backends }
 
