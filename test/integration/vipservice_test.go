@@ -17,10 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
+	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
@@ -250,11 +252,10 @@ func TestVIPServiceLifecycle(t *testing.T) {
 	}
 
 	// Update: GET before PUT, addresses carried over.
-	o.Spec.VIPService.Comment = "changed"
-	o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
-	if _, err := svcs.Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, svcs, o.Name, func(o *v1alpha1.TailscaleServices) {
+		o.Spec.VIPService.Comment = "changed"
+		o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
+	})
 	u := env.service(t, "svc:web", "updated", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "changed" })
 	if !slices.Equal(u.Addrs, s.Addrs) || len(u.Ports) != 2 {
 		t.Fatalf("updated service: %+v (addrs were %v)", u, s.Addrs)
@@ -409,11 +410,9 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 500, Duration: time.Hour, PathPrefix: prefix})
 	get0, put0, _ := calls(env.sim)
 	outage := time.Now()
-	o := env.object(t, "flaky", "", func(o *v1alpha1.TailscaleServices) bool { return true })
-	o.Spec.VIPService.Comment = "during the outage"
-	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, env.client.GatewayV1alpha1().TailscaleServices("vip"), "flaky", func(o *v1alpha1.TailscaleServices) {
+		o.Spec.VIPService.Comment = "during the outage"
+	})
 	env.object(t, "flaky", "Degraded", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonAPIUnavailable
@@ -426,17 +425,16 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 		time.Since(outage).Round(100*time.Millisecond), get1-get0, put1-put0)
 	env.sim.ClearErrorInjections()
 	env.service(t, "svc:flaky", "updated after the outage", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "during the outage" })
-	o = env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
+	env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionFalse
 	})
 
 	// Lasting 429s with Retry-After: Degraded with reason RateLimited, then recovery.
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 429, RetryAfter: time.Second, Duration: time.Hour, PathPrefix: prefix})
-	o.Spec.VIPService.Comment = "while rate limited"
-	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, env.client.GatewayV1alpha1().TailscaleServices("vip"), "flaky", func(o *v1alpha1.TailscaleServices) {
+		o.Spec.VIPService.Comment = "while rate limited"
+	})
 	env.object(t, "flaky", "Degraded=RateLimited", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonRateLimited
@@ -553,8 +551,17 @@ func TestEndpointsVIPServices(t *testing.T) {
 	}
 
 	// Dropping the entry releases (here: deletes) the Service.
-	got.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
-	if _, err := eps.Update(ctx(t), got, metav1.UpdateOptions{}); err != nil {
+	// The controllers and the status writer update the object too: retry on a conflict.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		o, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		o.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
+		_, err = eps.Update(ctx(t), o, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	env.service(t, "svc:eps-web", "released", func(_ tailnet.Service, ok bool) bool { return !ok })
@@ -680,5 +687,23 @@ func TestGeneratedOperatorIDIsKept(t *testing.T) {
 	again := &vipEnv{simEnv: &simEnv{sim: env.sim, server: restarted, client: restarted.Clientset(t)}, events: env.events, admin: env.admin}
 	if second := create(again, "two"); second != first {
 		t.Fatalf("operator ID after a restart %q, before %q", second, first)
+	}
+}
+
+// updateServices re-reads the TailscaleServices and applies mutate until the update does not
+// conflict: the controllers and the status writer write the same object.
+func updateServices(t *testing.T, c gatewayv1alpha1.TailscaleServicesInterface, name string, mutate func(*v1alpha1.TailscaleServices)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		o, err := c.Get(ctx(t), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(o)
+		_, err = c.Update(ctx(t), o, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
