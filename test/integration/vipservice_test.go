@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
@@ -250,11 +251,10 @@ func TestVIPServiceLifecycle(t *testing.T) {
 	}
 
 	// Update: GET before PUT, addresses carried over.
-	o.Spec.VIPService.Comment = "changed"
-	o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
-	if _, err := svcs.Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, env.simEnv, "web", func(o *v1alpha1.TailscaleServices) {
+		o.Spec.VIPService.Comment = "changed"
+		o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
+	})
 	u := env.service(t, "svc:web", "updated", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "changed" })
 	if !slices.Equal(u.Addrs, s.Addrs) || len(u.Ports) != 2 {
 		t.Fatalf("updated service: %+v (addrs were %v)", u, s.Addrs)
@@ -338,19 +338,17 @@ func TestVIPServiceForeignAndShared(t *testing.T) {
 	a.service(t, "svc:shared", "created by A", func(s tailnet.Service, ok bool) bool { return ok })
 	consumer := vipServices("shared", "svc:shared")
 	consumer.Spec.VIPService.Comment = "B would say otherwise"
-	bo, err := b.client.GatewayV1alpha1().TailscaleServices("vip").Create(ctx(t), consumer, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := b.client.GatewayV1alpha1().TailscaleServices("vip").Create(ctx(t), consumer, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bo = b.object(t, "shared", "Conflict with A", func(o *v1alpha1.TailscaleServices) bool {
+	b.object(t, "shared", "Conflict with A", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Conflict")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "OwnedByAnotherOperator" && strings.Contains(c.Message, "op-a")
 	})
-	bo.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{DiscoverVIPServices: true,
-		VIPServiceSelector: &v1alpha1.VIPServiceSelector{ServiceNames: []string{"svc:shared"}}}
-	if _, err := b.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), bo, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, b.simEnv, "shared", func(o *v1alpha1.TailscaleServices) {
+		o.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{DiscoverVIPServices: true,
+			VIPServiceSelector: &v1alpha1.VIPServiceSelector{ServiceNames: []string{"svc:shared"}}}
+	})
 	s := a.service(t, "svc:shared", "B attached", func(s tailnet.Service, ok bool) bool {
 		return ok && slices.Equal(operatorIDs(owners(t, s)), []string{"op-a", "op-b"})
 	})
@@ -409,11 +407,7 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 500, Duration: time.Hour, PathPrefix: prefix})
 	get0, put0, _ := calls(env.sim)
 	outage := time.Now()
-	o := env.object(t, "flaky", "", func(o *v1alpha1.TailscaleServices) bool { return true })
-	o.Spec.VIPService.Comment = "during the outage"
-	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, env.simEnv, "flaky", func(o *v1alpha1.TailscaleServices) { o.Spec.VIPService.Comment = "during the outage" })
 	env.object(t, "flaky", "Degraded", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonAPIUnavailable
@@ -426,17 +420,14 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 		time.Since(outage).Round(100*time.Millisecond), get1-get0, put1-put0)
 	env.sim.ClearErrorInjections()
 	env.service(t, "svc:flaky", "updated after the outage", func(s tailnet.Service, ok bool) bool { return ok && s.Comment == "during the outage" })
-	o = env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
+	env.object(t, "flaky", "Degraded=False", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionFalse
 	})
 
 	// Lasting 429s with Retry-After: Degraded with reason RateLimited, then recovery.
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 429, RetryAfter: time.Second, Duration: time.Hour, PathPrefix: prefix})
-	o.Spec.VIPService.Comment = "while rate limited"
-	if _, err := env.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), o, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, env.simEnv, "flaky", func(o *v1alpha1.TailscaleServices) { o.Spec.VIPService.Comment = "while rate limited" })
 	env.object(t, "flaky", "Degraded=RateLimited", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonRateLimited
@@ -553,8 +544,15 @@ func TestEndpointsVIPServices(t *testing.T) {
 	}
 
 	// Dropping the entry releases (here: deletes) the Service.
-	got.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
-	if _, err := eps.Update(ctx(t), got, metav1.UpdateOptions{}); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
+		_, err = eps.Update(ctx(t), cur, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	env.service(t, "svc:eps-web", "released", func(_ tailnet.Service, ok bool) bool { return !ok })
@@ -680,5 +678,23 @@ func TestGeneratedOperatorIDIsKept(t *testing.T) {
 	again := &vipEnv{simEnv: &simEnv{sim: env.sim, server: restarted, client: restarted.Clientset(t)}, events: env.events, admin: env.admin}
 	if second := create(again, "two"); second != first {
 		t.Fatalf("operator ID after a restart %q, before %q", second, first)
+	}
+}
+
+// updateServices changes a TailscaleServices of namespace vip, retrying on conflicts with the
+// controllers' and the status writer's writes.
+func updateServices(t *testing.T, env *simEnv, name string, mutate func(*v1alpha1.TailscaleServices)) {
+	t.Helper()
+	svcs := env.client.GatewayV1alpha1().TailscaleServices("vip")
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		o, err := svcs.Get(ctx(t), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(o)
+		_, err = svcs.Update(ctx(t), o, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
