@@ -22,7 +22,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
-	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
@@ -252,7 +251,7 @@ func TestVIPServiceLifecycle(t *testing.T) {
 	}
 
 	// Update: GET before PUT, addresses carried over.
-	updateServices(t, svcs, o.Name, func(o *v1alpha1.TailscaleServices) {
+	updateServices(t, env.simEnv, "web", func(o *v1alpha1.TailscaleServices) {
 		o.Spec.VIPService.Comment = "changed"
 		o.Spec.VIPService.Ports = []string{"tcp:80", "tcp:443"}
 	})
@@ -339,19 +338,17 @@ func TestVIPServiceForeignAndShared(t *testing.T) {
 	a.service(t, "svc:shared", "created by A", func(s tailnet.Service, ok bool) bool { return ok })
 	consumer := vipServices("shared", "svc:shared")
 	consumer.Spec.VIPService.Comment = "B would say otherwise"
-	bo, err := b.client.GatewayV1alpha1().TailscaleServices("vip").Create(ctx(t), consumer, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := b.client.GatewayV1alpha1().TailscaleServices("vip").Create(ctx(t), consumer, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bo = b.object(t, "shared", "Conflict with A", func(o *v1alpha1.TailscaleServices) bool {
+	b.object(t, "shared", "Conflict with A", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Conflict")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "OwnedByAnotherOperator" && strings.Contains(c.Message, "op-a")
 	})
-	bo.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{DiscoverVIPServices: true,
-		VIPServiceSelector: &v1alpha1.VIPServiceSelector{ServiceNames: []string{"svc:shared"}}}
-	if _, err := b.client.GatewayV1alpha1().TailscaleServices("vip").Update(ctx(t), bo, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateServices(t, b.simEnv, "shared", func(o *v1alpha1.TailscaleServices) {
+		o.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{DiscoverVIPServices: true,
+			VIPServiceSelector: &v1alpha1.VIPServiceSelector{ServiceNames: []string{"svc:shared"}}}
+	})
 	s := a.service(t, "svc:shared", "B attached", func(s tailnet.Service, ok bool) bool {
 		return ok && slices.Equal(operatorIDs(owners(t, s)), []string{"op-a", "op-b"})
 	})
@@ -410,9 +407,7 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 500, Duration: time.Hour, PathPrefix: prefix})
 	get0, put0, _ := calls(env.sim)
 	outage := time.Now()
-	updateServices(t, env.client.GatewayV1alpha1().TailscaleServices("vip"), "flaky", func(o *v1alpha1.TailscaleServices) {
-		o.Spec.VIPService.Comment = "during the outage"
-	})
+	updateServices(t, env.simEnv, "flaky", func(o *v1alpha1.TailscaleServices) { o.Spec.VIPService.Comment = "during the outage" })
 	env.object(t, "flaky", "Degraded", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonAPIUnavailable
@@ -432,9 +427,7 @@ func TestVIPServiceAPIErrors(t *testing.T) {
 
 	// Lasting 429s with Retry-After: Degraded with reason RateLimited, then recovery.
 	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: 429, RetryAfter: time.Second, Duration: time.Hour, PathPrefix: prefix})
-	updateServices(t, env.client.GatewayV1alpha1().TailscaleServices("vip"), "flaky", func(o *v1alpha1.TailscaleServices) {
-		o.Spec.VIPService.Comment = "while rate limited"
-	})
+	updateServices(t, env.simEnv, "flaky", func(o *v1alpha1.TailscaleServices) { o.Spec.VIPService.Comment = "while rate limited" })
 	env.object(t, "flaky", "Degraded=RateLimited", func(o *v1alpha1.TailscaleServices) bool {
 		c := condition(o, "Degraded")
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tailnet.ReasonRateLimited
@@ -551,17 +544,15 @@ func TestEndpointsVIPServices(t *testing.T) {
 	}
 
 	// Dropping the entry releases (here: deletes) the Service.
-	// The controllers and the status writer update the object too: retry on a conflict.
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		o, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		o.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
-		_, err = eps.Update(ctx(t), o, metav1.UpdateOptions{})
+		cur.Spec.ServiceDiscovery.VIPServices = []v1alpha1.VIPServiceConfig{{Name: "eps-other", Port: 9090, TargetEndpoint: "web"}}
+		_, err = eps.Update(ctx(t), cur, metav1.UpdateOptions{})
 		return err
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	env.service(t, "svc:eps-web", "released", func(_ tailnet.Service, ok bool) bool { return !ok })
@@ -690,20 +681,20 @@ func TestGeneratedOperatorIDIsKept(t *testing.T) {
 	}
 }
 
-// updateServices re-reads the TailscaleServices and applies mutate until the update does not
-// conflict: the controllers and the status writer write the same object.
-func updateServices(t *testing.T, c gatewayv1alpha1.TailscaleServicesInterface, name string, mutate func(*v1alpha1.TailscaleServices)) {
+// updateServices changes a TailscaleServices of namespace vip, retrying on conflicts with the
+// controllers' and the status writer's writes.
+func updateServices(t *testing.T, env *simEnv, name string, mutate func(*v1alpha1.TailscaleServices)) {
 	t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		o, err := c.Get(ctx(t), name, metav1.GetOptions{})
+	svcs := env.client.GatewayV1alpha1().TailscaleServices("vip")
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		o, err := svcs.Get(ctx(t), name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		mutate(o)
-		_, err = c.Update(ctx(t), o, metav1.UpdateOptions{})
+		_, err = svcs.Update(ctx(t), o, metav1.UpdateOptions{})
 		return err
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 }

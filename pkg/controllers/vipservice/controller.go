@@ -363,8 +363,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		c.mu.Lock()
 		delete(c.registered, obj.UID)
 		c.mu.Unlock()
-		_, err := c.setFinalizer(ctx, obj, false)
-		return err
+		obj, err := c.setFinalizer(ctx, obj, false)
+		if err != nil || obj.DeletionTimestamp != nil {
+			return err
+		}
+		// No vipService (any more): none of our conditions apply.
+		return c.writeStatus(ctx, obj, result{})
 	}
 	if !resolved {
 		return c.writeStatus(ctx, obj, result{unresolved: true, tailnetRef: ref})
