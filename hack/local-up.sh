@@ -54,7 +54,8 @@ core=("${pids[@]}")
 # 127.0.0.1 per endpoint of the simulated devices. The server runs with
 # --extension-endpoint-mode=proxy, so the endpoints Envoy receives for the route are these
 # listeners: traffic goes Envoy -> proxy -> tailnet device.
-mkdir -p "${DATA}/proxy"
+# Each run starts a new simulated tailnet: a node identity from the last one is unknown to it.
+rm -rf "${DATA}/proxy" && mkdir -p "${DATA}/proxy"
 "${BIN}/tailscale-gateway-proxy" --kubeconfig "${DATA}/kubeconfig" --namespace default --endpoints simulated-devices \
   --state-dir "${DATA}/proxy" --hostname tailscale-gateway-proxy --control-url "${SIM_CONTROL_URL}" \
   --auth-key-file "${SIM}/auth-key" --egress-bind-address 127.0.0.1 >"${DATA}/proxy.log" 2>&1 &
