@@ -84,16 +84,25 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 		gw.Close()
 	})
 
-	// One connection per request: each answer names the device the proxy chose.
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: client.Dial, DisableKeepAlives: true}}
+	// One connection per request: each answer names the device the proxy chose. Now and then
+	// (about one connection in a thousand here) a new connection to the VIP stalls inside tsnet
+	// before it reaches the proxy's listener; such a request is retried, at most twice, since it
+	// says nothing about the proxy's choice.
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: client.Dial, DisableKeepAlives: true}}
 	who := func() string {
-		resp, err := hc.Get("http://" + vip + "/")
-		if err != nil {
-			return "error: " + err.Error()
+		var last string
+		for attempt := range 3 {
+			resp, err := hc.Get("http://" + vip + "/")
+			if err != nil {
+				last = "error: " + err.Error()
+				t.Logf("request %d through the VIP: %v", attempt+1, err)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return strings.TrimPrefix(strings.TrimSpace(string(b)), "hello from ")
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.TrimPrefix(strings.TrimSpace(string(b)), "hello from ")
+		return last
 	}
 	waitWho := func(what, want string) {
 		t.Helper()
@@ -142,7 +151,9 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	waitWho("failback to the primary tier", "api-server")
 	// The condition's transition time has a resolution of one second.
 	if waited := time.Since(recovered); waited < failback-time.Second {
-		t.Errorf("traffic returned to the primary after %v, before failbackDelay %v", waited, failback)
+		svc, _ := env.client.GatewayV1alpha1().TailscaleServices("sim").Get(c, "web", metav1.GetOptions{})
+		t.Errorf("traffic returned to the primary after %v, before failbackDelay %v; the server's status: %+v, conditions %+v",
+			waited, failback, svc.Status.LoadBalancingStatus.FailoverStatus, svc.Status.Conditions)
 	}
 	allFrom("after failback", "api-server")
 }
