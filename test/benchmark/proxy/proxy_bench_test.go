@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -122,8 +123,13 @@ func BenchmarkProxyProcessAt1000Connections(b *testing.B) {
 		}
 		open = append(open, c)
 	}
-	// Let the runtime settle before reading memory.
-	time.Sleep(2 * time.Second)
+	// Read memory once the proxy itself counts every connection as active.
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return activeConnections(metricsAddr) >= conns, nil
+	})
+	if err != nil {
+		b.Fatalf("the proxy never counted %d active connections (last %d)", conns, activeConnections(metricsAddr))
+	}
 	rss := rssMiB(b, pid)
 	idleCPU := cpuPercent(b, pid, 5*time.Second, nil)
 
@@ -262,4 +268,25 @@ func cpuTicks(b *testing.B, pid int) int64 {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return utime + stime
+}
+
+// activeConnections sums tailscale_gateway_proxy_active_connections on the proxy's /metrics.
+func activeConnections(metricsAddr string) int {
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "tailscale_gateway_proxy_active_connections{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			total += v
+		}
+	}
+	return int(total)
 }
