@@ -94,6 +94,9 @@ func (o *ExtensionOptions) Validate() []error {
 	return errs
 }
 
+// The proxy mode's addresser; it lives with the proxy's plan so both derive the same ports.
+var _ eds.Addresser = &plan.EgressAddresser{}
+
 // extension is the runner of the hook and xDS servers.
 type extension struct {
 	hooks            *hook.Server

@@ -7,7 +7,6 @@ package eds
 import (
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 )
@@ -35,22 +35,9 @@ type Source interface {
 	SelectEndpoints(namespace string, selector labels.Selector) []*v1alpha1.TailscaleEndpoints
 }
 
-// Endpoint is one endpoint of a TailscaleEndpoints with its persisted health.
-type Endpoint struct {
-	Name     string
-	IP       string
-	FQDN     string
-	Port     int32
-	Protocol v1alpha1.Protocol
-	// Health is livestatus.Healthy, Unhealthy or Unknown.
-	Health string
-	// Discovered is true for endpoints found through tagSelectors (status only, not spec).
-	Discovered bool
-}
-
 // Addresser chooses the address Envoy dials for a tailnet endpoint.
 type Addresser interface {
-	Address(eps *v1alpha1.TailscaleEndpoints, ep Endpoint) (host string, port uint32, ok bool)
+	Address(eps *v1alpha1.TailscaleEndpoints, ep endpointset.Endpoint) (host string, port uint32, ok bool)
 }
 
 // Direct makes Envoy dial the tailnet address itself: for Envoy nodes that route 100.64.0.0/10
@@ -58,46 +45,11 @@ type Addresser interface {
 type Direct struct{}
 
 // Address implements Addresser.
-func (Direct) Address(_ *v1alpha1.TailscaleEndpoints, ep Endpoint) (string, uint32, bool) {
+func (Direct) Address(_ *v1alpha1.TailscaleEndpoints, ep endpointset.Endpoint) (string, uint32, bool) {
 	if ep.IP == "" || ep.Port <= 0 {
 		return "", 0, false
 	}
 	return ep.IP, uint32(ep.Port), true
-}
-
-// Endpoints returns the endpoints of obj: those of its spec, then those of its status that its
-// spec does not declare (discovered through tagSelectors), with the health its status records.
-func Endpoints(obj *v1alpha1.TailscaleEndpoints) []Endpoint {
-	health := make(map[string]string, len(obj.Status.Endpoints))
-	for _, s := range obj.Status.Endpoints {
-		health[s.Name] = s.Status
-	}
-	out := make([]Endpoint, 0, len(obj.Spec.Endpoints))
-	declared := make(map[string]bool, len(obj.Spec.Endpoints))
-	for _, ep := range obj.Spec.Endpoints {
-		declared[ep.Name] = true
-		out = append(out, Endpoint{Name: ep.Name, IP: ep.TailscaleIP, FQDN: ep.TailscaleFQDN, Port: ep.Port,
-			Protocol: ep.Protocol, Health: healthOr(health[ep.Name])})
-	}
-	for _, s := range obj.Status.Endpoints {
-		if declared[s.Name] {
-			continue
-		}
-		host, portStr, err := net.SplitHostPort(s.Address)
-		port, perr := strconv.Atoi(portStr)
-		if err != nil || perr != nil {
-			continue
-		}
-		out = append(out, Endpoint{Name: s.Name, IP: host, Port: int32(port), Health: healthOr(s.Status), Discovered: true})
-	}
-	return out
-}
-
-func healthOr(s string) string {
-	if s == livestatus.Healthy || s == livestatus.Unhealthy {
-		return s
-	}
-	return livestatus.Unknown
 }
 
 // locality is one group of hosts: the endpoints of one object reached through one backendRef.
@@ -161,7 +113,7 @@ func LoadAssignment(cluster string, refs []backends.Ref, src Source, addr Addres
 // endpointsLocality is the locality of eps: its TCP endpoints on port, or all when none listens
 // on it (or port is zero).
 func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, priority uint32, addr Addresser) locality {
-	all := Endpoints(eps)
+	all := endpointset.Of(eps)
 	matching := all[:0:0]
 	for _, ep := range all {
 		if ep.Port == port {

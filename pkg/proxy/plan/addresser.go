@@ -5,7 +5,7 @@ import (
 	"sync"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 )
 
 // EgressAddresser makes Envoy dial tailscale-gateway-proxy's egress listener of an endpoint
@@ -27,10 +27,8 @@ type assignment struct {
 	ports           map[string]int32 // by endpoint name, TCP listeners only
 }
 
-var _ eds.Addresser = &EgressAddresser{}
-
-// Address implements eds.Addresser.
-func (a *EgressAddresser) Address(obj *v1alpha1.TailscaleEndpoints, ep eds.Endpoint) (string, uint32, bool) {
+// Address is the host and port Envoy dials for ep (the extension's eds.Addresser).
+func (a *EgressAddresser) Address(obj *v1alpha1.TailscaleEndpoints, ep endpointset.Endpoint) (string, uint32, bool) {
 	port, ok := a.portsOf(obj)[ep.Name]
 	if !ok {
 		return "", 0, false

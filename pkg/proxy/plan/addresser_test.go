@@ -6,7 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
 
@@ -21,7 +21,7 @@ func TestEgressAddresserMatchesTheProxysListeners(t *testing.T) {
 	}
 	a := &EgressAddresser{Host: "10.96.0.20"}
 	listeners, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
-	for _, ep := range eds.Endpoints(obj) {
+	for _, ep := range endpointset.Of(obj) {
 		host, port, ok := a.Address(obj, ep)
 		if ep.Protocol == v1alpha1.ProtocolUDP {
 			if ok {

@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
@@ -72,7 +72,7 @@ func EgressOf(objs []*v1alpha1.TailscaleEndpoints) (out []Egress, problems []str
 	entries := map[ports.Endpoint]entry{}
 	var eps []ports.Endpoint
 	for _, obj := range objs {
-		for _, ep := range eds.Endpoints(obj) {
+		for _, ep := range endpointset.Of(obj) {
 			host := ep.IP
 			if host == "" {
 				host = strings.TrimSuffix(ep.FQDN, ".")
@@ -182,8 +182,8 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 
 	var out []balance.Backend
 	for _, obj := range selected {
-		all := eds.Endpoints(obj)
-		matching := slices.DeleteFunc(slices.Clone(all), func(ep eds.Endpoint) bool { return ep.Port != port })
+		all := endpointset.Of(obj)
+		matching := slices.DeleteFunc(slices.Clone(all), func(ep endpointset.Endpoint) bool { return ep.Port != port })
 		if len(matching) == 0 {
 			matching = all
 		}
