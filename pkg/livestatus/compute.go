@@ -50,7 +50,9 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			}
 		}
 		if ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled {
-			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok {
+			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok && p.Persisted {
+				es.Status = persistedHealth(obj.Status.Endpoints, i, ep.Name, es.Status)
+			} else if ok {
 				es.Status = p.Status
 				es.Error = p.Error
 				if !p.LastChecked.IsZero() {
@@ -69,7 +71,7 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	// Devices matching spec.tagSelectors follow the declared endpoints, with the health their
 	// online state gives (they carry no health check of their own).
 	if haveTailnet {
-		for _, d := range DiscoverEndpoints(obj, tn) {
+		for discovered, d := range DiscoverEndpoints(obj, tn) {
 			online := d.Online
 			es := gateway.EndpointStatus{Name: d.Name, Address: d.Address, Online: &online, Status: Unhealthy}
 			if online {
@@ -78,7 +80,9 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 				offline++
 			}
 			// The TCP probe the collector runs for discovered endpoints decides once it has.
-			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, d.Name)); ok && p.Status != Unknown && p.Status != "" {
+			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, d.Name)); ok && p.Persisted {
+				es.Status = persistedHealth(obj.Status.Endpoints, len(obj.Spec.Endpoints)+discovered, d.Name, es.Status)
+			} else if ok && p.Status != Unknown && p.Status != "" {
 				es.Status, es.Error = p.Status, p.Error
 				if !p.LastChecked.IsZero() {
 					es.LastChecked = &metav1.Time{Time: p.LastChecked}
@@ -120,6 +124,20 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	}
 	setCondition(&st.Conditions, ready, obj.Generation, now)
 	return st
+}
+
+// persistedHealth is the stored health of the endpoint named name, expected at index i of the
+// stored status; def when the stored status does not have it.
+func persistedHealth(stored []gateway.EndpointStatus, i int, name, def string) string {
+	if i < len(stored) && stored[i].Name == name {
+		return stored[i].Status
+	}
+	for _, e := range stored {
+		if e.Name == name {
+			return e.Status
+		}
+	}
+	return def
 }
 
 // countOf is "<n> of <total> <what>"; it runs on every read, where fmt.Sprintf costs more.

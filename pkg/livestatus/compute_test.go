@@ -358,3 +358,22 @@ func TestFailoverHonoursFailbackDelay(t *testing.T) {
 		t.Fatalf("relapse: %+v, want secondary until %v", fs, again.Add(time.Minute))
 	}
 }
+
+// TestEndpointsStatusOfAnotherReplicasShard: an endpoint probed by another replica shows the
+// health that replica persisted; the tailnet fields stay live.
+func TestEndpointsStatusOfAnotherReplicasShard(t *testing.T) {
+	src := sources()
+	src.probes["default/eps/api"] = Probe{Persisted: true}
+	obj := endpointsObject()
+	obj.Status.Endpoints = []gateway.EndpointStatus{{Name: "api", Status: Unhealthy}}
+	st := Endpoints(obj, src, now)
+	api := st.Endpoints[0]
+	if api.Status != Unhealthy || api.LastChecked != nil || api.Online == nil || !*api.Online {
+		t.Fatalf("api %+v; want the persisted Unhealthy, online from the tailnet", api)
+	}
+	// Nothing persisted yet: Unknown, as before a first probe.
+	obj.Status.Endpoints = nil
+	if st := Endpoints(obj, src, now); st.Endpoints[0].Status != Unknown {
+		t.Fatalf("api %+v without a persisted status", st.Endpoints[0])
+	}
+}

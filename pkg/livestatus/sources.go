@@ -76,6 +76,9 @@ type Probe struct {
 	LastChecked time.Time
 	Latency     time.Duration
 	Error       string
+	// Persisted is set when another replica probes the endpoint: its health is the persisted
+	// one (the transitions that replica writes), and the fields above are empty.
+	Persisted bool
 }
 
 // Sources are the in-memory sources of live state. Implementations read memory only.

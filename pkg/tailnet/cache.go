@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -45,6 +46,12 @@ type Options struct {
 	NewAPI func(ctx context.Context, cfg Config) (API, error)
 	// Logger defaults to klog.Background().
 	Logger *klog.Logger
+	// Follower starts the Cache without polling: snapshots arrive through Import until
+	// SetPolling(true), as in a replica that does not hold the polling Lease.
+	Follower bool
+	// OnPolled, when set, receives every snapshot a poll of this Cache published (not those
+	// imported), e.g. to share it with other replicas. It must not block.
+	OnPolled func(Snapshot)
 }
 
 func (o Options) withDefaults() Options {
@@ -77,6 +84,10 @@ type Cache struct {
 	tailnets map[string]*tailnetState
 	subs     []*subscriber
 	closed   bool
+	// pending holds imported snapshots of tailnets not added yet.
+	pending map[string]Snapshot
+
+	paused atomic.Bool
 
 	goMu     sync.Mutex // guards stopping and wg.Add
 	stopping bool
@@ -90,7 +101,44 @@ func NewCache(opts Options) *Cache {
 	if opts.Logger != nil {
 		log = *opts.Logger
 	}
-	return &Cache{opts: opts, log: log.WithName("tailnet"), tailnets: map[string]*tailnetState{}}
+	c := &Cache{opts: opts, log: log.WithName("tailnet"), tailnets: map[string]*tailnetState{}, pending: map[string]Snapshot{}}
+	c.paused.Store(opts.Follower)
+	return c
+}
+
+// SetPolling starts (true) or stops (false) the scheduled polls of every tailnet. A Cache that
+// starts polling again continues the schedule of the last snapshot it polled or imported, so
+// handing polling from one replica to another keeps one poll per interval.
+func (c *Cache) SetPolling(on bool) {
+	if c.paused.Swap(!on) == !on {
+		return
+	}
+	c.log.Info("Tailnet polling", "enabled", on)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, t := range c.tailnets {
+		t.poke()
+	}
+}
+
+// Polling reports whether the Cache polls on schedule.
+func (c *Cache) Polling() bool { return !c.paused.Load() }
+
+// Import publishes a snapshot polled elsewhere (another replica) as this Cache's state of the
+// tailnet, telling subscribers what changed, as a poll would. It is ignored when it is not newer
+// than the state already held, or when it is of another tailnet than the one configured.
+func (c *Cache) Import(s Snapshot) {
+	c.mu.Lock()
+	t, ok := c.tailnets[s.Name]
+	if !ok {
+		if p, had := c.pending[s.Name]; !had || s.LastAttempt.After(p.LastAttempt) {
+			c.pending[s.Name] = s
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	t.importSnapshot(s)
 }
 
 // Add starts polling the tailnet of a TailscaleTailnet named name, or updates its
@@ -98,12 +146,13 @@ func NewCache(opts Options) *Cache {
 // the last-known state and polls again at once; other changes keep it.
 func (c *Cache) Add(name string, cfg Config) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return
 	}
 	if t, ok := c.tailnets[name]; ok {
 		if t.config().sameEndpoint(cfg) {
+			c.mu.Unlock()
 			t.setConfig(cfg)
 			return
 		}
@@ -112,7 +161,13 @@ func (c *Cache) Add(name string, cfg Config) {
 	}
 	t := newTailnetState(c, name, cfg)
 	c.tailnets[name] = t
+	p, imported := c.pending[name]
+	delete(c.pending, name)
 	c.spawn(t.loop)
+	c.mu.Unlock()
+	if imported {
+		t.importSnapshot(p)
+	}
 }
 
 // Update is Add.
@@ -127,6 +182,7 @@ func (c *Cache) Remove(name string) {
 		delete(c.tailnets, name)
 		t.stop()
 	}
+	delete(c.pending, name)
 	c.mu.Unlock()
 	if ok {
 		c.notify(Change{Name: name, Snapshot: t.snapshot(), TailnetRemoved: true})

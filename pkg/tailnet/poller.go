@@ -24,6 +24,8 @@ type tailnetState struct {
 	handle *apiHandle
 	snap   atomic.Pointer[Snapshot]
 	count  counters
+	// pubMu serialises publishing snapshots: a poll's and an imported one.
+	pubMu sync.Mutex
 
 	mu       sync.Mutex
 	cfg      Config
@@ -112,7 +114,7 @@ func (t *tailnetState) loop() {
 			return
 		case <-t.kick:
 		case <-timer.C:
-			if t.due() {
+			if t.cache.Polling() && t.due() {
 				f := t.join(false)
 				select {
 				case <-f.done:
@@ -120,6 +122,10 @@ func (t *tailnetState) loop() {
 					return
 				}
 			}
+		}
+		if !t.cache.Polling() {
+			// Another replica polls: wait for SetPolling to kick the loop.
+			continue
 		}
 		t.mu.Lock()
 		wait := time.Until(t.nextPoll)
@@ -211,9 +217,14 @@ func (t *tailnetState) poll() (Snapshot, error) {
 	if err != nil {
 		t.count.pollFailures.Add(1)
 	}
+	t.pubMu.Lock()
 	prev := t.snap.Load()
 	next := t.next(prev, data, err, time.Now())
 	t.snap.Store(next)
+	t.pubMu.Unlock()
+	if f := t.cache.opts.OnPolled; f != nil {
+		f(*next)
+	}
 
 	ch := diff(prev, next)
 	log := t.cache.log.WithValues("tailnet", t.name)
@@ -228,6 +239,38 @@ func (t *tailnetState) poll() (Snapshot, error) {
 	log.V(4).Info("Tailnet polled", "duration", time.Since(start), "changed", !ch.Empty(), "online", len(ch.Online))
 	t.cache.notify(ch)
 	return *next, err
+}
+
+// importSnapshot publishes a snapshot another replica polled, if it is newer than the state
+// held and of the configured tailnet, and schedules this replica's next poll (should it start
+// polling) one interval after it.
+func (t *tailnetState) importSnapshot(in Snapshot) {
+	if in.Tailnet != normTailnet(t.config().Tailnet) {
+		return
+	}
+	t.pubMu.Lock()
+	prev := t.snap.Load()
+	if !in.LastAttempt.After(prev.LastAttempt) {
+		t.pubMu.Unlock()
+		return
+	}
+	n := *prev
+	n.LastAttempt, n.LastSync, n.LastError, n.Stale, n.Status = in.LastAttempt, in.LastSync, in.LastError, in.Stale, in.Status
+	if !reflect.DeepEqual(prev.Devices, in.Devices) || !reflect.DeepEqual(prev.Services, in.Services) ||
+		!reflect.DeepEqual(prev.ServiceHosts, in.ServiceHosts) {
+		n.Devices, n.Services, n.ServiceHosts, n.MagicDNSSuffix = in.Devices, in.Services, in.ServiceHosts, in.MagicDNSSuffix
+		n.idx = buildIndex(in.Devices, in.Services)
+		n.Generation++
+	}
+	t.snap.Store(&n)
+	t.pubMu.Unlock()
+
+	t.mu.Lock()
+	t.lastEnd = in.LastAttempt
+	t.nextPoll = in.LastAttempt.Add(t.intervalLocked(in.Status.RetryAfter))
+	t.mu.Unlock()
+	t.count.imports.Add(1)
+	t.cache.notify(diff(prev, &n))
 }
 
 // next computes the snapshot that follows prev after a poll.

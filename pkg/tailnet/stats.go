@@ -17,13 +17,15 @@ type Stats struct {
 	// APICalls is the number of API method calls (list devices, list services, ...), by the
 	// poller and through Cache.API.
 	APICalls uint64
+	// Imports is the number of snapshots imported from another replica's polls.
+	Imports uint64
 	// HTTP counts HTTP requests, retries and token requests included, when the API is a *Client.
 	HTTP TransportStats
 }
 
 // counters are the live form of Stats.
 type counters struct {
-	polls, pollFailures, refreshes, coalesced, apiCalls atomic.Uint64
+	polls, pollFailures, refreshes, coalesced, apiCalls, imports atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -33,6 +35,7 @@ func (c *counters) snapshot() Stats {
 		Refreshes:          c.refreshes.Load(),
 		CoalescedRefreshes: c.coalesced.Load(),
 		APICalls:           c.apiCalls.Load(),
+		Imports:            c.imports.Load(),
 	}
 }
 

@@ -22,9 +22,16 @@ import (
 // console.
 func startSim(t *testing.T, name string) *tailnet.Client {
 	t.Helper()
+	_, admin := startSimWith(t, name, tailnetsim.Options{})
+	return admin
+}
+
+// startSimWith is startSim with the simulator's options (devices), returning the simulator too.
+func startSimWith(t *testing.T, name string, opts tailnetsim.Options) (*tailnetsim.Tailnet, *tailnet.Client) {
+	t.Helper()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sim, err := tailnetsim.Start(sctx, tailnetsim.Options{})
+	sim, err := tailnetsim.Start(sctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +56,7 @@ func startSim(t *testing.T, name string) *tailnet.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return admin
+	return sim, admin
 }
 
 func serviceExists(c context.Context, admin *tailnet.Client, name string) (bool, error) {

@@ -212,12 +212,14 @@ func TestServerPermissions(t *testing.T) {
 		{[]string{"get", "secrets", "-n", "default"}, "no"},
 		{[]string{"list", "secrets", "-n", framework.Namespace}, "no"},
 		{[]string{"create", "namespaces"}, "no"},
-		// The controllers: Events on their objects in any namespace, their own Lease only.
+		// The controllers: Events on their objects in any namespace; Leases (theirs and the
+		// replicas' member Leases) in their namespace only.
 		{[]string{"create", "events", "-n", "default"}, "yes"},
 		{[]string{"patch", "events.events.k8s.io", "-n", "default"}, "yes"},
 		{[]string{"create", "leases.coordination.k8s.io", "-n", framework.Namespace}, "yes"},
 		{[]string{"update", "leases.coordination.k8s.io/tailscale-gateway-controllers", "-n", framework.Namespace}, "yes"},
-		{[]string{"update", "leases.coordination.k8s.io/other", "-n", framework.Namespace}, "no"},
+		{[]string{"list", "leases.coordination.k8s.io", "-n", framework.Namespace}, "yes"},
+		{[]string{"update", "leases.coordination.k8s.io/other", "-n", "default"}, "no"},
 		{[]string{"create", "leases.coordination.k8s.io", "-n", "default"}, "no"},
 	} {
 		out, _ := env.Kubectl(env.AdminKubeconfig, append(append([]string{"auth", "can-i"}, tc.args...), as)...)

@@ -98,6 +98,9 @@ type device struct {
 	httpStatus  atomic.Int32
 	grpcServing atomic.Bool
 
+	probesMu sync.Mutex
+	probes   map[string]map[netip.Addr]int // health requests by ProbeTagHeader and source
+
 	mu       sync.Mutex
 	run      *deviceRun // nil while offline
 	ip4, ip6 netip.Addr
@@ -239,7 +242,8 @@ func (d *device) serveHTTP(r *deviceRun, port int) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(d.spec.HealthPath, func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc(d.spec.HealthPath, func(w http.ResponseWriter, req *http.Request) {
+		d.recordProbe(req)
 		code := int(d.httpStatus.Load())
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(code)
@@ -253,6 +257,27 @@ func (d *device) serveHTTP(r *deviceRun, port int) error {
 	r.wg.Go(func() { _ = hs.Serve(ln) })
 	r.stops = append(r.stops, func() { hs.Close() })
 	return nil
+}
+
+// recordProbe counts a health request by its ProbeTagHeader and its source address.
+func (d *device) recordProbe(req *http.Request) {
+	tag := req.Header.Get(ProbeTagHeader)
+	if tag == "" {
+		return
+	}
+	src, err := netip.ParseAddrPort(req.RemoteAddr)
+	if err != nil {
+		return
+	}
+	d.probesMu.Lock()
+	defer d.probesMu.Unlock()
+	if d.probes == nil {
+		d.probes = map[string]map[netip.Addr]int{}
+	}
+	if d.probes[tag] == nil {
+		d.probes[tag] = map[netip.Addr]int{}
+	}
+	d.probes[tag][src.Addr().Unmap()]++
 }
 
 func (d *device) serveTCP(r *deviceRun, port int) error {

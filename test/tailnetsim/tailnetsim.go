@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -396,6 +397,24 @@ func (t *Tailnet) SetHTTPStatus(hostname string, code int) error {
 	}
 	d.httpStatus.Store(int32(code))
 	return nil
+}
+
+// ProbeTagHeader is the request header by which a device's HTTP health path counts requests
+// (HealthRequests); health checks set it through their headers.
+const ProbeTagHeader = "X-Tailnetsim-Probe"
+
+// HealthRequests returns, for each ProbeTagHeader value, how many health requests each source
+// address sent the device since the last call (which resets the counts).
+func (t *Tailnet) HealthRequests(hostname string) (map[string]map[netip.Addr]int, error) {
+	d, err := t.device(hostname)
+	if err != nil {
+		return nil, err
+	}
+	d.probesMu.Lock()
+	defer d.probesMu.Unlock()
+	out := d.probes
+	d.probes = nil
+	return out, nil
 }
 
 // SetGRPCServing sets the device's gRPC health to SERVING or NOT_SERVING.

@@ -98,6 +98,9 @@ type controllers struct {
 	// build builds the controllers once the operator ID is known and returns their run loop.
 	build func(operatorID string) (func(context.Context), error)
 	start func(stop <-chan struct{})
+	// replicas, when work is shared, is told when this replica gains and loses the Lease and
+	// names it in the election.
+	replicas *replicaSet
 }
 
 // newControllers builds the controllers on r's informers. core is the core API's client
@@ -185,6 +188,9 @@ func (c *controllers) run(ctx context.Context) {
 	}
 	host, _ := os.Hostname()
 	identity := host + "_" + randomHex(4)
+	if c.replicas != nil {
+		identity = c.replicas.identity
+	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: c.opts.LeaseNamespace, Name: c.opts.LeaseName},
 		Client:     c.core.CoordinationV1(),
@@ -203,6 +209,9 @@ func (c *controllers) run(ctx context.Context) {
 			Name:            c.opts.LeaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
+					if c.replicas != nil {
+						c.replicas.lead(true)
+					}
 					runControllers, err := c.build(id)
 					if err != nil {
 						klog.ErrorS(err, "Building the controllers")
@@ -213,6 +222,9 @@ func (c *controllers) run(ctx context.Context) {
 					runControllers(ctx)
 				},
 				OnStoppedLeading: func() {
+					if c.replicas != nil {
+						c.replicas.lead(false)
+					}
 					klog.InfoS("No longer leading: controllers stopped", "identity", identity)
 				},
 				OnNewLeader: func(current string) {
@@ -227,18 +239,7 @@ func (c *controllers) run(ctx context.Context) {
 
 // waitForOperatorID retries reading (or creating) the operator ID until it succeeds or ctx ends.
 func (c *controllers) waitForOperatorID(ctx context.Context) (string, error) {
-	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
-		id, err := c.idSource(ctx)
-		if err == nil {
-			return id, nil
-		}
-		klog.ErrorS(err, "Reading the operator ID; retrying", "in", delay)
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(delay):
-		}
-	}
+	return retryUntil(ctx, "Reading the operator ID", c.idSource)
 }
 
 // persistedOperatorID returns the operator ID stored at key, storing a new random one first if
@@ -247,17 +248,9 @@ func persistedOperatorID(ctx context.Context, servers []string, certFile, keyFil
 	if len(servers) == 0 {
 		return "", errors.New("no etcd servers to keep the operator ID in; set --operator-id")
 	}
-	cfg := clientv3.Config{Endpoints: servers, DialTimeout: 10 * time.Second, Context: ctx, Logger: zap.NewNop()}
-	if certFile != "" || caFile != "" {
-		tlsCfg, err := (transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: caFile}).ClientConfig()
-		if err != nil {
-			return "", fmt.Errorf("etcd TLS configuration: %w", err)
-		}
-		cfg.TLS = tlsCfg
-	}
-	cli, err := clientv3.New(cfg)
+	cli, err := newEtcdClient(ctx, servers, certFile, keyFile, caFile)
 	if err != nil {
-		return "", fmt.Errorf("connecting to etcd: %w", err)
+		return "", err
 	}
 	defer func() { _ = cli.Close() }()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -280,6 +273,43 @@ func persistedOperatorID(ctx context.Context, servers []string, certFile, keyFil
 		return "", fmt.Errorf("etcd key %s is empty", key)
 	}
 	return string(kvs[0].Value), nil
+}
+
+// newEtcdClient connects to the registry's etcd, for the little state kept outside resources.
+func newEtcdClient(ctx context.Context, servers []string, certFile, keyFile, caFile string) (*clientv3.Client, error) {
+	if len(servers) == 0 {
+		return nil, errors.New("no etcd servers")
+	}
+	cfg := clientv3.Config{Endpoints: servers, DialTimeout: 10 * time.Second, Context: ctx, Logger: zap.NewNop()}
+	if certFile != "" || caFile != "" {
+		tlsCfg, err := (transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: caFile}).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS configuration: %w", err)
+		}
+		cfg.TLS = tlsCfg
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to etcd: %w", err)
+	}
+	return cli, nil
+}
+
+// retryUntil calls f with growing delays until it succeeds or ctx is done.
+func retryUntil[T any](ctx context.Context, what string, f func(context.Context) (T, error)) (T, error) {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		v, err := f(ctx)
+		if err == nil {
+			return v, nil
+		}
+		klog.ErrorS(err, what+"; retrying", "in", delay)
+		select {
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
 }
 
 func randomHex(n int) string {

@@ -56,8 +56,9 @@ func (o *LiveStatusOptions) AddFlags(fs *pflag.FlagSet) {
 }
 
 // newCollector builds the collector. coreClient is the core API's client configuration in cluster
-// mode (for Secrets); defaultStateDir holds tsnet state when --tsnet-state-dir is unset.
-func (o *LiveStatusOptions) newCollector(coreClient *rest.Config, defaultStateDir string) (*collector.Collector, error) {
+// mode (for Secrets); defaultStateDir holds tsnet state when --tsnet-state-dir is unset; rs, when
+// set, shares the work with other replicas (polls while leading, probes its shard).
+func (o *LiveStatusOptions) newCollector(coreClient *rest.Config, defaultStateDir string, rs *replicaSet) (*collector.Collector, error) {
 	var creds tailnet.CredentialSource
 	switch {
 	case o.CredentialsDir != "":
@@ -73,9 +74,15 @@ func (o *LiveStatusOptions) newCollector(coreClient *rest.Config, defaultStateDi
 			return tailnet.Credentials{}, fmt.Errorf("no --tailnet-credentials-dir and no core API: %w", tailnet.ErrCredentialsNotFound)
 		})
 	}
+	cacheOpts := tailnet.Options{Interval: o.PollInterval, Credentials: creds,
+		Transport: tailnet.TransportOptions{RequestsPerSecond: o.APIRequestsPerSecond}}
+	var owns func(namespace, name string) bool
+	if rs != nil {
+		cacheOpts.Follower, cacheOpts.OnPolled, owns = true, rs.publish, rs.owns
+	}
 	opts := collector.Options{
-		Tailnets: tailnet.NewCache(tailnet.Options{Interval: o.PollInterval, Credentials: creds,
-			Transport: tailnet.TransportOptions{RequestsPerSecond: o.APIRequestsPerSecond}}),
+		Tailnets:            tailnet.NewCache(cacheOpts),
+		Owns:                owns,
 		MaxConcurrentProbes: o.MaxConcurrentProbes,
 		ControlURL:          o.ControlURL,
 		NodeHostname:        "tailscale-gateway-prober",

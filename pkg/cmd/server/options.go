@@ -57,9 +57,12 @@ type Options struct {
 	Collector livestatus.Collector
 	// Controllers configure the controllers that change the tailnet (controllers.go).
 	Controllers *ControllerOptions
+	// Replicas configure how replicas on one etcd share the live-status work (replicas.go).
+	Replicas *ReplicaOptions
 
-	etcd *embeddedetcd.Server
-	pki  *localpki.Files
+	etcd     *embeddedetcd.Server
+	replicas *replicaSet
+	pki      *localpki.Files
 }
 
 // NewOptions returns options with defaults for an aggregated API server.
@@ -71,6 +74,7 @@ func NewOptions() *Options {
 		Live:        NewLiveStatusOptions(),
 		Extension:   NewExtensionOptions(),
 		Controllers: NewControllerOptions(),
+		Replicas:    NewReplicaOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -87,6 +91,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Live.AddFlags(fs)
 	o.Extension.AddFlags(fs)
 	o.Controllers.AddFlags(fs)
+	o.Replicas.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -197,11 +202,18 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		if o.Standalone {
 			stateDir = defaultNodeStateDir(o.DataDir)
 		}
-		c, err := o.Live.newCollector(cfg.ClientConfig, stateDir)
+		rs, err := o.newReplicaSet(cfg.ClientConfig)
+		if err != nil {
+			return nil, err
+		}
+		c, err := o.Live.newCollector(cfg.ClientConfig, stateDir, rs)
 		if err != nil {
 			return nil, err
 		}
 		o.Collector = c
+		if rs != nil {
+			rs.collector, o.replicas = c, rs
+		}
 	}
 	return &apiserver.Config{GenericConfig: cfg}, nil
 }
@@ -222,6 +234,14 @@ func (o *Options) Run(ctx context.Context) error {
 	cfg.Overlays = r.overlays()
 	if r.controllers, err = r.newControllers(o, cfg.GenericConfig.ClientConfig); err != nil {
 		return err
+	}
+	if rs := o.replicas; rs != nil && r.writer != nil && r.controllers != nil {
+		rs.writer = r.writer
+		r.writer.SetOwnership(rs.writes)
+		r.controllers.replicas, r.replicas = rs, rs
+	} else if rs != nil {
+		// Nothing would lead the polls: poll here, as without sharing.
+		rs.collector.Cache().SetPolling(true)
 	}
 	server, err := cfg.Complete().New()
 	if err != nil {

@@ -31,6 +31,8 @@ type runners struct {
 	extension *extension
 	// controllers change the tailnet (controllers.go); nil when off.
 	controllers *controllers
+	// replicas shares the live-status work with other replicas (replicas.go); nil when not.
+	replicas *replicaSet
 }
 
 // newRunners builds the runners on the loopback client of loopback. collector may be nil (no
@@ -80,6 +82,9 @@ func (r *runners) install(server *genericapiserver.GenericAPIServer) error {
 			go r.writer.Run(hook, 2)
 			if r.controllers != nil {
 				go r.controllers.run(hook)
+			}
+			if r.replicas != nil {
+				go r.replicas.run(hook)
 			}
 			r.factory.WaitForCacheSync(hook.Done()) // returns early only when the server stops
 			return nil

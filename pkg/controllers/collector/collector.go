@@ -46,6 +46,10 @@ type Options struct {
 	NodeHostname string
 	// ControlURL is the nodes' coordination server; empty means Tailscale's.
 	ControlURL string
+	// Owns, when set, says whether this replica probes the endpoints of a TailscaleEndpoints
+	// (its shard, see pkg/replicas). Reads of the others' endpoints show their persisted health.
+	// Nil: this replica probes every endpoint.
+	Owns func(namespace, name string) bool
 }
 
 // Collector implements livestatus.Collector.
@@ -54,6 +58,7 @@ type Collector struct {
 	prober   *health.Prober
 	nodes    *tsnode.Nodes
 	scheme   *runtime.Scheme
+	owns     func(namespace, name string) bool
 
 	tailnetLister   listers.TailscaleTailnetLister
 	endpointsLister listers.TailscaleEndpointsLister
@@ -81,6 +86,7 @@ func New(opts Options) *Collector {
 	c := &Collector{
 		tailnets:     opts.Tailnets,
 		scheme:       scheme,
+		owns:         opts.Owns,
 		targetsDirty: make(chan struct{}, 1),
 		converted:    map[string]convertedTailnet{},
 		viaNode:      map[string]string{},
@@ -205,14 +211,24 @@ func (c *Collector) Tailnet(ref string) (livestatus.Tailnet, bool) {
 	return state, true
 }
 
-// Probe implements livestatus.Sources.
+// Probe implements livestatus.Sources. The endpoints of another replica's shard have a Probe
+// that says so (Persisted).
 func (c *Collector) Probe(key string) (livestatus.Probe, bool) {
+	if c.owns != nil {
+		if ns, name, ok := splitKey(key); ok && !c.owns(ns, name) {
+			return livestatus.Probe{Persisted: true}, true
+		}
+	}
 	r, ok := c.prober.Result(key)
 	if !ok {
 		return livestatus.Probe{}, false
 	}
 	return livestatus.Probe{Status: string(r.Status), LastChecked: r.LastChecked, Latency: r.Latency, Error: r.Error}, true
 }
+
+// Resharded rebuilds the probe targets after this replica's shard changed (members came or
+// went): it starts probing what it now owns and stops what it no longer does.
+func (c *Collector) Resharded() { c.markTargetsDirty() }
 
 // Resolve maps a TailscaleTailnet name or tailnet domain to the name of the TailscaleTailnet
 // polled for it, from memory.
@@ -306,6 +322,9 @@ func (c *Collector) updateTargets() {
 	var targets []health.Target
 	viaNode := map[string]string{}
 	for _, obj := range all {
+		if c.owns != nil && !c.owns(obj.Namespace, obj.Name) {
+			continue
+		}
 		eps := &gateway.TailscaleEndpoints{}
 		if err := c.scheme.Convert(obj, eps, nil); err != nil {
 			utilruntime.HandleError(fmt.Errorf("converting TailscaleEndpoints %s/%s: %w", obj.Namespace, obj.Name, err))

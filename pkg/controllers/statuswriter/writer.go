@@ -30,12 +30,12 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 )
 
-// Kinds in queue keys.
+// Kinds of the objects whose status the writer keeps.
 const (
-	kindTailnet   = "TailscaleTailnet"
-	kindEndpoints = "TailscaleEndpoints"
-	kindServices  = "TailscaleServices"
-	kindGateway   = "TailscaleGateway"
+	KindTailnet   = "TailscaleTailnet"
+	KindEndpoints = "TailscaleEndpoints"
+	KindServices  = "TailscaleServices"
+	KindGateway   = "TailscaleGateway"
 )
 
 // key names one object in the queue.
@@ -56,6 +56,8 @@ type Writer struct {
 	synced    []cache.InformerSynced
 
 	queue workqueue.TypedRateLimitingInterface[key]
+	// writes, when set, says which objects' status this replica writes (see SetOwnership).
+	writes func(kind, namespace, name string) bool
 }
 
 // New returns a writer reading objects through informers of factory and writing through client.
@@ -76,10 +78,10 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, so
 			workqueue.TypedRateLimitingQueueConfig[key]{Name: "statuswriter"}),
 	}
 	for kind, inf := range map[string]cache.SharedIndexInformer{
-		kindTailnet:   gw.TailscaleTailnets().Informer(),
-		kindEndpoints: gw.TailscaleEndpoints().Informer(),
-		kindServices:  gw.TailscaleServices().Informer(),
-		kindGateway:   gw.TailscaleGateways().Informer(),
+		KindTailnet:   gw.TailscaleTailnets().Informer(),
+		KindEndpoints: gw.TailscaleEndpoints().Informer(),
+		KindServices:  gw.TailscaleServices().Informer(),
+		KindGateway:   gw.TailscaleGateways().Informer(),
 	} {
 		kind := kind
 		enqueue := func(obj any) { w.enqueueObject(kind, obj) }
@@ -93,22 +95,30 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, so
 	return w
 }
 
+// SetOwnership makes the writer write only the status of the objects writes reports true for:
+// with several replicas, each writes the TailscaleEndpoints of its shard and the leader the
+// rest. Call Resync after the answer changes. Call it before Run.
+func (w *Writer) SetOwnership(writes func(kind, namespace, name string) bool) { w.writes = writes }
+
+// Resync requeues every object, e.g. after this replica's share of the writes changed.
+func (w *Writer) Resync() { w.TailnetChanged() }
+
 // Selector returns an EndpointsSelector over the writer's informer cache.
 func (w *Writer) Selector() livestatus.EndpointsSelector { return endpointsSelector{w.endpoints} }
 
 // EndpointsChanged requeues a TailscaleEndpoints, e.g. after a health transition of one of its
 // endpoints.
 func (w *Writer) EndpointsChanged(namespace, name string) {
-	w.queue.Add(key{kindEndpoints, namespace, name})
+	w.queue.Add(key{KindEndpoints, namespace, name})
 }
 
 // TailnetChanged requeues every object whose status depends on tailnet state.
 func (w *Writer) TailnetChanged() {
 	for kind, list := range map[string]func() ([]metav1.Object, error){
-		kindTailnet:   func() ([]metav1.Object, error) { return objects(w.tailnets.List(labels.Everything())) },
-		kindEndpoints: func() ([]metav1.Object, error) { return objects(w.endpoints.List(labels.Everything())) },
-		kindServices:  func() ([]metav1.Object, error) { return objects(w.services.List(labels.Everything())) },
-		kindGateway:   func() ([]metav1.Object, error) { return objects(w.gateways.List(labels.Everything())) },
+		KindTailnet:   func() ([]metav1.Object, error) { return objects(w.tailnets.List(labels.Everything())) },
+		KindEndpoints: func() ([]metav1.Object, error) { return objects(w.endpoints.List(labels.Everything())) },
+		KindServices:  func() ([]metav1.Object, error) { return objects(w.services.List(labels.Everything())) },
+		KindGateway:   func() ([]metav1.Object, error) { return objects(w.gateways.List(labels.Everything())) },
 	} {
 		items, err := list()
 		if err != nil {
@@ -160,24 +170,27 @@ func (w *Writer) enqueueObject(kind string, obj any) {
 		return
 	}
 	w.queue.Add(key{kind, o.GetNamespace(), o.GetName()})
-	if kind == kindEndpoints {
+	if kind == KindEndpoints {
 		// Services count the health of the endpoints they select.
 		services, err := w.services.TailscaleServices(o.GetNamespace()).List(labels.Everything())
 		if err != nil {
 			return
 		}
 		for _, s := range services {
-			w.queue.Add(key{kindServices, s.Namespace, s.Name})
+			w.queue.Add(key{KindServices, s.Namespace, s.Name})
 		}
 	}
 }
 
 func (w *Writer) sync(ctx context.Context, k key) error {
+	if w.writes != nil && !w.writes(k.kind, k.namespace, k.name) {
+		return nil
+	}
 	now := w.now()
 	c := w.client.GatewayV1alpha1()
 	opts := metav1.UpdateOptions{FieldManager: "tailscale-gateway-status"}
 	switch k.kind {
-	case kindTailnet:
+	case KindTailnet:
 		obj, err := w.tailnets.Get(k.name)
 		if err != nil {
 			return ignoreNotFound(err)
@@ -191,7 +204,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			_, err := c.TailscaleTailnets().UpdateStatus(ctx, out, opts)
 			return err
 		})
-	case kindEndpoints:
+	case KindEndpoints:
 		obj, err := w.endpoints.TailscaleEndpoints(k.namespace).Get(k.name)
 		if err != nil {
 			return ignoreNotFound(err)
@@ -205,7 +218,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			_, err := c.TailscaleEndpoints(k.namespace).UpdateStatus(ctx, out, opts)
 			return err
 		})
-	case kindServices:
+	case KindServices:
 		obj, err := w.services.TailscaleServices(k.namespace).Get(k.name)
 		if err != nil {
 			return ignoreNotFound(err)
@@ -220,7 +233,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return err
 		})
 		return err
-	case kindGateway:
+	case KindGateway:
 		obj, err := w.gateways.TailscaleGateways(k.namespace).Get(k.name)
 		if err != nil {
 			return ignoreNotFound(err)

@@ -52,7 +52,7 @@ func syncOnce(t *testing.T, obj *v1alpha1.TailscaleEndpoints, src livestatus.Sou
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	client.ClearActions()
-	if err := w.sync(ctx, key{kindEndpoints, obj.Namespace, obj.Name}); err != nil {
+	if err := w.sync(ctx, key{KindEndpoints, obj.Namespace, obj.Name}); err != nil {
 		t.Fatal(err)
 	}
 	var updates []*v1alpha1.TailscaleEndpoints
