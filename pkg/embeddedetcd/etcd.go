@@ -18,8 +18,9 @@ const startTimeout = 2 * time.Minute
 
 // Server is a running embedded etcd member.
 type Server struct {
-	etcd      *embed.Etcd
-	clientURL string
+	etcd               *embed.Etcd
+	dir                string
+	clientURL, peerURL *url.URL
 }
 
 // bindAttempts bounds how often Start picks new ports when another process took the ones it
@@ -41,12 +42,6 @@ func Start(dir string) (*Server, error) {
 }
 
 func start(dir string) (*Server, error) {
-	cfg := embed.NewConfig()
-	cfg.Name = "tailscale-gateway"
-	cfg.Dir = dir
-	cfg.LogLevel = "error"
-	cfg.Logger = "zap"
-
 	clientURL, err := freeLoopbackURL()
 	if err != nil {
 		return nil, err
@@ -55,6 +50,32 @@ func start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s := &Server{dir: dir, clientURL: clientURL, peerURL: peerURL}
+	if s.etcd, err = run(dir, clientURL, peerURL); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Restart stops the member and starts it again from its data on the same URLs, as an etcd
+// member restarts: clients reconnect to the address they know.
+func (s *Server) Restart() error {
+	s.etcd.Close()
+	e, err := run(s.dir, s.clientURL, s.peerURL)
+	if err != nil {
+		return err
+	}
+	s.etcd = e
+	return nil
+}
+
+// run starts a member on dir and the given URLs and waits until it serves.
+func run(dir string, clientURL, peerURL *url.URL) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = "tailscale-gateway"
+	cfg.Dir = dir
+	cfg.LogLevel = "error"
+	cfg.Logger = "zap"
 	cfg.ListenClientUrls = []url.URL{*clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
 	cfg.ListenPeerUrls = []url.URL{*peerURL}
@@ -75,11 +96,11 @@ func start(dir string) (*Server, error) {
 		return nil, fmt.Errorf("embedded etcd in %s not ready after %s", dir, startTimeout)
 	}
 	klog.InfoS("Embedded etcd is serving", "dir", dir, "url", clientURL.String())
-	return &Server{etcd: e, clientURL: clientURL.String()}, nil
+	return e, nil
 }
 
 // ClientURL is the URL clients connect to.
-func (s *Server) ClientURL() string { return s.clientURL }
+func (s *Server) ClientURL() string { return s.clientURL.String() }
 
 // Close stops the member.
 func (s *Server) Close() {
