@@ -57,6 +57,8 @@ type Options struct {
 	Collector livestatus.Collector
 	// Controllers configure the controllers that change the tailnet (controllers.go).
 	Controllers *ControllerOptions
+	// ProxyDeploy configures the deployment of tailscale-gateway-proxy (proxydeploy.go).
+	ProxyDeploy *ProxyDeployOptions
 
 	etcd *embeddedetcd.Server
 	pki  *localpki.Files
@@ -71,6 +73,7 @@ func NewOptions() *Options {
 		Live:        NewLiveStatusOptions(),
 		Extension:   NewExtensionOptions(),
 		Controllers: NewControllerOptions(),
+		ProxyDeploy: NewProxyDeployOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -87,6 +90,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Live.AddFlags(fs)
 	o.Extension.AddFlags(fs)
 	o.Controllers.AddFlags(fs)
+	o.ProxyDeploy.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -142,7 +146,8 @@ func (o *Options) Complete() error {
 
 // Validate checks the options.
 func (o *Options) Validate() error {
-	return utilerrors.NewAggregate(append(o.RecommendedOptions.Validate(), o.Extension.Validate()...))
+	errs := append(o.RecommendedOptions.Validate(), o.Extension.Validate()...)
+	return utilerrors.NewAggregate(append(errs, o.ProxyDeploy.Validate()...))
 }
 
 // Config builds the server configuration.
