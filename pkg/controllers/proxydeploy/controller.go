@@ -11,6 +11,7 @@ package proxydeploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -183,7 +184,11 @@ func (c *Controller) work(ctx context.Context) {
 		if shutdown {
 			return
 		}
-		if err := c.sync(ctx, key); err != nil {
+		if err := c.sync(ctx, key); errors.Is(err, errConflict) {
+			klog.FromContext(ctx).V(2).Info("Proxy not deployed", "object", key, "reason", err.Error())
+			c.queue.Forget(key)
+			c.queue.AddAfter(key, conflictRetry)
+		} else if err != nil {
 			utilruntime.HandleErrorWithContext(ctx, err, "Deploying the proxy", "object", key)
 			c.queue.AddRateLimited(key)
 		} else {
@@ -438,11 +443,19 @@ func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleE
 	return nil
 }
 
-// conflict reports an object of ours' name that is not ours; it is left alone.
+// errConflict stops a sync at an object of ours' name that is not ours.
+var errConflict = errors.New("an object of the proxy's name is not managed for these endpoints")
+
+// conflictRetry is how soon a sync stopped by a foreign object is tried again (its removal
+// raises no event of ours).
+const conflictRetry = time.Minute
+
+// conflict reports an object of ours' name that is not ours; it is left alone and nothing
+// after it is deployed.
 func (c *Controller) conflict(obj *v1alpha1.TailscaleEndpoints, kind, name string) error {
 	c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonConflict,
-		"%s %s exists and is not managed for these endpoints; it is left alone and the proxy is not fully deployed", kind, name)
-	return nil
+		"%s %s exists and is not managed for these endpoints: it is left alone and the proxy is not deployed until it is gone", kind, name)
+	return fmt.Errorf("%s %s: %w", kind, name, errConflict)
 }
 
 // ensure creates want, or updates the existing object of its name when it is ours and change
