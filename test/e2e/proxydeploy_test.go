@@ -23,6 +23,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
@@ -31,6 +33,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
+	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
 
 // proxySim is a simulated tailnet with one device for the proxy tests, registered as the
@@ -234,6 +237,10 @@ func TestProxyDeployment(t *testing.T) {
 
 	// The proxy, run as replica 0 with what the pod would get.
 	t.Run("proxy", func(t *testing.T) { runDeployedProxy(t, sim, admin, ns, sts, egressPort) })
+
+	// The extension's EDS (proxy endpoint mode, the default in a cluster) sends Envoy to the
+	// egress Service.
+	t.Run("eds", func(t *testing.T) { checkEDSDialsProxyService(t, ns, svc.Spec.ClusterIP, int32(web.HTTPPort), egressPort) })
 
 	// An update rolls the StatefulSet; scaling down drops the state of the removed replica.
 	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]
@@ -467,5 +474,49 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 	}
 	if len(keysAfter) != len(keysBefore) {
 		t.Errorf("a restart minted a key: %d keys, were %d", len(keysAfter), len(keysBefore))
+	}
+}
+
+// checkEDSDialsProxyService routes an HTTPRoute to the TailscaleEndpoints "backends" and checks
+// that the load assignment names the proxy Service's cluster IP and the endpoint's egress port.
+func checkEDSDialsProxyService(t *testing.T, ns, clusterIP string, port, egressPort int32) {
+	if err := env.InstallGatewayAPICRDs(); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := gwclient.NewForConfig(env.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, kind := gwapiv1.Group(v1alpha1.GroupName), gwapiv1.Kind("TailscaleEndpoints")
+	route := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backends"}, Spec: gwapiv1.HTTPRouteSpec{
+		CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{Name: "eg"}}},
+		Rules: []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+			BackendObjectReference: gwapiv1.BackendObjectReference{Group: &group, Kind: &kind, Name: "backends", Port: ptr.To(gwapiv1.PortNumber(port))}}}}}}}}
+	if _, err := routes.GatewayV1().HTTPRoutes(ns).Create(ctx(t), route, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster := "httproute/" + ns + "/backends/rule/0"
+	xc, err := xdsclient.Dial(env.Gateway.XDSAddr, xdsclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xc.Close()
+	w, err := xc.Watch(ctx(t), xdsclient.EndpointType, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var last string
+	_, err = w.WaitFor(ctx(t), func(r *xdsclient.Response) bool {
+		cla := r.LoadAssignment(cluster)
+		if cla == nil || len(cla.Endpoints) != 1 || len(cla.Endpoints[0].LbEndpoints) != 1 {
+			return false
+		}
+		sa := cla.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress()
+		last = fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())
+		return sa.GetAddress() == clusterIP && sa.GetPortValue() == uint32(egressPort)
+	})
+	if err != nil {
+		t.Fatalf("the load assignment does not name %s:%d (last %s): %v", clusterIP, egressPort, last, err)
 	}
 }

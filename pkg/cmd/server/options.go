@@ -147,6 +147,9 @@ func (o *Options) Complete() error {
 // Validate checks the options.
 func (o *Options) Validate() error {
 	errs := append(o.RecommendedOptions.Validate(), o.Extension.Validate()...)
+	if o.Standalone && o.Extension.Enabled && o.Extension.EndpointMode == EndpointModeProxy && o.Extension.ProxyAddress == "" {
+		errs = append(errs, errors.New("--extension-endpoint-mode=proxy needs --extension-proxy-address in standalone mode"))
+	}
 	return utilerrors.NewAggregate(append(errs, o.ProxyDeploy.Validate()...))
 }
 

@@ -90,8 +90,7 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		opts.Resync = DefaultResync
 	}
 	gw := factory.Gateway().V1alpha1()
-	core := kubeinformers.NewSharedInformerFactoryWithOptions(kube, opts.Resync,
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedByLabel + "=" + ManagedBy }))
+	core := ManagedInformers(kube, opts.Resync)
 	c := &Controller{
 		opts: opts, kube: kube, core: core,
 		eps: gw.TailscaleEndpoints().Lister(), svcs: gw.TailscaleServices().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
