@@ -240,7 +240,9 @@ func TestProxyDeployment(t *testing.T) {
 
 	// The extension's EDS (proxy endpoint mode, the default in a cluster) sends Envoy to the
 	// egress Service.
-	t.Run("eds", func(t *testing.T) { checkEDSDialsProxyService(t, ns, svc.Spec.ClusterIP, int32(web.HTTPPort), egressPort) })
+	t.Run("eds", func(t *testing.T) {
+		checkEDSDialsProxyService(t, ns, svc.Spec.ClusterIP, int32(web.HTTPPort), egressPort)
+	})
 
 	// An update rolls the StatefulSet; scaling down drops the state of the removed replica.
 	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]

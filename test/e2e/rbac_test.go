@@ -218,6 +218,7 @@ func TestServerPermissions(t *testing.T) {
 		{[]string{"escalate", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
 		{[]string{"bind", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
 		{[]string{"create", "pods", "-n", "default"}, "no"},
+		{[]string{"list", "pods", "-n", "default"}, "yes"}, // the proxies' metrics endpoints
 		{[]string{"create", "deployments.apps", "-n", "default"}, "no"},
 		{[]string{"create", "namespaces"}, "no"},
 		// The controllers: Events on their objects in any namespace, their own Lease only.

@@ -1,17 +1,22 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/requestcounts"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 )
 
@@ -23,12 +28,16 @@ type ProxyDeployOptions struct {
 	PullPolicy string
 	// CPU and memory requests and limits of the proxy container; empty sets none.
 	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
+	// MetricsInterval is how often the deployed proxies' metrics are scraped for requestCounts;
+	// 0 disables it.
+	MetricsInterval time.Duration
 }
 
 // NewProxyDeployOptions returns the defaults.
 func NewProxyDeployOptions() *ProxyDeployOptions {
 	return &ProxyDeployOptions{Enabled: true, Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:latest",
-		PullPolicy: string(corev1.PullIfNotPresent), CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi"}
+		PullPolicy: string(corev1.PullIfNotPresent), CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi",
+		MetricsInterval: requestcounts.DefaultInterval}
 }
 
 // AddFlags adds the flags to fs.
@@ -41,6 +50,8 @@ func (o *ProxyDeployOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MemoryRequest, "proxy-memory-request", o.MemoryRequest, "Memory request of the proxy container (empty: none).")
 	fs.StringVar(&o.CPULimit, "proxy-cpu-limit", o.CPULimit, "CPU limit of the proxy container (empty: none).")
 	fs.StringVar(&o.MemoryLimit, "proxy-memory-limit", o.MemoryLimit, "Memory limit of the proxy container (empty: none).")
+	fs.DurationVar(&o.MetricsInterval, "proxy-metrics-interval", o.MetricsInterval,
+		"Interval at which the deployed proxies' /metrics are scraped for TailscaleServices status.loadBalancingStatus.requestCounts (0: never).")
 }
 
 // Validate checks the options.
@@ -90,9 +101,10 @@ func (o *ProxyDeployOptions) resources() (corev1.ResourceRequirements, error) {
 	return r, nil
 }
 
-// newProxyDeploy builds the controller, or returns nil when it is off or there is no core API.
-func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, factory informers.SharedInformerFactory, col *collector.Collector,
-	recorder record.EventRecorder, controlURL string) (*proxydeploy.Controller, error) {
+// newProxyDeploy builds the controller and the requestCounts aggregator and returns their run
+// loop, or nil when it is off or there is no core API.
+func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client versioned.Interface, factory informers.SharedInformerFactory,
+	col *collector.Collector, recorder record.EventRecorder, controlURL string, workers int) (func(context.Context), error) {
 	if o == nil || !o.Enabled || kube == nil {
 		return nil, nil
 	}
@@ -100,9 +112,30 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, factory i
 	if err != nil {
 		return nil, err
 	}
-	return proxydeploy.New(kube, factory, proxydeploy.Options{
+	deploy, err := proxydeploy.New(kube, factory, proxydeploy.Options{
 		Config:   proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL},
 		Tailnets: vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
 		Recorder: recorder,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if o.MetricsInterval <= 0 {
+		return func(ctx context.Context) { deploy.Run(ctx, workers) }, nil
+	}
+	pods := proxydeploy.PodInformers(kube, informerResync)
+	podLister := pods.Core().V1().Pods().Lister()
+	podsSynced := pods.Core().V1().Pods().Informer().HasSynced
+	agg := requestcounts.New(requestcounts.Options{Client: client, Services: factory.Gateway().V1alpha1().TailscaleServices().Lister(),
+		Interval: o.MetricsInterval, Targets: func() []requestcounts.Target { return proxydeploy.MetricsTargets(podLister) }})
+	return func(ctx context.Context) {
+		pods.Start(ctx.Done())
+		defer pods.Shutdown()
+		go func() {
+			if cache.WaitForNamedCacheSyncWithContext(ctx, podsSynced) {
+				agg.Run(ctx)
+			}
+		}()
+		deploy.Run(ctx, workers)
+	}, nil
 }

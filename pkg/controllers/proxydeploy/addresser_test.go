@@ -3,6 +3,8 @@ package proxydeploy
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -45,5 +47,28 @@ func TestServiceAddresser(t *testing.T) {
 	udp := endpointset.Of(obj)[1]
 	if _, port, ok := a.Address(obj, udp); ok {
 		t.Fatalf("a UDP endpoint got an EDS address %d (Envoy's clusters here are TCP)", port)
+	}
+}
+
+func TestMetricsTargets(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	pod := func(name, ip string, phase corev1.PodPhase, lbls map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name, Labels: lbls},
+			Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+	}
+	ours := selectorOf(testEndpoints(Egress, 1))
+	for _, p := range []*corev1.Pod{
+		pod("backends-proxy-0", "10.0.0.5", corev1.PodRunning, ours),
+		pod("backends-proxy-1", "", corev1.PodPending, ours),
+		pod("backends-proxy-2", "10.0.0.6", corev1.PodFailed, ours),
+		pod("unrelated", "10.0.0.7", corev1.PodRunning, map[string]string{"app": "x"}),
+	} {
+		if err := idx.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := MetricsTargets(corelisters.NewPodLister(idx))
+	if len(got) != 1 || got[0].Key != "web/backends-proxy-0" || got[0].URL != "http://10.0.0.5:9090/metrics" {
+		t.Fatalf("targets %v", got)
 	}
 }

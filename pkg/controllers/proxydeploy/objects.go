@@ -117,8 +117,14 @@ func labelsOf(obj *v1alpha1.TailscaleEndpoints) map[string]string {
 	return map[string]string{ManagedByLabel: ManagedBy, ProxyForLabel: obj.Name}
 }
 
+// The label every proxy pod carries.
+const (
+	podNameLabel = "app.kubernetes.io/name"
+	podName      = "tailscale-gateway-proxy"
+)
+
 func selectorOf(obj *v1alpha1.TailscaleEndpoints) map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "tailscale-gateway-proxy", ProxyForLabel: obj.Name}
+	return map[string]string{podNameLabel: podName, ProxyForLabel: obj.Name}
 }
 
 func metaOf(obj *v1alpha1.TailscaleEndpoints, name string) metav1.ObjectMeta {
