@@ -307,6 +307,30 @@ func TestProxyDeployment(t *testing.T) {
 		t.Errorf("a StatefulSet was deployed beside a foreign ServiceAccount: %v", err)
 	}
 
+	// An auto-provisioned TailscaleEndpoints gets an ingress proxy hosting its TailscaleServices.
+	vip := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "vip"},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector:   &metav1.LabelSelector{MatchLabels: map[string]string{"app": "vip"}},
+			VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:e2e-proxydeploy", Ports: []string{"tcp:80"}},
+			EndpointTemplate: &v1alpha1.EndpointTemplate{Tailnet: "e2e-proxydeploy", Labels: map[string]string{"app": "vip"},
+				Proxy: &v1alpha1.ProxyConfig{ConnectionType: proxydeploy.Ingress}},
+		}}
+	if _, err := viaKube(t).TailscaleServices(ns).Create(ctx(t), vip, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the auto-provisioned endpoints' proxy hosting the TailscaleServices", func(c context.Context) (bool, error) {
+		sts, err := kube.AppsV1().StatefulSets(ns).Get(c, "vip-auto-proxy", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		args := sts.Spec.Template.Spec.Containers[0].Args
+		return *sts.Spec.Replicas == 1 && slices.Contains(args, "--services=vip") &&
+			!slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--endpoints") }), nil
+	})
+
 	// Deleting the TailscaleEndpoints: kube-controller-manager's garbage collector removes what
 	// it owned.
 	if err := eps.Delete(ctx(t), "backends", metav1.DeleteOptions{}); err != nil {

@@ -17,7 +17,7 @@ import (
 // ServiceAddresser is the extension's `proxy` endpoint mode in a cluster (an eds.Addresser):
 // Envoy dials the egress Service this controller deploys for the endpoints' TailscaleEndpoints,
 // at its cluster IP and the endpoint's egress port (the Service port equals the listener's, see
-// EgressPorts). A TailscaleEndpoints with no proxy of its own (no spec.proxy, an ingress-only
+// EgressPorts). A TailscaleEndpoints with no proxy of its own (not Wanted, an ingress-only
 // proxy, or its Service not there yet or not ours) keeps the tailnet address (Direct).
 type ServiceAddresser struct {
 	// Services lists the Services this controller manages.
@@ -43,7 +43,7 @@ func (a *ServiceAddresser) Address(obj *v1alpha1.TailscaleEndpoints, ep endpoint
 
 // serviceIP is the cluster IP of obj's egress Service, empty when obj has none.
 func (a *ServiceAddresser) serviceIP(obj *v1alpha1.TailscaleEndpoints) string {
-	if obj.Spec.Proxy == nil || !runsEgress(obj) {
+	if !Wanted(obj) || !runsEgress(obj) {
 		return ""
 	}
 	svc, err := a.Services.Services(obj.Namespace).Get(NamesOf(obj.Name).Base)

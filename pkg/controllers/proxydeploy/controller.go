@@ -1,5 +1,5 @@
 // Package proxydeploy deploys tailscale-gateway-proxy in cluster mode: for each
-// TailscaleEndpoints with spec.proxy (auto-provisioned ones get it from their template) it keeps,
+// TailscaleEndpoints with spec.proxy, and each auto-provisioned one, it keeps,
 // in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
 // needs, one state Secret per replica, a Secret with an auth key minted once through the
 // tailnet's Tailscale API, a StatefulSet of proxy.replicas and a Service exposing the egress
@@ -155,7 +155,7 @@ func (c *Controller) enqueueAll(namespace string) {
 		items, _ = c.eps.TailscaleEndpoints(namespace).List(labels.Everything())
 	}
 	for _, e := range items {
-		if e.Spec.Proxy != nil {
+		if Wanted(e) {
 			c.queue.Add(e.Namespace + "/" + e.Name)
 		}
 	}
@@ -210,7 +210,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if obj.Spec.Proxy == nil || obj.DeletionTimestamp != nil {
+	if !Wanted(obj) || obj.DeletionTimestamp != nil {
 		return c.deleteAll(ctx, obj)
 	}
 	if len(obj.Name) > MaxNameLength {

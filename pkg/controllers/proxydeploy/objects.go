@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
 )
 
@@ -92,6 +93,12 @@ type Input struct {
 	Services []string
 	// Tags are requested by the node: the TailscaleTailnet's tags and the object's tags.
 	Tags []string
+}
+
+// Wanted reports whether obj gets a proxy: it has spec.proxy, or it was auto-provisioned for a
+// TailscaleServices (whose VIP its proxies host), with the template's proxy or the defaults.
+func Wanted(obj *v1alpha1.TailscaleEndpoints) bool {
+	return obj.Spec.Proxy != nil || obj.Annotations[autoprovision.Annotation] == "true"
 }
 
 // Replicas is the number of proxies of obj (1 by default).

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
 
@@ -154,5 +155,20 @@ func TestIsStateOf(t *testing.T) {
 		if got := isStateOf(n, name, 2); got != want {
 			t.Errorf("isStateOf(%s) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestWanted(t *testing.T) {
+	obj := testEndpoints(Egress, 1)
+	if !Wanted(obj) {
+		t.Fatal("spec.proxy wants a proxy")
+	}
+	obj.Spec.Proxy = nil
+	if Wanted(obj) {
+		t.Fatal("no spec.proxy, not auto-provisioned: no proxy")
+	}
+	obj.Annotations = map[string]string{autoprovision.Annotation: "true"}
+	if !Wanted(obj) || Replicas(obj) != 1 || ConnectionType(obj) != Bidirectional {
+		t.Fatal("an auto-provisioned object gets one bidirectional proxy")
 	}
 }
