@@ -289,8 +289,18 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		}
 		st.VIPServiceStatus = vs
 	}
+	// requestCounts are written by the proxies' metrics aggregator (pkg/controllers/requestcounts),
+	// not computed here: they are kept as stored.
+	var counts map[string]int64
+	if stored := obj.Status.LoadBalancingStatus; stored != nil && len(stored.RequestCounts) > 0 {
+		counts = make(map[string]int64, len(stored.RequestCounts))
+		for k, v := range stored.RequestCounts {
+			counts[k] = v
+		}
+		st.LoadBalancingStatus = &gateway.LoadBalancingStatus{RequestCounts: counts}
+	}
 	if lb := obj.Spec.LoadBalancing; lb != nil {
-		ls := &gateway.LoadBalancingStatus{Strategy: lb.Strategy}
+		ls := &gateway.LoadBalancingStatus{Strategy: lb.Strategy, RequestCounts: counts}
 		if len(lb.Weights) > 0 {
 			ls.EndpointWeights = make(map[string]int32, len(lb.Weights))
 			for k, w := range lb.Weights {

@@ -377,3 +377,32 @@ func TestEndpointsStatusOfAnotherReplicasShard(t *testing.T) {
 		t.Fatalf("api %+v without a persisted status", st.Endpoints[0])
 	}
 }
+
+// requestCounts come from the proxies' metrics aggregator: the computed status keeps the stored
+// ones, with and without spec.loadBalancing.
+func TestServicesStatusKeepsRequestCounts(t *testing.T) {
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec:       gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+		Status: gateway.TailscaleServicesStatus{LoadBalancingStatus: &gateway.LoadBalancingStatus{
+			RequestCounts: map[string]int64{"east": 1450, "west": 620}}},
+	}
+	if st := Services(obj, sources(), fakeSelector{}, now); st.LoadBalancingStatus == nil ||
+		st.LoadBalancingStatus.RequestCounts["east"] != 1450 || st.LoadBalancingStatus.RequestCounts["west"] != 620 {
+		t.Fatalf("without loadBalancing: %+v", st.LoadBalancingStatus)
+	}
+	obj.Spec.LoadBalancing = &gateway.LoadBalancingConfig{Strategy: gateway.StrategyWeighted, Weights: map[string]int32{"east": 70}}
+	st := Services(obj, sources(), fakeSelector{}, now)
+	if ls := st.LoadBalancingStatus; ls.Strategy != gateway.StrategyWeighted || ls.EndpointWeights["east"] != 70 || ls.RequestCounts["west"] != 620 {
+		t.Fatalf("with loadBalancing: %+v", ls)
+	}
+	st.LoadBalancingStatus.RequestCounts["west"] = 0
+	if obj.Status.LoadBalancingStatus.RequestCounts["west"] != 620 {
+		t.Fatal("the computed status shares the stored map")
+	}
+	obj.Status = gateway.TailscaleServicesStatus{}
+	obj.Spec.LoadBalancing = nil
+	if st := Services(obj, sources(), fakeSelector{}, now); st.LoadBalancingStatus != nil {
+		t.Fatalf("no counts, no loadBalancing: %+v", st.LoadBalancingStatus)
+	}
+}

@@ -209,8 +209,17 @@ func TestServerPermissions(t *testing.T) {
 		{[]string{"list", "validatingadmissionpolicies.admissionregistration.k8s.io"}, "yes"},
 		{[]string{"watch", "flowschemas.flowcontrol.apiserver.k8s.io"}, "yes"},
 		{[]string{"get", "secrets", "-n", framework.Namespace}, "yes"},
-		{[]string{"get", "secrets", "-n", "default"}, "no"},
+		// The proxies' Secrets (proxydeploy-rbac.yaml) are read by name in any namespace, never listed.
+		{[]string{"get", "secrets", "-n", "default"}, "yes"},
 		{[]string{"list", "secrets", "-n", framework.Namespace}, "no"},
+		{[]string{"watch", "secrets", "-n", "default"}, "no"},
+		{[]string{"create", "statefulsets.apps", "-n", "default"}, "yes"},
+		{[]string{"create", "roles.rbac.authorization.k8s.io", "-n", "default"}, "yes"},
+		{[]string{"escalate", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
+		{[]string{"bind", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
+		{[]string{"create", "pods", "-n", "default"}, "no"},
+		{[]string{"list", "pods", "-n", "default"}, "yes"}, // the proxies' metrics endpoints
+		{[]string{"create", "deployments.apps", "-n", "default"}, "no"},
 		{[]string{"create", "namespaces"}, "no"},
 		// The controllers: Events on their objects in any namespace; Leases (theirs and the
 		// replicas' member Leases) in their namespace only.

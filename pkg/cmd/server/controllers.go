@@ -160,7 +160,14 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		if err != nil {
 			return nil, err
 		}
+		deploy, err := o.ProxyDeploy.newProxyDeploy(c.core, r.client, r.factory, col, c.recorder, o.Live.ControlURL, co.Workers)
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context) {
+			if deploy != nil {
+				go deploy(ctx)
+			}
 			go auto.Run(ctx, 2)
 			vip.Run(ctx)
 		}, nil

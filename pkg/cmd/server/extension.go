@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -18,6 +19,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/hook"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
@@ -52,9 +54,11 @@ type ExtensionOptions struct {
 	HookListener, XDSListener net.Listener
 }
 
-// NewExtensionOptions returns the defaults: on, hooks on :5005, xDS on :18001, direct endpoints.
+// NewExtensionOptions returns the defaults: on, hooks on :5005, xDS on :18001, and the endpoint
+// mode left to the server's mode: proxy in a cluster (the egress Services of the deployed
+// proxies), direct standalone.
 func NewExtensionOptions() *ExtensionOptions {
-	return &ExtensionOptions{Enabled: true, BindAddress: ":5005", XDSBindAddress: ":18001", EndpointMode: EndpointModeDirect}
+	return &ExtensionOptions{Enabled: true, BindAddress: ":5005", XDSBindAddress: ":18001"}
 }
 
 // AddFlags adds the extension's flags to fs.
@@ -66,9 +70,12 @@ func (o *ExtensionOptions) AddFlags(fs *pflag.FlagSet) {
 		"host:port at which Envoy reaches the xDS server, e.g. tailscale-gateway-apiserver.tailscale-gateway-system.svc:18001 (default: the address it listens on).")
 	fs.StringVar(&o.EndpointMode, "extension-endpoint-mode", o.EndpointMode,
 		"Address Envoy dials for tailnet endpoints: direct (the tailnet address; Envoy's nodes must route 100.64.0.0/10) "+
-			"or proxy (the endpoint's egress listener on tailscale-gateway-proxy at --extension-proxy-address).")
+			"or proxy (the endpoint's egress listener on tailscale-gateway-proxy: at --extension-proxy-address, or in a cluster without it "+
+			"the cluster IP of the proxy Service deployed for the TailscaleEndpoints, direct for those without spec.proxy). "+
+			"Default: proxy in a cluster, direct standalone.")
 	fs.StringVar(&o.ProxyAddress, "extension-proxy-address", o.ProxyAddress,
-		"IP address of tailscale-gateway-proxy's egress listeners, for --extension-endpoint-mode=proxy (e.g. 127.0.0.1, or the proxy Service's cluster IP).")
+		"IP address of tailscale-gateway-proxy's egress listeners for every TailscaleEndpoints, for --extension-endpoint-mode=proxy "+
+			"(required standalone, e.g. 127.0.0.1; in a cluster the deployed proxies' Services are used without it).")
 }
 
 // Validate checks the options.
@@ -78,9 +85,9 @@ func (o *ExtensionOptions) Validate() []error {
 	}
 	var errs []error
 	switch o.EndpointMode {
-	case EndpointModeDirect:
+	case "", EndpointModeDirect:
 	case EndpointModeProxy:
-		if net.ParseIP(o.ProxyAddress) == nil {
+		if o.ProxyAddress != "" && net.ParseIP(o.ProxyAddress) == nil {
 			errs = append(errs, fmt.Errorf("--extension-proxy-address: %q is not an IP address (Envoy's EDS hosts are IPs)", o.ProxyAddress))
 		}
 	default:
@@ -103,6 +110,7 @@ type extension struct {
 	xds              *eds.Server
 	hookL, xdsL      net.Listener
 	routes           gwinformers.SharedInformerFactory
+	services         kubeinformers.SharedInformerFactory // the proxies' Services (proxy mode in a cluster)
 	eventBroadcaster record.EventBroadcaster
 }
 
@@ -131,8 +139,26 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 	}
 
 	edsOpts := eds.Options{Addresser: eds.Direct{}, VersionPrefix: versionPrefix()}
-	if o.EndpointMode == EndpointModeProxy {
+	mode := o.EndpointMode
+	if mode == "" {
+		mode = EndpointModeDirect
+		if core != nil {
+			mode = EndpointModeProxy
+		}
+	}
+	var proxyServices kubeinformers.SharedInformerFactory
+	switch {
+	case mode == EndpointModeProxy && o.ProxyAddress != "":
 		edsOpts.Addresser = &plan.EgressAddresser{Host: o.ProxyAddress}
+	case mode == EndpointModeProxy && core != nil:
+		kube, err := kubernetes.NewForConfig(core)
+		if err != nil {
+			return nil, fmt.Errorf("creating the core client: %w", err)
+		}
+		proxyServices = proxydeploy.ManagedInformers(kube, informerResync)
+		edsOpts.Addresser = &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(), Direct: eds.Direct{}}
+	case mode == EndpointModeProxy:
+		return nil, fmt.Errorf("--extension-endpoint-mode=proxy without a cluster needs --extension-proxy-address")
 	}
 	hookOpts := hook.Options{XDSAddress: advertise, Gateways: factory.Gateway().V1alpha1().TailscaleGateways().Lister(), Defaulter: scheme}
 	if core != nil {
@@ -152,6 +178,13 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		hookOpts.Recorder = e.eventBroadcaster.NewRecorder(scheme, eventSource)
 	}
 	e.xds = eds.New(factory, edsOpts)
+	if proxyServices != nil {
+		// A proxy Service that appears or changes its cluster IP changes the assignments.
+		if _, err := proxyServices.Core().V1().Services().Informer().AddEventHandler(e.xds.RouteHandler()); err != nil {
+			return nil, err
+		}
+		e.services = proxyServices
+	}
 	if e.routes != nil {
 		if _, err := e.routes.Gateway().V1().HTTPRoutes().Informer().AddEventHandler(e.xds.RouteHandler()); err != nil {
 			return nil, err
@@ -162,7 +195,7 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		return nil, err
 	}
 	klog.InfoS("Envoy Gateway extension configured", "hooks", e.hookL.Addr().String(), "xds", e.xdsL.Addr().String(),
-		"xdsAdvertised", advertise, "endpointMode", o.EndpointMode, "httpRoutes", e.routes != nil)
+		"xdsAdvertised", advertise, "endpointMode", mode, "httpRoutes", e.routes != nil)
 	return e, nil
 }
 
@@ -171,6 +204,9 @@ func (e *extension) run(ctx context.Context) error {
 	defer e.close()
 	if e.routes != nil {
 		e.routes.Start(ctx.Done())
+	}
+	if e.services != nil {
+		e.services.Start(ctx.Done())
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { e.xds.Run(ctx); return nil })

@@ -13,8 +13,9 @@ func TestExtensionOptionsValidate(t *testing.T) {
 	}{
 		{name: "defaults", mutate: func(*ExtensionOptions) {}},
 		{name: "proxy mode with an IP", mutate: func(o *ExtensionOptions) { o.EndpointMode, o.ProxyAddress = EndpointModeProxy, "127.0.0.1" }},
-		{name: "proxy mode without an address", mutate: func(o *ExtensionOptions) { o.EndpointMode = EndpointModeProxy },
-			wantErr: "--extension-proxy-address"},
+		// In a cluster the deployed proxies' Services are the addresses (standalone needs one:
+		// Options.Validate).
+		{name: "proxy mode without an address", mutate: func(o *ExtensionOptions) { o.EndpointMode = EndpointModeProxy }},
 		{name: "proxy mode with a name", mutate: func(o *ExtensionOptions) { o.EndpointMode, o.ProxyAddress = EndpointModeProxy, "proxy.svc" },
 			wantErr: "not an IP address"},
 		{name: "unknown mode", mutate: func(o *ExtensionOptions) { o.EndpointMode = "tunnel" }, wantErr: "--extension-endpoint-mode"},

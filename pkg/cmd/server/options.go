@@ -59,6 +59,8 @@ type Options struct {
 	Controllers *ControllerOptions
 	// Replicas configure how replicas on one etcd share the live-status work (replicas.go).
 	Replicas *ReplicaOptions
+	// ProxyDeploy configures the deployment of tailscale-gateway-proxy (proxydeploy.go).
+	ProxyDeploy *ProxyDeployOptions
 
 	etcd     *embeddedetcd.Server
 	replicas *replicaSet
@@ -75,6 +77,7 @@ func NewOptions() *Options {
 		Extension:   NewExtensionOptions(),
 		Controllers: NewControllerOptions(),
 		Replicas:    NewReplicaOptions(),
+		ProxyDeploy: NewProxyDeployOptions(),
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -92,6 +95,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Extension.AddFlags(fs)
 	o.Controllers.AddFlags(fs)
 	o.Replicas.AddFlags(fs)
+	o.ProxyDeploy.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -147,7 +151,11 @@ func (o *Options) Complete() error {
 
 // Validate checks the options.
 func (o *Options) Validate() error {
-	return utilerrors.NewAggregate(append(o.RecommendedOptions.Validate(), o.Extension.Validate()...))
+	errs := append(o.RecommendedOptions.Validate(), o.Extension.Validate()...)
+	if o.Standalone && o.Extension.Enabled && o.Extension.EndpointMode == EndpointModeProxy && o.Extension.ProxyAddress == "" {
+		errs = append(errs, errors.New("--extension-endpoint-mode=proxy needs --extension-proxy-address in standalone mode"))
+	}
+	return utilerrors.NewAggregate(append(errs, o.ProxyDeploy.Validate()...))
 }
 
 // Config builds the server configuration.

@@ -15,12 +15,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
 )
 
@@ -34,6 +36,7 @@ type Options struct {
 	ServicesSelector  string
 
 	StateDir    string
+	StateSecret string
 	Hostname    string
 	ControlURL  string
 	AuthKeyFile string
@@ -60,6 +63,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.Services, "services", o.Services, "TailscaleServices whose Tailscale Service this proxy hosts")
 	fs.StringVar(&o.ServicesSelector, "services-selector", o.ServicesSelector, "label selector of more TailscaleServices to host")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "tsnet state directory; it keeps the node's identity across restarts")
+	fs.StringVar(&o.StateSecret, "state-secret", o.StateSecret,
+		"Secret in --namespace that keeps the node's identity instead of --state-dir (which then holds only tsnet's logs); it must exist, the proxy gets and updates it")
 	fs.StringVar(&o.Hostname, "hostname", o.Hostname, "the node's hostname in the tailnet")
 	fs.StringVar(&o.ControlURL, "control-url", o.ControlURL, "coordination server URL; empty means Tailscale's")
 	fs.StringVar(&o.AuthKeyFile, "auth-key-file", o.AuthKeyFile, "file holding the auth key that enrolls the node on its first start (not read afterwards)")
@@ -115,8 +120,18 @@ func (o *Options) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := forward.NewMetrics(reg)
 
-	srv, err := node.Start(ctx, node.Options{Dir: o.StateDir, Hostname: o.Hostname, ControlURL: o.ControlURL,
-		AuthKey: o.AuthKey, AuthKeyFile: o.AuthKeyFile, Tags: o.Tags, Port: o.TSNetPort})
+	nodeOpts := node.Options{Dir: o.StateDir, Hostname: o.Hostname, ControlURL: o.ControlURL,
+		AuthKey: o.AuthKey, AuthKeyFile: o.AuthKeyFile, Tags: o.Tags, Port: o.TSNetPort}
+	if o.StateSecret != "" {
+		core, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("creating the core client: %w", err)
+		}
+		if nodeOpts.Store, err = kubestate.New(ctx, core, o.Namespace, o.StateSecret); err != nil {
+			return err
+		}
+	}
+	srv, err := node.Start(ctx, nodeOpts)
 	if err != nil {
 		return err
 	}

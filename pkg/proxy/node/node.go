@@ -1,6 +1,6 @@
 // Package node starts the tsnet node of tailscale-gateway-proxy. The node's identity lives in
-// its state directory: the auth key is read only when the directory holds no state yet, so a
-// restart rejoins as the same node without a key.
+// its state directory, or in a state store such as a Secret (pkg/proxy/kubestate): the auth key
+// is read only when no state is there yet, so a restart rejoins as the same node without a key.
 package node
 
 import (
@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"k8s.io/klog/v2"
+	"tailscale.com/ipn"
 	"tailscale.com/tsnet"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tsnode"
@@ -36,6 +37,16 @@ type Options struct {
 	Tags []string
 	// Port is the UDP port of WireGuard; 0 picks one.
 	Port uint16
+	// Store, when set, keeps the node's state instead of a file in Dir (which then holds only
+	// tsnet's logs and caches); the node is enrolled when the store is not empty.
+	Store StateStore
+}
+
+// StateStore is a state store that knows whether it holds a node's state yet.
+type StateStore interface {
+	ipn.StateStore
+	// Empty reports whether no state has been written yet.
+	Empty() bool
 }
 
 // Enrolled reports whether dir holds the state of a node that has joined a tailnet.
@@ -51,7 +62,11 @@ func Start(ctx context.Context, opts Options) (*tsnet.Server, error) {
 	}
 	tsnode.KeepOnLoopback(opts.ControlURL)
 	key := ""
-	if !Enrolled(opts.Dir) {
+	enrolled := Enrolled(opts.Dir)
+	if opts.Store != nil {
+		enrolled = !opts.Store.Empty()
+	}
+	if !enrolled {
 		var err error
 		if key, err = authKey(opts); err != nil {
 			return nil, err
@@ -65,6 +80,7 @@ func Start(ctx context.Context, opts Options) (*tsnet.Server, error) {
 		AuthKey:       key,
 		AdvertiseTags: opts.Tags,
 		Port:          opts.Port,
+		Store:         opts.Store,
 		Logf:          func(format string, args ...any) { logger.V(6).Info(fmt.Sprintf(format, args...)) },
 		UserLogf:      func(format string, args ...any) { logger.V(2).Info(fmt.Sprintf(format, args...)) },
 	}

@@ -1,0 +1,68 @@
+package proxydeploy
+
+import (
+	"net"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+)
+
+// ServiceAddresser is the extension's `proxy` endpoint mode in a cluster (an eds.Addresser):
+// Envoy dials the egress Service this controller deploys for the endpoints' TailscaleEndpoints,
+// at its cluster IP and the endpoint's egress port (the Service port equals the listener's, see
+// EgressPorts). A TailscaleEndpoints with no proxy of its own (not Wanted, an ingress-only
+// proxy, or its Service not there yet or not ours) keeps the tailnet address (Direct).
+type ServiceAddresser struct {
+	// Services lists the Services this controller manages.
+	Services corelisters.ServiceLister
+	// Direct addresses endpoints without a proxy.
+	Direct interface {
+		Address(*v1alpha1.TailscaleEndpoints, endpointset.Endpoint) (string, uint32, bool)
+	}
+
+	ports plan.EgressAddresser // its Host is unused: only the ports are read
+}
+
+// Address implements eds.Addresser.
+func (a *ServiceAddresser) Address(obj *v1alpha1.TailscaleEndpoints, ep endpointset.Endpoint) (string, uint32, bool) {
+	if ip := a.serviceIP(obj); ip != "" {
+		if _, port, ok := a.ports.Address(obj, ep); ok {
+			return ip, port, true
+		}
+		return "", 0, false
+	}
+	return a.Direct.Address(obj, ep)
+}
+
+// serviceIP is the cluster IP of obj's egress Service, empty when obj has none.
+func (a *ServiceAddresser) serviceIP(obj *v1alpha1.TailscaleEndpoints) string {
+	if !Wanted(obj) || !runsEgress(obj) {
+		return ""
+	}
+	svc, err := a.Services.Services(obj.Namespace).Get(NamesOf(obj.Name).Base)
+	if err != nil || svc.Labels[ProxyForLabel] != obj.Name || svc.Labels[ManagedByLabel] != ManagedBy {
+		return ""
+	}
+	for _, ref := range svc.OwnerReferences {
+		if ref.Controller != nil && *ref.Controller && ref.UID == obj.UID {
+			if net.ParseIP(svc.Spec.ClusterIP) != nil {
+				return svc.Spec.ClusterIP
+			}
+		}
+	}
+	return ""
+}
+
+// ManagedInformers returns informers limited to the objects this controller manages, such as
+// the Services a ServiceAddresser reads.
+func ManagedInformers(kube kubernetes.Interface, resync time.Duration) kubeinformers.SharedInformerFactory {
+	return kubeinformers.NewSharedInformerFactoryWithOptions(kube, resync,
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedByLabel + "=" + ManagedBy }))
+}

@@ -1,0 +1,559 @@
+// Package proxydeploy deploys tailscale-gateway-proxy in cluster mode: for each
+// TailscaleEndpoints with spec.proxy, and each auto-provisioned one, it keeps,
+// in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
+// needs, one state Secret per replica, a Secret with an auth key minted once through the
+// tailnet's Tailscale API, a StatefulSet of proxy.replicas and a Service exposing the egress
+// listeners. Every object carries a controller ownerReference to the TailscaleEndpoints, so
+// Kubernetes' garbage collector removes them with it, and the label
+// app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
+// is not ours is left alone and reported with an Event.
+package proxydeploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+)
+
+// Event reasons.
+const (
+	ReasonConflict    = "ProxyObjectConflict"
+	ReasonKeyMinted   = "ProxyAuthKeyMinted"
+	ReasonMintFailed  = "ProxyAuthKeyFailed"
+	ReasonInvalid     = "ProxyInvalid"
+	ReasonNoServices  = "ProxyNothingToServe"
+	ReasonApplyFailed = "ProxyApplyFailed"
+)
+
+// DefaultResync is how often every TailscaleEndpoints is reconciled again.
+const DefaultResync = 10 * time.Minute
+
+// Tailnets resolves a TailscaleEndpoints' spec.tailnet and reaches the tailnet's Tailscale API.
+type Tailnets interface {
+	Resolve(ref string) (name string, ok bool)
+	API(name string) (tailnet.API, bool)
+}
+
+// Options configure the controller.
+type Options struct {
+	Config
+	Tailnets Tailnets
+	Recorder record.EventRecorder
+	// Resync is the interval of the core informers (DefaultResync when zero).
+	Resync time.Duration
+}
+
+// Controller reconciles the proxies' objects.
+type Controller struct {
+	opts     Options
+	kube     kubernetes.Interface
+	eps      listers.TailscaleEndpointsLister
+	svcs     listers.TailscaleServicesLister
+	tailnets listers.TailscaleTailnetLister
+	core     kubeinformers.SharedInformerFactory
+	synced   []cache.InformerSynced
+	queue    workqueue.TypedRateLimitingInterface[string]
+}
+
+// New returns a controller on factory's informers and core informers of its own, limited to the
+// objects it manages.
+func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opts Options) (*Controller, error) {
+	if opts.Tailnets == nil || opts.Recorder == nil || opts.Image == "" {
+		return nil, fmt.Errorf("proxydeploy: Tailnets, Recorder and Image are required")
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = DefaultResync
+	}
+	gw := factory.Gateway().V1alpha1()
+	core := ManagedInformers(kube, opts.Resync)
+	c := &Controller{
+		opts: opts, kube: kube, core: core,
+		eps: gw.TailscaleEndpoints().Lister(), svcs: gw.TailscaleServices().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxydeploy"}),
+	}
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			c.queue.Add(key)
+		}
+	}
+	// A change of a TailscaleServices changes which proxies host it; a TailscaleTailnet's tags
+	// the tags of its proxies.
+	byNamespace := func(obj any) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		m, ok := obj.(metav1.Object)
+		if !ok {
+			return
+		}
+		c.enqueueAll(m.GetNamespace())
+	}
+	owned := func(obj any) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if m, ok := obj.(metav1.Object); ok && m.GetLabels()[ProxyForLabel] != "" {
+			c.queue.Add(m.GetNamespace() + "/" + m.GetLabels()[ProxyForLabel])
+		}
+	}
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		fn  func(any)
+	}{
+		{gw.TailscaleEndpoints().Informer(), enqueue},
+		{gw.TailscaleServices().Informer(), byNamespace},
+		{gw.TailscaleTailnets().Informer(), func(any) { c.enqueueAll(metav1.NamespaceAll) }},
+		{core.Apps().V1().StatefulSets().Informer(), owned},
+		{core.Core().V1().Services().Informer(), owned},
+		{core.Core().V1().ServiceAccounts().Informer(), owned},
+		{core.Rbac().V1().Roles().Informer(), owned},
+		{core.Rbac().V1().RoleBindings().Informer(), owned},
+	}
+	for _, h := range handlers {
+		fn := h.fn
+		if _, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: fn, UpdateFunc: func(_, o any) { fn(o) }, DeleteFunc: fn,
+		}); err != nil {
+			return nil, fmt.Errorf("proxydeploy: adding an event handler: %w", err)
+		}
+		c.synced = append(c.synced, h.inf.HasSynced)
+	}
+	return c, nil
+}
+
+func (c *Controller) enqueueAll(namespace string) {
+	var items []*v1alpha1.TailscaleEndpoints
+	if namespace == metav1.NamespaceAll {
+		items, _ = c.eps.List(labels.Everything())
+	} else {
+		items, _ = c.eps.TailscaleEndpoints(namespace).List(labels.Everything())
+	}
+	for _, e := range items {
+		if Wanted(e) {
+			c.queue.Add(e.Namespace + "/" + e.Name)
+		}
+	}
+}
+
+// Run reconciles with workers in parallel until ctx is done. The caller starts factory; Run
+// starts the core informers.
+func (c *Controller) Run(ctx context.Context, workers int) {
+	defer utilruntime.HandleCrashWithContext(ctx)
+	defer c.queue.ShutDown()
+	c.core.Start(ctx.Done())
+	defer c.core.Shutdown()
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced...) {
+		return
+	}
+	for range max(workers, 1) {
+		go wait.UntilWithContext(ctx, c.work, time.Second)
+	}
+	<-ctx.Done()
+}
+
+func (c *Controller) work(ctx context.Context) {
+	for {
+		key, shutdown := c.queue.Get()
+		if shutdown {
+			return
+		}
+		if err := c.sync(ctx, key); errors.Is(err, errConflict) {
+			klog.FromContext(ctx).V(2).Info("Proxy not deployed", "object", key, "reason", err.Error())
+			c.queue.Forget(key)
+			c.queue.AddAfter(key, conflictRetry)
+		} else if err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, "Deploying the proxy", "object", key)
+			c.queue.AddRateLimited(key)
+		} else {
+			c.queue.Forget(key)
+		}
+		c.queue.Done(key)
+	}
+}
+
+// sync brings the objects of the TailscaleEndpoints key to what it asks for.
+func (c *Controller) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil // the garbage collector removes what it owned
+	}
+	if err != nil {
+		return err
+	}
+	if !Wanted(obj) || obj.DeletionTimestamp != nil {
+		return c.deleteAll(ctx, obj)
+	}
+	if len(obj.Name) > MaxNameLength {
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid,
+			"No proxy deployed: the name is longer than %d characters, the longest a StatefulSet %s-proxy allows", MaxNameLength, obj.Name)
+		return nil
+	}
+	switch ConnectionType(obj) {
+	case Ingress, Egress, Bidirectional:
+	default:
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid, "No proxy deployed: connectionType %q is not ingress, egress or bidirectional", ConnectionType(obj))
+		return nil
+	}
+	in := Input{Endpoints: obj, Services: c.hostedServices(obj), Tags: c.tagsOf(obj)}
+	if !Serves(in) {
+		c.opts.Recorder.Event(obj, corev1.EventTypeNormal, ReasonNoServices, "The ingress proxy runs no replicas: no TailscaleServices selects these endpoints")
+	}
+	if err := c.apply(ctx, obj); err != nil {
+		return err
+	}
+	if err := c.ensureAuthKey(ctx, obj, in.Tags); err != nil {
+		return err
+	}
+	return c.applyWorkload(ctx, in)
+}
+
+// hostedServices are the TailscaleServices obj's proxies host: those of its namespace with a
+// VIP service whose selector matches obj, and the one that auto-provisioned it.
+func (c *Controller) hostedServices(obj *v1alpha1.TailscaleEndpoints) []string {
+	var out []string
+	for _, ref := range obj.OwnerReferences {
+		if ref.Kind == "TailscaleServices" {
+			out = append(out, ref.Name)
+		}
+	}
+	items, _ := c.svcs.TailscaleServices(obj.Namespace).List(labels.Everything())
+	for _, s := range items {
+		if s.Spec.Selector == nil || s.Spec.VIPService == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(s.Spec.Selector)
+		if err == nil && !sel.Empty() && sel.Matches(labels.Set(obj.Labels)) {
+			out = append(out, s.Name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// tagsOf are the TailscaleTailnet's tags and obj's, sorted.
+func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) []string {
+	tags := slices.Clone(obj.Spec.Tags)
+	if name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet); ok {
+		if t, err := c.tailnets.Get(name); err == nil {
+			tags = append(tags, t.Spec.Tags...)
+		}
+	}
+	slices.Sort(tags)
+	return slices.Compact(tags)
+}
+
+// apply keeps the ServiceAccount, Role, RoleBinding and state Secrets.
+func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
+	core, rbac := c.kube.CoreV1(), c.kube.RbacV1()
+	lister := c.core
+	// The state Secrets of the previous scale, read before the Role changes.
+	previous := c.secretsOf(obj)
+	if err := ensure(ctx, c, obj, ServiceAccount(obj), lister.Core().V1().ServiceAccounts().Lister().ServiceAccounts(obj.Namespace).Get,
+		core.ServiceAccounts(obj.Namespace).Create, core.ServiceAccounts(obj.Namespace).Update,
+		func(cur, want *corev1.ServiceAccount) bool { return false }); err != nil {
+		return err
+	}
+	if err := ensure(ctx, c, obj, Role(obj), lister.Rbac().V1().Roles().Lister().Roles(obj.Namespace).Get,
+		rbac.Roles(obj.Namespace).Create, rbac.Roles(obj.Namespace).Update,
+		func(cur, want *rbacv1.Role) bool {
+			if equality.Semantic.DeepEqual(cur.Rules, want.Rules) {
+				return false
+			}
+			cur.Rules = want.Rules
+			return true
+		}); err != nil {
+		return err
+	}
+	if err := ensure(ctx, c, obj, RoleBinding(obj), lister.Rbac().V1().RoleBindings().Lister().RoleBindings(obj.Namespace).Get,
+		rbac.RoleBindings(obj.Namespace).Create, rbac.RoleBindings(obj.Namespace).Update,
+		func(cur, want *rbacv1.RoleBinding) bool {
+			if equality.Semantic.DeepEqual(cur.Subjects, want.Subjects) {
+				return false
+			}
+			cur.Subjects = want.Subjects
+			return true
+		}); err != nil {
+		return err
+	}
+	// Secrets are read by name, never listed: the server may get Secrets but not enumerate them.
+	getSecret := func(name string) (*corev1.Secret, error) {
+		return core.Secrets(obj.Namespace).Get(ctx, name, metav1.GetOptions{})
+	}
+	replicas := Replicas(obj)
+	for i := range replicas {
+		// The proxy owns the content: the controller only creates the Secret.
+		if err := ensure(ctx, c, obj, StateSecret(obj, i), getSecret, core.Secrets(obj.Namespace).Create, core.Secrets(obj.Namespace).Update,
+			func(cur, want *corev1.Secret) bool { return false }); err != nil {
+			return err
+		}
+	}
+	// The state of replicas scaled away goes with them (a later scale-up enrolls new nodes):
+	// the Role of the previous scale names them.
+	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return isStateOf(NamesOf(obj.Name), name, replicas) })
+}
+
+// secretsOf returns the names of obj's auth key Secret and of the state Secrets its current
+// Role names.
+func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
+	n := NamesOf(obj.Name)
+	names := []string{n.AuthKey}
+	if role, err := c.core.Rbac().V1().Roles().Lister().Roles(obj.Namespace).Get(n.Base); err == nil && metav1.IsControlledBy(role, obj) {
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "secrets") {
+				names = append(names, r.ResourceNames...)
+			}
+		}
+	}
+	return names
+}
+
+// deleteSecrets deletes those of names for which drop is true and that are ours.
+func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, names []string, drop func(name string) bool) error {
+	secrets := c.kube.CoreV1().Secrets(obj.Namespace)
+	for _, name := range names {
+		if !drop(name) {
+			continue
+		}
+		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading Secret %s: %w", name, err)
+		}
+		if !metav1.IsControlledBy(s, obj) {
+			continue
+		}
+		uid := s.UID
+		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("deleting Secret %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// isStateOf reports whether name is the state Secret of a replica at or beyond replicas.
+func isStateOf(n Names, name string, replicas int) bool {
+	rest, ok := strings.CutPrefix(name, n.Base+"-")
+	if !ok {
+		return false
+	}
+	var i int
+	if _, err := fmt.Sscanf(rest, "%d", &i); err != nil || fmt.Sprint(i) != rest {
+		return false
+	}
+	return i >= replicas
+}
+
+// applyWorkload keeps the Service and the StatefulSet.
+func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
+	obj := in.Endpoints
+	core, apps := c.kube.CoreV1(), c.kube.AppsV1()
+	if err := ensure(ctx, c, obj, Service(obj), c.core.Core().V1().Services().Lister().Services(obj.Namespace).Get,
+		core.Services(obj.Namespace).Create, core.Services(obj.Namespace).Update,
+		func(cur, want *corev1.Service) bool {
+			if equality.Semantic.DeepEqual(cur.Spec.Ports, want.Spec.Ports) && equality.Semantic.DeepEqual(cur.Spec.Selector, want.Spec.Selector) {
+				return false
+			}
+			cur.Spec.Ports, cur.Spec.Selector = want.Spec.Ports, want.Spec.Selector
+			return true
+		}); err != nil {
+		return err
+	}
+	return ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
+		apps.StatefulSets(obj.Namespace).Create, apps.StatefulSets(obj.Namespace).Update,
+		func(cur, want *appsv1.StatefulSet) bool {
+			if ptrEq(cur.Spec.Replicas, want.Spec.Replicas) &&
+				cur.Spec.Template.Annotations[ConfigHashAnnotation] == want.Spec.Template.Annotations[ConfigHashAnnotation] {
+				return false
+			}
+			cur.Spec.Replicas, cur.Spec.Template = want.Spec.Replicas, want.Spec.Template
+			return true
+		})
+}
+
+func ptrEq(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+
+// ensureAuthKey mints the auth key once, when its Secret does not exist yet. The key is reusable
+// (every replica enrolls with it) and preauthorized; it is read only by a replica with no state,
+// so restarts do not need a new one.
+func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, tags []string) error {
+	n := NamesOf(obj.Name)
+	if existing, err := c.kube.CoreV1().Secrets(obj.Namespace).Get(ctx, n.AuthKey, metav1.GetOptions{}); err == nil {
+		if !metav1.IsControlledBy(existing, obj) {
+			return c.conflict(obj, "Secret", n.AuthKey)
+		}
+		return nil
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading Secret %s: %w", n.AuthKey, err)
+	}
+	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
+	if !ok {
+		return fmt.Errorf("minting the proxy's auth key: tailnet %q is not known yet", obj.Spec.Tailnet)
+	}
+	api, ok := c.opts.Tailnets.API(name)
+	if !ok {
+		return fmt.Errorf("minting the proxy's auth key: tailnet %s is not polled yet", name)
+	}
+	key, err := api.CreateAuthKey(ctx, tailnet.AuthKeyOptions{Tags: tags, Reusable: true, Preauthorized: true,
+		Description: "tailscale-gateway-proxy " + obj.Namespace + "/" + obj.Name})
+	if err != nil {
+		// tailnet errors never carry credentials or keys.
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonMintFailed, "Minting the proxy's auth key in tailnet %s: %v", name, err)
+		return fmt.Errorf("minting the proxy's auth key: %w", err)
+	}
+	if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Create(ctx, AuthKeySecret(obj, key.Key, tags), metav1.CreateOptions{}); err != nil {
+		// A key minted but not stored is left to expire; the next attempt mints another.
+		return fmt.Errorf("storing the proxy's auth key (key %s) in Secret %s: %w", key.ID, n.AuthKey, err)
+	}
+	c.opts.Recorder.Eventf(obj, corev1.EventTypeNormal, ReasonKeyMinted, "Minted auth key %s for the proxy in tailnet %s with tags %v", key.ID, name, tags)
+	klog.FromContext(ctx).Info("Minted the proxy's auth key", "endpoints", klog.KObj(obj), "keyID", key.ID, "tags", tags)
+	return nil
+}
+
+// errConflict stops a sync at an object of ours' name that is not ours.
+var errConflict = errors.New("an object of the proxy's name is not managed for these endpoints")
+
+// conflictRetry is how soon a sync stopped by a foreign object is tried again (its removal
+// raises no event of ours).
+const conflictRetry = time.Minute
+
+// conflict reports an object of ours' name that is not ours; it is left alone and nothing
+// after it is deployed.
+func (c *Controller) conflict(obj *v1alpha1.TailscaleEndpoints, kind, name string) error {
+	c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonConflict,
+		"%s %s exists and is not managed for these endpoints: it is left alone and the proxy is not deployed until it is gone", kind, name)
+	return fmt.Errorf("%s %s: %w", kind, name, errConflict)
+}
+
+// ensure creates want, or updates the existing object of its name when it is ours and change
+// (which edits cur in place) says it differs. An object of that name that is not ours is left
+// alone and reported.
+func ensure[T interface {
+	metav1.Object
+	runtime.Object
+}](ctx context.Context, c *Controller, obj *v1alpha1.TailscaleEndpoints, want T,
+	get func(string) (T, error),
+	create func(context.Context, T, metav1.CreateOptions) (T, error),
+	update func(context.Context, T, metav1.UpdateOptions) (T, error),
+	change func(cur, want T) bool) error {
+	kind := fmt.Sprintf("%T", want)
+	kind = kind[strings.LastIndex(kind, ".")+1:]
+	cur, err := get(want.GetName())
+	if apierrors.IsNotFound(err) {
+		_, err = create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			// Not in the cache of ours: someone else's (or ours, not seen yet; the informer
+			// event of it requeues this object then).
+			return c.conflict(obj, kind, want.GetName())
+		}
+		if err != nil {
+			c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonApplyFailed, "Creating %s %s: %v", kind, want.GetName(), err)
+			return fmt.Errorf("creating %s %s: %w", kind, want.GetName(), err)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(cur, obj) {
+		return c.conflict(obj, kind, want.GetName())
+	}
+	cur = cur.DeepCopyObject().(T)
+	changed := change(cur, want)
+	if !equality.Semantic.DeepEqual(cur.GetLabels(), want.GetLabels()) {
+		cur.SetLabels(want.GetLabels())
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("updating %s %s: %w", kind, want.GetName(), err)
+	}
+	return nil
+}
+
+// deleteAll removes the objects of ours for obj, whose spec.proxy went (the garbage collector
+// does it when obj itself goes).
+func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
+	sel := labels.SelectorFromSet(labelsOf(obj))
+	ns := obj.Namespace
+	var objs []metav1.Object
+	var dels []func(context.Context, string, metav1.DeleteOptions) error
+	add := func(del func(context.Context, string, metav1.DeleteOptions) error, items ...metav1.Object) {
+		for _, o := range items {
+			objs, dels = append(objs, o), append(dels, del)
+		}
+	}
+	l := c.core
+	if items, err := l.Apps().V1().StatefulSets().Lister().StatefulSets(ns).List(sel); err == nil {
+		add(c.kube.AppsV1().StatefulSets(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Core().V1().Services().Lister().Services(ns).List(sel); err == nil {
+		add(c.kube.CoreV1().Services(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Rbac().V1().RoleBindings().Lister().RoleBindings(ns).List(sel); err == nil {
+		add(c.kube.RbacV1().RoleBindings(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Rbac().V1().Roles().Lister().Roles(ns).List(sel); err == nil {
+		add(c.kube.RbacV1().Roles(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Core().V1().ServiceAccounts().Lister().ServiceAccounts(ns).List(sel); err == nil {
+		add(c.kube.CoreV1().ServiceAccounts(ns).Delete, asObjects(items)...)
+	}
+	// Secrets first: the Role names the state Secrets.
+	if err := c.deleteSecrets(ctx, obj, c.secretsOf(obj), func(string) bool { return true }); err != nil {
+		return err
+	}
+	for i, o := range objs {
+		if !metav1.IsControlledBy(o, obj) {
+			continue
+		}
+		uid := o.GetUID()
+		err := dels[i](ctx, o.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("deleting %s: %w", o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+func asObjects[T metav1.Object](items []T) []metav1.Object {
+	out := make([]metav1.Object, len(items))
+	for i, o := range items {
+		out[i] = o
+	}
+	return out
+}

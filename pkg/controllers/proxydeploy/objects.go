@@ -1,0 +1,310 @@
+package proxydeploy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+)
+
+// Labels and annotations of the generated objects.
+const (
+	// ManagedByLabel marks every object this controller creates (value ManagedBy); together with
+	// a controller ownerReference to the TailscaleEndpoints it is what makes an object ours.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedBy      = "tailscale-gateway-proxydeploy"
+	// ProxyForLabel names the TailscaleEndpoints the object belongs to.
+	ProxyForLabel = "gateway.tailscale.com/proxy-for"
+	// ConfigHashAnnotation on the pod template is a hash of the pod's configuration: any change
+	// rolls the StatefulSet.
+	ConfigHashAnnotation = "gateway.tailscale.com/config-hash"
+	// AuthKeyTagsAnnotation on the auth key Secret lists the tags the key was minted with.
+	AuthKeyTagsAnnotation = "gateway.tailscale.com/auth-key-tags"
+)
+
+// Connection types of ProxyConfig.
+const (
+	Ingress       = "ingress"
+	Egress        = "egress"
+	Bidirectional = "bidirectional"
+)
+
+// Paths and ports inside the proxy's pod.
+const (
+	// AuthKeyKey is the key of the auth key in its Secret.
+	AuthKeyKey    = "authkey"
+	authKeyDir    = "/etc/tailscale-gateway-proxy/auth"
+	stateDir      = "/var/lib/tailscale-gateway-proxy"
+	MetricsPort   = 9090
+	containerName = "proxy"
+)
+
+// MaxNameLength bounds a TailscaleEndpoints name with a proxy: the StatefulSet is named
+// "<name>-proxy" and its pods' controller-revision-hash label must stay within 63 characters.
+const MaxNameLength = 52 - len(nameSuffix)
+
+const nameSuffix = "-proxy"
+
+// Config is what the generated objects take from the server's flags.
+type Config struct {
+	// Image, PullPolicy and Resources of the proxy container.
+	Image      string
+	PullPolicy corev1.PullPolicy
+	Resources  corev1.ResourceRequirements
+	// ControlURL is the coordination server the proxies join; empty is Tailscale's.
+	ControlURL string
+}
+
+// Names of the objects generated for one TailscaleEndpoints.
+type Names struct {
+	// Base names the ServiceAccount, Role, RoleBinding, StatefulSet and Service.
+	Base string
+	// AuthKey is the Secret holding the auth key.
+	AuthKey string
+}
+
+// NamesOf returns the names of obj's objects.
+func NamesOf(name string) Names {
+	return Names{Base: name + nameSuffix, AuthKey: name + nameSuffix + "-authkey"}
+}
+
+// StateSecret is the state Secret of replica i, named like its pod.
+func (n Names) StateSecret(i int) string { return n.Base + "-" + strconv.Itoa(i) }
+
+// Input is what the objects of one TailscaleEndpoints are derived from.
+type Input struct {
+	Endpoints *v1alpha1.TailscaleEndpoints
+	// Services are the TailscaleServices the proxies host (ingress): those in the namespace whose
+	// selector matches the TailscaleEndpoints, and the one that auto-provisioned it.
+	Services []string
+	// Tags are requested by the node: the TailscaleTailnet's tags and the object's tags.
+	Tags []string
+}
+
+// Wanted reports whether obj gets a proxy: it has spec.proxy, or it was auto-provisioned for a
+// TailscaleServices (whose VIP its proxies host), with the template's proxy or the defaults.
+func Wanted(obj *v1alpha1.TailscaleEndpoints) bool {
+	return obj.Spec.Proxy != nil || obj.Annotations[autoprovision.Annotation] == "true"
+}
+
+// Replicas is the number of proxies of obj (1 by default).
+func Replicas(obj *v1alpha1.TailscaleEndpoints) int {
+	if obj.Spec.Proxy == nil || obj.Spec.Proxy.Replicas == nil {
+		return 1
+	}
+	return int(max(*obj.Spec.Proxy.Replicas, 0))
+}
+
+// ConnectionType of obj, bidirectional by default.
+func ConnectionType(obj *v1alpha1.TailscaleEndpoints) string {
+	if obj.Spec.Proxy == nil || obj.Spec.Proxy.ConnectionType == "" {
+		return Bidirectional
+	}
+	return obj.Spec.Proxy.ConnectionType
+}
+
+func runsEgress(obj *v1alpha1.TailscaleEndpoints) bool  { return ConnectionType(obj) != Ingress }
+func runsIngress(obj *v1alpha1.TailscaleEndpoints) bool { return ConnectionType(obj) != Egress }
+
+func labelsOf(obj *v1alpha1.TailscaleEndpoints) map[string]string {
+	return map[string]string{ManagedByLabel: ManagedBy, ProxyForLabel: obj.Name}
+}
+
+// The label every proxy pod carries.
+const (
+	podNameLabel = "app.kubernetes.io/name"
+	podName      = "tailscale-gateway-proxy"
+)
+
+func selectorOf(obj *v1alpha1.TailscaleEndpoints) map[string]string {
+	return map[string]string{podNameLabel: podName, ProxyForLabel: obj.Name}
+}
+
+func metaOf(obj *v1alpha1.TailscaleEndpoints, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: name, Namespace: obj.Namespace, Labels: labelsOf(obj),
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(obj, v1alpha1.SchemeGroupVersion.WithKind("TailscaleEndpoints"))},
+	}
+}
+
+// ServiceAccount returns the proxies' ServiceAccount.
+func ServiceAccount(obj *v1alpha1.TailscaleEndpoints) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), AutomountServiceAccountToken: ptr.To(true)}
+}
+
+// Role returns the least the proxies need: reading the objects they serve (the proxy lists and
+// watches them namespace-wide and picks its own), and getting and updating their own state
+// Secrets. They emit no Events and read the auth key from a mounted volume.
+func Role(obj *v1alpha1.TailscaleEndpoints) *rbacv1.Role {
+	n := NamesOf(obj.Name)
+	var states []string
+	for i := range Replicas(obj) {
+		states = append(states, n.StateSecret(i))
+	}
+	rules := []rbacv1.PolicyRule{{
+		APIGroups: []string{v1alpha1.GroupName},
+		Resources: []string{"tailscaleendpoints", "tailscaleservices"},
+		Verbs:     []string{"get", "list", "watch"},
+	}}
+	if len(states) > 0 {
+		rules = append(rules, rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: states,
+			Verbs: []string{"get", "update", "patch"},
+		})
+	}
+	return &rbacv1.Role{ObjectMeta: metaOf(obj, n.Base), Rules: rules}
+}
+
+// RoleBinding binds Role to ServiceAccount.
+func RoleBinding(obj *v1alpha1.TailscaleEndpoints) *rbacv1.RoleBinding {
+	n := NamesOf(obj.Name)
+	return &rbacv1.RoleBinding{
+		ObjectMeta: metaOf(obj, n.Base),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: n.Base},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: n.Base, Namespace: obj.Namespace}},
+	}
+}
+
+// StateSecret returns the empty state Secret of replica i; the proxy fills it.
+func StateSecret(obj *v1alpha1.TailscaleEndpoints, i int) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).StateSecret(i)), Type: corev1.SecretTypeOpaque}
+}
+
+// AuthKeySecret returns the Secret holding key, minted with tags.
+func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, key string, tags []string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).AuthKey), Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{AuthKeyKey: []byte(key)}}
+	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ",")}
+	return s
+}
+
+// EgressPorts are the Service ports of obj's egress listeners, as plan.EgressOf derives them
+// (pkg/proxy/ports), sorted by port; none for an ingress-only proxy.
+func EgressPorts(obj *v1alpha1.TailscaleEndpoints) []corev1.ServicePort {
+	if !runsEgress(obj) {
+		return nil
+	}
+	egress, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	var out []corev1.ServicePort
+	for _, e := range egress {
+		proto := corev1.ProtocolTCP
+		if e.Network == "udp" {
+			proto = corev1.ProtocolUDP
+		}
+		out = append(out, corev1.ServicePort{Name: fmt.Sprintf("%s-%d", e.Network, e.Port), Protocol: proto,
+			Port: e.Port, TargetPort: intstr.FromInt32(e.Port)})
+	}
+	slices.SortFunc(out, func(a, b corev1.ServicePort) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Service returns the Service in front of the proxies: one port per egress listener (same port
+// number as the listener) and the metrics port.
+func Service(obj *v1alpha1.TailscaleEndpoints) *corev1.Service {
+	ports := append(EgressPorts(obj), corev1.ServicePort{Name: "metrics", Protocol: corev1.ProtocolTCP,
+		Port: MetricsPort, TargetPort: intstr.FromInt32(MetricsPort)})
+	return &corev1.Service{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeClusterIP, Selector: selectorOf(obj), Ports: ports,
+	}}
+}
+
+// Args returns the proxy's command line for in (before the kubelet expands $(POD_NAME)).
+func Args(cfg Config, in Input) []string {
+	obj := in.Endpoints
+	args := []string{
+		"--namespace=" + obj.Namespace,
+		"--hostname=$(POD_NAME)",
+		"--state-secret=$(POD_NAME)",
+		"--state-dir=" + stateDir,
+		"--auth-key-file=" + authKeyDir + "/" + AuthKeyKey,
+		"--metrics-bind-address=:" + strconv.Itoa(MetricsPort),
+	}
+	if cfg.ControlURL != "" {
+		args = append(args, "--control-url="+cfg.ControlURL)
+	}
+	if len(in.Tags) > 0 {
+		args = append(args, "--tags="+strings.Join(in.Tags, ","))
+	}
+	if runsEgress(obj) {
+		args = append(args, "--endpoints="+obj.Name)
+	}
+	if runsIngress(obj) && len(in.Services) > 0 {
+		args = append(args, "--services="+strings.Join(in.Services, ","))
+	}
+	return args
+}
+
+// Serves reports whether the proxy of in has anything to serve; an ingress-only proxy that no
+// TailscaleServices selects has not, and runs no replicas.
+func Serves(in Input) bool {
+	return runsEgress(in.Endpoints) || len(in.Services) > 0
+}
+
+// StatefulSet returns the proxies' StatefulSet; its pod template carries ConfigHashAnnotation.
+func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
+	obj := in.Endpoints
+	n := NamesOf(obj.Name)
+	replicas := int32(Replicas(obj))
+	if !Serves(in) {
+		replicas = 0
+	}
+	pod := corev1.PodSpec{
+		ServiceAccountName: n.Base,
+		Containers: []corev1.Container{{
+			Name: containerName, Image: cfg.Image, ImagePullPolicy: cfg.PullPolicy, Resources: cfg.Resources,
+			Args: Args(cfg, in),
+			Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}}},
+			Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "auth-key", MountPath: authKeyDir, ReadOnly: true},
+				{Name: "state", MountPath: stateDir},
+			},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/readyz", Port: intstr.FromString("metrics")}}},
+			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/healthz", Port: intstr.FromString("metrics")}}},
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}},
+		Volumes: []corev1.Volume{
+			{Name: "auth-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: n.AuthKey}}},
+			{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		},
+	}
+	sel := selectorOf(obj)
+	podLabels := map[string]string{}
+	for k, v := range sel {
+		podLabels[k] = v
+	}
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: pod}
+	tmpl.Annotations = map[string]string{ConfigHashAnnotation: hashOf(tmpl)}
+	return &appsv1.StatefulSet{ObjectMeta: metaOf(obj, n.Base), Spec: appsv1.StatefulSetSpec{
+		Replicas: &replicas, ServiceName: n.Base, Selector: &metav1.LabelSelector{MatchLabels: sel},
+		PodManagementPolicy: appsv1.ParallelPodManagement, Template: tmpl,
+		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+	}}
+}
+
+// hashOf is a hash of v's JSON.
+func hashOf(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,174 @@
+package proxydeploy
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var testConfig = Config{
+	Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:v0.1.0", PullPolicy: corev1.PullIfNotPresent,
+	Resources:  corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}},
+	ControlURL: "https://control.example",
+}
+
+func testEndpoints(connectionType string, replicas int32) *v1alpha1.TailscaleEndpoints {
+	return &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "backends", UID: "0a1b", Labels: map[string]string{"app": "web"}},
+		Spec: v1alpha1.TailscaleEndpointsSpec{
+			Tailnet: "corp", Tags: []string{"tag:web"},
+			Proxy: &v1alpha1.ProxyConfig{Replicas: ptr.To(replicas), ConnectionType: connectionType},
+			Endpoints: []v1alpha1.TailscaleEndpoint{
+				{Name: "api", TailscaleIP: "100.64.0.7", TailscaleFQDN: "api.corp.ts.net", Port: 8080, Protocol: "HTTP"},
+				{Name: "dns", TailscaleIP: "100.64.0.8", TailscaleFQDN: "dns.corp.ts.net", Port: 53, Protocol: "UDP"},
+			},
+		},
+	}
+}
+
+// golden compares the YAML of objs with testdata/<name>.yaml.
+func golden(t *testing.T, name string, objs ...any) {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, o := range objs {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(b)
+	}
+	path := filepath.Join("testdata", name+".yaml")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading %s (run with -update to create it): %v", path, err)
+	}
+	if !bytes.Equal(want, buf.Bytes()) {
+		t.Errorf("%s differs from %s (run with -update to accept):\n%s", name, path, buf.String())
+	}
+}
+
+func TestGeneratedObjects(t *testing.T) {
+	for _, ct := range []string{Bidirectional, Egress, Ingress} {
+		t.Run(ct, func(t *testing.T) {
+			obj := testEndpoints(ct, 2)
+			in := Input{Endpoints: obj, Services: []string{"web"}, Tags: []string{"tag:k8s", "tag:web"}}
+			golden(t, "backends-"+ct, ServiceAccount(obj), Role(obj), RoleBinding(obj), StateSecret(obj, 0), StateSecret(obj, 1),
+				Service(obj), StatefulSet(testConfig, in))
+		})
+	}
+}
+
+func TestServicePortsAreTheDerivedEgressPorts(t *testing.T) {
+	obj := testEndpoints(Bidirectional, 1)
+	got := EgressPorts(obj)
+	want := []int32{ports.EgressPort("backends", "api", 8080), ports.EgressPort("backends", "dns", 53)}
+	var have []int32
+	for _, p := range got {
+		have = append(have, p.Port)
+		if p.TargetPort.IntVal != p.Port {
+			t.Errorf("port %s: targetPort %v, want the listener's port %d", p.Name, p.TargetPort, p.Port)
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(have)
+	if !slices.Equal(have, want) {
+		t.Fatalf("Service ports %v, want %v", have, want)
+	}
+	if p := EgressPorts(testEndpoints(Ingress, 1)); len(p) != 0 {
+		t.Fatalf("an ingress-only proxy exposes %v", p)
+	}
+}
+
+func TestRoleNamesOnlyTheReplicasStateSecrets(t *testing.T) {
+	r := Role(testEndpoints(Egress, 3))
+	for _, rule := range r.Rules {
+		if slices.Contains(rule.Resources, "secrets") {
+			if !slices.Equal(rule.ResourceNames, []string{"backends-proxy-0", "backends-proxy-1", "backends-proxy-2"}) {
+				t.Fatalf("secrets rule names %v", rule.ResourceNames)
+			}
+			if slices.Contains(rule.Verbs, "list") || slices.Contains(rule.Verbs, "create") {
+				t.Fatalf("secrets rule verbs %v", rule.Verbs)
+			}
+			return
+		}
+	}
+	t.Fatal("no rule on secrets")
+}
+
+func TestConfigChangeChangesTheHash(t *testing.T) {
+	in := Input{Endpoints: testEndpoints(Bidirectional, 1), Services: []string{"web"}}
+	a := StatefulSet(testConfig, in).Spec.Template.Annotations[ConfigHashAnnotation]
+	if b := StatefulSet(testConfig, in).Spec.Template.Annotations[ConfigHashAnnotation]; a != b {
+		t.Fatal("the hash is not deterministic")
+	}
+	cfg := testConfig
+	cfg.Image = strings.Replace(cfg.Image, "v0.1.0", "v0.2.0", 1)
+	if b := StatefulSet(cfg, in).Spec.Template.Annotations[ConfigHashAnnotation]; a == b {
+		t.Fatal("a new image keeps the hash")
+	}
+	in.Services = []string{"web", "api"}
+	if b := StatefulSet(testConfig, in).Spec.Template.Annotations[ConfigHashAnnotation]; a == b {
+		t.Fatal("another hosted service keeps the hash")
+	}
+}
+
+func TestIngressWithNothingToServeRunsNoReplicas(t *testing.T) {
+	in := Input{Endpoints: testEndpoints(Ingress, 2)}
+	if r := *StatefulSet(testConfig, in).Spec.Replicas; r != 0 {
+		t.Fatalf("replicas %d, want 0", r)
+	}
+	in.Services = []string{"web"}
+	if r := *StatefulSet(testConfig, in).Spec.Replicas; r != 2 {
+		t.Fatalf("replicas %d, want 2", r)
+	}
+}
+
+func TestIsStateOf(t *testing.T) {
+	n := NamesOf("x")
+	for name, want := range map[string]bool{"x-proxy-0": false, "x-proxy-2": true, "x-proxy-10": true, "x-proxy-authkey": false, "x-proxy-02": false, "y-proxy-5": false} {
+		if got := isStateOf(n, name, 2); got != want {
+			t.Errorf("isStateOf(%s) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestWanted(t *testing.T) {
+	obj := testEndpoints(Egress, 1)
+	if !Wanted(obj) {
+		t.Fatal("spec.proxy wants a proxy")
+	}
+	obj.Spec.Proxy = nil
+	if Wanted(obj) {
+		t.Fatal("no spec.proxy, not auto-provisioned: no proxy")
+	}
+	obj.Annotations = map[string]string{autoprovision.Annotation: "true"}
+	if !Wanted(obj) || Replicas(obj) != 1 || ConnectionType(obj) != Bidirectional {
+		t.Fatal("an auto-provisioned object gets one bidirectional proxy")
+	}
+}

@@ -1,0 +1,548 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/app"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
+	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
+	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
+)
+
+// proxySim is a simulated tailnet with one device for the proxy tests, registered as the
+// TailscaleTailnet name with the tag tag:k8s-proxy. Control accepts a known node's restart
+// without a key (NoAuthKeyCheck), as Tailscale's does, so a restart shows whether one is needed.
+func proxySim(t *testing.T, name string) (*tailnetsim.Tailnet, *tailnet.Client) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sim, err := tailnetsim.Start(sctx, tailnetsim.Options{NoAuthKeyCheck: true,
+		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: framework.Namespace, Name: name + "-oauth"},
+		StringData: map[string]string{"client_id": sim.OAuthClientID(), "client_secret": sim.OAuthClientSecret()}}
+	if _, err := env.Kube.CoreV1().Secrets(framework.Namespace).Create(ctx(t), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tn := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), APIBaseURL: sim.APIURL(), Tags: []string{"tag:k8s-proxy"},
+			OAuthSecretName: secret.Name, OAuthSecretNamespace: framework.Namespace}}
+	if _, err := viaKube(t).TailscaleTailnets().Create(ctx(t), tn, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = viaKube(t).TailscaleTailnets().Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = env.Kube.CoreV1().Secrets(framework.Namespace).Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
+	})
+	admin, err := tailnet.NewClient(tailnet.ClientOptions{Tailnet: sim.TailnetName(), BaseURL: sim.APIURL(),
+		Credentials: tailnet.Credentials{APIKey: sim.APIKey()}, Transport: tailnet.TransportOptions{RequestsPerSecond: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sim, admin
+}
+
+// mintedKeys lists the descriptions and tags of the auth keys minted in sim.
+func mintedKeys(c context.Context, sim *tailnetsim.Tailnet) (map[string][]string, error) {
+	req, err := http.NewRequestWithContext(c, http.MethodGet, sim.APIURL()+"/api/v2/tailnet/-/keys", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth(sim.APIKey(), "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Keys []struct {
+			ID           string `json:"id"`
+			Description  string `json:"description"`
+			Capabilities struct {
+				Devices struct {
+					Create struct {
+						Tags []string `json:"tags"`
+					} `json:"create"`
+				} `json:"devices"`
+			} `json:"capabilities"`
+		} `json:"keys"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, k := range body.Keys {
+		out[k.ID+" "+k.Description] = k.Capabilities.Devices.Create.Tags
+	}
+	return out, nil
+}
+
+// TestProxyDeployment checks the objects the server deploys for a TailscaleEndpoints with
+// spec.proxy, their update (the StatefulSet rolls), a foreign object left alone, the cleanup by
+// kube-controller-manager's garbage collector, and runs the proxy with the generated
+// configuration: its ServiceAccount's token, its state Secret and auth key Secret.
+func TestProxyDeployment(t *testing.T) {
+	sim, admin := proxySim(t, "e2e-proxydeploy")
+	ns := newNamespace(t, "proxydeploy")
+	web, err := sim.Device("web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := viaKube(t).TailscaleEndpoints(ns)
+	obj, err := eps.Create(ctx(t), &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backends"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "e2e-proxydeploy", Tags: []string{"tag:web"},
+			Proxy: &v1alpha1.ProxyConfig{Replicas: ptr.To[int32](2), ConnectionType: proxydeploy.Egress},
+			Endpoints: []v1alpha1.TailscaleEndpoint{{Name: "http", TailscaleIP: web.IPv4.String(), TailscaleFQDN: web.FQDN,
+				Port: int32(web.HTTPPort), Protocol: v1alpha1.ProtocolHTTP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := env.Kube
+	n := proxydeploy.NamesOf("backends")
+	owned := func(m metav1.Object) error {
+		if !metav1.IsControlledBy(m, obj) || m.GetLabels()[proxydeploy.ManagedByLabel] != proxydeploy.ManagedBy {
+			return fmt.Errorf("%s is not marked as ours: labels %v, owners %v", m.GetName(), m.GetLabels(), m.GetOwnerReferences())
+		}
+		return nil
+	}
+	eventually(t, "the proxy's objects", func(c context.Context) (bool, error) {
+		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+
+	// What was generated.
+	sts, err := kube.AppsV1().StatefulSets(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := kube.CoreV1().Services(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	role, err := kube.RbacV1().Roles(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := kube.RbacV1().RoleBindings(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keySecret, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.AuthKey, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []*corev1.Secret
+	for i := range 2 {
+		s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(i), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, s)
+	}
+	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecret, states[0], states[1]} {
+		if err := owned(m); err != nil {
+			t.Error(err)
+		}
+	}
+	if *sts.Spec.Replicas != 2 || sts.Spec.Template.Spec.ServiceAccountName != n.Base {
+		t.Errorf("StatefulSet: replicas %d, serviceAccountName %s", *sts.Spec.Replicas, sts.Spec.Template.Spec.ServiceAccountName)
+	}
+	args := sts.Spec.Template.Spec.Containers[0].Args
+	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--tags=tag:k8s-proxy,tag:web", "--namespace=" + ns} {
+		if !slices.Contains(args, want) {
+			t.Errorf("proxy args %v lack %s", args, want)
+		}
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--services") }) {
+		t.Errorf("an egress proxy hosts services: %v", args)
+	}
+	egressPort := ports.EgressPort("backends", "http", int32(web.HTTPPort))
+	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == egressPort && p.TargetPort.IntVal == egressPort }) {
+		t.Errorf("Service ports %v lack the egress port %d", svc.Spec.Ports, egressPort)
+	}
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		t.Errorf("Service has no cluster IP: %q", svc.Spec.ClusterIP)
+	}
+	wantRules := proxydeploy.Role(obj).Rules
+	if fmt.Sprint(role.Rules) != fmt.Sprint(wantRules) {
+		t.Errorf("Role rules %v, want %v", role.Rules, wantRules)
+	}
+	if rb.RoleRef.Name != n.Base || len(rb.Subjects) != 1 || rb.Subjects[0].Name != n.Base {
+		t.Errorf("RoleBinding %v -> %v", rb.Subjects, rb.RoleRef)
+	}
+	if string(keySecret.Data[proxydeploy.AuthKeyKey]) != sim.AuthKey() {
+		t.Error("the auth key Secret does not hold the minted key")
+	}
+	keys, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 {
+		t.Fatalf("minted keys %v, want one", keys)
+	}
+	for desc, tags := range keys {
+		if !strings.HasSuffix(desc, "tailscale-gateway-proxy "+ns+"/backends") || !slices.Equal(tags, []string{"tag:k8s-proxy", "tag:web"}) {
+			t.Errorf("minted key %q with tags %v", desc, tags)
+		}
+	}
+	// The key appears in no Event.
+	evs, err := kube.CoreV1().Events(ns).List(ctx(t), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		if strings.Contains(e.Message, sim.AuthKey()) {
+			t.Errorf("Event %s shows the auth key", e.Reason)
+		}
+	}
+
+	// The proxy, run as replica 0 with what the pod would get.
+	t.Run("proxy", func(t *testing.T) { runDeployedProxy(t, sim, admin, ns, sts, egressPort) })
+
+	// The extension's EDS (proxy endpoint mode, the default in a cluster) sends Envoy to the
+	// egress Service.
+	t.Run("eds", func(t *testing.T) {
+		checkEDSDialsProxyService(t, ns, svc.Spec.ClusterIP, int32(web.HTTPPort), egressPort)
+	})
+
+	// An update rolls the StatefulSet; scaling down drops the state of the removed replica.
+	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]
+	cur, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Proxy.Replicas = ptr.To[int32](1)
+	cur.Spec.Tags = []string{"tag:web", "tag:extra"}
+	if _, err := eps.Update(ctx(t), cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the StatefulSet rolled and scaled", func(c context.Context) (bool, error) {
+		sts, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return *sts.Spec.Replicas == 1 && sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation] != hash &&
+			slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--tags=tag:extra,tag:k8s-proxy,tag:web"), nil
+	})
+	eventually(t, "the removed replica's state Secret deleted and the Role narrowed", func(c context.Context) (bool, error) {
+		_, err := kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(1), metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		role, err := kube.RbacV1().Roles(ns).Get(c, n.Base, metav1.GetOptions{})
+		return err == nil && slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Equal(r.ResourceNames, []string{n.StateSecret(0)})
+		}), err
+	})
+
+	// A foreign object of a proxy's name is left alone and reported.
+	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-proxy", Labels: map[string]string{"team": "theirs"}}}
+	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx(t), foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eps.Create(ctx(t), &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "e2e-proxydeploy", Proxy: &v1alpha1.ProxyConfig{},
+			Endpoints: []v1alpha1.TailscaleEndpoint{{Name: "http", TailscaleIP: web.IPv4.String(), TailscaleFQDN: web.FQDN,
+				Port: int32(web.HTTPPort), Protocol: v1alpha1.ProtocolHTTP}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a ProxyObjectConflict Event", func(c context.Context) (bool, error) {
+		evs, err := kube.CoreV1().Events(ns).List(c, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
+			return e.Reason == proxydeploy.ReasonConflict && e.InvolvedObject.Name == "other" && strings.Contains(e.Message, "other-proxy")
+		}), nil
+	})
+	sa2, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sa2.OwnerReferences) != 0 || sa2.Labels[proxydeploy.ManagedByLabel] != "" || sa2.Labels["team"] != "theirs" {
+		t.Errorf("the foreign ServiceAccount was changed: labels %v, owners %v", sa2.Labels, sa2.OwnerReferences)
+	}
+	if _, err := kube.AppsV1().StatefulSets(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a StatefulSet was deployed beside a foreign ServiceAccount: %v", err)
+	}
+
+	// An auto-provisioned TailscaleEndpoints gets an ingress proxy hosting its TailscaleServices.
+	vip := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "vip"},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector:   &metav1.LabelSelector{MatchLabels: map[string]string{"app": "vip"}},
+			VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:e2e-proxydeploy", Ports: []string{"tcp:80"}},
+			EndpointTemplate: &v1alpha1.EndpointTemplate{Tailnet: "e2e-proxydeploy", Labels: map[string]string{"app": "vip"},
+				Proxy: &v1alpha1.ProxyConfig{ConnectionType: proxydeploy.Ingress}},
+		}}
+	if _, err := viaKube(t).TailscaleServices(ns).Create(ctx(t), vip, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the auto-provisioned endpoints' proxy hosting the TailscaleServices", func(c context.Context) (bool, error) {
+		sts, err := kube.AppsV1().StatefulSets(ns).Get(c, "vip-auto-proxy", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		args := sts.Spec.Template.Spec.Containers[0].Args
+		return *sts.Spec.Replicas == 1 && slices.Contains(args, "--services=vip") &&
+			!slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--endpoints") }), nil
+	})
+
+	// Deleting the TailscaleEndpoints: kube-controller-manager's garbage collector removes what
+	// it owned.
+	if err := eps.Delete(ctx(t), "backends", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the garbage collector to remove the proxy's objects", func(c context.Context) (bool, error) {
+		var left []string
+		check := func(kind string, err error) {
+			if !apierrors.IsNotFound(err) {
+				left = append(left, kind)
+			}
+		}
+		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		check("StatefulSet", err)
+		_, err = kube.CoreV1().Services(ns).Get(c, n.Base, metav1.GetOptions{})
+		check("Service", err)
+		_, err = kube.CoreV1().ServiceAccounts(ns).Get(c, n.Base, metav1.GetOptions{})
+		check("ServiceAccount", err)
+		_, err = kube.RbacV1().Roles(ns).Get(c, n.Base, metav1.GetOptions{})
+		check("Role", err)
+		_, err = kube.RbacV1().RoleBindings(ns).Get(c, n.Base, metav1.GetOptions{})
+		check("RoleBinding", err)
+		_, err = kube.CoreV1().Secrets(ns).Get(c, n.AuthKey, metav1.GetOptions{})
+		check("auth key Secret", err)
+		_, err = kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(0), metav1.GetOptions{})
+		check("state Secret", err)
+		return len(left) == 0, nil
+	})
+	if _, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{}); err != nil {
+		t.Errorf("the foreign ServiceAccount: %v", err)
+	}
+}
+
+// runDeployedProxy runs the proxy in-process as the kubelet would run replica 0 of sts: the
+// container's args with $(POD_NAME) expanded, a token of its ServiceAccount, the auth key
+// Secret as a file at the volume's path (here under a temporary directory). The test adds what
+// differs here: the kubeconfig, loopback-only listeners, the per-test control server. The
+// proxy then carries a request to the tailnet device, keeps its node state in its Secret, and
+// restarts as the same node without its auth key.
+func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, egressPort int32) {
+	pod := sts.Name + "-0"
+	pt := sts.Spec.Template.Spec
+	token, err := env.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx(t), pt.ServiceAccountName,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := env.TokenKubeconfig("proxy-"+ns, token.Status.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	mounts := map[string]string{} // mount path -> local directory
+	for _, m := range pt.Containers[0].VolumeMounts {
+		dir := filepath.Join(root, m.Name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		mounts[m.MountPath] = dir
+		for _, v := range pt.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx(t), v.Secret.SecretName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, b := range s.Data {
+				if err := os.WriteFile(filepath.Join(dir, k), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	var args []string
+	for _, a := range pt.Containers[0].Args {
+		a = strings.ReplaceAll(a, "$(POD_NAME)", pod)
+		for path, dir := range mounts {
+			a = strings.Replace(a, "="+path, "="+dir, 1)
+		}
+		if strings.HasPrefix(a, "--metrics-bind-address=") {
+			a = "--metrics-bind-address=127.0.0.1:0"
+		}
+		args = append(args, a)
+	}
+	args = append(args, "--kubeconfig="+kubeconfig, "--egress-bind-address=127.0.0.1", "--control-url="+sim.ControlURL())
+
+	start := func() (stop func()) {
+		o := app.NewOptions()
+		fs := pflag.NewFlagSet("proxy", pflag.ContinueOnError)
+		o.AddFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(runCtx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("the proxy stopped: %v", err)
+			}
+		}
+	}
+	get := func(c context.Context) (bool, error) {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := hc.Get("http://" + net.JoinHostPort("127.0.0.1", fmt.Sprint(egressPort)) + "/")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "web-1"), nil
+	}
+	nodeIDs := func(c context.Context) ([]string, error) {
+		devs, err := admin.Devices(c)
+		if err != nil {
+			return nil, err
+		}
+		var ids []string
+		for _, d := range devs {
+			if d.Hostname == pod {
+				ids = append(ids, d.NodeID)
+			}
+		}
+		return ids, nil
+	}
+
+	stop := start()
+	eventually(t, "a request through the egress listener to web-1", get)
+	state, err := env.Kube.CoreV1().Secrets(ns).Get(ctx(t), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(state.Data) == 0 {
+		t.Fatal("the state Secret is empty after the node joined")
+	}
+	first, err := nodeIDs(ctx(t))
+	if err != nil || len(first) != 1 {
+		t.Fatalf("devices named %s: %v, %v", pod, first, err)
+	}
+	stop()
+
+	// Restart without the auth key: the node's state in its Secret is its identity.
+	for _, dir := range mounts {
+		if err := os.RemoveAll(filepath.Join(dir, proxydeploy.AuthKeyKey)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keysBefore, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = start()
+	defer stop()
+	eventually(t, "a request through the restarted proxy", get)
+	again, err := nodeIDs(ctx(t))
+	if err != nil || !slices.Equal(again, first) {
+		t.Fatalf("after a restart, devices named %s: %v (before %v), %v", pod, again, first, err)
+	}
+	keysAfter, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keysAfter) != len(keysBefore) {
+		t.Errorf("a restart minted a key: %d keys, were %d", len(keysAfter), len(keysBefore))
+	}
+}
+
+// checkEDSDialsProxyService routes an HTTPRoute to the TailscaleEndpoints "backends" and checks
+// that the load assignment names the proxy Service's cluster IP and the endpoint's egress port.
+func checkEDSDialsProxyService(t *testing.T, ns, clusterIP string, port, egressPort int32) {
+	if err := env.InstallGatewayAPICRDs(); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := gwclient.NewForConfig(env.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, kind := gwapiv1.Group(v1alpha1.GroupName), gwapiv1.Kind("TailscaleEndpoints")
+	route := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backends"}, Spec: gwapiv1.HTTPRouteSpec{
+		CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{Name: "eg"}}},
+		Rules: []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+			BackendObjectReference: gwapiv1.BackendObjectReference{Group: &group, Kind: &kind, Name: "backends", Port: ptr.To(gwapiv1.PortNumber(port))}}}}}}}}
+	if _, err := routes.GatewayV1().HTTPRoutes(ns).Create(ctx(t), route, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster := "httproute/" + ns + "/backends/rule/0"
+	xc, err := xdsclient.Dial(env.Gateway.XDSAddr, xdsclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xc.Close()
+	w, err := xc.Watch(ctx(t), xdsclient.EndpointType, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var last string
+	_, err = w.WaitFor(ctx(t), func(r *xdsclient.Response) bool {
+		cla := r.LoadAssignment(cluster)
+		if cla == nil || len(cla.Endpoints) != 1 || len(cla.Endpoints[0].LbEndpoints) != 1 {
+			return false
+		}
+		sa := cla.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress()
+		last = fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())
+		return sa.GetAddress() == clusterIP && sa.GetPortValue() == uint32(egressPort)
+	})
+	if err != nil {
+		t.Fatalf("the load assignment does not name %s:%d (last %s): %v", clusterIP, egressPort, last, err)
+	}
+}
