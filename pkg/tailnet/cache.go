@@ -90,7 +90,10 @@ func NewCache(opts Options) *Cache {
 	if opts.Logger != nil {
 		log = *opts.Logger
 	}
-	return &Cache{opts: opts, log: log.WithName("tailnet"), tailnets: map[string]*tailnetState{}}
+	registerMetrics()
+	c := &Cache{opts: opts, log: log.WithName("tailnet"), tailnets: map[string]*tailnetState{}}
+	caches.add(c)
+	return c
 }
 
 // Add starts polling the tailnet of a TailscaleTailnet named name, or updates its
@@ -213,6 +216,7 @@ func (c *Cache) Close() {
 	c.goMu.Lock()
 	c.stopping = true
 	c.goMu.Unlock()
+	caches.remove(c)
 	c.mu.Lock()
 	c.closed = true
 	for name, t := range c.tailnets {

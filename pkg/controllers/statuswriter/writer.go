@@ -24,6 +24,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/ctrlmetrics"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
@@ -60,6 +61,7 @@ type Writer struct {
 
 // New returns a writer reading objects through informers of factory and writing through client.
 func New(client versioned.Interface, factory informers.SharedInformerFactory, sources livestatus.Sources) *Writer {
+	registerMetrics()
 	scheme := runtime.NewScheme()
 	install.Install(scheme)
 	gw := factory.Gateway().V1alpha1()
@@ -139,7 +141,9 @@ func (w *Writer) work(ctx context.Context) {
 		if shutdown {
 			return
 		}
+		start := time.Now()
 		err := w.sync(ctx, k)
+		ctrlmetrics.Observe("statuswriter", start, err)
 		switch {
 		case err == nil:
 			w.queue.Forget(k)
@@ -189,7 +193,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleTailnet) error {
 			_, err := c.TailscaleTailnets().UpdateStatus(ctx, out, opts)
-			return err
+			return countWrite(k.kind, err)
 		})
 	case kindEndpoints:
 		obj, err := w.endpoints.TailscaleEndpoints(k.namespace).Get(k.name)
@@ -203,7 +207,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleEndpoints) error {
 			_, err := c.TailscaleEndpoints(k.namespace).UpdateStatus(ctx, out, opts)
-			return err
+			return countWrite(k.kind, err)
 		})
 	case kindServices:
 		obj, err := w.services.TailscaleServices(k.namespace).Get(k.name)
@@ -217,7 +221,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, computed)
 		}, func(out *v1alpha1.TailscaleServices) error {
 			_, err := c.TailscaleServices(k.namespace).UpdateStatus(ctx, out, opts)
-			return err
+			return countWrite(k.kind, err)
 		})
 		return err
 	case kindGateway:
@@ -232,7 +236,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleGateway) error {
 			_, err := c.TailscaleGateways(k.namespace).UpdateStatus(ctx, out, opts)
-			return err
+			return countWrite(k.kind, err)
 		})
 	}
 	return fmt.Errorf("unknown kind %q", k.kind)
