@@ -223,6 +223,9 @@ func (o *Options) Run(ctx context.Context) error {
 	if r.controllers, err = r.newControllers(o, cfg.GenericConfig.ClientConfig); err != nil {
 		return err
 	}
+	if err := r.recordTransitions(o, cfg.GenericConfig.ClientConfig); err != nil {
+		return err
+	}
 	server, err := cfg.Complete().New()
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -45,10 +46,11 @@ type key struct{ kind, namespace, name string }
 // Writer keeps the persisted status of every object equal to what livestatus computes, less the
 // fields that change on every probe.
 type Writer struct {
-	client  versioned.Interface
-	sources livestatus.Sources
-	scheme  *runtime.Scheme
-	now     func() time.Time
+	client   versioned.Interface
+	sources  livestatus.Sources
+	recorder record.EventRecorder // nil: no Events
+	scheme   *runtime.Scheme
+	now      func() time.Time
 
 	tailnets  listers.TailscaleTailnetLister
 	endpoints listers.TailscaleEndpointsLister
@@ -193,6 +195,9 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleTailnet) error {
 			_, err := c.TailscaleTailnets().UpdateStatus(ctx, out, opts)
+			if err == nil {
+				w.tailnetEvents(obj, out)
+			}
 			return countWrite(k.kind, err)
 		})
 	case kindEndpoints:
@@ -207,6 +212,9 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleEndpoints) error {
 			_, err := c.TailscaleEndpoints(k.namespace).UpdateStatus(ctx, out, opts)
+			if err == nil {
+				w.endpointEvents(obj, out)
+			}
 			return countWrite(k.kind, err)
 		})
 	case kindServices:
