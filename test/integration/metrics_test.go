@@ -20,6 +20,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
+	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
 // scrape reads and parses the server's /metrics.
@@ -78,11 +79,12 @@ next:
 }
 
 // TestMetricsAfterActivity runs the server with controllers and the extension on a simulated
-// tailnet, lets it poll, probe, write status, create a VIP service and serve an EDS stream and a
-// hook call, and checks the tailscale_gateway_* families on its /metrics: present, with sane
+// tailnet, lets it poll, probe, write status, create a VIP service, see an endpoint and the API
+// fail and recover (each transition an Event), and serve an EDS stream and a hook call; it checks the tailscale_gateway_* families on its /metrics: present, with sane
 // values, and with bounded labels (no address, no per-request value).
 func TestMetricsAfterActivity(t *testing.T) {
-	env := startExtensionEnv(t, withControllers("op-metrics", &eventLog{}))
+	events := &eventLog{}
+	env := startExtensionEnv(t, withControllers("op-metrics", events))
 	gw := env.client.GatewayV1alpha1()
 	if _, err := gw.TailscaleEndpoints("sim").Create(ctx(t), simEndpoints(t, env.sim), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -94,6 +96,21 @@ func TestMetricsAfterActivity(t *testing.T) {
 	(&vipEnv{simEnv: env.simEnv}).object(t, "web", "VIP service ready", func(o *v1alpha1.TailscaleServices) bool {
 		return meta.IsStatusConditionTrue(o.Status.Conditions, "VIPServiceReady")
 	})
+	// Transitions users care about reach them as Events: an endpoint failing and recovering,
+	// the tailnet's API failing and recovering.
+	if err := env.sim.SetHTTPStatus("api-server", http.StatusInternalServerError); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, events, "sim/backends", "EndpointUnhealthy")
+	if err := env.sim.SetHTTPStatus("api-server", http.StatusOK); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, events, "sim/backends", "EndpointHealthy")
+	env.sim.InjectErrors(tailnetsim.ErrorInjection{Status: http.StatusServiceUnavailable, Duration: 10 * time.Minute})
+	waitEvent(t, events, "/sim", "TailnetSyncLost")
+	env.sim.ClearErrorInjections()
+	waitEvent(t, events, "/sim", "TailnetSyncRegained")
+
 	const cluster = "httproute/sim/backends/rule/0"
 	env.shape(t, cluster, env.backendJSON(t, "tailscaleendpoints", "sim", "backends"))
 	env.subscribe(t, false, cluster).waitFor("a load assignment", func(*endpointv3.ClusterLoadAssignment) bool { return true })
@@ -119,6 +136,11 @@ func TestMetricsAfterActivity(t *testing.T) {
 		{"tailscale_gateway_health_probes_total", map[string]string{"protocol": "grpc", "result": "success"}, positive},
 		{"tailscale_gateway_health_probe_duration_seconds", map[string]string{"protocol": "http", "result": "success"}, positive},
 		{"tailscale_gateway_health_transitions_total", map[string]string{"protocol": "http", "to": "Healthy"}, positive},
+		{"tailscale_gateway_health_transitions_total", map[string]string{"protocol": "http", "to": "Unhealthy"}, positive},
+		{"tailscale_gateway_health_probes_total", map[string]string{"protocol": "http", "result": "failure"}, positive},
+		{"tailscale_gateway_tailscale_api_requests_total", map[string]string{"endpoint": "GET /api/v2/tailnet/{tailnet}/devices", "code": "503"}, positive},
+		{"tailscale_gateway_tailnet_sync_transitions_total", map[string]string{"synced": "false"}, positive},
+		{"tailscale_gateway_tailnet_polls_total", map[string]string{"reason": "APIUnavailable"}, positive},
 		{"tailscale_gateway_status_writes_total", map[string]string{"kind": "TailscaleEndpoints", "result": "ok"}, positive},
 		{"tailscale_gateway_controller_reconciles_total", map[string]string{"controller": "vipservice", "result": "ok"}, positive},
 		{"tailscale_gateway_controller_reconciles_total", map[string]string{"controller": "statuswriter", "result": "ok"}, positive},
@@ -170,6 +192,19 @@ func TestMetricsAfterActivity(t *testing.T) {
 		t.Errorf("%d tailscale_gateway_* series", series)
 	}
 	t.Logf("%d tailscale_gateway_* series", series)
+}
+
+// waitEvent waits until events holds an Event of reason for object ("namespace/name").
+func waitEvent(t *testing.T, events *eventLog, object, reason string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		return events.has(object, reason), nil
+	})
+	if err != nil {
+		events.mu.Lock()
+		defer events.mu.Unlock()
+		t.Fatalf("no %s Event for %s: %v; Events: %v", reason, object, err, events.events)
+	}
 }
 
 func formatLabels(l map[string]string) string {
