@@ -5,7 +5,7 @@ DATA    := _output/local
 ADDR    ?= 127.0.0.1
 PORT    ?= 8443
 
-.PHONY: all build run test verify tools unit integration bench bench-aggregation codegen clean
+.PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean
 
 all: build
 
@@ -19,8 +19,13 @@ run: build
 
 ## test: codegen verification, formatting, vet, unit, integration and e2e tests (the e2e suite runs
 ## kube-apiserver and kube-controller-manager, which tools builds when they are missing).
-test: verify tools
+test: verify tools fuzz
 	$(GO) test -count=1 -timeout 30m ./...
+
+## fuzz: every go test -fuzz target for FUZZTIME each (default 8s; FUZZTIME=10m make fuzz for a
+## longer run). Failing inputs land in the package's testdata/fuzz/ and stay as regression cases.
+fuzz:
+	GO=$(GO) hack/fuzz.sh
 
 ## tools: build kube-apiserver and kube-controller-manager v1.36 and envoy-gateway v1.9.1 into
 ## $(BIN) unless up to date (hack/build-tools.sh; 10-20 min each when cold, seconds otherwise).

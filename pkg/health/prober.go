@@ -55,6 +55,7 @@ type target struct {
 
 // New returns a Prober with no targets. Call Run to start probing.
 func New(opts Options) *Prober {
+	registerMetrics()
 	p := &Prober{
 		dialerFor: opts.DialerFor,
 		workers:   opts.MaxConcurrent,
@@ -163,6 +164,12 @@ func (p *Prober) probeTarget(ctx context.Context, t *target) {
 	if ctx.Err() != nil {
 		return // shutting down: the outcome says nothing about the target
 	}
+	proto, result := protocolLabel(t.Check.Type), "success"
+	if err != nil {
+		result = "failure"
+	}
+	probesTotal.WithLabelValues(proto, result).Inc()
+	probeDuration.WithLabelValues(proto, result).Observe(latency.Seconds())
 
 	p.mu.Lock()
 	if p.targets[t.Key] != t {
@@ -180,6 +187,7 @@ func (p *Prober) probeTarget(ctx context.Context, t *target) {
 		return
 	}
 
+	transitionsTotal.WithLabelValues(proto, statusLabel(to)).Inc()
 	klog.V(2).InfoS("Health status changed", "target", t.Key, "address", t.Address, "from", from, "to", to, "error", errText)
 	for _, fn := range fns {
 		fn(t.Key, from, to)

@@ -101,8 +101,10 @@ func NewCache(opts Options) *Cache {
 	if opts.Logger != nil {
 		log = *opts.Logger
 	}
+	registerMetrics()
 	c := &Cache{opts: opts, log: log.WithName("tailnet"), tailnets: map[string]*tailnetState{}, pending: map[string]Snapshot{}}
 	c.paused.Store(opts.Follower)
+	caches.add(c)
 	return c
 }
 
@@ -269,6 +271,7 @@ func (c *Cache) Close() {
 	c.goMu.Lock()
 	c.stopping = true
 	c.goMu.Unlock()
+	caches.remove(c)
 	c.mu.Lock()
 	c.closed = true
 	for name, t := range c.tailnets {

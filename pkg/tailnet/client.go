@@ -77,9 +77,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 
 	red := newRedactor(opts.Credentials.secrets()...)
-	topts := opts.Transport.withDefaults()
-	tr := newTransport(topts, red)
-	plain := &http.Client{Transport: tr, Timeout: topts.MaxElapsed + 30*time.Second}
+	// newTransport applies the defaults; applying them twice would turn MaxRetries -1 (none)
+	// into the default.
+	tr := newTransport(opts.Transport, red)
+	plain := &http.Client{Transport: tr, Timeout: tr.opts.MaxElapsed + 30*time.Second}
 	authed := authFor(opts.Credentials).HTTPClient(plain, base.String())
 
 	return &Client{

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -227,6 +228,10 @@ func (t *tailnetState) poll() (Snapshot, error) {
 	}
 
 	ch := diff(prev, next)
+	polls.WithLabelValues(next.Status.Reason).Inc()
+	if ch.SyncChanged {
+		syncTransitions.WithLabelValues(strconv.FormatBool(next.Status.Synced)).Inc()
+	}
 	log := t.cache.log.WithValues("tailnet", t.name)
 	switch {
 	case ch.SyncChanged && err != nil:

@@ -121,6 +121,7 @@ func NewTransport(opts TransportOptions) *Transport {
 }
 
 func newTransport(opts TransportOptions, red *redactor) *Transport {
+	registerMetrics()
 	opts = opts.withDefaults()
 	limit := rate.Limit(opts.RequestsPerSecond)
 	if opts.RequestsPerSecond < 0 {
@@ -182,7 +183,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			})
 		}
 		t.requests.Add(1)
+		sent := t.now()
 		resp, err := t.opts.Base.RoundTrip(r)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		observeRequest(r.Method, r.URL.Path, status, err, t.now().Sub(sent))
 		out := t.judge(ctx, resp, err)
 		if out.fail == nil {
 			return resp, nil

@@ -13,11 +13,9 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -27,7 +25,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/scheme"
 )
 
 // ControllerOptions configure the controllers that change the tailnet (pkg/controllers).
@@ -122,12 +119,11 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		c.core = kube
 	}
 	if c.recorder == nil {
-		b := record.NewBroadcaster()
+		var core kubernetes.Interface
 		if c.core != nil {
-			b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.core.CoreV1().Events("")})
+			core = c.core
 		}
-		b.StartStructuredLogging(2)
-		c.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "tailscale-gateway-controllers"})
+		c.recorder = newEventRecorder(core, "tailscale-gateway-controllers")
 	}
 	etcd := o.RecommendedOptions.Etcd.StorageConfig
 	c.idSource = func(ctx context.Context) (string, error) {

@@ -251,6 +251,9 @@ func (o *Options) Run(ctx context.Context) error {
 		// Nothing would lead the polls: poll here, as without sharing.
 		rs.collector.Cache().SetPolling(true)
 	}
+	if err := r.recordTransitions(o, cfg.GenericConfig.ClientConfig); err != nil {
+		return err
+	}
 	server, err := cfg.Complete().New()
 	if err != nil {
 		return err

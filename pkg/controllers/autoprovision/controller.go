@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/ctrlmetrics"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
@@ -129,7 +130,10 @@ func (c *Controller) work(ctx context.Context) {
 		if shutdown {
 			return
 		}
-		if err := c.sync(ctx, key); err != nil {
+		start := time.Now()
+		err := c.sync(ctx, key)
+		ctrlmetrics.Observe("autoprovision", start, err)
+		if err != nil {
 			utilruntime.HandleErrorWithContext(ctx, err, "Provisioning TailscaleEndpoints", "object", key)
 			c.queue.AddRateLimited(key)
 		} else {

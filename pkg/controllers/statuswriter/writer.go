@@ -18,12 +18,14 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/ctrlmetrics"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
@@ -44,10 +46,11 @@ type key struct{ kind, namespace, name string }
 // Writer keeps the persisted status of every object equal to what livestatus computes, less the
 // fields that change on every probe.
 type Writer struct {
-	client  versioned.Interface
-	sources livestatus.Sources
-	scheme  *runtime.Scheme
-	now     func() time.Time
+	client   versioned.Interface
+	sources  livestatus.Sources
+	recorder record.EventRecorder // nil: no Events
+	scheme   *runtime.Scheme
+	now      func() time.Time
 
 	tailnets  listers.TailscaleTailnetLister
 	endpoints listers.TailscaleEndpointsLister
@@ -62,6 +65,7 @@ type Writer struct {
 
 // New returns a writer reading objects through informers of factory and writing through client.
 func New(client versioned.Interface, factory informers.SharedInformerFactory, sources livestatus.Sources) *Writer {
+	registerMetrics()
 	scheme := runtime.NewScheme()
 	install.Install(scheme)
 	gw := factory.Gateway().V1alpha1()
@@ -149,7 +153,9 @@ func (w *Writer) work(ctx context.Context) {
 		if shutdown {
 			return
 		}
+		start := time.Now()
 		err := w.sync(ctx, k)
+		ctrlmetrics.Observe("statuswriter", start, err)
 		switch {
 		case err == nil:
 			w.queue.Forget(k)
@@ -202,7 +208,10 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleTailnet) error {
 			_, err := c.TailscaleTailnets().UpdateStatus(ctx, out, opts)
-			return err
+			if err == nil {
+				w.tailnetEvents(obj, out)
+			}
+			return countWrite(k.kind, err)
 		})
 	case KindEndpoints:
 		obj, err := w.endpoints.TailscaleEndpoints(k.namespace).Get(k.name)
@@ -216,7 +225,10 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleEndpoints) error {
 			_, err := c.TailscaleEndpoints(k.namespace).UpdateStatus(ctx, out, opts)
-			return err
+			if err == nil {
+				w.endpointEvents(obj, out)
+			}
+			return countWrite(k.kind, err)
 		})
 	case KindServices:
 		obj, err := w.services.TailscaleServices(k.namespace).Get(k.name)
@@ -230,7 +242,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, computed)
 		}, func(out *v1alpha1.TailscaleServices) error {
 			_, err := c.TailscaleServices(k.namespace).UpdateStatus(ctx, out, opts)
-			return err
+			return countWrite(k.kind, err)
 		})
 		return err
 	case KindGateway:
@@ -245,7 +257,7 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 			return setIfChanged(&in.Status, st)
 		}, func(out *v1alpha1.TailscaleGateway) error {
 			_, err := c.TailscaleGateways(k.namespace).UpdateStatus(ctx, out, opts)
-			return err
+			return countWrite(k.kind, err)
 		})
 	}
 	return fmt.Errorf("unknown kind %q", k.kind)

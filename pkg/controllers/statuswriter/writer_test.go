@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
@@ -44,9 +45,18 @@ func endpoints() *v1alpha1.TailscaleEndpoints {
 // and returns the status updates it sent.
 func syncOnce(t *testing.T, obj *v1alpha1.TailscaleEndpoints, src livestatus.Sources) []*v1alpha1.TailscaleEndpoints {
 	t.Helper()
+	return syncRecording(t, obj, src, nil)
+}
+
+// syncRecording is syncOnce with the writer's Events going to rec.
+func syncRecording(t *testing.T, obj *v1alpha1.TailscaleEndpoints, src livestatus.Sources, rec record.EventRecorder) []*v1alpha1.TailscaleEndpoints {
+	t.Helper()
 	client := fake.NewSimpleClientset(obj)
 	factory := informers.NewSharedInformerFactory(client, 0)
 	w := New(client, factory, src)
+	if rec != nil {
+		w.SetRecorder(rec)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	factory.Start(ctx.Done())

@@ -36,6 +36,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/ctrlmetrics"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
@@ -217,7 +218,9 @@ func (c *Controller) work(ctx context.Context) {
 		if shutdown {
 			return
 		}
+		start := time.Now()
 		err := c.sync(ctx, key)
+		ctrlmetrics.Observe("vipservice", start, err)
 		switch {
 		case err == nil:
 			c.queue.Forget(key)
