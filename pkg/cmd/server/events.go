@@ -5,13 +5,25 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/scheme"
 )
+
+// eventScheme names the kinds Events may be about: ours and the Kubernetes API's (leader
+// election records Events on its coordination.k8s.io Lease).
+var eventScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(scheme.AddToScheme(s))
+	return s
+}()
 
 // eventCorrelation rate-limits the Events of one object from one component, whatever their type
 // (a flapping endpoint alternates Warning and Normal): a burst of 10, then one every 5 minutes
@@ -32,7 +44,7 @@ func newEventRecorder(core kubernetes.Interface, component string) record.EventR
 		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: core.CoreV1().Events("")})
 	}
 	b.StartStructuredLogging(2)
-	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component})
+	return b.NewRecorder(eventScheme, corev1.EventSource{Component: component})
 }
 
 // recordTransitions gives the status writer a recorder for the transitions it persists
