@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
 
 // ExternalServices is the server's rule for TailscaleServices spec.serviceDiscovery.externalServices,
@@ -51,4 +53,30 @@ func ParseCIDRs(cidrs []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// ExternalFlags are the flags that set ExternalServices, shared by the server and the proxy.
+type ExternalFlags struct {
+	Allow bool
+	CIDRs []string
+}
+
+// AddFlags adds --allow-external-services and --external-service-allowed-cidrs to fs.
+func (f *ExternalFlags) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.Allow, "allow-external-services", f.Allow,
+		"Accept and serve TailscaleServices spec.serviceDiscovery.externalServices, which make the data plane dial addresses outside the tailnet (off by default, like Envoy Gateway's Backend API).")
+	fs.StringSliceVar(&f.CIDRs, "external-service-allowed-cidrs", f.CIDRs,
+		"With --allow-external-services, accept only externalServices whose address is an IP inside one of these CIDRs (empty: any address).")
+}
+
+// Rule returns the ExternalServices the flags set.
+func (f *ExternalFlags) Rule() (ExternalServices, error) {
+	cidrs, err := ParseCIDRs(f.CIDRs)
+	if err != nil {
+		return ExternalServices{}, fmt.Errorf("--external-service-allowed-cidrs: %w", err)
+	}
+	if len(cidrs) > 0 && !f.Allow {
+		return ExternalServices{}, errors.New("--external-service-allowed-cidrs needs --allow-external-services")
+	}
+	return ExternalServices{Allowed: f.Allow, CIDRs: cidrs}, nil
 }

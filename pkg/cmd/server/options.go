@@ -57,6 +57,8 @@ type Options struct {
 	Collector livestatus.Collector
 	// Controllers configure the controllers that change the tailnet (controllers.go).
 	Controllers *ControllerOptions
+	// Tenancy configures which externalServices are accepted (tenancy.go).
+	Tenancy *TenancyOptions
 
 	etcd *embeddedetcd.Server
 	pki  *localpki.Files
@@ -71,6 +73,7 @@ func NewOptions() *Options {
 		Live:        NewLiveStatusOptions(),
 		Extension:   NewExtensionOptions(),
 		Controllers: NewControllerOptions(),
+		Tenancy:     &TenancyOptions{},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -87,6 +90,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Live.AddFlags(fs)
 	o.Extension.AddFlags(fs)
 	o.Controllers.AddFlags(fs)
+	o.Tenancy.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -142,7 +146,8 @@ func (o *Options) Complete() error {
 
 // Validate checks the options.
 func (o *Options) Validate() error {
-	return utilerrors.NewAggregate(append(o.RecommendedOptions.Validate(), o.Extension.Validate()...))
+	errs := append(o.RecommendedOptions.Validate(), o.Extension.Validate()...)
+	return utilerrors.NewAggregate(append(errs, o.Tenancy.Validate()...))
 }
 
 // Config builds the server configuration.
@@ -215,8 +220,16 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, cfg.GenericConfig.ClientConfig, o.Collector, o.Extension)
+	ten, err := o.tenancyInputs(cfg.GenericConfig)
 	if err != nil {
+		return err
+	}
+	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, cfg.GenericConfig.ClientConfig, o.Collector, o.Extension, ten)
+	if err != nil {
+		return err
+	}
+	r.installAdmission(cfg.GenericConfig, ten)
+	if err := r.watchNamespaces(ten); err != nil {
 		return err
 	}
 	cfg.Overlays = r.overlays()

@@ -22,6 +22,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Options are the command's flags.
@@ -43,6 +44,8 @@ type Options struct {
 
 	EgressBindAddress  string
 	MetricsBindAddress string
+	// External sets which externalServices the proxy dials; none by default.
+	External tenancy.ExternalFlags
 }
 
 // NewOptions returns the defaults.
@@ -67,6 +70,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.Tags, "tags", o.Tags, "ACL tags requested at enrollment; hosting a Tailscale Service needs one")
 	fs.Uint16Var(&o.TSNetPort, "tsnet-port", o.TSNetPort, "UDP port of WireGuard; 0 picks one")
 	fs.StringVar(&o.EgressBindAddress, "egress-bind-address", o.EgressBindAddress, "IP the egress listeners bind to; empty binds every address")
+	o.External.AddFlags(fs)
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics, /healthz and /readyz; empty disables them")
 }
 
@@ -86,6 +90,9 @@ func (o *Options) Validate() error {
 	}
 	if o.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir is required"))
+	}
+	if _, err := o.External.Rule(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -124,7 +131,8 @@ func (o *Options) Run(ctx context.Context) error {
 
 	epSel, _ := parseSelector(o.EndpointsSelector)
 	svcSel, _ := parseSelector(o.ServicesSelector)
-	p, err := proxy.New(proxy.Options{Client: client, Node: srv, Metrics: metrics, EgressBindAddress: o.EgressBindAddress,
+	external, _ := o.External.Rule() // checked by Validate
+	p, err := proxy.New(proxy.Options{Client: client, Node: srv, Metrics: metrics, EgressBindAddress: o.EgressBindAddress, ExternalServices: external,
 		Selection: proxy.Selection{Namespace: o.Namespace, Endpoints: o.Endpoints, EndpointsSelector: epSel,
 			Services: o.Services, ServicesSelector: svcSel}})
 	if err != nil {

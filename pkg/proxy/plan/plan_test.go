@@ -11,6 +11,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 func endpoints(name string, eps ...v1alpha1.TailscaleEndpoint) *v1alpha1.TailscaleEndpoints {
@@ -75,7 +76,7 @@ func TestEgressReportsPortConflicts(t *testing.T) {
 	if !strings.Contains(problems[0], "obj/"+loser+" ") {
 		t.Errorf("problem %q should name %s", problems[0], loser)
 	}
-	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil); p.PortConflicts != 1 || len(p.Egress) != 1 {
+	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil, tenancy.ExternalServices{}); p.PortConflicts != 1 || len(p.Egress) != 1 {
 		t.Errorf("Build: %d conflicts, %d listeners; want 1 and 1", p.PortConflicts, len(p.Egress))
 	}
 }
@@ -137,7 +138,7 @@ func TestServicesOfBackendsWeightsAndTiers(t *testing.T) {
 func TestBuildRefusesASecondClaimOfAServicePort(t *testing.T) {
 	a, b := services(v1alpha1.StrategyRoundRobin), services(v1alpha1.StrategyRoundRobin)
 	b.Name = "web-copy"
-	p := Build(nil, []*v1alpha1.TailscaleServices{a, b}, func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return nil })
+	p := Build(nil, []*v1alpha1.TailscaleServices{a, b}, func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return nil }, tenancy.ExternalServices{Allowed: true})
 	if len(p.Services) != 1 || p.Services[0].Object != "ns/web" {
 		t.Errorf("services %v", p.Services)
 	}
