@@ -23,7 +23,7 @@ func (s staticSources) Tailnet(ref string) (livestatus.Tailnet, bool) {
 	return s.tailnet, ref == s.tailnet.Name
 }
 func (staticSources) Probe(string) (livestatus.Probe, bool) { return livestatus.Probe{}, false }
-func (staticSources) Tenancy() *tenancy.Policy               { return nil }
+func (staticSources) Tenancy() *tenancy.Policy              { return nil }
 
 func sources(online bool, lastSeen time.Time) staticSources {
 	tn := livestatus.Tailnet{Name: "company.ts.net", Synced: true, LastSync: lastSeen,
