@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,9 +11,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
@@ -176,4 +180,78 @@ func TestTenancyExternalServices(t *testing.T) {
 	if _, err := c.TailscaleServices("default").Create(ctx, withExternal("192.0.2.10"), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("an address inside the allowed CIDRs: %v", err)
 	}
+}
+
+// When the tailnet stops admitting a namespace, the controllers release its Tailscale Service
+// and its auto-provisioned TailscaleEndpoints, the prober stops reporting its endpoints, and each
+// object says Accepted=False; admitting the namespace again restores them.
+func TestTenancyControllers(t *testing.T) {
+	env := startVIPEnv(t, nil, "op-tenancy")
+	ctx := ctx(t)
+	c := env.client.GatewayV1alpha1()
+	if _, err := c.TailscaleServices("vip").Create(ctx, vipServices("web", "svc:web"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	probed := simEndpoints(t, env.sim)
+	probed.Namespace = "vip"
+	if _, err := c.TailscaleEndpoints("vip").Create(ctx, probed, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.service(t, "svc:web", "created", func(_ tailnet.Service, ok bool) bool { return ok })
+	getProbed := func() (*v1alpha1.TailscaleEndpoints, error) {
+		return c.TailscaleEndpoints("vip").Get(ctx, probed.Name, metav1.GetOptions{})
+	}
+	waitProbed := func(what string, cond func(*v1alpha1.TailscaleEndpoints) bool) {
+		t.Helper()
+		var last *v1alpha1.TailscaleEndpoints
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+			o, err := getProbed()
+			last = o
+			return err == nil && cond(o), nil
+		}); err != nil {
+			t.Fatalf("waiting for %s: %v; last status %+v", what, err, last.Status)
+		}
+	}
+	webHealthy := func(o *v1alpha1.TailscaleEndpoints) bool { return endpointStatus(o, "web").Status == "Healthy" }
+	waitProbed("the probed endpoint healthy", webHealthy)
+
+	setAllowed := func(names ...string) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			tn, err := c.TailscaleTailnets().Get(ctx, "sim", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			tn.Spec.AllowedNamespaces = &v1alpha1.AllowedNamespaces{From: v1alpha1.NamespacesFromNames, Names: names}
+			_, err = c.TailscaleTailnets().Update(ctx, tn, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAllowed("elsewhere")
+	env.service(t, "svc:web", "released", func(_ tailnet.Service, ok bool) bool { return !ok })
+	o := env.object(t, "web", "Accepted=False", func(o *v1alpha1.TailscaleServices) bool {
+		a := condition(o, tenancy.ConditionAccepted)
+		return a != nil && a.Status == metav1.ConditionFalse && a.Reason == tenancy.ReasonNotAllowedByTailnet
+	})
+	if slices.Contains(o.Finalizers, vipservice.Finalizer) {
+		t.Errorf("finalizer kept on a refused object: %v", o.Finalizers)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		_, err := c.TailscaleEndpoints("vip").Get(ctx, "web-auto", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	}); err != nil {
+		t.Fatalf("the auto-provisioned TailscaleEndpoints stays: %v", err)
+	}
+	waitProbed("the refused endpoints unprobed and Accepted=False", func(o *v1alpha1.TailscaleEndpoints) bool {
+		a := meta.FindStatusCondition(o.Status.Conditions, tenancy.ConditionAccepted)
+		return a != nil && a.Status == metav1.ConditionFalse && endpointStatus(o, "web").Status == "Unknown" &&
+			endpointStatus(o, "db").Online == nil
+	})
+
+	setAllowed("vip")
+	env.service(t, "svc:web", "created again", func(_ tailnet.Service, ok bool) bool { return ok })
+	waitProbed("probed again", webHealthy)
 }
