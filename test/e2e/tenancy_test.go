@@ -45,7 +45,9 @@ func TestTenancyNamespaceLabels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = env.Kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
 	eps = objects.Endpoints(ns.Name, "web")
 	eps.Spec.Tailnet = tn.Name
 	if _, err := c.TailscaleEndpoints(ns.Name).Create(ctx(t), eps, metav1.CreateOptions{}); err != nil {

@@ -168,7 +168,9 @@ func TestBuildTenancy(t *testing.T) {
 			{Name: "in", Address: "192.0.2.1", Port: 443}, {Name: "out", Address: "198.51.100.1", Port: 443}}}}}
 	refusedSvc := svc.DeepCopy()
 	refusedSvc.Name, refusedSvc.Spec.VIPService.Name, refusedSvc.Status.Conditions = "r", "svc:r", refused
-	selectOf := func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return []*v1alpha1.TailscaleEndpoints{ok, no} }
+	selectOf := func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints {
+		return []*v1alpha1.TailscaleEndpoints{ok, no}
+	}
 	cidrs, _ := tenancy.ParseCIDRs([]string{"192.0.2.0/24"})
 	p := Build([]*v1alpha1.TailscaleEndpoints{ok, no}, []*v1alpha1.TailscaleServices{svc, refusedSvc}, selectOf,
 		tenancy.ExternalServices{Allowed: true, CIDRs: cidrs})
