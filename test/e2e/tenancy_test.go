@@ -53,18 +53,24 @@ func TestTenancyNamespaceLabels(t *testing.T) {
 	if _, err := c.TailscaleEndpoints(ns.Name).Create(ctx(t), eps, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create in an admitted namespace: %v", err)
 	}
-	accepted := func(status metav1.ConditionStatus, reason string) {
+	// accepted waits for the condition in a version other than notVersion: a new resourceVersion
+	// is the status writer's write (what the EDS and the proxy follow), not only the overlay of
+	// reads.
+	accepted := func(status metav1.ConditionStatus, reason, notVersion string) string {
 		t.Helper()
-		eventually(t, fmt.Sprintf("Accepted=%s (%s)", status, reason), func(ctx context.Context) (bool, error) {
+		var version string
+		eventually(t, fmt.Sprintf("Accepted=%s (%s) persisted", status, reason), func(ctx context.Context) (bool, error) {
 			o, err := c.TailscaleEndpoints(ns.Name).Get(ctx, "web", metav1.GetOptions{})
 			if err != nil {
 				return false, err
 			}
+			version = o.ResourceVersion
 			a := meta.FindStatusCondition(o.Status.Conditions, tenancy.ConditionAccepted)
-			return a != nil && a.Status == status && a.Reason == reason, nil
+			return a != nil && a.Status == status && a.Reason == reason && version != notVersion, nil
 		})
+		return version
 	}
-	accepted(metav1.ConditionTrue, tenancy.ReasonAccepted)
+	v := accepted(metav1.ConditionTrue, tenancy.ReasonAccepted, "")
 
 	relabel := func(value string) {
 		t.Helper()
@@ -74,7 +80,7 @@ func TestTenancyNamespaceLabels(t *testing.T) {
 		}
 	}
 	relabel("no")
-	accepted(metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet)
+	v = accepted(metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet, v)
 	relabel("yes")
-	accepted(metav1.ConditionTrue, tenancy.ReasonAccepted)
+	accepted(metav1.ConditionTrue, tenancy.ReasonAccepted, v)
 }
