@@ -7,13 +7,13 @@ package tenancy
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
@@ -55,14 +55,16 @@ type Decision struct {
 	// Allowed is false when that tailnet does not admit the namespace. A reference matching no
 	// TailscaleTailnet is allowed: it reaches nothing until a tailnet appears, and is decided then.
 	Allowed bool
-	// Message says why, for a condition or an admission error.
+	// Message says why a reference is refused, for a condition or an admission error (empty
+	// when allowed: decisions run on every read, and an allowed one needs no words).
 	Message string
 }
 
-// Policy decides tenancy from a TailscaleTailnet lister and a namespace source. A nil *Policy
+// Policy decides tenancy from the TailscaleTailnet cache and a namespace source. A nil *Policy
 // allows everything (tests and callers that do not enforce).
 type Policy struct {
 	tailnets   listers.TailscaleTailnetLister
+	byDomain   cache.Indexer // with domainIndex, or nil: Resolve scans
 	namespaces Namespaces
 	// External is what externalServices may dial.
 	External ExternalServices
@@ -85,10 +87,63 @@ func New(tailnets listers.TailscaleTailnetLister, namespaces Namespaces, externa
 	return &Policy{tailnets: tailnets, namespaces: namespaces, External: external, selectors: map[string]compiledSelector{}}
 }
 
+// NewForInformer returns a policy over the TailscaleTailnet informer inf, to which it adds an
+// index by spec.tailnet (before inf starts): resolving a tailnet domain, on every read of an
+// object naming its tailnet that way, is then a lookup rather than a scan.
+func NewForInformer(inf cache.SharedIndexInformer, namespaces Namespaces, external ExternalServices) (*Policy, error) {
+	if _, ok := inf.GetIndexer().GetIndexers()[domainIndex]; !ok {
+		if err := inf.AddIndexers(cache.Indexers{domainIndex: indexDomain}); err != nil {
+			return nil, fmt.Errorf("indexing TailscaleTailnets by spec.tailnet: %w", err)
+		}
+	}
+	p := New(listers.NewTailscaleTailnetLister(inf.GetIndexer()), namespaces, external)
+	p.byDomain = inf.GetIndexer()
+	return p, nil
+}
+
+// domainIndex indexes TailscaleTailnets by spec.tailnet.
+const domainIndex = "tenancy.spec.tailnet"
+
+func indexDomain(obj any) ([]string, error) {
+	if t, ok := obj.(*v1alpha1.TailscaleTailnet); ok {
+		return []string{t.Spec.Tailnet}, nil
+	}
+	return nil, nil
+}
+
 // WithNamespaces returns a policy like p reading namespace labels from ns (admission adds a
 // fallback to the core API there for namespaces its informer has not seen yet).
 func (p *Policy) WithNamespaces(ns Namespaces) *Policy {
-	return New(p.tailnets, ns, p.External)
+	q := New(p.tailnets, ns, p.External)
+	q.byDomain = p.byDomain
+	return q
+}
+
+// Resolve is the package's Resolve over p's cache, with its index when it has one.
+func (p *Policy) Resolve(ref string) (*v1alpha1.TailscaleTailnet, bool) {
+	if p == nil {
+		return nil, false
+	}
+	if p.byDomain == nil || ref == "" {
+		return Resolve(p.tailnets, ref)
+	}
+	// The indexer itself, not the lister: a miss there builds a NotFound error on every read.
+	if obj, exists, err := p.byDomain.GetByKey(ref); err == nil && exists {
+		if t, ok := obj.(*v1alpha1.TailscaleTailnet); ok {
+			return t, true
+		}
+	}
+	items, err := p.byDomain.ByIndex(domainIndex, ref)
+	if err != nil {
+		return Resolve(p.tailnets, ref)
+	}
+	var found *v1alpha1.TailscaleTailnet
+	for _, item := range items {
+		if t, ok := item.(*v1alpha1.TailscaleTailnet); ok && (found == nil || t.Name < found.Name) {
+			found = t
+		}
+	}
+	return found, found != nil
 }
 
 // ExternalServices returns p's externalServices rule; a nil policy allows every address.
@@ -112,13 +167,13 @@ func Resolve(tailnets listers.TailscaleTailnetLister, ref string) (*v1alpha1.Tai
 	if err != nil {
 		return nil, false
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	var found *v1alpha1.TailscaleTailnet
 	for _, t := range all {
-		if t.Spec.Tailnet == ref {
-			return t, true
+		if t.Spec.Tailnet == ref && (found == nil || t.Name < found.Name) {
+			found = t
 		}
 	}
-	return nil, false
+	return found, found != nil
 }
 
 // Decide says whether objects of namespace may use the tailnet ref names.
@@ -126,11 +181,11 @@ func (p *Policy) Decide(namespace, ref string) Decision {
 	if p == nil {
 		return Decision{Allowed: true}
 	}
-	t, ok := Resolve(p.tailnets, ref)
+	t, ok := p.Resolve(ref)
 	if !ok {
-		return Decision{Allowed: true, Message: fmt.Sprintf("no TailscaleTailnet is named %q or has spec.tailnet %q", ref, ref)}
+		return Decision{Allowed: true}
 	}
-	d := Decision{Tailnet: t.Name, Allowed: true, Message: fmt.Sprintf("TailscaleTailnet %s admits namespace %s", t.Name, namespace)}
+	d := Decision{Tailnet: t.Name, Allowed: true}
 	an := t.Spec.AllowedNamespaces
 	if an == nil || an.From == v1alpha1.NamespacesFromAll || an.From == "" {
 		return d

@@ -113,3 +113,62 @@ func TestExternalServices(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecide is the cost each read adds per object: a tailnet named by domain under a
+// selector (the slowest path), among 10 tailnets.
+func BenchmarkDecide(b *testing.B) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for i := range 10 {
+		tn := tailnet("t"+string(rune('a'+i)), string(rune('a'+i))+".ts.net", &v1alpha1.AllowedNamespaces{From: v1alpha1.NamespacesFromSelector,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}})
+		if err := idx.Add(tn); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ns := NamespacesFunc(func(string) (labels.Set, bool) { return labels.Set{"team": "a"}, true })
+	inf := cache.NewSharedIndexInformer(&cache.ListWatch{}, &v1alpha1.TailscaleTailnet{}, 0, cache.Indexers{})
+	for _, o := range idx.List() {
+		if err := inf.GetStore().Add(o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	indexed, err := NewForInformer(inf, ns, ExternalServices{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	policies := map[string]*Policy{"scan": New(listers.NewTailscaleTailnetLister(idx), ns, ExternalServices{}), "indexed": indexed}
+	for _, tc := range []struct{ policy, ref string }{{"scan", "tj"}, {"scan", "j.ts.net"}, {"indexed", "j.ts.net"}} {
+		p := policies[tc.policy]
+		b.Run(tc.policy+"/ref="+tc.ref, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !p.Decide("ns", tc.ref).Allowed {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
+
+// A domain several tailnets share resolves to the first by name, scanned or indexed.
+func TestResolveSharedDomain(t *testing.T) {
+	inf := cache.NewSharedIndexInformer(&cache.ListWatch{}, &v1alpha1.TailscaleTailnet{}, 0, cache.Indexers{})
+	p, err := NewForInformer(inf, nil, ExternalServices{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"c-dup", "a-dup", "b-dup"} {
+		if err := inf.GetStore().Add(tailnet(n, "dup.ts.net", nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, ok := p.Resolve("dup.ts.net"); !ok || got.Name != "a-dup" {
+		t.Errorf("indexed: %v %v, want a-dup", got, ok)
+	}
+	if got, ok := Resolve(listers.NewTailscaleTailnetLister(inf.GetIndexer()), "dup.ts.net"); !ok || got.Name != "a-dup" {
+		t.Errorf("scanned: %v %v, want a-dup", got, ok)
+	}
+	if got, ok := p.Resolve("b-dup"); !ok || got.Name != "b-dup" {
+		t.Errorf("by name: %v %v", got, ok)
+	}
+}

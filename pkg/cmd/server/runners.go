@@ -48,7 +48,9 @@ func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext
 		factory:   informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTransform(dropManagedFields)),
 		collector: collector,
 	}
-	r.policy = newPolicy(r.factory, ten)
+	if r.policy, err = newPolicy(r.factory, ten); err != nil {
+		return nil, err
+	}
 	if collector != nil {
 		r.writer = statuswriter.New(client, r.factory, collector)
 		if err := collector.Configure(r.factory, r.writer, r.policy); err != nil {

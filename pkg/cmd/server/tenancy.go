@@ -133,6 +133,6 @@ func (r *runners) watchNamespaces(in tenancyInputs) error {
 }
 
 // newPolicy is the policy every runner and the admission plugin decide with.
-func newPolicy(factory informers.SharedInformerFactory, in tenancyInputs) *tenancy.Policy {
-	return tenancy.New(factory.Gateway().V1alpha1().TailscaleTailnets().Lister(), in.namespaces, in.external)
+func newPolicy(factory informers.SharedInformerFactory, in tenancyInputs) (*tenancy.Policy, error) {
+	return tenancy.NewForInformer(factory.Gateway().V1alpha1().TailscaleTailnets().Informer(), in.namespaces, in.external)
 }

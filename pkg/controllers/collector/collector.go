@@ -19,6 +19,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/health"
@@ -251,7 +252,13 @@ func (c *Collector) mintKey(ctx context.Context, name string) (string, error) {
 // resolve maps a TailscaleTailnet name or tailnet domain to a TailscaleTailnet name, as tenancy
 // decisions do.
 func (c *Collector) resolve(ref string) (string, bool) {
-	t, ok := tenancy.Resolve(c.tailnetLister, ref)
+	var t *v1alpha1.TailscaleTailnet
+	var ok bool
+	if c.policy != nil {
+		t, ok = c.policy.Resolve(ref) // indexed by spec.tailnet
+	} else {
+		t, ok = tenancy.Resolve(c.tailnetLister, ref)
+	}
 	if !ok {
 		return "", false
 	}
