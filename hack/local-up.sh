@@ -36,6 +36,7 @@ source "${SIM}/sim.env"
   --bind-address "${ADDR}" --secure-port "${PORT}" \
   --tailnet-credentials-dir "${SIM}/credentials" --tailnet-control-url "${SIM_CONTROL_URL}" \
   --tailnet-poll-interval 5s --extension-endpoint-mode proxy --extension-proxy-address 127.0.0.1 \
+  --allow-external-services \
   >"${DATA}/apiserver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Collector gathers live tailnet and health state in the background and answers Sources reads
@@ -11,9 +12,10 @@ import (
 type Collector interface {
 	Sources
 	// Configure registers the collector's informer handlers (which tailnets to poll, which
-	// endpoints to probe) and the receiver of its change notifications. It is called once,
-	// before the informers start.
-	Configure(factory informers.SharedInformerFactory, notify Notifier) error
+	// endpoints to probe), the receiver of its change notifications and the tenancy policy its
+	// Tenancy returns (endpoints it refuses are not probed). It is called once, before the
+	// informers start.
+	Configure(factory informers.SharedInformerFactory, notify Notifier, policy *tenancy.Policy) error
 	// Run collects until ctx is done.
 	Run(ctx context.Context)
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Condition types set by this package.
@@ -27,7 +28,7 @@ const (
 // Healthy while its device is online, Unhealthy while it is offline, and Unknown when the tailnet
 // has no device at its address.
 func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gateway.TailscaleEndpointsStatus {
-	tn, haveTailnet := src.Tailnet(obj.Spec.Tailnet)
+	tn, haveTailnet, admitted := tailnetFor(src, obj.Namespace, obj.Spec.Tailnet)
 	st := gateway.TailscaleEndpointsStatus{
 		Endpoints:      make([]gateway.EndpointStatus, 0, len(obj.Spec.Endpoints)),
 		TotalEndpoints: int32(len(obj.Spec.Endpoints)),
@@ -50,9 +51,9 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			}
 		}
 		if ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled {
-			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok && p.Persisted {
+			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok && admitted.Allowed && p.Persisted {
 				es.Status = persistedHealth(obj.Status.Endpoints, i, ep.Name, es.Status)
-			} else if ok {
+			} else if ok && admitted.Allowed {
 				es.Status = p.Status
 				es.Error = p.Error
 				if !p.LastChecked.IsZero() {
@@ -111,9 +112,12 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 
 	st.Conditions = cloneConditions(obj.Status.Conditions)
 	setTailnetSynced(&st.Conditions, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
+	setAccepted(&st.Conditions, obj.Generation, now, admitted)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
 		Message: countOf(st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
 	switch {
+	case !admitted.Allowed:
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet, admitted.Message
 	case !haveTailnet || !tn.Synced:
 		ready.Status, ready.Reason = metav1.ConditionUnknown, "TailnetNotSynced"
 	case offline > 0:
@@ -261,10 +265,15 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		}
 	}
 	if sd := obj.Spec.ServiceDiscovery; sd != nil {
-		backends += int32(len(sd.ExternalServices))
+		rule := src.Tenancy().ExternalServices()
+		for _, es := range sd.ExternalServices {
+			if rule.Check(es.Address) == nil {
+				backends++
+			}
+		}
 	}
 
-	tn, haveTailnet := src.Tailnet(tailnetRef)
+	tn, haveTailnet, admitted := tailnetFor(src, obj.Namespace, tailnetRef)
 	vipReady := metav1.Condition{Type: ConditionVIPServiceReady, Status: metav1.ConditionUnknown, Reason: "NoVIPService",
 		Message: "spec.vipService is not set"}
 	if v := obj.Spec.VIPService; v != nil {
@@ -317,10 +326,17 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		st.LoadBalancingStatus = ls
 	}
 
+	if !admitted.Allowed && obj.Spec.VIPService != nil {
+		vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet, admitted.Message
+	}
 	setCondition(&st.Conditions, vipReady, obj.Generation, now)
+	setAccepted(&st.Conditions, obj.Generation, now, admitted)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
-	if healthy == 0 {
+	switch {
+	case !admitted.Allowed:
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet, admitted.Message
+	case healthy == 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "NoHealthyBackends"
 	}
 	setCondition(&st.Conditions, ready, obj.Generation, now)
@@ -391,9 +407,15 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 	st := gateway.TailscaleGatewayStatus{Conditions: cloneConditions(obj.Status.Conditions)}
 	var connected int
 	var services int32
+	decisions := make([]tenancy.Decision, 0, len(obj.Spec.Tailnets))
 	for _, t := range obj.Spec.Tailnets {
 		ts := gateway.TailnetStatus{Name: t.Name, Status: "Unknown"}
-		if tn, ok := src.Tailnet(t.TailscaleTailnetRef.Name); ok {
+		tn, ok, d := tailnetFor(src, obj.Namespace, t.TailscaleTailnetRef.Name)
+		decisions = append(decisions, d)
+		if !d.Allowed {
+			ts.Status = tenancy.ReasonNotAllowedByTailnet
+		}
+		if ok {
 			ts.Status = "Disconnected"
 			if tn.Synced {
 				ts.Status = "Connected"
@@ -416,7 +438,30 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 	setCondition(&st.Conditions, cond, obj.Generation, now)
 	cond.Type = ConditionReady
 	setCondition(&st.Conditions, cond, obj.Generation, now)
+	accepted := tenancy.AcceptedCondition(decisions...)
+	setCondition(&st.Conditions, accepted, obj.Generation, now)
 	return st
+}
+
+// tailnetFor returns the state of the tailnet ref names as objects of namespace may see it: none
+// when that tailnet does not admit the namespace (its devices, Services and probes are not shown).
+func tailnetFor(src Sources, namespace, ref string) (Tailnet, bool, tenancy.Decision) {
+	d := src.Tenancy().Decide(namespace, ref)
+	if !d.Allowed {
+		return Tailnet{}, false, d
+	}
+	tn, ok := src.Tailnet(ref)
+	return tn, ok, d
+}
+
+// setAccepted sets the Accepted condition from an object's tenancy decision, and TailnetSynced
+// to say why the tailnet is not shown when it refuses the object.
+func setAccepted(conds *[]metav1.Condition, generation int64, now time.Time, d tenancy.Decision) {
+	setCondition(conds, tenancy.AcceptedCondition(d), generation, now)
+	if !d.Allowed {
+		setCondition(conds, metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionUnknown,
+			Reason: tenancy.ReasonNotAllowedByTailnet, Message: d.Message}, generation, now)
+	}
 }
 
 // StripGateway clears the fields of a TailscaleGateway status that change on every poll.

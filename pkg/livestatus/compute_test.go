@@ -9,12 +9,16 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 type fakeSources struct {
 	tailnets map[string]Tailnet
 	probes   map[string]Probe
+	policy   *tenancy.Policy
 }
+
+func (f fakeSources) Tenancy() *tenancy.Policy { return f.policy }
 
 func (f fakeSources) Tailnet(ref string) (Tailnet, bool) { t, ok := f.tailnets[ref]; return t, ok }
 func (f fakeSources) Probe(key string) (Probe, bool)     { p, ok := f.probes[key]; return p, ok }

@@ -6,6 +6,8 @@ package livestatus
 
 import (
 	"time"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Health states of an endpoint.
@@ -87,6 +89,9 @@ type Sources interface {
 	Tailnet(ref string) (Tailnet, bool)
 	// Probe returns the health of the endpoint with the given key (see ProbeKey).
 	Probe(key string) (Probe, bool)
+	// Tenancy decides which namespaces may use which tailnets and externalServices; nil
+	// allows everything.
+	Tenancy() *tenancy.Policy
 }
 
 // ProbeKey identifies an endpoint of a TailscaleEndpoints in the prober.

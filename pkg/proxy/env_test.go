@@ -24,6 +24,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -118,7 +119,7 @@ func startEnv() (_ *env, err error) {
 	e.metrics = prometheus.NewRegistry()
 	e.proxy, err = proxy.New(proxy.Options{
 		Client: e.client, Node: e.node, Metrics: forward.NewMetrics(e.metrics), EgressBindAddress: e.bind,
-		DialTimeout: 5 * time.Second, Retry: 200 * time.Millisecond,
+		DialTimeout: 5 * time.Second, Retry: 200 * time.Millisecond, ExternalServices: tenancy.ExternalServices{Allowed: true},
 		Selection: proxy.Selection{Namespace: namespace,
 			EndpointsSelector: labels.SelectorFromSet(labels.Set{"egress": "true"}),
 			ServicesSelector:  labels.SelectorFromSet(labels.Set{"proxy": "test"})},

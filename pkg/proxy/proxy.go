@@ -30,6 +30,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Defaults of Options.
@@ -83,6 +84,8 @@ type Options struct {
 	Retry time.Duration
 	// UDPIdle ends egress UDP sessions; forward.DefaultUDPIdle when zero.
 	UDPIdle time.Duration
+	// ExternalServices is what externalServices may dial; the zero value dials none.
+	ExternalServices tenancy.ExternalServices
 }
 
 // Proxy serves what its Selection names. Create it with New and start it with Run.
@@ -226,7 +229,7 @@ func (p *Proxy) selectOf(svc *v1alpha1.TailscaleServices) []*v1alpha1.TailscaleE
 // whether a listener could not be opened (to be retried).
 func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 	eps, svcs := p.selected()
-	pl := plan.Build(eps, svcs, p.selectOf)
+	pl := plan.Build(eps, svcs, p.selectOf, p.opts.ExternalServices)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -40,8 +40,9 @@ func runWithServer(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	// The shared server serves stored status, so that these tests see the registry's own
-	// semantics; the live-status tests start servers of their own.
-	shared, err = framework.StartServer(dir, func(o *server.Options) { o.Live.Enabled = false })
+	// semantics; the live-status tests start servers of their own. It accepts externalServices
+	// (the examples have them); tenancy_test.go checks the default, which refuses them.
+	shared, err = framework.StartServer(dir, func(o *server.Options) { o.Live.Enabled = false; o.Tenancy.External.Allow = true })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

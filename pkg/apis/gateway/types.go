@@ -84,6 +84,40 @@ type TailscaleTailnetSpec struct {
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
+	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
+	// TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's
+	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
+	// before the field existed allowed.
+	// +optional
+	AllowedNamespaces *AllowedNamespaces `json:"allowedNamespaces,omitempty"`
+}
+
+// NamespacesFrom says which namespaces AllowedNamespaces admits.
+type NamespacesFrom string
+
+// Values of AllowedNamespaces.From.
+const (
+	// NamespacesFromAll admits every namespace.
+	NamespacesFromAll NamespacesFrom = "All"
+	// NamespacesFromSelector admits the namespaces whose labels match AllowedNamespaces.Selector.
+	NamespacesFromSelector NamespacesFrom = "Selector"
+	// NamespacesFromNames admits the namespaces listed in AllowedNamespaces.Names.
+	NamespacesFromNames NamespacesFrom = "Names"
+)
+
+// AllowedNamespaces selects the namespaces whose objects may use a tailnet.
+type AllowedNamespaces struct {
+	// From is All (the default), Selector or Names.
+	// +optional
+	From NamespacesFrom `json:"from,omitempty"`
+	// Selector matches the labels of the admitted namespaces; required with from: Selector.
+	// Every namespace carries kubernetes.io/metadata.name=<name>.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+	// Names lists the admitted namespaces; required with from: Names.
+	// +optional
+	// +listType=set
+	Names []string `json:"names,omitempty"`
 }
 
 // TailscaleTailnetStatus is the observed state of a tailnet.

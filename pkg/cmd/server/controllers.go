@@ -144,6 +144,7 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		vip, err := vipservice.New(r.client, r.factory, vipservice.Options{
 			OperatorID:  id,
 			Tailnets:    vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
+			Tenancy:     r.policy,
 			Recorder:    c.recorder,
 			Resync:      co.Resync,
 			ConsumerTTL: co.ConsumerTTL,
@@ -152,7 +153,7 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		if err != nil {
 			return nil, err
 		}
-		auto, err := autoprovision.New(r.client, r.factory, c.recorder)
+		auto, err := autoprovision.New(r.client, r.factory, c.recorder, r.policy)
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/hook"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Endpoint modes of the extension's EDS: which address Envoy dials for a tailnet endpoint.
@@ -116,7 +117,8 @@ type extension struct {
 
 // newExtension builds the extension on factory. core, when set, is the Kubernetes API's client
 // configuration: HTTPRoutes are read from it and Events written to it.
-func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory, core *rest.Config, scheme *runtime.Scheme) (_ *extension, err error) {
+func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory, core *rest.Config, scheme *runtime.Scheme,
+	external tenancy.ExternalServices) (_ *extension, err error) {
 	e := &extension{hookL: o.HookListener, xdsL: o.XDSListener}
 	defer func() {
 		if err != nil {
@@ -138,7 +140,7 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		advertise = e.xdsL.Addr().String()
 	}
 
-	edsOpts := eds.Options{Addresser: eds.Direct{}, VersionPrefix: versionPrefix()}
+	edsOpts := eds.Options{Addresser: eds.Direct{}, VersionPrefix: versionPrefix(), ExternalServices: external}
 	mode := o.EndpointMode
 	if mode == "" {
 		mode = EndpointModeDirect

@@ -61,6 +61,8 @@ type Options struct {
 	Replicas *ReplicaOptions
 	// ProxyDeploy configures the deployment of tailscale-gateway-proxy (proxydeploy.go).
 	ProxyDeploy *ProxyDeployOptions
+	// Tenancy configures which externalServices are accepted (tenancy.go).
+	Tenancy *TenancyOptions
 
 	etcd     *embeddedetcd.Server
 	replicas *replicaSet
@@ -78,6 +80,7 @@ func NewOptions() *Options {
 		Controllers: NewControllerOptions(),
 		Replicas:    NewReplicaOptions(),
 		ProxyDeploy: NewProxyDeployOptions(),
+		Tenancy:     &TenancyOptions{},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -96,6 +99,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Controllers.AddFlags(fs)
 	o.Replicas.AddFlags(fs)
 	o.ProxyDeploy.AddFlags(fs)
+	o.Tenancy.AddFlags(fs)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay-duration", o.ShutdownDelay,
 		"Time to keep serving after a termination signal while /readyz fails, so endpoints are removed before the listener closes.")
 }
@@ -155,7 +159,8 @@ func (o *Options) Validate() error {
 	if o.Standalone && o.Extension.Enabled && o.Extension.EndpointMode == EndpointModeProxy && o.Extension.ProxyAddress == "" {
 		errs = append(errs, errors.New("--extension-endpoint-mode=proxy needs --extension-proxy-address in standalone mode"))
 	}
-	return utilerrors.NewAggregate(append(errs, o.ProxyDeploy.Validate()...))
+	errs = append(errs, o.ProxyDeploy.Validate()...)
+	return utilerrors.NewAggregate(append(errs, o.Tenancy.Validate()...))
 }
 
 // Config builds the server configuration.
@@ -235,8 +240,16 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, cfg.GenericConfig.ClientConfig, o.Collector, o.Extension)
+	ten, err := o.tenancyInputs(cfg.GenericConfig)
 	if err != nil {
+		return err
+	}
+	r, err := newRunners(cfg.GenericConfig.LoopbackClientConfig, cfg.GenericConfig.ClientConfig, o.Collector, o.Extension, ten)
+	if err != nil {
+		return err
+	}
+	r.installAdmission(cfg.GenericConfig, ten)
+	if err := r.watchNamespaces(ten); err != nil {
 		return err
 	}
 	cfg.Overlays = r.overlays()

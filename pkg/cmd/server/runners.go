@@ -14,6 +14,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // informerResync is the resync period of the runners' informers.
@@ -33,11 +34,13 @@ type runners struct {
 	controllers *controllers
 	// replicas shares the live-status work with other replicas (replicas.go); nil when not.
 	replicas *replicaSet
+	// policy decides tenancy for every runner and admission (tenancy.go).
+	policy *tenancy.Policy
 }
 
 // newRunners builds the runners on the loopback client of loopback. collector may be nil (no
 // live status); core is the Kubernetes API's client configuration, nil standalone.
-func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext *ExtensionOptions) (_ *runners, err error) {
+func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext *ExtensionOptions, ten tenancyInputs) (_ *runners, err error) {
 	client, err := versioned.NewForConfig(loopback)
 	if err != nil {
 		return nil, fmt.Errorf("creating loopback client: %w", err)
@@ -47,14 +50,17 @@ func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext
 		factory:   informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTransform(dropManagedFields)),
 		collector: collector,
 	}
+	if r.policy, err = newPolicy(r.factory, ten); err != nil {
+		return nil, err
+	}
 	if collector != nil {
 		r.writer = statuswriter.New(client, r.factory, collector)
-		if err := collector.Configure(r.factory, r.writer); err != nil {
+		if err := collector.Configure(r.factory, r.writer, r.policy); err != nil {
 			return nil, fmt.Errorf("configuring live status: %w", err)
 		}
 	}
 	if ext != nil && ext.Enabled {
-		if r.extension, err = ext.newExtension(r.factory, core, apiserver.Scheme); err != nil {
+		if r.extension, err = ext.newExtension(r.factory, core, apiserver.Scheme, ten.external); err != nil {
 			return nil, err
 		}
 	}
@@ -71,6 +77,13 @@ func (r *runners) overlays() *apiserver.Overlays {
 
 // install adds the post-start hooks that start the runners.
 func (r *runners) install(server *genericapiserver.GenericAPIServer) error {
+	// Admission decides tenancy from the TailscaleTailnet informer whatever else runs.
+	if err := server.AddPostStartHook("tailscale-gateway-tenancy", func(hook genericapiserver.PostStartHookContext) error {
+		r.factory.Start(hook.Done())
+		return nil
+	}); err != nil {
+		return err
+	}
 	if r.collector != nil {
 		// The hook returns once the informers have synced, so /readyz (which reports it as
 		// poststarthook/tailscale-gateway-live-status) says ready only when the collector knows

@@ -31,6 +31,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Annotation marks auto-provisioned TailscaleEndpoints.
@@ -50,6 +51,7 @@ const (
 
 // Controller provisions TailscaleEndpoints from endpoint templates.
 type Controller struct {
+	policy   *tenancy.Policy
 	client   versioned.Interface
 	services listers.TailscaleServicesLister
 	eps      listers.TailscaleEndpointsLister
@@ -59,9 +61,11 @@ type Controller struct {
 }
 
 // New returns a controller on factory's informers.
-func New(client versioned.Interface, factory informers.SharedInformerFactory, recorder record.EventRecorder) (*Controller, error) {
+// policy decides whether a template's tailnet admits the namespace (nil: every tailnet does).
+func New(client versioned.Interface, factory informers.SharedInformerFactory, recorder record.EventRecorder, policy *tenancy.Policy) (*Controller, error) {
 	gw := factory.Gateway().V1alpha1()
 	c := &Controller{
+		policy:   policy,
 		client:   client,
 		services: gw.TailscaleServices().Lister(),
 		eps:      gw.TailscaleEndpoints().Lister(),
@@ -235,6 +239,11 @@ func (c *Controller) delete(ctx context.Context, svc *v1alpha1.TailscaleServices
 // other TailscaleEndpoints matching the selector) and returns it.
 func (c *Controller) desired(svc *v1alpha1.TailscaleServices) (bool, *v1alpha1.TailscaleEndpoints) {
 	if svc == nil || svc.DeletionTimestamp != nil || svc.Spec.EndpointTemplate == nil || svc.Spec.Selector == nil {
+		return false, nil
+	}
+	// A template naming a tailnet that does not admit the namespace provisions nothing (and
+	// what it provisioned before goes).
+	if !c.policy.Decide(svc.Namespace, svc.Spec.EndpointTemplate.Tailnet).Allowed {
 		return false, nil
 	}
 	sel, err := metav1.LabelSelectorAsSelector(svc.Spec.Selector)

@@ -19,11 +19,13 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/health"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tsnode"
 )
 
@@ -64,6 +66,7 @@ type Collector struct {
 	endpointsLister listers.TailscaleEndpointsLister
 	synced          []cache.InformerSynced
 	notify          livestatus.Notifier
+	policy          *tenancy.Policy
 	targetsDirty    chan struct{}
 
 	mu        sync.Mutex
@@ -120,8 +123,8 @@ func (c *Collector) DialContext(ctx context.Context, network, address string) (n
 }
 
 // Configure implements livestatus.Collector.
-func (c *Collector) Configure(factory informers.SharedInformerFactory, notify livestatus.Notifier) error {
-	c.notify = notify
+func (c *Collector) Configure(factory informers.SharedInformerFactory, notify livestatus.Notifier, policy *tenancy.Policy) error {
+	c.notify, c.policy = notify, policy
 	gw := factory.Gateway().V1alpha1()
 	c.tailnetLister = gw.TailscaleTailnets().Lister()
 	c.endpointsLister = gw.TailscaleEndpoints().Lister()
@@ -230,6 +233,12 @@ func (c *Collector) Probe(key string) (livestatus.Probe, bool) {
 // went): it starts probing what it now owns and stops what it no longer does.
 func (c *Collector) Resharded() { c.markTargetsDirty() }
 
+// Tenancy implements livestatus.Sources.
+func (c *Collector) Tenancy() *tenancy.Policy { return c.policy }
+
+// TenancyChanged re-decides which endpoints are probed, after a namespace's labels changed.
+func (c *Collector) TenancyChanged() { c.markTargetsDirty() }
+
 // Resolve maps a TailscaleTailnet name or tailnet domain to the name of the TailscaleTailnet
 // polled for it, from memory.
 func (c *Collector) Resolve(ref string) (string, bool) { return c.resolve(ref) }
@@ -256,24 +265,20 @@ func (c *Collector) mintKey(ctx context.Context, name string) (string, error) {
 	return key.Key, nil
 }
 
-// resolve maps a TailscaleTailnet name or tailnet domain to a TailscaleTailnet name.
+// resolve maps a TailscaleTailnet name or tailnet domain to a TailscaleTailnet name, as tenancy
+// decisions do.
 func (c *Collector) resolve(ref string) (string, bool) {
-	if c.tailnetLister == nil || ref == "" {
+	var t *v1alpha1.TailscaleTailnet
+	var ok bool
+	if c.policy != nil {
+		t, ok = c.policy.Resolve(ref) // indexed by spec.tailnet
+	} else {
+		t, ok = tenancy.Resolve(c.tailnetLister, ref)
+	}
+	if !ok {
 		return "", false
 	}
-	if _, err := c.tailnetLister.Get(ref); err == nil {
-		return ref, true
-	}
-	all, err := c.tailnetLister.List(labels.Everything())
-	if err != nil {
-		return "", false
-	}
-	for _, t := range all {
-		if t.Spec.Tailnet == ref {
-			return t.Name, true
-		}
-	}
-	return "", false
+	return t.Name, true
 }
 
 func (c *Collector) tailnetChanged(obj any) {
@@ -320,6 +325,7 @@ func (c *Collector) updateTargets() {
 		return
 	}
 	var targets []health.Target
+	var refused int
 	viaNode := map[string]string{}
 	for _, obj := range all {
 		if c.owns != nil && !c.owns(obj.Namespace, obj.Name) {
@@ -328,6 +334,11 @@ func (c *Collector) updateTargets() {
 		eps := &gateway.TailscaleEndpoints{}
 		if err := c.scheme.Convert(obj, eps, nil); err != nil {
 			utilruntime.HandleError(fmt.Errorf("converting TailscaleEndpoints %s/%s: %w", obj.Namespace, obj.Name, err))
+			continue
+		}
+		if d := c.policy.Decide(eps.Namespace, eps.Spec.Tailnet); !d.Allowed {
+			// Its tailnet does not admit the namespace: no probe, no discovery through it.
+			refused++
 			continue
 		}
 		tailnetName, resolved := c.resolve(eps.Spec.Tailnet)
@@ -363,7 +374,7 @@ func (c *Collector) updateTargets() {
 	c.viaNode = viaNode
 	c.mu.Unlock()
 	c.prober.Update(targets)
-	klog.V(2).InfoS("Updated probe targets", "targets", len(targets))
+	klog.V(2).InfoS("Updated probe targets", "targets", len(targets), "refusedByTailnet", refused)
 }
 
 // convert copies what status needs out of a snapshot.

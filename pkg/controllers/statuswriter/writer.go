@@ -96,6 +96,20 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, so
 		utilruntime.Must(err)
 		w.synced = append(w.synced, inf.HasSynced)
 	}
+	// A tailnet that appears, goes or changes its spec (allowedNamespaces) may change whether
+	// the objects naming it are accepted: every status is decided again.
+	_, err := gw.TailscaleTailnets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { w.TailnetChanged() },
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(metav1.Object)
+			n, ok2 := obj.(metav1.Object)
+			if ok1 && ok2 && o.GetGeneration() != n.GetGeneration() {
+				w.TailnetChanged()
+			}
+		},
+		DeleteFunc: func(any) { w.TailnetChanged() },
+	})
+	utilruntime.Must(err)
 	return w
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/fake"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // staticSources is one tailnet whose single device is online or not.
@@ -23,6 +24,7 @@ func (s staticSources) Tailnet(ref string) (livestatus.Tailnet, bool) {
 	return s.tailnet, ref == s.tailnet.Name
 }
 func (staticSources) Probe(string) (livestatus.Probe, bool) { return livestatus.Probe{}, false }
+func (staticSources) Tenancy() *tenancy.Policy              { return nil }
 
 func sources(online bool, lastSeen time.Time) staticSources {
 	tn := livestatus.Tailnet{Name: "company.ts.net", Synced: true, LastSync: lastSeen,

@@ -42,6 +42,7 @@ import (
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Finalizer keeps a TailscaleServices until its reference on the Service is released.
@@ -97,6 +98,9 @@ type Options struct {
 	Workers int
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Tenancy decides whether an object's tailnet admits its namespace; nil admits all. A
+	// refused object's Services are released as if its spec no longer asked for them.
+	Tenancy *tenancy.Policy
 }
 
 // Controller reconciles TailscaleServices with Tailscale Services.
@@ -338,11 +342,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	log := klog.FromContext(ctx).WithValues("object", klog.KObj(obj))
 	ctx = klog.NewContext(ctx, log)
 
+	ref := TailnetRef(obj, c.eps)
 	wantName := ""
-	if obj.Spec.VIPService != nil && obj.DeletionTimestamp == nil {
+	if obj.Spec.VIPService != nil && obj.DeletionTimestamp == nil && c.opts.Tenancy.Decide(obj.Namespace, ref).Allowed {
 		wantName = obj.Spec.VIPService.Name
 	}
-	ref := TailnetRef(obj, c.eps)
 	tn, resolved := c.opts.Tailnets.Resolve(ref)
 
 	// Release a Service we no longer want: on deletion, after a rename or a tailnet change.

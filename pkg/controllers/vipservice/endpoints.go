@@ -94,6 +94,9 @@ func (c *Controller) syncEndpoints(ctx context.Context, key string) error {
 	ref := c.endpointsRef(e)
 	tn, resolved := c.opts.Tailnets.Resolve(e.Spec.Tailnet)
 	wants := endpointsWants(e)
+	if !c.opts.Tenancy.Decide(e.Namespace, e.Spec.Tailnet).Allowed {
+		wants = nil // refused by its tailnet: release what it registered
+	}
 	var wantKeys []string
 	if resolved {
 		for _, w := range wants {

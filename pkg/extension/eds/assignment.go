@@ -33,6 +33,9 @@ type Source interface {
 	// SelectEndpoints returns the TailscaleEndpoints of namespace that selector matches,
 	// sorted by name: the selection a TailscaleServices' status shows.
 	SelectEndpoints(namespace string, selector labels.Selector) []*v1alpha1.TailscaleEndpoints
+	// AllowsExternal reports whether an externalServices address may be served
+	// (--allow-external-services, --external-service-allowed-cidrs).
+	AllowsExternal(address string) bool
 }
 
 // Addresser chooses the address Envoy dials for a tailnet endpoint.
@@ -173,7 +176,7 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 		for _, ext := range sd.ExternalServices {
 			w := weightOf(ext.Name, ext.Weight)
 			// EDS hosts are IP addresses: Envoy rejects a load assignment holding a hostname.
-			if w == 0 || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil {
+			if w == 0 || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil || !src.AllowsExternal(ext.Address) {
 				continue
 			}
 			locs = append(locs, locality{

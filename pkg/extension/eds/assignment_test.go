@@ -14,11 +14,14 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/internal/golden"
 )
 
-// objects is a Source over fixed objects.
+// objects is a Source over fixed objects; externalServices are served unless noExternal.
 type objects struct {
-	endpoints []*v1alpha1.TailscaleEndpoints
-	services  []*v1alpha1.TailscaleServices
+	endpoints  []*v1alpha1.TailscaleEndpoints
+	services   []*v1alpha1.TailscaleServices
+	noExternal bool
 }
+
+func (o objects) AllowsExternal(string) bool { return !o.noExternal }
 
 func (o objects) TailscaleEndpoints(ns, name string) (*v1alpha1.TailscaleEndpoints, bool) {
 	i := slices.IndexFunc(o.endpoints, func(e *v1alpha1.TailscaleEndpoints) bool { return e.Namespace == ns && e.Name == name })
@@ -154,5 +157,24 @@ func TestFailoverTierFlipSwapsPriorities(t *testing.T) {
 	}
 	if got := priorities("secondary"); got["TailscaleEndpoints/web/web-east"] != 1 || got["TailscaleEndpoints/web/web-west"] != 0 {
 		t.Errorf("secondary tier active: priorities %v, want web-west 0, web-east 1", got)
+	}
+}
+
+// With externalServices off, a TailscaleServices' external backends leave its load assignment.
+func TestLoadAssignmentWithoutExternalServices(t *testing.T) {
+	ext := v1alpha1.ExternalService{Name: "cdn", Address: "192.0.2.10", Port: 443}
+	svcs := []*v1alpha1.TailscaleServices{services("s", nil, "", ext)}
+	ref := []backends.Ref{{Kind: backends.KindServices, Namespace: "web", Name: "s", Port: 80, Weight: 1}}
+	zones := func(src objects) (out []string) {
+		for _, l := range LoadAssignment("c", ref, src, Direct{}).Endpoints {
+			out = append(out, l.Locality.SubZone)
+		}
+		return out
+	}
+	if got := zones(objects{services: svcs}); !slices.Equal(got, []string{"ExternalService/web/s/cdn"}) {
+		t.Errorf("allowed: localities %v", got)
+	}
+	if got := zones(objects{services: svcs, noExternal: true}); len(got) != 0 {
+		t.Errorf("not allowed: localities %v, want none", got)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // ClusterName is the name Envoy knows this xDS server by: the cluster that the Envoy Gateway
@@ -54,12 +55,16 @@ type Options struct {
 	// standalone) clusters are known only from the extension's hook calls (Register).
 	// The server does not wait for that cache to sync: a rule appears as its route arrives.
 	Routes gwlisters.HTTPRouteLister
+	// ExternalServices is the server's rule for externalServices (--allow-external-services);
+	// the zero value serves none.
+	ExternalServices tenancy.ExternalServices
 }
 
 // Server computes load assignments and serves them to Envoy.
 type Server struct {
 	cache     *cachev3.LinearCache
 	addr      Addresser
+	external  tenancy.ExternalServices
 	endpoints listers.TailscaleEndpointsLister
 	services  listers.TailscaleServicesLister
 	routes    gwlisters.HTTPRouteLister
@@ -85,6 +90,7 @@ func New(factory informers.SharedInformerFactory, opts Options) *Server {
 	s := &Server{
 		cache:      cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(opts.VersionPrefix), cachev3.WithLogger(klogAdapter{})),
 		addr:       opts.Addresser,
+		external:   opts.ExternalServices,
 		endpoints:  gw.TailscaleEndpoints().Lister(),
 		services:   gw.TailscaleServices().Lister(),
 		routes:     opts.Routes,
@@ -140,24 +146,29 @@ func (s *Server) LoadAssignment(cluster string) (*endpointv3.ClusterLoadAssignme
 	return cla, ok
 }
 
-// TailscaleEndpoints implements Source.
+// TailscaleEndpoints implements Source. An object its tailnet no longer admits (persisted
+// Accepted=False, reason NotAllowedByTailnet) is absent.
 func (s *Server) TailscaleEndpoints(namespace, name string) (*v1alpha1.TailscaleEndpoints, bool) {
 	o, err := s.endpoints.TailscaleEndpoints(namespace).Get(name)
-	return o, err == nil
+	return o, err == nil && !tenancy.Refused(o.Status.Conditions)
 }
 
-// TailscaleServices implements Source.
+// TailscaleServices implements Source; refused objects are absent.
 func (s *Server) TailscaleServices(namespace, name string) (*v1alpha1.TailscaleServices, bool) {
 	o, err := s.services.TailscaleServices(namespace).Get(name)
-	return o, err == nil
+	return o, err == nil && !tenancy.Refused(o.Status.Conditions)
 }
 
-// SelectEndpoints implements Source.
+// AllowsExternal implements Source.
+func (s *Server) AllowsExternal(address string) bool { return s.external.Check(address) == nil }
+
+// SelectEndpoints implements Source; refused objects are left out.
 func (s *Server) SelectEndpoints(namespace string, selector labels.Selector) []*v1alpha1.TailscaleEndpoints {
 	list, err := s.endpoints.TailscaleEndpoints(namespace).List(selector)
 	if err != nil {
 		return nil
 	}
+	list = slices.DeleteFunc(list, func(e *v1alpha1.TailscaleEndpoints) bool { return tenancy.Refused(e.Status.Conditions) })
 	slices.SortFunc(list, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
 	return list
 }

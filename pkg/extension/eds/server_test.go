@@ -18,6 +18,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/fake"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // The server derives clusters from HTTPRoutes (with the backendRefs' ports), follows the objects'
@@ -91,4 +92,15 @@ func TestServerFollowsRoutesAndObjects(t *testing.T) {
 	if n := len(s.cache.GetResources()); n != 1 {
 		t.Errorf("cache holds %d load assignments, want 1", n)
 	}
+
+	// The status writer marks the object refused by its tailnet: its endpoints leave the cluster.
+	eps = eps.DeepCopy()
+	eps.Status.Conditions = []metav1.Condition{{Type: tenancy.ConditionAccepted, Status: metav1.ConditionFalse,
+		Reason: tenancy.ReasonNotAllowedByTailnet, LastTransitionTime: metav1.Now()}}
+	if _, err := client.GatewayV1alpha1().TailscaleEndpoints("web").UpdateStatus(ctx, eps, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCLA("no endpoints of the refused object", func(cla *endpointv3.ClusterLoadAssignment, ok bool) bool {
+		return ok && len(cla.Endpoints) == 0
+	})
 }

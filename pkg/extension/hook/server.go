@@ -24,6 +24,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // MaxMessageSize bounds the messages the server accepts: Envoy Gateway sends every cluster of a
@@ -137,7 +138,8 @@ func (s *Server) resolve(cluster string, objs []backends.Object) ([]backends.Ref
 	return refs, ClusterSettings{}
 }
 
-// gatewayOf returns the TailscaleGateway whose gatewayRef names a parent Gateway of route.
+// gatewayOf returns the TailscaleGateway whose gatewayRef names a parent Gateway of route; one
+// its tailnets do not admit (persisted Accepted=False, NotAllowedByTailnet) shapes nothing.
 func (s *Server) gatewayOf(route *gwapiv1.HTTPRoute) *v1alpha1.TailscaleGateway {
 	if s.opts.Gateways == nil {
 		return nil
@@ -160,7 +162,7 @@ func (s *Server) gatewayOf(route *gwapiv1.HTTPRoute) *v1alpha1.TailscaleGateway 
 			if refNS == "" {
 				refNS = gw.Namespace
 			}
-			if ref.Name == string(p.Name) && refNS == ns && (ref.Kind == "" || ref.Kind == "Gateway") {
+			if ref.Name == string(p.Name) && refNS == ns && (ref.Kind == "" || ref.Kind == "Gateway") && !tenancy.Refused(gw.Status.Conditions) {
 				return gw
 			}
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/internal/golden"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 const clusterName = "httproute/web/route/rule/0"
@@ -326,5 +327,15 @@ func TestPostRouteModifyAppliesEgressConfig(t *testing.T) {
 	// Routes without our backends are untouched.
 	if got := call(xdsRoute()); !proto.Equal(got, xdsRoute()) {
 		t.Errorf("route without our backends changed: %v", got)
+	}
+	// A TailscaleGateway its tailnet no longer admits shapes nothing.
+	refused, _, _ := f.gateways.GetByKey("web/tsgw")
+	gw := refused.(*v1alpha1.TailscaleGateway).DeepCopy()
+	gw.Status.Conditions = []metav1.Condition{{Type: tenancy.ConditionAccepted, Status: metav1.ConditionFalse, Reason: tenancy.ReasonNotAllowedByTailnet}}
+	if err := f.gateways.Update(gw); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(xdsRoute(), endpointsJSON(t, "web-east")); !proto.Equal(got, xdsRoute()) {
+		t.Errorf("a refused TailscaleGateway shaped the route: %v", got)
 	}
 }

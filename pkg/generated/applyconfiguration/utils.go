@@ -34,6 +34,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 	// Group=gateway.tailscale.com, Version=v1alpha1
 	case v1alpha1.SchemeGroupVersion.WithKind("AccessControlConfig"):
 		return &gatewayv1alpha1.AccessControlConfigApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("AllowedNamespaces"):
+		return &gatewayv1alpha1.AllowedNamespacesApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("BackendConfig"):
 		return &gatewayv1alpha1.BackendConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("CircuitBreakerConfig"):

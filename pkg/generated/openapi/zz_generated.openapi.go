@@ -35,6 +35,7 @@ import (
 func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	return map[string]common.OpenAPIDefinition{
 		v1alpha1.AccessControlConfig{}.OpenAPIModelName():        schema_pkg_apis_gateway_v1alpha1_AccessControlConfig(ref),
+		v1alpha1.AllowedNamespaces{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_AllowedNamespaces(ref),
 		v1alpha1.BackendConfig{}.OpenAPIModelName():              schema_pkg_apis_gateway_v1alpha1_BackendConfig(ref),
 		v1alpha1.CircuitBreakerConfig{}.OpenAPIModelName():       schema_pkg_apis_gateway_v1alpha1_CircuitBreakerConfig(ref),
 		v1alpha1.EgressRouteConfig{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_EgressRouteConfig(ref),
@@ -207,6 +208,53 @@ func schema_pkg_apis_gateway_v1alpha1_AccessControlConfig(ref common.ReferenceCa
 				},
 			},
 		},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_AllowedNamespaces(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "AllowedNamespaces selects the namespaces whose objects may use a tailnet.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"from": {
+						SchemaProps: spec.SchemaProps{
+							Description: "From is All (the default), Selector or Names.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"selector": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Selector matches the labels of the admitted namespaces; required with from: Selector. Every namespace carries kubernetes.io/metadata.name=<name>.",
+							Ref:         ref(v1.LabelSelector{}.OpenAPIModelName()),
+						},
+					},
+					"names": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "set",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Names lists the admitted namespaces; required with from: Names.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			v1.LabelSelector{}.OpenAPIModelName()},
 	}
 }
 
@@ -3102,9 +3150,17 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 							},
 						},
 					},
+					"allowedNamespaces": {
+						SchemaProps: spec.SchemaProps{
+							Description: "AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created before the field existed allowed.",
+							Ref:         ref(v1alpha1.AllowedNamespaces{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
+		Dependencies: []string{
+			v1alpha1.AllowedNamespaces{}.OpenAPIModelName()},
 	}
 }
 

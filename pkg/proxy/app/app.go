@@ -24,6 +24,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Options are the command's flags.
@@ -46,6 +47,8 @@ type Options struct {
 
 	EgressBindAddress  string
 	MetricsBindAddress string
+	// External sets which externalServices the proxy dials; none by default.
+	External tenancy.ExternalFlags
 }
 
 // NewOptions returns the defaults.
@@ -72,6 +75,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.Tags, "tags", o.Tags, "ACL tags requested at enrollment; hosting a Tailscale Service needs one")
 	fs.Uint16Var(&o.TSNetPort, "tsnet-port", o.TSNetPort, "UDP port of WireGuard; 0 picks one")
 	fs.StringVar(&o.EgressBindAddress, "egress-bind-address", o.EgressBindAddress, "IP the egress listeners bind to; empty binds every address")
+	o.External.AddFlags(fs)
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics, /healthz and /readyz; empty disables them")
 }
 
@@ -91,6 +95,9 @@ func (o *Options) Validate() error {
 	}
 	if o.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir is required"))
+	}
+	if _, err := o.External.Rule(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -139,7 +146,8 @@ func (o *Options) Run(ctx context.Context) error {
 
 	epSel, _ := parseSelector(o.EndpointsSelector)
 	svcSel, _ := parseSelector(o.ServicesSelector)
-	p, err := proxy.New(proxy.Options{Client: client, Node: srv, Metrics: metrics, EgressBindAddress: o.EgressBindAddress,
+	external, _ := o.External.Rule() // checked by Validate
+	p, err := proxy.New(proxy.Options{Client: client, Node: srv, Metrics: metrics, EgressBindAddress: o.EgressBindAddress, ExternalServices: external,
 		Selection: proxy.Selection{Namespace: o.Namespace, Endpoints: o.Endpoints, EndpointsSelector: epSel,
 			Services: o.Services, ServicesSelector: svcSel}})
 	if err != nil {

@@ -12,11 +12,14 @@ import (
 	"strconv"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Egress is one egress listener: a local port forwarding to a tailnet endpoint.
@@ -235,13 +238,37 @@ func IsTailnetAddress(host string) bool {
 // Build returns the plan for the egress objects eps and the Service objects svcs, sorted by
 // namespace/name; selectOf returns the TailscaleEndpoints a TailscaleServices selects. When two
 // objects claim the same Service port, the first keeps it.
-func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices, selectOf func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints) Plan {
+//
+// Objects their tailnet no longer admits (persisted Accepted=False, reason NotAllowedByTailnet:
+// the status writer decides with the namespace labels the proxy cannot read) are not served, and
+// externalServices only as external allows.
+func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices, selectOf func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints,
+	external tenancy.ExternalServices) Plan {
 	var p Plan
+	var refused []string
+	admitted := func(kind string, o metav1.Object, conds []metav1.Condition) bool {
+		if tenancy.Refused(conds) {
+			refused = append(refused, fmt.Sprintf("%s %s/%s: not admitted by its tailnet", kind, o.GetNamespace(), o.GetName()))
+			return false
+		}
+		return true
+	}
+	eps = slices.DeleteFunc(slices.Clone(eps), func(e *v1alpha1.TailscaleEndpoints) bool {
+		return !admitted("TailscaleEndpoints", e, e.Status.Conditions)
+	})
 	p.Egress, p.Problems = EgressOf(eps)
 	p.PortConflicts = len(p.Problems) // EgressOf reports port conflicts only
+	p.Problems = append(p.Problems, refused...)
 	claimed := map[string]string{}
 	for _, svc := range svcs {
-		out, problems := ServicesOf(svc, selectOf(svc))
+		if !admitted("TailscaleServices", svc, svc.Status.Conditions) {
+			p.Problems = append(p.Problems, refused[len(refused)-1])
+			continue
+		}
+		svc, dropped := withExternalAllowed(svc, external)
+		p.Problems = append(p.Problems, dropped...)
+		selected := slices.DeleteFunc(slices.Clone(selectOf(svc)), func(e *v1alpha1.TailscaleEndpoints) bool { return tenancy.Refused(e.Status.Conditions) })
+		out, problems := ServicesOf(svc, selected)
 		p.Problems = append(p.Problems, problems...)
 		for _, s := range out {
 			if owner, ok := claimed[s.Listener()]; ok {
@@ -253,4 +280,28 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 		}
 	}
 	return p
+}
+
+// withExternalAllowed returns svc without the externalServices external refuses (a copy when
+// any is left out), and a problem for each.
+func withExternalAllowed(svc *v1alpha1.TailscaleServices, external tenancy.ExternalServices) (*v1alpha1.TailscaleServices, []string) {
+	sd := svc.Spec.ServiceDiscovery
+	if sd == nil || len(sd.ExternalServices) == 0 {
+		return svc, nil
+	}
+	var problems []string
+	kept := make([]v1alpha1.ExternalService, 0, len(sd.ExternalServices))
+	for _, ext := range sd.ExternalServices {
+		if err := external.Check(ext.Address); err != nil {
+			problems = append(problems, fmt.Sprintf("TailscaleServices %s/%s: external service %s: %v", svc.Namespace, svc.Name, ext.Name, err))
+			continue
+		}
+		kept = append(kept, ext)
+	}
+	if len(problems) == 0 {
+		return svc, nil
+	}
+	svc = svc.DeepCopy()
+	svc.Spec.ServiceDiscovery.ExternalServices = kept
+	return svc, problems
 }

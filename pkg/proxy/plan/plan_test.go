@@ -11,6 +11,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 func endpoints(name string, eps ...v1alpha1.TailscaleEndpoint) *v1alpha1.TailscaleEndpoints {
@@ -75,7 +76,7 @@ func TestEgressReportsPortConflicts(t *testing.T) {
 	if !strings.Contains(problems[0], "obj/"+loser+" ") {
 		t.Errorf("problem %q should name %s", problems[0], loser)
 	}
-	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil); p.PortConflicts != 1 || len(p.Egress) != 1 {
+	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil, tenancy.ExternalServices{}); p.PortConflicts != 1 || len(p.Egress) != 1 {
 		t.Errorf("Build: %d conflicts, %d listeners; want 1 and 1", p.PortConflicts, len(p.Egress))
 	}
 }
@@ -137,7 +138,7 @@ func TestServicesOfBackendsWeightsAndTiers(t *testing.T) {
 func TestBuildRefusesASecondClaimOfAServicePort(t *testing.T) {
 	a, b := services(v1alpha1.StrategyRoundRobin), services(v1alpha1.StrategyRoundRobin)
 	b.Name = "web-copy"
-	p := Build(nil, []*v1alpha1.TailscaleServices{a, b}, func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return nil })
+	p := Build(nil, []*v1alpha1.TailscaleServices{a, b}, func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return nil }, tenancy.ExternalServices{Allowed: true})
 	if len(p.Services) != 1 || p.Services[0].Object != "ns/web" {
 		t.Errorf("services %v", p.Services)
 	}
@@ -152,5 +153,44 @@ func TestIsTailnetAddress(t *testing.T) {
 		if got := IsTailnetAddress(host); got != want {
 			t.Errorf("IsTailnetAddress(%q) = %v", host, got)
 		}
+	}
+}
+
+// Objects refused by their tailnet are not served, nor externalServices the rule refuses.
+func TestBuildTenancy(t *testing.T) {
+	refused := []metav1.Condition{{Type: tenancy.ConditionAccepted, Status: metav1.ConditionFalse, Reason: tenancy.ReasonNotAllowedByTailnet}}
+	ok := endpoints("ok", v1alpha1.TailscaleEndpoint{Name: "a", TailscaleIP: "100.64.0.1", Port: 80})
+	no := endpoints("no", v1alpha1.TailscaleEndpoint{Name: "b", TailscaleIP: "100.64.0.2", Port: 80})
+	no.Status.Conditions = refused
+	svc := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}, Spec: v1alpha1.TailscaleServicesSpec{
+		VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:s", Ports: []string{"tcp:80"}},
+		ServiceDiscovery: &v1alpha1.ServiceDiscoverySpec{ExternalServices: []v1alpha1.ExternalService{
+			{Name: "in", Address: "192.0.2.1", Port: 443}, {Name: "out", Address: "198.51.100.1", Port: 443}}}}}
+	refusedSvc := svc.DeepCopy()
+	refusedSvc.Name, refusedSvc.Spec.VIPService.Name, refusedSvc.Status.Conditions = "r", "svc:r", refused
+	selectOf := func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints {
+		return []*v1alpha1.TailscaleEndpoints{ok, no}
+	}
+	cidrs, _ := tenancy.ParseCIDRs([]string{"192.0.2.0/24"})
+	p := Build([]*v1alpha1.TailscaleEndpoints{ok, no}, []*v1alpha1.TailscaleServices{svc, refusedSvc}, selectOf,
+		tenancy.ExternalServices{Allowed: true, CIDRs: cidrs})
+	if len(p.Egress) != 1 || p.Egress[0].Key != "ns/ok/a" {
+		t.Errorf("egress %+v, want ns/ok/a only", p.Egress)
+	}
+	if len(p.Services) != 1 || p.Services[0].Name != "svc:s" {
+		t.Fatalf("services %+v, want svc:s only", p.Services)
+	}
+	var keys []string
+	for _, b := range p.Services[0].Backends {
+		keys = append(keys, b.Key)
+	}
+	if strings.Join(keys, ",") != "ns/ok/a,ns/s/external/in" {
+		t.Errorf("backends %v, want ns/ok/a and the external service inside the CIDRs", keys)
+	}
+	if len(p.Problems) != 3 {
+		t.Errorf("problems %q, want the refused endpoints, the refused services and the external service outside the CIDRs", p.Problems)
+	}
+	if off := Build(nil, []*v1alpha1.TailscaleServices{svc}, selectOf, tenancy.ExternalServices{}); len(off.Services[0].Backends) != 1 {
+		t.Errorf("externalServices off: backends %+v", off.Services[0].Backends)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // ScriptedCollector is a collector whose tailnet and probe state a test sets. It exercises the
@@ -19,7 +20,11 @@ type ScriptedCollector struct {
 	mu     sync.Mutex
 	probes map[string]livestatus.Probe
 	notify livestatus.Notifier
+	policy *tenancy.Policy
 }
+
+// Tenancy implements livestatus.Sources: the server's policy, as for the real collector.
+func (c *ScriptedCollector) Tenancy() *tenancy.Policy { return c.policy }
 
 var _ livestatus.Collector = &ScriptedCollector{}
 
@@ -40,8 +45,8 @@ func (c *ScriptedCollector) Probe(key string) (livestatus.Probe, bool) {
 }
 
 // Configure implements livestatus.Collector.
-func (c *ScriptedCollector) Configure(_ informers.SharedInformerFactory, notify livestatus.Notifier) error {
-	c.notify = notify
+func (c *ScriptedCollector) Configure(_ informers.SharedInformerFactory, notify livestatus.Notifier, policy *tenancy.Policy) error {
+	c.notify, c.policy = notify, policy
 	return nil
 }
 

@@ -24,6 +24,10 @@ var Funcs = func(runtimeserializer.CodecFactory) []any {
 			fill(c, &s.Tailnet)
 			fill(c, &s.OAuthSecretNamespace)
 		},
+		func(a *gateway.AllowedNamespaces, c randfill.Continue) {
+			c.FillNoCustom(a)
+			fill(c, (*string)(&a.From))
+		},
 		func(h *gateway.HealthCheckConfig, c randfill.Continue) {
 			c.FillNoCustom(h)
 			fillPtr(c, &h.Enabled)

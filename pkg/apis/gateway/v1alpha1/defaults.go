@@ -39,6 +39,14 @@ func SetDefaults_TailscaleTailnetSpec(obj *TailscaleTailnetSpec) {
 	}
 }
 
+// SetDefaults_AllowedNamespaces defaults from to All. An unset allowedNamespaces stays unset
+// (and admits every namespace): defaulting it would change every stored tailnet on its next read.
+func SetDefaults_AllowedNamespaces(obj *AllowedNamespaces) {
+	if obj.From == "" {
+		obj.From = NamespacesFromAll
+	}
+}
+
 // SetDefaults_HealthCheckConfig applies the documented health check defaults. The timeout
 // defaults to 10s, or to half the interval when the interval is 10s or shorter.
 func SetDefaults_HealthCheckConfig(obj *HealthCheckConfig) {

@@ -63,6 +63,16 @@ func TestTailnetDefaults(t *testing.T) {
 	if withSecret.Spec.OAuthSecretNamespace != DefaultOAuthSecretNamespace {
 		t.Fatalf("secret namespace = %q", withSecret.Spec.OAuthSecretNamespace)
 	}
+	// allowedNamespaces stays unset (every namespace admitted, as before the field existed);
+	// set without from, it admits all.
+	if obj.Spec.AllowedNamespaces != nil {
+		t.Fatalf("allowedNamespaces defaulted to %+v", obj.Spec.AllowedNamespaces)
+	}
+	set := &TailscaleTailnet{Spec: TailscaleTailnetSpec{AllowedNamespaces: &AllowedNamespaces{}}}
+	defaulted(t, set)
+	if set.Spec.AllowedNamespaces.From != NamespacesFromAll {
+		t.Fatalf("allowedNamespaces.from = %q", set.Spec.AllowedNamespaces.From)
+	}
 }
 
 func TestServiceDiscoveryAndProxyDefaults(t *testing.T) {

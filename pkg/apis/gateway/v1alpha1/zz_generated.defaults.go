@@ -135,6 +135,9 @@ func SetObjectDefaults_TailscaleServicesList(in *TailscaleServicesList) {
 
 func SetObjectDefaults_TailscaleTailnet(in *TailscaleTailnet) {
 	SetDefaults_TailscaleTailnetSpec(&in.Spec)
+	if in.Spec.AllowedNamespaces != nil {
+		SetDefaults_AllowedNamespaces(in.Spec.AllowedNamespaces)
+	}
 }
 
 func SetObjectDefaults_TailscaleTailnetList(in *TailscaleTailnetList) {

@@ -27,6 +27,11 @@ func (in AccessControlConfig) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in AllowedNamespaces) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.AllowedNamespaces"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in BackendConfig) OpenAPIModelName() string {
 	return "com.tailscale.gateway.v1alpha1.BackendConfig"
 }

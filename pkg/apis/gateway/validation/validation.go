@@ -150,6 +150,51 @@ func validateTailscaleTailnetSpec(spec *gateway.TailscaleTailnetSpec, fldPath *f
 		allErrs = append(allErrs, validateHTTPURL(spec.APIBaseURL, fldPath.Child("apiBaseURL"))...)
 	}
 	allErrs = append(allErrs, validateTags(spec.Tags, fldPath.Child("tags"))...)
+	allErrs = append(allErrs, validateAllowedNamespaces(spec.AllowedNamespaces, fldPath.Child("allowedNamespaces"))...)
+	return allErrs
+}
+
+// validateAllowedNamespaces requires the selector with from: Selector and the names with from:
+// Names, and refuses either with another from, where it would be silently ignored.
+func validateAllowedNamespaces(an *gateway.AllowedNamespaces, fldPath *field.Path) field.ErrorList {
+	if an == nil {
+		return nil
+	}
+	var allErrs field.ErrorList
+	selPath, namesPath := fldPath.Child("selector"), fldPath.Child("names")
+	switch an.From {
+	case gateway.NamespacesFromAll:
+	case gateway.NamespacesFromSelector:
+		if an.Selector == nil {
+			allErrs = append(allErrs, field.Required(selPath, "required with from: Selector"))
+		}
+	case gateway.NamespacesFromNames:
+		if len(an.Names) == 0 {
+			allErrs = append(allErrs, field.Required(namesPath, "required with from: Names"))
+		}
+	default:
+		allErrs = append(allErrs, field.NotSupported(fldPath.Child("from"), an.From,
+			[]gateway.NamespacesFrom{gateway.NamespacesFromAll, gateway.NamespacesFromSelector, gateway.NamespacesFromNames}))
+	}
+	if an.Selector != nil {
+		if an.From != gateway.NamespacesFromSelector {
+			allErrs = append(allErrs, field.Forbidden(selPath, "only used with from: Selector"))
+		}
+		allErrs = append(allErrs, metav1validation.ValidateLabelSelector(an.Selector, metav1validation.LabelSelectorValidationOptions{}, selPath)...)
+	}
+	if len(an.Names) > 0 && an.From != gateway.NamespacesFromNames {
+		allErrs = append(allErrs, field.Forbidden(namesPath, "only used with from: Names"))
+	}
+	seen := make(map[string]bool, len(an.Names))
+	for i, n := range an.Names {
+		for _, msg := range utilvalidation.IsDNS1123Label(n) {
+			allErrs = append(allErrs, field.Invalid(namesPath.Index(i), n, msg))
+		}
+		if seen[n] {
+			allErrs = append(allErrs, field.Duplicate(namesPath.Index(i), n))
+		}
+		seen[n] = true
+	}
 	return allErrs
 }
 

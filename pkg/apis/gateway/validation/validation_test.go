@@ -188,6 +188,29 @@ func TestValidateTailscaleTailnet(t *testing.T) {
 		{name: "tag starts with digit", mutate: func(o *tn) { o.Spec.Tags[1] = "tag:1prod" }, want: []string{invalid("spec.tags[1]")}},
 		{name: "tag with underscore", mutate: func(o *tn) { o.Spec.Tags[1] = "tag:prod_1" }, want: []string{invalid("spec.tags[1]")}},
 		{name: "duplicate tag", mutate: func(o *tn) { o.Spec.Tags[2] = "tag:k8s-operator" }, want: []string{duplicate("spec.tags[2]")}},
+		{name: "allowedNamespaces all", mutate: func(o *tn) { o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromAll} }},
+		{name: "allowedNamespaces selector", mutate: func(o *tn) {
+			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromSelector,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}}
+		}},
+		{name: "allowedNamespaces names", mutate: func(o *tn) {
+			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromNames, Names: []string{"a", "b"}}
+		}},
+		{name: "allowedNamespaces selector missing", mutate: func(o *tn) {
+			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromSelector}
+		}, want: []string{required("spec.allowedNamespaces.selector")}},
+		{name: "allowedNamespaces names missing", mutate: func(o *tn) {
+			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromNames}
+		}, want: []string{required("spec.allowedNamespaces.names")}},
+		{name: "allowedNamespaces bad from", mutate: func(o *tn) {
+			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: "Same"}
+		}, want: []string{notSupported("spec.allowedNamespaces.from")}},
+		{name: "allowedNamespaces selector with All", mutate: func(o *tn) {
+			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromAll,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"bad key": "a"}}, Names: []string{"Bad", "Bad"}}
+		}, want: []string{forbidden("spec.allowedNamespaces.selector"), invalid("spec.allowedNamespaces.selector.matchLabels"),
+			forbidden("spec.allowedNamespaces.names"), invalid("spec.allowedNamespaces.names[0]"), invalid("spec.allowedNamespaces.names[1]"),
+			duplicate("spec.allowedNamespaces.names[1]")}},
 		{
 			name: "all problems at once",
 			mutate: func(o *tn) {

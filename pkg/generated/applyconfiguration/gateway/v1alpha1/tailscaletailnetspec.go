@@ -35,6 +35,11 @@ type TailscaleTailnetSpecApplyConfiguration struct {
 	APIBaseURL *string `json:"apiBaseURL,omitempty"`
 	// Tags are the ACL tags ("tag:name") given to every device and service the gateway creates in this tailnet.
 	Tags []string `json:"tags,omitempty"`
+	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
+	// TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's
+	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
+	// before the field existed allowed.
+	AllowedNamespaces *AllowedNamespacesApplyConfiguration `json:"allowedNamespaces,omitempty"`
 }
 
 // TailscaleTailnetSpecApplyConfiguration constructs a declarative configuration of the TailscaleTailnetSpec type for use with
@@ -82,5 +87,13 @@ func (b *TailscaleTailnetSpecApplyConfiguration) WithTags(values ...string) *Tai
 	for i := range values {
 		b.Tags = append(b.Tags, values[i])
 	}
+	return b
+}
+
+// WithAllowedNamespaces sets the AllowedNamespaces field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the AllowedNamespaces field is set to the value of the last call.
+func (b *TailscaleTailnetSpecApplyConfiguration) WithAllowedNamespaces(value *AllowedNamespacesApplyConfiguration) *TailscaleTailnetSpecApplyConfiguration {
+	b.AllowedNamespaces = value
 	return b
 }

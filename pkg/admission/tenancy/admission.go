@@ -1,0 +1,125 @@
+// Package tenancy is the admission plugin that refuses TailscaleEndpoints, TailscaleServices and
+// TailscaleGateways naming a tailnet whose spec.allowedNamespaces does not admit their namespace,
+// and externalServices the server does not allow (pkg/tenancy decides both).
+package tenancy
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/admission"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
+)
+
+// PluginName is the plugin's name in admission configuration.
+const PluginName = "TailscaleGatewayTenancy"
+
+// Plugin refuses creations and updates that reach a tailnet or external address they may not.
+// On update only references that are new or changed are checked: an object admitted earlier,
+// whose tailnet tightened allowedNamespaces since, can still have its labels, finalizers or other
+// fields edited and be deleted; the controllers mark it Accepted=False and leave it alone.
+type Plugin struct {
+	*admission.Handler
+	policy *tenancy.Policy
+}
+
+var _ admission.ValidationInterface = &Plugin{}
+
+// New returns the plugin deciding through policy; ready reports when the policy's informers have
+// synced (requests wait for it, as admission plugins do).
+func New(policy *tenancy.Policy, ready admission.ReadyFunc) *Plugin {
+	p := &Plugin{Handler: admission.NewHandler(admission.Create, admission.Update), policy: policy}
+	p.SetReadyFunc(ready)
+	return p
+}
+
+// Validate implements admission.ValidationInterface.
+func (p *Plugin) Validate(_ context.Context, a admission.Attributes, _ admission.ObjectInterfaces) error {
+	if a.GetSubresource() != "" || a.GetKind().Group != gateway.GroupName {
+		return nil
+	}
+	if !p.WaitForReady() {
+		return admission.NewForbidden(a, fmt.Errorf("not yet ready to decide tenancy"))
+	}
+	var errs field.ErrorList
+	ns := a.GetNamespace()
+	checkRef := func(path *field.Path, ref, oldRef string, hadOld bool) {
+		if ref == "" || (hadOld && ref == oldRef) {
+			return
+		}
+		if d := p.policy.Decide(ns, ref); !d.Allowed {
+			errs = append(errs, field.Forbidden(path, d.Message))
+		}
+	}
+	switch obj := a.GetObject().(type) {
+	case *gateway.TailscaleEndpoints:
+		old, hadOld := a.GetOldObject().(*gateway.TailscaleEndpoints)
+		oldRef := ""
+		if hadOld {
+			oldRef = old.Spec.Tailnet
+		}
+		checkRef(field.NewPath("spec", "tailnet"), obj.Spec.Tailnet, oldRef, hadOld)
+	case *gateway.TailscaleServices:
+		old, hadOld := a.GetOldObject().(*gateway.TailscaleServices)
+		if t := obj.Spec.EndpointTemplate; t != nil {
+			oldRef := ""
+			if hadOld && old.Spec.EndpointTemplate != nil {
+				oldRef = old.Spec.EndpointTemplate.Tailnet
+			}
+			checkRef(field.NewPath("spec", "endpointTemplate", "tailnet"), t.Tailnet, oldRef, hadOld && old.Spec.EndpointTemplate != nil)
+		}
+		errs = append(errs, p.checkExternal(obj, old)...)
+	case *gateway.TailscaleGateway:
+		old, hadOld := a.GetOldObject().(*gateway.TailscaleGateway)
+		oldRefs := map[string]bool{}
+		if hadOld {
+			for _, t := range old.Spec.Tailnets {
+				oldRefs[t.TailscaleTailnetRef.Name] = true
+			}
+		}
+		for i, t := range obj.Spec.Tailnets {
+			if t.TailscaleTailnetRef.Kind != "" && t.TailscaleTailnetRef.Kind != "TailscaleTailnet" {
+				continue
+			}
+			name := t.TailscaleTailnetRef.Name
+			checkRef(field.NewPath("spec", "tailnets").Index(i).Child("tailscaleTailnetRef", "name"), name, name, oldRefs[name])
+		}
+	default:
+		return nil
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(a.GetKind().GroupKind(), a.GetName(), errs)
+}
+
+// checkExternal refuses externalServices the server does not allow; on update only those whose
+// address is new.
+func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices) field.ErrorList {
+	sd := obj.Spec.ServiceDiscovery
+	if sd == nil || len(sd.ExternalServices) == 0 {
+		return nil
+	}
+	known := map[string]bool{}
+	if old != nil && old.Spec.ServiceDiscovery != nil {
+		for _, es := range old.Spec.ServiceDiscovery.ExternalServices {
+			known[es.Address] = true
+		}
+	}
+	rule := p.policy.ExternalServices()
+	var errs field.ErrorList
+	path := field.NewPath("spec", "serviceDiscovery", "externalServices")
+	for i, es := range sd.ExternalServices {
+		if known[es.Address] {
+			continue
+		}
+		if err := rule.Check(es.Address); err != nil {
+			errs = append(errs, field.Forbidden(path.Index(i).Child("address"), err.Error()))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,74 @@
+package tenancy
+
+import (
+	"context"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
+)
+
+func plugin(t *testing.T) *Plugin {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, tn := range []*v1alpha1.TailscaleTailnet{
+		{ObjectMeta: metav1.ObjectMeta{Name: "open"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "closed"}, Spec: v1alpha1.TailscaleTailnetSpec{
+			AllowedNamespaces: &v1alpha1.AllowedNamespaces{From: v1alpha1.NamespacesFromNames, Names: []string{"ok"}}}},
+	} {
+		if err := idx.Add(tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return New(tenancy.New(listers.NewTailscaleTailnetLister(idx), nil, tenancy.ExternalServices{}), func() bool { return true })
+}
+
+func endpoints(ns, tailnet string) *gateway.TailscaleEndpoints {
+	return &gateway.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "e"}, Spec: gateway.TailscaleEndpointsSpec{Tailnet: tailnet}}
+}
+
+func validate(p *Plugin, obj, old runtime.Object, ns, subresource string) error {
+	op := admission.Create
+	if old != nil {
+		op = admission.Update
+	}
+	kind := gateway.Kind("TailscaleEndpoints").WithVersion("")
+	attrs := admission.NewAttributesRecord(obj, old, kind, ns, "e", gateway.Resource("tailscaleendpoints").WithVersion(""),
+		subresource, op, nil, false, nil)
+	return p.Validate(context.Background(), attrs, nil)
+}
+
+func TestValidate(t *testing.T) {
+	p := plugin(t)
+	for _, tc := range []struct {
+		name        string
+		obj, old    runtime.Object
+		ns, sub     string
+		wantRefused bool
+	}{
+		{name: "open tailnet", obj: endpoints("any", "open"), ns: "any"},
+		{name: "admitted namespace", obj: endpoints("ok", "closed"), ns: "ok"},
+		{name: "refused namespace", obj: endpoints("any", "closed"), ns: "any", wantRefused: true},
+		{name: "unknown tailnet", obj: endpoints("any", "nosuch"), ns: "any"},
+		{name: "update keeping the reference", obj: endpoints("any", "closed"), old: endpoints("any", "closed"), ns: "any"},
+		{name: "update moving to the tailnet", obj: endpoints("any", "closed"), old: endpoints("any", "open"), ns: "any", wantRefused: true},
+		{name: "status subresource", obj: endpoints("any", "closed"), old: endpoints("any", "open"), ns: "any", sub: "status"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validate(p, tc.obj, tc.old, tc.ns, tc.sub)
+			if tc.wantRefused != (err != nil) {
+				t.Fatalf("err = %v, want refused %v", err, tc.wantRefused)
+			}
+			if err != nil && !apierrors.IsInvalid(err) {
+				t.Fatalf("refusal is not 422 Invalid: %v", err)
+			}
+		})
+	}
+}
