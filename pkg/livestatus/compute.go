@@ -33,6 +33,13 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		TotalEndpoints: int32(len(obj.Spec.Endpoints)),
 	}
 	var offline int32
+	// Endpoints on one device (several ports of a host) share its online and lastSeen values,
+	// which nothing writes through: one allocation each per device rather than per endpoint.
+	var last struct {
+		device string
+		online *bool
+		seen   *metav1.Time
+	}
 	for i, ep := range obj.Spec.Endpoints {
 		es := gateway.EndpointStatus{
 			Name:    ep.Name,
@@ -40,12 +47,15 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			Status:  Unknown,
 		}
 		if dev, ok := tn.deviceFor(ep.TailscaleIP, ep.TailscaleFQDN); haveTailnet && ok {
-			online := dev.Online
-			es.Online = &online
-			if !dev.LastSeen.IsZero() {
-				es.LastSeen = &metav1.Time{Time: dev.LastSeen}
+			if last.online == nil || last.device != dev.Name {
+				online := dev.Online
+				last.device, last.online, last.seen = dev.Name, &online, nil
+				if !dev.LastSeen.IsZero() {
+					last.seen = &metav1.Time{Time: dev.LastSeen}
+				}
 			}
-			if !online {
+			es.Online, es.LastSeen = last.online, last.seen
+			if !dev.Online {
 				offline++
 			}
 		}
@@ -105,8 +115,8 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		}
 	}
 
-	st.Conditions = cloneConditions(obj.Status.Conditions)
-	setTailnetSynced(&st.Conditions, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
+	conds := conditions{list: obj.Status.Conditions}
+	setTailnetSynced(&conds, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
 		Message: countOf(st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
 	switch {
@@ -118,7 +128,8 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	case st.HealthyEndpoints < st.TotalEndpoints:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "EndpointsUnhealthy"
 	}
-	setCondition(&st.Conditions, ready, obj.Generation, now)
+	conds.set(ready, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -157,7 +168,8 @@ func StripEndpoints(st *gateway.TailscaleEndpointsStatus) {
 // Tailnet returns the status of a TailscaleTailnet: tailnet info, device counts and sync state.
 func TailnetStatus(obj *gateway.TailscaleTailnet, src Sources, now time.Time) gateway.TailscaleTailnetStatus {
 	tn, ok := src.Tailnet(obj.Name)
-	st := gateway.TailscaleTailnetStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	st := gateway.TailscaleTailnetStatus{}
+	conds := conditions{list: obj.Status.Conditions}
 	if ok {
 		st.TailnetInfo = &gateway.TailnetInfo{Name: tn.Name, MagicDNSSuffix: tn.MagicDNSSuffix}
 		st.DeviceCount = int32(len(tn.Devices))
@@ -170,13 +182,14 @@ func TailnetStatus(obj *gateway.TailscaleTailnet, src Sources, now time.Time) ga
 			st.LastSyncTime = &metav1.Time{Time: tn.LastSync}
 		}
 	}
-	setTailnetSynced(&st.Conditions, obj.Name, tn, ok, obj.Generation, now)
+	setTailnetSynced(&conds, obj.Name, tn, ok, obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "TailnetConnected",
 		Message: "the Tailscale API answers with the configured credentials"}
 	if !ok || !tn.Synced {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "TailnetNotSynced", syncedMessage(obj.Name, tn, ok)
 	}
-	setCondition(&st.Conditions, ready, obj.Generation, now)
+	conds.set(ready, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -214,7 +227,8 @@ const (
 // (conditions Conflict and Degraded, vipServiceStatus.lastRegistration, serviceInfo) are kept as
 // stored.
 func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector, now time.Time) gateway.TailscaleServicesStatus {
-	st := gateway.TailscaleServicesStatus{Conditions: cloneConditions(obj.Status.Conditions), ServiceInfo: obj.Status.ServiceInfo}
+	st := gateway.TailscaleServicesStatus{ServiceInfo: obj.Status.ServiceInfo}
+	conds := conditions{list: obj.Status.Conditions}
 	var selected []SelectedEndpoints
 	if s, err := metav1.LabelSelectorAsSelector(obj.Spec.Selector); err == nil && obj.Spec.Selector != nil {
 		selected = sel.SelectEndpoints(obj.Namespace, s)
@@ -284,18 +298,19 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			for _, p := range fc.PrimaryEndpoints {
 				primaryHealthy = primaryHealthy || healthyByName[p]
 			}
-			ls.FailoverStatus = failover(obj, primaryHealthy, &st.Conditions, now)
+			ls.FailoverStatus = failover(obj, primaryHealthy, &conds, now)
 		}
 		st.LoadBalancingStatus = ls
 	}
 
-	setCondition(&st.Conditions, vipReady, obj.Generation, now)
+	conds.set(vipReady, obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	if healthy == 0 {
 		ready.Status, ready.Reason = metav1.ConditionFalse, "NoHealthyBackends"
 	}
-	setCondition(&st.Conditions, ready, obj.Generation, now)
+	conds.set(ready, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -314,13 +329,13 @@ const (
 // and sets the PrimaryEndpointsHealthy condition. Traffic moves to the secondary tier as soon
 // as no primary is healthy, and back only once the condition has been True for failbackDelay:
 // its lastTransitionTime is when the primaries recovered. The state before is the stored one.
-func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *[]metav1.Condition, now time.Time) *gateway.FailoverStatus {
+func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *conditions, now time.Time) *gateway.FailoverStatus {
 	c := metav1.Condition{Type: ConditionPrimaryHealthy, Status: metav1.ConditionTrue, Reason: reasonPrimaryHealthy,
 		Message: "a primary endpoint is healthy"}
 	if !primaryHealthy {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reasonNoPrimaryHealthy, "no primary endpoint is healthy"
 	}
-	setCondition(conds, c, obj.Generation, now)
+	conds.set(c, obj.Generation, now)
 
 	var prev gateway.FailoverStatus
 	if ls := obj.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil {
@@ -336,7 +351,7 @@ func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *[]meta
 	case primaryHealthy && prev.ActiveTier == "":
 		next = gateway.FailoverStatus{ActiveTier: TierPrimary}
 	case primaryHealthy && prev.ActiveTier == TierSecondary:
-		if due, _ := FailbackDue(obj.Spec.LoadBalancing.FailoverConfig, *conds); !now.Before(due) {
+		if due, _ := FailbackDue(obj.Spec.LoadBalancing.FailoverConfig, conds.list); !now.Before(due) {
 			next = gateway.FailoverStatus{ActiveTier: TierPrimary, FailoverReason: ReasonPrimaryRecovered, LastFailover: &metav1.Time{Time: now.Truncate(time.Second)}}
 		}
 	}
@@ -360,7 +375,8 @@ func FailbackDue(fc *gateway.FailoverConfig, conds []metav1.Condition) (due time
 // Gateway returns the status of a TailscaleGateway: the connection state of each tailnet. The
 // Envoy Gateway side (listeners, routes) is not observed yet, so Ready reflects the tailnets only.
 func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.TailscaleGatewayStatus {
-	st := gateway.TailscaleGatewayStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	st := gateway.TailscaleGatewayStatus{}
+	conds := conditions{list: obj.Status.Conditions}
 	var connected int
 	var services int32
 	for _, t := range obj.Spec.Tailnets {
@@ -385,9 +401,10 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 	if connected < len(obj.Spec.Tailnets) {
 		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetsDisconnected"
 	}
-	setCondition(&st.Conditions, cond, obj.Generation, now)
+	conds.set(cond, obj.Generation, now)
 	cond.Type = ConditionReady
-	setCondition(&st.Conditions, cond, obj.Generation, now)
+	conds.set(cond, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -411,7 +428,7 @@ func (t Tailnet) service(name string) (Service, bool) {
 	return Service{}, false
 }
 
-func setTailnetSynced(conds *[]metav1.Condition, ref string, tn Tailnet, ok bool, generation int64, now time.Time) {
+func setTailnetSynced(conds *conditions, ref string, tn Tailnet, ok bool, generation int64, now time.Time) {
 	c := metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionTrue, Reason: "Synced",
 		Message: syncedMessage(ref, tn, ok)}
 	switch {
@@ -423,7 +440,7 @@ func setTailnetSynced(conds *[]metav1.Condition, ref string, tn Tailnet, ok bool
 			c.Reason = "NotSynced"
 		}
 	}
-	setCondition(conds, c, generation, now)
+	conds.set(c, generation, now)
 }
 
 func syncedMessage(ref string, tn Tailnet, ok bool) string {
@@ -439,14 +456,26 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	}
 }
 
-// setCondition sets c, keeping the transition time when the status does not change.
-func setCondition(conds *[]metav1.Condition, c metav1.Condition, generation int64, now time.Time) {
-	c.ObservedGeneration = generation
-	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
-	meta.SetStatusCondition(conds, c)
+// conditions are the conditions of a status being computed. They start as the stored ones,
+// which may be shared with the watch cache and other readers and are never written through, and
+// are copied on the first change only: a read whose conditions are as stored (the usual case, as
+// the status writer persists every transition) shares the stored slice instead of copying it.
+type conditions struct {
+	list  []metav1.Condition
+	owned bool
 }
 
-// cloneConditions copies conditions so that setting them never writes into a shared object.
-func cloneConditions(in []metav1.Condition) []metav1.Condition {
-	return append([]metav1.Condition(nil), in...)
+// set sets c, keeping the transition time when the status does not change.
+func (cs *conditions) set(c metav1.Condition, generation int64, now time.Time) {
+	c.ObservedGeneration = generation
+	if old := meta.FindStatusCondition(cs.list, c.Type); old != nil && old.Status == c.Status && old.Reason == c.Reason &&
+		old.Message == c.Message && old.ObservedGeneration == generation {
+		return // what meta.SetStatusCondition would leave as it is
+	}
+	if !cs.owned {
+		cs.list = append(make([]metav1.Condition, 0, len(cs.list)+1), cs.list...)
+		cs.owned = true
+	}
+	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+	meta.SetStatusCondition(&cs.list, c)
 }
