@@ -118,13 +118,13 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	conds := conditions{list: obj.Status.Conditions}
 	setTailnetSynced(&conds, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
-		Message: countOf(st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
+		Message: conds.countOf(ConditionReady, st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
 	switch {
 	case !haveTailnet || !tn.Synced:
 		ready.Status, ready.Reason = metav1.ConditionUnknown, "TailnetNotSynced"
 	case offline > 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "DevicesOffline"
-		ready.Message = countOf(offline, st.TotalEndpoints, "endpoint devices offline")
+		ready.Message = conds.countOf(ConditionReady, offline, st.TotalEndpoints, "endpoint devices offline")
 	case st.HealthyEndpoints < st.TotalEndpoints:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "EndpointsUnhealthy"
 	}
@@ -133,9 +133,19 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	return st
 }
 
-// countOf is "<n> of <total> <what>"; it runs on every read, where fmt.Sprintf costs more.
-func countOf(n, total int32, what string) string {
-	return strconv.Itoa(int(n)) + " of " + strconv.Itoa(int(total)) + " " + what
+// countOf is "<n> of <total> <what>", the message of the stored condition t when it says so
+// already: it runs on every read, which then shares the stored string rather than build it.
+func (cs *conditions) countOf(t string, n, total int32, what string) string {
+	var buf [32]byte
+	prefix := strconv.AppendInt(buf[:0], int64(n), 10)
+	prefix = append(prefix, " of "...)
+	prefix = strconv.AppendInt(prefix, int64(total), 10)
+	prefix = append(prefix, ' ')
+	if old := meta.FindStatusCondition(cs.list, t); old != nil && len(old.Message) == len(prefix)+len(what) &&
+		old.Message[:len(prefix)] == string(prefix) && old.Message[len(prefix):] == what {
+		return old.Message
+	}
+	return string(prefix) + what
 }
 
 // endpointAddress is the endpoint's host:port, the stored status's string when it already says
@@ -429,8 +439,12 @@ func (t Tailnet) service(name string) (Service, bool) {
 }
 
 func setTailnetSynced(conds *conditions, ref string, tn Tailnet, ok bool, generation int64, now time.Time) {
-	c := metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionTrue, Reason: "Synced",
-		Message: syncedMessage(ref, tn, ok)}
+	c := metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionTrue, Reason: "Synced"}
+	if old := meta.FindStatusCondition(conds.list, ConditionTailnetSynced); ok && tn.Synced && old != nil && isSyncedMessage(old.Message, tn.Name) {
+		c.Message = old.Message // as stored: shared rather than built on every read
+	} else {
+		c.Message = syncedMessage(ref, tn, ok)
+	}
 	switch {
 	case !ok:
 		c.Status, c.Reason = metav1.ConditionUnknown, "TailnetNotFound"
@@ -441,6 +455,13 @@ func setTailnetSynced(conds *conditions, ref string, tn Tailnet, ok bool, genera
 		}
 	}
 	conds.set(c, generation, now)
+}
+
+// isSyncedMessage reports whether msg is syncedMessage of a synced tailnet named name.
+func isSyncedMessage(msg, name string) bool {
+	const prefix, suffix = "tailnet ", " synced"
+	return len(msg) == len(prefix)+len(name)+len(suffix) && msg[:len(prefix)] == prefix &&
+		msg[len(prefix):len(prefix)+len(name)] == name && msg[len(prefix)+len(name):] == suffix
 }
 
 func syncedMessage(ref string, tn Tailnet, ok bool) string {

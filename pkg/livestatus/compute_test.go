@@ -396,3 +396,30 @@ func TestFailoverHonoursFailbackDelay(t *testing.T) {
 		t.Fatalf("relapse: %+v, want secondary until %v", fs, again.Add(time.Minute))
 	}
 }
+
+func TestMessagesReusedOnlyWhenEqual(t *testing.T) {
+	stored := conditions{list: []metav1.Condition{{Type: ConditionReady, Message: "2 of 3 endpoints healthy"}}}
+	for _, tc := range []struct {
+		n, total int32
+		what     string
+		want     string
+	}{
+		{2, 3, "endpoints healthy", "2 of 3 endpoints healthy"},
+		{1, 3, "endpoints healthy", "1 of 3 endpoints healthy"},
+		{2, 30, "endpoints healthy", "2 of 30 endpoints healthy"},
+		{2, 3, "endpoint devices offline", "2 of 3 endpoint devices offline"},
+	} {
+		if got := stored.countOf(ConditionReady, tc.n, tc.total, tc.what); got != tc.want {
+			t.Errorf("countOf(%d, %d, %q) = %q, want %q", tc.n, tc.total, tc.what, got, tc.want)
+		}
+	}
+	if (&conditions{}).countOf(ConditionReady, 10, 12, "x") != "10 of 12 x" {
+		t.Error("countOf without a stored condition")
+	}
+	for msg, want := range map[string]bool{"tailnet a.ts.net synced": true, "tailnet b.ts.net synced": false,
+		"tailnet a.ts.net synced ": false, "tailnet a.ts.ne synced": false, "": false} {
+		if isSyncedMessage(msg, "a.ts.net") != want {
+			t.Errorf("isSyncedMessage(%q) = %v", msg, !want)
+		}
+	}
+}
