@@ -252,8 +252,9 @@ func (f *fixture) createUpTo(n int) error {
 	return nil
 }
 
-// persistedSources is the live server's tailnet, for the status the stored server holds.
-var persistedSources = benchCollector(sizes[len(sizes)-1])
+// persistedSources is the live server's tailnet, for the status the stored server holds; built
+// when first needed, so that server processes, which never need it, do not hold it.
+var persistedSources = sync.OnceValue(func() *framework.ScriptedCollector { return benchCollector(sizes[len(sizes)-1]) })
 
 // withPersistedStatus returns obj with the status the live server's status writer persists.
 func withPersistedStatus(obj *v1alpha1.TailscaleEndpoints) (*v1alpha1.TailscaleEndpoints, error) {
@@ -261,7 +262,7 @@ func withPersistedStatus(obj *v1alpha1.TailscaleEndpoints) (*v1alpha1.TailscaleE
 	if err := apiserver.Scheme.Convert(obj, &internal, nil); err != nil {
 		return nil, err
 	}
-	internal.Status = livestatus.Endpoints(&internal, persistedSources, time.Now())
+	internal.Status = livestatus.Endpoints(&internal, persistedSources(), time.Now())
 	livestatus.StripEndpoints(&internal.Status)
 	out := obj.DeepCopy()
 	if err := apiserver.Scheme.Convert(&internal, out, nil); err != nil {
