@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the API server benchmarks, one process per mode so that each RSS figure is one server's
-# (plus its embedded etcd and the benchmark client). Used by `make bench`.
+# Runs the API server benchmarks, one process per mode. Each mode's server runs in a child process
+# of the benchmark (the test binary re-executed), so its RSS and heap figures are the server's and
+# its embedded etcd's; client-rss-MiB is the benchmark client's. Used by `make bench`.
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run() { go test -run '^$' -timeout 60m "$@" ./test/benchmark/ | grep -E '^(Benchmark|ok|FAIL)|ns/op'; }

@@ -34,6 +34,13 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		TotalEndpoints: int32(len(obj.Spec.Endpoints)),
 	}
 	var offline int32
+	// Endpoints on one device (several ports of a host) share its online and lastSeen values,
+	// which nothing writes through: one allocation each per device rather than per endpoint.
+	var last struct {
+		device string
+		online *bool
+		seen   *metav1.Time
+	}
 	for i, ep := range obj.Spec.Endpoints {
 		es := gateway.EndpointStatus{
 			Name:    ep.Name,
@@ -41,12 +48,15 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			Status:  Unknown,
 		}
 		if dev, ok := tn.deviceFor(ep.TailscaleIP, ep.TailscaleFQDN); haveTailnet && ok {
-			online := dev.Online
-			es.Online = &online
-			if !dev.LastSeen.IsZero() {
-				es.LastSeen = &metav1.Time{Time: dev.LastSeen}
+			if last.online == nil || last.device != dev.Name {
+				online := dev.Online
+				last.device, last.online, last.seen = dev.Name, &online, nil
+				if !dev.LastSeen.IsZero() {
+					last.seen = &metav1.Time{Time: dev.LastSeen}
+				}
 			}
-			if !online {
+			es.Online, es.LastSeen = last.online, last.seen
+			if !dev.Online {
 				offline++
 			}
 		}
@@ -110,11 +120,11 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		}
 	}
 
-	st.Conditions = cloneConditions(obj.Status.Conditions)
-	setTailnetSynced(&st.Conditions, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
-	setAccepted(&st.Conditions, obj.Generation, now, admitted)
+	conds := conditions{list: obj.Status.Conditions}
+	setTailnetSynced(&conds, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
+	setAccepted(&conds, obj.Generation, now, admitted)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
-		Message: countOf(st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
+		Message: conds.countOf(ConditionReady, st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
 	switch {
 	case !admitted.Allowed:
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet, admitted.Message
@@ -122,11 +132,12 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		ready.Status, ready.Reason = metav1.ConditionUnknown, "TailnetNotSynced"
 	case offline > 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "DevicesOffline"
-		ready.Message = countOf(offline, st.TotalEndpoints, "endpoint devices offline")
+		ready.Message = conds.countOf(ConditionReady, offline, st.TotalEndpoints, "endpoint devices offline")
 	case st.HealthyEndpoints < st.TotalEndpoints:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "EndpointsUnhealthy"
 	}
-	setCondition(&st.Conditions, ready, obj.Generation, now)
+	conds.set(ready, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -144,9 +155,19 @@ func persistedHealth(stored []gateway.EndpointStatus, i int, name, def string) s
 	return def
 }
 
-// countOf is "<n> of <total> <what>"; it runs on every read, where fmt.Sprintf costs more.
-func countOf(n, total int32, what string) string {
-	return strconv.Itoa(int(n)) + " of " + strconv.Itoa(int(total)) + " " + what
+// countOf is "<n> of <total> <what>", the message of the stored condition t when it says so
+// already: it runs on every read, which then shares the stored string rather than build it.
+func (cs *conditions) countOf(t string, n, total int32, what string) string {
+	var buf [32]byte
+	prefix := strconv.AppendInt(buf[:0], int64(n), 10)
+	prefix = append(prefix, " of "...)
+	prefix = strconv.AppendInt(prefix, int64(total), 10)
+	prefix = append(prefix, ' ')
+	if old := meta.FindStatusCondition(cs.list, t); old != nil && len(old.Message) == len(prefix)+len(what) &&
+		old.Message[:len(prefix)] == string(prefix) && old.Message[len(prefix):] == what {
+		return old.Message
+	}
+	return string(prefix) + what
 }
 
 // endpointAddress is the endpoint's host:port, the stored status's string when it already says
@@ -179,7 +200,8 @@ func StripEndpoints(st *gateway.TailscaleEndpointsStatus) {
 // Tailnet returns the status of a TailscaleTailnet: tailnet info, device counts and sync state.
 func TailnetStatus(obj *gateway.TailscaleTailnet, src Sources, now time.Time) gateway.TailscaleTailnetStatus {
 	tn, ok := src.Tailnet(obj.Name)
-	st := gateway.TailscaleTailnetStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	st := gateway.TailscaleTailnetStatus{}
+	conds := conditions{list: obj.Status.Conditions}
 	if ok {
 		st.TailnetInfo = &gateway.TailnetInfo{Name: tn.Name, MagicDNSSuffix: tn.MagicDNSSuffix}
 		st.DeviceCount = int32(len(tn.Devices))
@@ -192,13 +214,14 @@ func TailnetStatus(obj *gateway.TailscaleTailnet, src Sources, now time.Time) ga
 			st.LastSyncTime = &metav1.Time{Time: tn.LastSync}
 		}
 	}
-	setTailnetSynced(&st.Conditions, obj.Name, tn, ok, obj.Generation, now)
+	setTailnetSynced(&conds, obj.Name, tn, ok, obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "TailnetConnected",
 		Message: "the Tailscale API answers with the configured credentials"}
 	if !ok || !tn.Synced {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "TailnetNotSynced", syncedMessage(obj.Name, tn, ok)
 	}
-	setCondition(&st.Conditions, ready, obj.Generation, now)
+	conds.set(ready, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -236,7 +259,8 @@ const (
 // (conditions Conflict and Degraded, vipServiceStatus.lastRegistration, serviceInfo) are kept as
 // stored.
 func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector, now time.Time) gateway.TailscaleServicesStatus {
-	st := gateway.TailscaleServicesStatus{Conditions: cloneConditions(obj.Status.Conditions), ServiceInfo: obj.Status.ServiceInfo}
+	st := gateway.TailscaleServicesStatus{ServiceInfo: obj.Status.ServiceInfo}
+	conds := conditions{list: obj.Status.Conditions}
 	var selected []SelectedEndpoints
 	if s, err := metav1.LabelSelectorAsSelector(obj.Spec.Selector); err == nil && obj.Spec.Selector != nil {
 		selected = sel.SelectEndpoints(obj.Namespace, s)
@@ -321,7 +345,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			for _, p := range fc.PrimaryEndpoints {
 				primaryHealthy = primaryHealthy || healthyByName[p]
 			}
-			ls.FailoverStatus = failover(obj, primaryHealthy, &st.Conditions, now)
+			ls.FailoverStatus = failover(obj, primaryHealthy, &conds, now)
 		}
 		st.LoadBalancingStatus = ls
 	}
@@ -329,8 +353,8 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	if !admitted.Allowed && obj.Spec.VIPService != nil {
 		vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionFalse, tenancy.ReasonNotAllowedByTailnet, admitted.Message
 	}
-	setCondition(&st.Conditions, vipReady, obj.Generation, now)
-	setAccepted(&st.Conditions, obj.Generation, now, admitted)
+	conds.set(vipReady, obj.Generation, now)
+	setAccepted(&conds, obj.Generation, now, admitted)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	switch {
@@ -339,7 +363,8 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	case healthy == 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, "NoHealthyBackends"
 	}
-	setCondition(&st.Conditions, ready, obj.Generation, now)
+	conds.set(ready, obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -358,13 +383,13 @@ const (
 // and sets the PrimaryEndpointsHealthy condition. Traffic moves to the secondary tier as soon
 // as no primary is healthy, and back only once the condition has been True for failbackDelay:
 // its lastTransitionTime is when the primaries recovered. The state before is the stored one.
-func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *[]metav1.Condition, now time.Time) *gateway.FailoverStatus {
+func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *conditions, now time.Time) *gateway.FailoverStatus {
 	c := metav1.Condition{Type: ConditionPrimaryHealthy, Status: metav1.ConditionTrue, Reason: reasonPrimaryHealthy,
 		Message: "a primary endpoint is healthy"}
 	if !primaryHealthy {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reasonNoPrimaryHealthy, "no primary endpoint is healthy"
 	}
-	setCondition(conds, c, obj.Generation, now)
+	conds.set(c, obj.Generation, now)
 
 	var prev gateway.FailoverStatus
 	if ls := obj.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil {
@@ -380,7 +405,7 @@ func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *[]meta
 	case primaryHealthy && prev.ActiveTier == "":
 		next = gateway.FailoverStatus{ActiveTier: TierPrimary}
 	case primaryHealthy && prev.ActiveTier == TierSecondary:
-		if due, _ := FailbackDue(obj.Spec.LoadBalancing.FailoverConfig, *conds); !now.Before(due) {
+		if due, _ := FailbackDue(obj.Spec.LoadBalancing.FailoverConfig, conds.list); !now.Before(due) {
 			next = gateway.FailoverStatus{ActiveTier: TierPrimary, FailoverReason: ReasonPrimaryRecovered, LastFailover: &metav1.Time{Time: now.Truncate(time.Second)}}
 		}
 	}
@@ -404,7 +429,8 @@ func FailbackDue(fc *gateway.FailoverConfig, conds []metav1.Condition) (due time
 // Gateway returns the status of a TailscaleGateway: the connection state of each tailnet. The
 // Envoy Gateway side (listeners, routes) is not observed yet, so Ready reflects the tailnets only.
 func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.TailscaleGatewayStatus {
-	st := gateway.TailscaleGatewayStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	st := gateway.TailscaleGatewayStatus{}
+	conds := conditions{list: obj.Status.Conditions}
 	var connected int
 	var services int32
 	decisions := make([]tenancy.Decision, 0, len(obj.Spec.Tailnets))
@@ -435,11 +461,11 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 	if connected < len(obj.Spec.Tailnets) {
 		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetsDisconnected"
 	}
-	setCondition(&st.Conditions, cond, obj.Generation, now)
+	conds.set(cond, obj.Generation, now)
 	cond.Type = ConditionReady
-	setCondition(&st.Conditions, cond, obj.Generation, now)
-	accepted := tenancy.AcceptedCondition(decisions...)
-	setCondition(&st.Conditions, accepted, obj.Generation, now)
+	conds.set(cond, obj.Generation, now)
+	conds.set(tenancy.AcceptedCondition(decisions...), obj.Generation, now)
+	st.Conditions = conds.list
 	return st
 }
 
@@ -456,10 +482,10 @@ func tailnetFor(src Sources, namespace, ref string) (Tailnet, bool, tenancy.Deci
 
 // setAccepted sets the Accepted condition from an object's tenancy decision, and TailnetSynced
 // to say why the tailnet is not shown when it refuses the object.
-func setAccepted(conds *[]metav1.Condition, generation int64, now time.Time, d tenancy.Decision) {
-	setCondition(conds, tenancy.AcceptedCondition(d), generation, now)
+func setAccepted(conds *conditions, generation int64, now time.Time, d tenancy.Decision) {
+	conds.set(tenancy.AcceptedCondition(d), generation, now)
 	if !d.Allowed {
-		setCondition(conds, metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionUnknown,
+		conds.set(metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionUnknown,
 			Reason: tenancy.ReasonNotAllowedByTailnet, Message: d.Message}, generation, now)
 	}
 }
@@ -484,9 +510,13 @@ func (t Tailnet) service(name string) (Service, bool) {
 	return Service{}, false
 }
 
-func setTailnetSynced(conds *[]metav1.Condition, ref string, tn Tailnet, ok bool, generation int64, now time.Time) {
-	c := metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionTrue, Reason: "Synced",
-		Message: syncedMessage(ref, tn, ok)}
+func setTailnetSynced(conds *conditions, ref string, tn Tailnet, ok bool, generation int64, now time.Time) {
+	c := metav1.Condition{Type: ConditionTailnetSynced, Status: metav1.ConditionTrue, Reason: "Synced"}
+	if old := meta.FindStatusCondition(conds.list, ConditionTailnetSynced); ok && tn.Synced && old != nil && isSyncedMessage(old.Message, tn.Name) {
+		c.Message = old.Message // as stored: shared rather than built on every read
+	} else {
+		c.Message = syncedMessage(ref, tn, ok)
+	}
 	switch {
 	case !ok:
 		c.Status, c.Reason = metav1.ConditionUnknown, "TailnetNotFound"
@@ -496,7 +526,14 @@ func setTailnetSynced(conds *[]metav1.Condition, ref string, tn Tailnet, ok bool
 			c.Reason = "NotSynced"
 		}
 	}
-	setCondition(conds, c, generation, now)
+	conds.set(c, generation, now)
+}
+
+// isSyncedMessage reports whether msg is syncedMessage of a synced tailnet named name.
+func isSyncedMessage(msg, name string) bool {
+	const prefix, suffix = "tailnet ", " synced"
+	return len(msg) == len(prefix)+len(name)+len(suffix) && msg[:len(prefix)] == prefix &&
+		msg[len(prefix):len(prefix)+len(name)] == name && msg[len(prefix)+len(name):] == suffix
 }
 
 func syncedMessage(ref string, tn Tailnet, ok bool) string {
@@ -512,14 +549,26 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	}
 }
 
-// setCondition sets c, keeping the transition time when the status does not change.
-func setCondition(conds *[]metav1.Condition, c metav1.Condition, generation int64, now time.Time) {
-	c.ObservedGeneration = generation
-	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
-	meta.SetStatusCondition(conds, c)
+// conditions are the conditions of a status being computed. They start as the stored ones,
+// which may be shared with the watch cache and other readers and are never written through, and
+// are copied on the first change only: a read whose conditions are as stored (the usual case, as
+// the status writer persists every transition) shares the stored slice instead of copying it.
+type conditions struct {
+	list  []metav1.Condition
+	owned bool
 }
 
-// cloneConditions copies conditions so that setting them never writes into a shared object.
-func cloneConditions(in []metav1.Condition) []metav1.Condition {
-	return append([]metav1.Condition(nil), in...)
+// set sets c, keeping the transition time when the status does not change.
+func (cs *conditions) set(c metav1.Condition, generation int64, now time.Time) {
+	c.ObservedGeneration = generation
+	if old := meta.FindStatusCondition(cs.list, c.Type); old != nil && old.Status == c.Status && old.Reason == c.Reason &&
+		old.Message == c.Message && old.ObservedGeneration == generation {
+		return // what meta.SetStatusCondition would leave as it is
+	}
+	if !cs.owned {
+		cs.list = append(make([]metav1.Condition, 0, len(cs.list)+1), cs.list...)
+		cs.owned = true
+	}
+	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+	meta.SetStatusCondition(&cs.list, c)
 }

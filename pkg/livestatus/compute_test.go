@@ -153,6 +153,44 @@ func TestOverlayDoesNotWriteIntoTheObject(t *testing.T) {
 	}
 }
 
+func TestUnchangedConditionsAreSharedChangedOnesCopied(t *testing.T) {
+	obj := endpointsObject()
+	obj.Status = Endpoints(obj, sources(), now)
+	stored := obj.Status.Conditions
+	same := Endpoints(obj, sources(), now.Add(time.Minute))
+	if &same.Conditions[0] != &stored[0] || len(same.Conditions) != len(stored) {
+		t.Fatal("a status whose conditions are as stored copied them")
+	}
+	// A change (the tailnet's API fails) copies them rather than write into the stored slice.
+	src := sources()
+	tn := src.tailnets["company.ts.net"]
+	tn.Synced, tn.Reason, tn.Message = false, "APIError", "unreachable"
+	src.tailnets["company.ts.net"] = tn
+	changed := Endpoints(obj, src, now.Add(time.Minute))
+	if &changed.Conditions[0] == &stored[0] {
+		t.Fatal("changed conditions share the stored slice")
+	}
+	if c := meta.FindStatusCondition(stored, ConditionTailnetSynced); c.Status != metav1.ConditionTrue || c.Reason != "Synced" {
+		t.Fatalf("the stored condition was written through: %+v", c)
+	}
+	if c := meta.FindStatusCondition(changed.Conditions, ConditionTailnetSynced); c.Reason != "APIError" || c.Status != metav1.ConditionFalse {
+		t.Fatalf("TailnetSynced = %+v", c)
+	}
+}
+
+func TestEndpointsOfOneDeviceShareItsState(t *testing.T) {
+	obj := endpointsObject()
+	obj.Spec.Endpoints[2].TailscaleIP = "100.64.0.11" // on db's device, as endpoint 1
+	st := Endpoints(obj, sources(), now)
+	db, other := st.Endpoints[1], st.Endpoints[2]
+	if db.Online != other.Online || db.LastSeen != other.LastSeen || *other.Online || !other.LastSeen.Time.Equal(lastSeen) {
+		t.Fatalf("endpoints of one device: %+v, %+v", db, other)
+	}
+	if st.Endpoints[0].Online == db.Online {
+		t.Fatal("endpoints of different devices share their online state")
+	}
+}
+
 func TestStripEndpoints(t *testing.T) {
 	st := Endpoints(endpointsObject(), sources(), now)
 	full := st.Endpoints
@@ -408,5 +446,32 @@ func TestServicesStatusKeepsRequestCounts(t *testing.T) {
 	obj.Spec.LoadBalancing = nil
 	if st := Services(obj, sources(), fakeSelector{}, now); st.LoadBalancingStatus != nil {
 		t.Fatalf("no counts, no loadBalancing: %+v", st.LoadBalancingStatus)
+	}
+}
+
+func TestMessagesReusedOnlyWhenEqual(t *testing.T) {
+	stored := conditions{list: []metav1.Condition{{Type: ConditionReady, Message: "2 of 3 endpoints healthy"}}}
+	for _, tc := range []struct {
+		n, total int32
+		what     string
+		want     string
+	}{
+		{2, 3, "endpoints healthy", "2 of 3 endpoints healthy"},
+		{1, 3, "endpoints healthy", "1 of 3 endpoints healthy"},
+		{2, 30, "endpoints healthy", "2 of 30 endpoints healthy"},
+		{2, 3, "endpoint devices offline", "2 of 3 endpoint devices offline"},
+	} {
+		if got := stored.countOf(ConditionReady, tc.n, tc.total, tc.what); got != tc.want {
+			t.Errorf("countOf(%d, %d, %q) = %q, want %q", tc.n, tc.total, tc.what, got, tc.want)
+		}
+	}
+	if (&conditions{}).countOf(ConditionReady, 10, 12, "x") != "10 of 12 x" {
+		t.Error("countOf without a stored condition")
+	}
+	for msg, want := range map[string]bool{"tailnet a.ts.net synced": true, "tailnet b.ts.net synced": false,
+		"tailnet a.ts.net synced ": false, "tailnet a.ts.ne synced": false, "": false} {
+		if isSyncedMessage(msg, "a.ts.net") != want {
+			t.Errorf("isSyncedMessage(%q) = %v", msg, !want)
+		}
 	}
 }

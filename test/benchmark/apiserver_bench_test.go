@@ -6,9 +6,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,11 +31,13 @@ const namespace = "bench"
 
 var sizes = []int{10, 1000, 10000}
 
-// fixture is a server shared by the benchmarks of one mode, grown to each size in turn.
+// fixture is a server shared by the benchmarks of one mode, grown to each size in turn. The
+// server runs in a child process (proc) unless BENCH_IN_PROCESS is set (server).
 type fixture struct {
 	once    sync.Once
 	live    bool
 	server  *framework.Server
+	proc    *serverProcess
 	client  *versioned.Clientset
 	created int
 	err     error
@@ -51,12 +53,26 @@ var (
 	live   = &fixture{live: true}
 )
 
+// configure sets the options of a benchmark server of either mode.
+func configure(o *server.Options, live bool) {
+	o.Live.Enabled = false
+	if live {
+		o.Collector = benchCollector(sizes[len(sizes)-1])
+	}
+}
+
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(serverEnv); mode != "" {
+		os.Exit(serve(mode))
+	}
 	code := m.Run()
 	for _, f := range []*fixture{stored, live} {
 		if f.server != nil {
 			f.server.Stop()
 			os.RemoveAll(f.server.DataDir)
+		}
+		if f.proc != nil {
+			f.proc.stop()
 		}
 	}
 	os.Exit(code)
@@ -73,25 +89,32 @@ func modes(b *testing.B, run func(b *testing.B, f *fixture)) {
 	}
 }
 
+// start runs the fixture's server, in a child process unless BENCH_IN_PROCESS is set.
+func (f *fixture) start() error {
+	if os.Getenv(inProcessEnv) == "" {
+		proc, cfg, err := startServerProcess(f.live)
+		if err != nil {
+			return err
+		}
+		f.proc = proc
+		f.client, err = versioned.NewForConfig(cfg)
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tsgw-bench-")
+	if err != nil {
+		return err
+	}
+	if f.server, err = framework.StartServer(dir, func(o *server.Options) { configure(o, f.live) }); err != nil {
+		return err
+	}
+	f.client, err = versioned.NewForConfig(f.server.Config)
+	return err
+}
+
 // with returns the fixture's client once its server holds at least n TailscaleEndpoints.
 func (f *fixture) with(b *testing.B, n int) *versioned.Clientset {
 	b.Helper()
-	f.once.Do(func() {
-		dir, err := os.MkdirTemp("", "tsgw-bench-")
-		if err != nil {
-			f.err = err
-			return
-		}
-		f.server, f.err = framework.StartServer(dir, func(o *server.Options) {
-			o.Live.Enabled = false
-			if f.live {
-				o.Collector = benchCollector(sizes[len(sizes)-1])
-			}
-		})
-		if f.err == nil {
-			f.client, f.err = versioned.NewForConfig(f.server.Config)
-		}
-	})
+	f.once.Do(func() { f.err = f.start() })
 	if f.err != nil {
 		b.Fatal(f.err)
 	}
@@ -104,6 +127,62 @@ func (f *fixture) with(b *testing.B, n int) *versioned.Clientset {
 	// Measure from a collected heap, not amid the garbage of the objects just written.
 	runtime.GC()
 	return f.client
+}
+
+// memory reports the memory figures of a benchmark at its end: RSS at the end of the loop
+// (rss-MiB) and its peak, the live heap after a collection (heap-MiB) and what was allocated per
+// operation (alloc-MiB/op, against before, read as the loop started). With the server in a child
+// process they are the server's, prefixed server-, and client-rss-MiB is this process's RSS;
+// in process (BENCH_IN_PROCESS) they are the whole process's: server, etcd and client.
+func (f *fixture) memory(b *testing.B, before serverStats) {
+	b.Helper()
+	var after serverStats
+	var err error
+	prefix := ""
+	if f.proc != nil {
+		after, err = f.proc.stats()
+		prefix = "server-"
+	} else {
+		after, err = readStats()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(after.RSSMiB, prefix+"rss-MiB")
+	b.ReportMetric(after.PeakRSSMiB, prefix+"peak-rss-MiB")
+	b.ReportMetric(after.HeapMiB, prefix+"heap-MiB")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/(1<<20)/float64(b.N), prefix+"alloc-MiB/op")
+	if f.proc == nil {
+		return
+	}
+	client, err := readStats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(client.RSSMiB, "client-rss-MiB")
+	if dir := os.Getenv("BENCH_HEAP_PROFILE_DIR"); dir != "" {
+		path := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+".heap.pb.gz")
+		if err := f.proc.heapProfile(path); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("server heap profile: %s", path)
+	}
+}
+
+// startStats reads the allocation counters as a benchmark loop starts.
+func (f *fixture) startStats(b *testing.B) serverStats {
+	b.Helper()
+	var st serverStats
+	var err error
+	if f.proc != nil {
+		st, err = f.proc.stats()
+	} else {
+		st, err = readStats()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
 }
 
 // quiesce waits until the server stops writing (the live server's status writer persists the
@@ -173,8 +252,9 @@ func (f *fixture) createUpTo(n int) error {
 	return nil
 }
 
-// persistedSources is the live server's tailnet, for the status the stored server holds.
-var persistedSources = benchCollector(sizes[len(sizes)-1])
+// persistedSources is the live server's tailnet, for the status the stored server holds; built
+// when first needed, so that server processes, which never need it, do not hold it.
+var persistedSources = sync.OnceValue(func() *framework.ScriptedCollector { return benchCollector(sizes[len(sizes)-1]) })
 
 // withPersistedStatus returns obj with the status the live server's status writer persists.
 func withPersistedStatus(obj *v1alpha1.TailscaleEndpoints) (*v1alpha1.TailscaleEndpoints, error) {
@@ -182,7 +262,7 @@ func withPersistedStatus(obj *v1alpha1.TailscaleEndpoints) (*v1alpha1.TailscaleE
 	if err := apiserver.Scheme.Convert(obj, &internal, nil); err != nil {
 		return nil, err
 	}
-	internal.Status = livestatus.Endpoints(&internal, persistedSources, time.Now())
+	internal.Status = livestatus.Endpoints(&internal, persistedSources(), time.Now())
 	livestatus.StripEndpoints(&internal.Status)
 	out := obj.DeepCopy()
 	if err := apiserver.Scheme.Convert(&internal, out, nil); err != nil {
@@ -212,7 +292,7 @@ func object(i int) *v1alpha1.TailscaleEndpoints {
 	}
 }
 
-// BenchmarkGet reports GET latency percentiles and the process RSS at each size.
+// BenchmarkGet reports GET latency percentiles and the memory figures at each size.
 func BenchmarkGet(b *testing.B) { modes(b, benchmarkGet) }
 
 func benchmarkGet(b *testing.B, f *fixture) {
@@ -220,6 +300,7 @@ func benchmarkGet(b *testing.B, f *fixture) {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
 			c := f.with(b, n).GatewayV1alpha1().TailscaleEndpoints(namespace)
 			latencies := make([]time.Duration, 0, b.N)
+			before := f.startStats(b)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
@@ -232,18 +313,19 @@ func benchmarkGet(b *testing.B, f *fixture) {
 			sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
 			b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
 			b.ReportMetric(ms(latencies[len(latencies)*99/100]), "p99-ms")
-			b.ReportMetric(rssMiB(b), "rss-MiB")
+			f.memory(b, before)
 		})
 	}
 }
 
-// BenchmarkList reports the time of one LIST of every object at each size.
+// BenchmarkList reports the time of one LIST of every object and the memory figures at each size.
 func BenchmarkList(b *testing.B) { modes(b, benchmarkList) }
 
 func benchmarkList(b *testing.B, f *fixture) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
 			c := f.with(b, n).GatewayV1alpha1().TailscaleEndpoints(namespace)
+			before := f.startStats(b)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				l, err := c.List(context.Background(), metav1.ListOptions{})
@@ -255,29 +337,9 @@ func benchmarkList(b *testing.B, f *fixture) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(rssMiB(b), "rss-MiB")
+			f.memory(b, before)
 		})
 	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// rssMiB reads the resident set size of this process, which holds the server, its embedded etcd
-// and the benchmark client.
-func rssMiB(b *testing.B) float64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "VmRSS:" {
-			kb, err := strconv.ParseFloat(fields[1], 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb / 1024
-		}
-	}
-	b.Fatal("VmRSS not found")
-	return 0
-}
