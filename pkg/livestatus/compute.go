@@ -357,14 +357,22 @@ func FailbackDue(fc *gateway.FailoverConfig, conds []metav1.Condition) (due time
 	return c.LastTransitionTime.Add(delay), true
 }
 
-// Gateway returns the status of a TailscaleGateway: the connection state of each tailnet. The
-// Envoy Gateway side (listeners, routes) is not observed yet, so Ready reflects the tailnets only.
+// Gateway returns the status of a TailscaleGateway as far as live state decides it: the
+// connection and Tailscale Service count of each tailnet and the TailnetsReady condition
+// (TailnetNotFound when a referenced TailscaleTailnet is unknown). The fields the TailscaleGateway
+// controller (pkg/controllers/tsgateway) owns — tailnets[].routesGenerated, serviceInfo,
+// gatewayInfo and every other condition, Ready included — are carried over from obj as stored.
 func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.TailscaleGatewayStatus {
-	st := gateway.TailscaleGatewayStatus{Conditions: cloneConditions(obj.Status.Conditions)}
+	st := gateway.TailscaleGatewayStatus{Conditions: cloneConditions(obj.Status.Conditions),
+		ServiceInfo: obj.Status.ServiceInfo.DeepCopy(), GatewayInfo: obj.Status.GatewayInfo.DeepCopy()}
+	routes := make(map[string]int32, len(obj.Status.Tailnets))
+	for _, t := range obj.Status.Tailnets {
+		routes[t.Name] = t.RoutesGenerated
+	}
 	var connected int
-	var services int32
+	var missing []string
 	for _, t := range obj.Spec.Tailnets {
-		ts := gateway.TailnetStatus{Name: t.Name, Status: "Unknown"}
+		ts := gateway.TailnetStatus{Name: t.Name, Status: "Unknown", RoutesGenerated: routes[t.Name]}
 		if tn, ok := src.Tailnet(t.TailscaleTailnetRef.Name); ok {
 			ts.Status = "Disconnected"
 			if tn.Synced {
@@ -375,18 +383,20 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 				ts.LastConnected = &metav1.Time{Time: tn.LastSync}
 			}
 			ts.ServicesCount = int32(len(tn.Services))
-			services += ts.ServicesCount
+		} else {
+			missing = append(missing, t.TailscaleTailnetRef.Name)
 		}
 		st.Tailnets = append(st.Tailnets, ts)
 	}
-	st.ServiceInfo = &gateway.GatewayServiceInfo{TotalServices: services}
 	cond := metav1.Condition{Type: ConditionTailnetsReady, Status: metav1.ConditionTrue, Reason: "AllTailnetsConnected",
 		Message: fmt.Sprintf("%d of %d tailnets connected", connected, len(obj.Spec.Tailnets))}
-	if connected < len(obj.Spec.Tailnets) {
+	switch {
+	case len(missing) > 0:
+		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetNotFound"
+		cond.Message = fmt.Sprintf("TailscaleTailnet not found: %s; %s", strings.Join(missing, ", "), cond.Message)
+	case connected < len(obj.Spec.Tailnets):
 		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetsDisconnected"
 	}
-	setCondition(&st.Conditions, cond, obj.Generation, now)
-	cond.Type = ConditionReady
 	setCondition(&st.Conditions, cond, obj.Generation, now)
 	return st
 }

@@ -140,7 +140,11 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 	gw.TailscaleServices().Informer()
 	gw.TailscaleEndpoints().Informer()
 	gw.TailscaleTailnets().Informer()
-	c.start = r.factory.Start
+	routes, err := newGatewayRoutes(core, r.factory)
+	if err != nil {
+		return nil, err
+	}
+	c.start = func(stop <-chan struct{}) { r.factory.Start(stop); routes.start(stop) }
 	c.build = func(id string) (func(context.Context), error) {
 		vip, err := vipservice.New(r.client, r.factory, vipservice.Options{
 			OperatorID:  id,
@@ -157,8 +161,15 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		if err != nil {
 			return nil, err
 		}
+		gwRoutes, err := routes.build(r.client, r.factory, c.recorder, co.Workers)
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context) {
 			go auto.Run(ctx, 2)
+			if gwRoutes != nil {
+				go gwRoutes.Run(ctx)
+			}
 			vip.Run(ctx)
 		}, nil
 	}
