@@ -22,6 +22,13 @@ import (
 // console.
 func startSim(t *testing.T, name string) *tailnet.Client {
 	t.Helper()
+	_, admin := startSimulated(t, name)
+	return admin
+}
+
+// startSimulated is startSim that also returns the simulated tailnet.
+func startSimulated(t *testing.T, name string) (*tailnetsim.Tailnet, *tailnet.Client) {
+	t.Helper()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sim, err := tailnetsim.Start(sctx, tailnetsim.Options{})
@@ -49,7 +56,7 @@ func startSim(t *testing.T, name string) *tailnet.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return admin
+	return sim, admin
 }
 
 func serviceExists(c context.Context, admin *tailnet.Client, name string) (bool, error) {

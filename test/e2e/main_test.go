@@ -30,7 +30,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env, err = framework.Setup(dir)
+	// Published backends (pkg/controllers/publish) point at an egress proxy address (TEST-NET-1, never dialled: kube-apiserver refuses loopback addresses in EndpointSlices).
+	env, err = framework.Setup(dir, "--backend-proxy-address=192.0.2.10")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up kube-apiserver and tailscale-gateway-apiserver: %v\nlogs in %s\n", err, dir)
 		return 1

@@ -2,13 +2,18 @@ package server
 
 import (
 	"fmt"
+	"net/netip"
+	"time"
 
 	"k8s.io/client-go/dynamic"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
@@ -56,4 +61,44 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 		return nil, nil
 	}
 	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers})
+}
+
+// publisher wires pkg/controllers/publish: cluster mode with --backend-proxy-address only.
+type publisher struct {
+	kube    kubernetes.Interface
+	proxy   publish.ProxyAddresser
+	factory kubeinformers.SharedInformerFactory
+}
+
+// newPublisher returns nil when kube is nil (standalone) or address is empty.
+func newPublisher(kube kubernetes.Interface, address string, factory informers.SharedInformerFactory) (*publisher, error) {
+	if kube == nil || address == "" {
+		return nil, nil
+	}
+	ip, err := netip.ParseAddr(address)
+	if err != nil {
+		return nil, fmt.Errorf("--backend-proxy-address: %q is not an IP address: %w", address, err)
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() {
+		return nil, fmt.Errorf("--backend-proxy-address: %s: EndpointSlices may not hold loopback, unspecified or link-local addresses", ip)
+	}
+	p := &publisher{kube: kube, proxy: publish.StaticAddress(ip), factory: publish.NewKubeFactory(kube, 10*time.Minute)}
+	p.factory.Core().V1().Services().Informer()
+	p.factory.Discovery().V1().EndpointSlices().Informer()
+	factory.Gateway().V1alpha1().TailscaleEndpoints().Informer()
+	factory.Gateway().V1alpha1().TailscaleServices().Informer()
+	return p, nil
+}
+
+func (p *publisher) start(stop <-chan struct{}) {
+	if p != nil {
+		p.factory.Start(stop)
+	}
+}
+
+func (p *publisher) build(factory informers.SharedInformerFactory, recorder record.EventRecorder) (*publish.Controller, error) {
+	if p == nil {
+		return nil, nil
+	}
+	return publish.New(p.kube, factory, p.factory, p.proxy, recorder)
 }
