@@ -274,6 +274,7 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 			Tailnets:   []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-tailnet"}, Spec: v1alpha1.TailscaleGatewaySpec{
 			GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "present"},
+			Security:   &v1alpha1.SecurityConfig{AccessControl: &v1alpha1.AccessControlConfig{DeniedTags: []string{"tag:dev"}}},
 			Tailnets:   []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 	} {
 		if _, err := api.TailscaleGateways(ns).Create(ctx(t), o, metav1.CreateOptions{}); err != nil {
@@ -285,5 +286,13 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 			got, err := api.TailscaleGateways(ns).Get(c, name, metav1.GetOptions{})
 			return err == nil && readyReason(got, "Ready") == want && readyReason(got, "TailnetsReady") == "False/TailnetNotFound", err
 		})
+	}
+	got, err := api.TailscaleGateways(ns).Get(ctx(t), "no-tailnet", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, tsgateway.ConditionSupported); c == nil ||
+		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.security.accessControl") {
+		t.Fatalf("Supported: %+v", c)
 	}
 }

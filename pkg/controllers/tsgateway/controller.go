@@ -510,6 +510,13 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 		cond.Message = tailnetsReady.Message
 	}
 	meta.SetStatusCondition(&st.Conditions, cond)
+	supported := metav1.Condition{Type: ConditionSupported, Status: metav1.ConditionTrue, Reason: ReasonAllSupported,
+		Message: "Every set field takes effect", ObservedGeneration: gw.Generation}
+	if u := Unsupported(gw); len(u) > 0 {
+		supported.Status, supported.Reason = metav1.ConditionFalse, ReasonFieldsNotSupported
+		supported.Message = "Set but not supported yet (no effect): " + strings.Join(u, ", ")
+	}
+	meta.SetStatusCondition(&st.Conditions, supported)
 
 	// lastReconciled moves only with a change, or the status would be rewritten on every pass.
 	if old := gw.Status.GatewayInfo; old != nil {

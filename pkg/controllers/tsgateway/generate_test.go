@@ -173,3 +173,20 @@ func TestFormatDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestUnsupported(t *testing.T) {
+	gw := advancedGateway()
+	if u := Unsupported(gw); len(u) != 0 {
+		t.Fatalf("route generation is supported: %v", u)
+	}
+	gw.Spec.LoadBalancing = &v1alpha1.GatewayLoadBalancingConfig{Strategy: "least_request",
+		CircuitBreaker: &v1alpha1.CircuitBreakerConfig{Enabled: true}, HealthChecking: &v1alpha1.HealthCheckConfig{}}
+	gw.Spec.Security = &v1alpha1.SecurityConfig{AccessControl: &v1alpha1.AccessControlConfig{DeniedTags: []string{"tag:dev"}}}
+	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
+	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
+	got := strings.Join(Unsupported(gw), " ")
+	want := "spec.loadBalancing.healthChecking spec.security.accessControl spec.observability.metrics spec.tailnets[0].priority"
+	if got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+}
