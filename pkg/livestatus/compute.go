@@ -426,22 +426,29 @@ func FailbackDue(fc *gateway.FailoverConfig, conds []metav1.Condition) (due time
 	return c.LastTransitionTime.Add(delay), true
 }
 
-// Gateway returns the status of a TailscaleGateway: the connection state of each tailnet. The
-// Envoy Gateway side (listeners, routes) is not observed yet, so Ready reflects the tailnets only.
+// Gateway returns the status of a TailscaleGateway as far as live state decides it: the
+// connection and Tailscale Service count of each tailnet and the TailnetsReady condition
+// (TailnetNotFound when a referenced TailscaleTailnet is unknown). The fields the TailscaleGateway
+// controller (pkg/controllers/tsgateway) owns — tailnets[].routesGenerated, serviceInfo,
+// gatewayInfo and every other condition, Ready included — are carried over from obj as stored.
 func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.TailscaleGatewayStatus {
-	st := gateway.TailscaleGatewayStatus{}
+	st := gateway.TailscaleGatewayStatus{ServiceInfo: obj.Status.ServiceInfo.DeepCopy(), GatewayInfo: obj.Status.GatewayInfo.DeepCopy()}
 	conds := conditions{list: obj.Status.Conditions}
+	routes := make(map[string]int32, len(obj.Status.Tailnets))
+	for _, t := range obj.Status.Tailnets {
+		routes[t.Name] = t.RoutesGenerated
+	}
 	var connected int
-	var services int32
+	var missing []string
 	decisions := make([]tenancy.Decision, 0, len(obj.Spec.Tailnets))
 	for _, t := range obj.Spec.Tailnets {
-		ts := gateway.TailnetStatus{Name: t.Name, Status: "Unknown"}
+		ts := gateway.TailnetStatus{Name: t.Name, Status: "Unknown", RoutesGenerated: routes[t.Name]}
 		tn, ok, d := tailnetFor(src, obj.Namespace, t.TailscaleTailnetRef.Name)
 		decisions = append(decisions, d)
-		if !d.Allowed {
+		switch {
+		case !d.Allowed:
 			ts.Status = tenancy.ReasonNotAllowedByTailnet
-		}
-		if ok {
+		case ok:
 			ts.Status = "Disconnected"
 			if tn.Synced {
 				ts.Status = "Connected"
@@ -451,18 +458,20 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 				ts.LastConnected = &metav1.Time{Time: tn.LastSync}
 			}
 			ts.ServicesCount = int32(len(tn.Services))
-			services += ts.ServicesCount
+		default:
+			missing = append(missing, t.TailscaleTailnetRef.Name)
 		}
 		st.Tailnets = append(st.Tailnets, ts)
 	}
-	st.ServiceInfo = &gateway.GatewayServiceInfo{TotalServices: services}
 	cond := metav1.Condition{Type: ConditionTailnetsReady, Status: metav1.ConditionTrue, Reason: "AllTailnetsConnected",
 		Message: fmt.Sprintf("%d of %d tailnets connected", connected, len(obj.Spec.Tailnets))}
-	if connected < len(obj.Spec.Tailnets) {
+	switch {
+	case len(missing) > 0:
+		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetNotFound"
+		cond.Message = fmt.Sprintf("TailscaleTailnet not found: %s; %s", strings.Join(missing, ", "), cond.Message)
+	case connected < len(obj.Spec.Tailnets):
 		cond.Status, cond.Reason = metav1.ConditionFalse, "TailnetsDisconnected"
 	}
-	conds.set(cond, obj.Generation, now)
-	cond.Type = ConditionReady
 	conds.set(cond, obj.Generation, now)
 	conds.set(tenancy.AcceptedCondition(decisions...), obj.Generation, now)
 	st.Conditions = conds.list

@@ -301,7 +301,28 @@ func TestGatewayStatus(t *testing.T) {
 	if st.Tailnets[0].Status != "Connected" || st.Tailnets[0].ServicesCount != 1 || st.Tailnets[1].Status != "Unknown" {
 		t.Fatalf("tailnets: %+v", st.Tailnets)
 	}
-	if c := meta.FindStatusCondition(st.Conditions, ConditionTailnetsReady); c.Status != metav1.ConditionFalse {
+	if c := meta.FindStatusCondition(st.Conditions, ConditionTailnetsReady); c.Status != metav1.ConditionFalse || c.Reason != "TailnetNotFound" {
+		t.Fatalf("tailnets ready: %+v", c)
+	}
+	if meta.FindStatusCondition(st.Conditions, ConditionReady) != nil {
+		t.Fatalf("Ready is the TailscaleGateway controller's: %+v", st.Conditions)
+	}
+
+	// The controller's fields are carried over.
+	obj.Status = gateway.TailscaleGatewayStatus{
+		Conditions:  []metav1.Condition{{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "GatewayConfigured"}},
+		Tailnets:    []gateway.TailnetStatus{{Name: "main", RoutesGenerated: 3}},
+		ServiceInfo: &gateway.GatewayServiceInfo{TotalServices: 2, HealthyServices: 1},
+		GatewayInfo: &gateway.GatewayInfo{ListenerCount: 2, RouteCount: 4},
+	}
+	st = Gateway(obj, sources(), now)
+	if st.Tailnets[0].RoutesGenerated != 3 || st.ServiceInfo.TotalServices != 2 || st.GatewayInfo.ListenerCount != 2 ||
+		meta.FindStatusCondition(st.Conditions, ConditionReady).Reason != "GatewayConfigured" {
+		t.Fatalf("controller fields dropped: %+v", st)
+	}
+	obj.Spec.Tailnets = obj.Spec.Tailnets[:1]
+	st = Gateway(obj, sources(), now)
+	if c := meta.FindStatusCondition(st.Conditions, ConditionTailnetsReady); c.Status != metav1.ConditionTrue || c.Reason != "AllTailnetsConnected" {
 		t.Fatalf("tailnets ready: %+v", c)
 	}
 }

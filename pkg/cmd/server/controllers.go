@@ -48,6 +48,10 @@ type ControllerOptions struct {
 	RenewDeadline  time.Duration
 	RetryPeriod    time.Duration
 
+	// BackendProxyAddress is the IP address of tailscale-gateway-proxy's egress listeners that
+	// published backends (pkg/controllers/publish) point at; empty publishes none.
+	BackendProxyAddress string
+
 	// Recorder, when set, receives the controllers' Events instead of the core API (or the
 	// log, standalone); for tests.
 	Recorder record.EventRecorder
@@ -74,6 +78,8 @@ func (o *ControllerOptions) AddFlags(fs *pflag.FlagSet) {
 		"Interval at which every object is compared again with the last poll of its tailnet (memory only; drift is also seen on every poll).")
 	fs.DurationVar(&o.ConsumerTTL, "consumer-ttl", o.ConsumerTTL,
 		"References of other installations on a shared Tailscale Service whose heartbeat is older than this are removed (0: never).")
+	fs.StringVar(&o.BackendProxyAddress, "backend-proxy-address", o.BackendProxyAddress,
+		"IP address of tailscale-gateway-proxy's egress listeners: every TailscaleEndpoints and TailscaleServices gets a Service ts-ep-<name> / ts-svc-<name> with EndpointSlices at it, for TCPRoute, TLSRoute, UDPRoute and GRPCRoute (cluster mode; empty: none).")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "In cluster mode, run the controllers only in the replica holding the Lease.")
 	fs.StringVar(&o.LeaseNamespace, "leader-elect-namespace", o.LeaseNamespace, "Namespace of the controllers' Lease.")
 	fs.StringVar(&o.LeaseName, "leader-elect-name", o.LeaseName, "Name of the controllers' Lease.")
@@ -139,7 +145,15 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 	gw.TailscaleServices().Informer()
 	gw.TailscaleEndpoints().Informer()
 	gw.TailscaleTailnets().Informer()
-	c.start = r.factory.Start
+	routes, err := newGatewayRoutes(core, r.factory)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := newPublisher(c.core, co.BackendProxyAddress, r.factory)
+	if err != nil {
+		return nil, err
+	}
+	c.start = func(stop <-chan struct{}) { r.factory.Start(stop); routes.start(stop); pub.start(stop) }
 	c.build = func(id string) (func(context.Context), error) {
 		vip, err := vipservice.New(r.client, r.factory, vipservice.Options{
 			OperatorID:  id,
@@ -161,11 +175,25 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		if err != nil {
 			return nil, err
 		}
+		gwRoutes, err := routes.build(r.client, r.factory, c.recorder, co.Workers)
+		if err != nil {
+			return nil, err
+		}
+		publisher, err := pub.build(r.factory, c.recorder)
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context) {
 			if deploy != nil {
 				go deploy(ctx)
 			}
 			go auto.Run(ctx, 2)
+			if gwRoutes != nil {
+				go gwRoutes.Run(ctx)
+			}
+			if publisher != nil {
+				go publisher.Run(ctx, 2)
+			}
 			vip.Run(ctx)
 		}, nil
 	}

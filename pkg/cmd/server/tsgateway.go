@@ -1,0 +1,104 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+)
+
+// gatewayRoutes wires the TailscaleGateway controller (pkg/controllers/tsgateway). It runs in
+// cluster mode only: the Gateways it reads and the HTTPRoutes and BackendTrafficPolicies it
+// writes live in the Kubernetes API.
+type gatewayRoutes struct {
+	gw      gwclient.Interface
+	dyn     dynamic.Interface
+	factory gwinformers.SharedInformerFactory
+}
+
+// newGatewayRoutes requests the informers the controller needs (so that the runners start them)
+// and returns nil when core is nil (standalone).
+func newGatewayRoutes(core *rest.Config, factory informers.SharedInformerFactory) (*gatewayRoutes, error) {
+	if core == nil {
+		return nil, nil
+	}
+	gw, err := gwclient.NewForConfig(core)
+	if err != nil {
+		return nil, fmt.Errorf("creating Gateway API client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(core)
+	if err != nil {
+		return nil, fmt.Errorf("creating dynamic client: %w", err)
+	}
+	g := &gatewayRoutes{gw: gw, dyn: dyn, factory: gwinformers.NewSharedInformerFactory(gw, informerResync)}
+	g.factory.Gateway().V1().Gateways().Informer()
+	g.factory.Gateway().V1().HTTPRoutes().Informer()
+	factory.Gateway().V1alpha1().TailscaleGateways().Informer()
+	return g, nil
+}
+
+func (g *gatewayRoutes) start(stop <-chan struct{}) {
+	if g != nil {
+		g.factory.Start(stop)
+	}
+}
+
+// build returns the controller, nil when g is nil.
+func (g *gatewayRoutes) build(client versioned.Interface, factory informers.SharedInformerFactory, recorder record.EventRecorder, workers int) (*tsgateway.Controller, error) {
+	if g == nil {
+		return nil, nil
+	}
+	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers})
+}
+
+// publisher wires pkg/controllers/publish: cluster mode with --backend-proxy-address only.
+type publisher struct {
+	kube    kubernetes.Interface
+	proxy   publish.ProxyAddresser
+	factory kubeinformers.SharedInformerFactory
+}
+
+// newPublisher returns nil when kube is nil (standalone) or address is empty.
+func newPublisher(kube kubernetes.Interface, address string, factory informers.SharedInformerFactory) (*publisher, error) {
+	if kube == nil || address == "" {
+		return nil, nil
+	}
+	ip, err := netip.ParseAddr(address)
+	if err != nil {
+		return nil, fmt.Errorf("--backend-proxy-address: %q is not an IP address: %w", address, err)
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() {
+		return nil, fmt.Errorf("--backend-proxy-address: %s: EndpointSlices may not hold loopback, unspecified or link-local addresses", ip)
+	}
+	p := &publisher{kube: kube, proxy: publish.StaticAddress(ip), factory: publish.NewKubeFactory(kube, 10*time.Minute)}
+	p.factory.Core().V1().Services().Informer()
+	p.factory.Discovery().V1().EndpointSlices().Informer()
+	factory.Gateway().V1alpha1().TailscaleEndpoints().Informer()
+	factory.Gateway().V1alpha1().TailscaleServices().Informer()
+	return p, nil
+}
+
+func (p *publisher) start(stop <-chan struct{}) {
+	if p != nil {
+		p.factory.Start(stop)
+	}
+}
+
+func (p *publisher) build(factory informers.SharedInformerFactory, recorder record.EventRecorder) (*publish.Controller, error) {
+	if p == nil {
+		return nil, nil
+	}
+	return publish.New(p.kube, factory, p.factory, p.proxy, recorder)
+}

@@ -1,0 +1,144 @@
+// Package publish gives every TailscaleEndpoints and TailscaleServices a backend that Envoy
+// Gateway accepts from any route kind: a Service without a selector and EndpointSlices pointing
+// at tailscale-gateway-proxy's egress listener of each endpoint. Envoy Gateway v1.9 passes
+// custom backendRefs to the extension from HTTPRoutes only (it drops them from GRPCRoute and
+// refuses them in TCPRoute, TLSRoute and UDPRoute), so those routes name the published Service.
+//
+// Names: TailscaleEndpoints <name> publishes Service "ts-ep-<name>", TailscaleServices <name>
+// "ts-svc-<name>", in the object's namespace (cut to 63 characters with a hash when longer).
+// The Service has one port per distinct (protocol, port) of the endpoints, named
+// "<tcp|udp>-<port>" with that port number, so a route's backendRef port is the endpoint's own
+// port. Each endpoint is one EndpointSlice (its egress port differs from the others'): address
+// the proxy's, port the endpoint's derived egress port (pkg/proxy/ports, as the proxy assigns it
+// for that object), conditions.ready false while its live status is Unhealthy.
+package publish
+
+import (
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+)
+
+// Labels and the managed-by value of published objects.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "tailscale-gateway"
+	// SliceManager is the EndpointSlices' endpointslice.kubernetes.io/managed-by: not the
+	// endpointslice controller's, which leaves them alone.
+	SliceManager = "publish.tailscale-gateway.com"
+	// LabelKind and LabelObject name the published object.
+	LabelKind   = "gateway.tailscale.com/backend-kind"
+	LabelObject = "gateway.tailscale.com/backend-name"
+)
+
+// ProxyAddresser answers at which IP address the egress proxy serving objects of namespace is
+// reachable from Envoy: a fixed address (a local proxy, a flag) or the proxy Service a deploying
+// controller created.
+type ProxyAddresser interface {
+	ProxyAddress(namespace string) (netip.Addr, bool)
+}
+
+// StaticAddress is one proxy address for every namespace.
+type StaticAddress netip.Addr
+
+// ProxyAddress returns the address.
+func (s StaticAddress) ProxyAddress(string) (netip.Addr, bool) {
+	a := netip.Addr(s)
+	return a, a.IsValid()
+}
+
+// ServiceName is the published Service of an object of kind (TailscaleEndpoints or
+// TailscaleServices) named name.
+func ServiceName(kind, name string) string {
+	prefix := "ts-ep-"
+	if kind == "TailscaleServices" {
+		prefix = "ts-svc-"
+	}
+	return cut(prefix+name, 63)
+}
+
+func cut(name string, n int) string {
+	if len(name) <= n {
+		return name
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	return strings.TrimRight(name[:n-9], "-.") + "-" + strconv.FormatUint(uint64(h.Sum32()), 16)
+}
+
+// Owner is the object a Service is published for.
+type Owner struct {
+	Kind      string
+	Namespace string
+	Name      string
+	UID       string
+}
+
+// Desired returns the Service and EndpointSlices of owner, whose endpoints are those of members
+// (the TailscaleEndpoints itself, or those a TailscaleServices selects), reached at proxy.
+func Desired(owner Owner, members []*v1alpha1.TailscaleEndpoints, proxy netip.Addr) (*corev1.Service, []*discoveryv1.EndpointSlice) {
+	name := ServiceName(owner.Kind, owner.Name)
+	controller := true
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: owner.Namespace,
+			Labels: map[string]string{LabelManagedBy: ManagedBy, LabelKind: owner.Kind, LabelObject: owner.Name},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: owner.Kind,
+				Name: owner.Name, UID: types.UID(owner.UID), Controller: &controller}}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP},
+	}
+	addrType := discoveryv1.AddressTypeIPv4
+	if proxy.Is6() {
+		addrType = discoveryv1.AddressTypeIPv6
+	}
+	seenPort := map[string]bool{}
+	var published []*discoveryv1.EndpointSlice
+	for _, m := range members {
+		health := map[string]string{}
+		proto := map[string]v1alpha1.Protocol{}
+		port := map[string]int32{}
+		for _, ep := range endpointset.Of(m) {
+			health[ep.Name], proto[ep.Name], port[ep.Name] = ep.Health, ep.Protocol, ep.Port
+		}
+		egress, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{m})
+		for _, e := range egress {
+			epName := strings.TrimPrefix(e.Key, m.Namespace+"/"+m.Name+"/")
+			protocol := corev1.ProtocolTCP
+			if e.Network == "udp" {
+				protocol = corev1.ProtocolUDP
+			}
+			portName := strings.ToLower(string(protocol)) + "-" + strconv.Itoa(int(port[epName]))
+			if !seenPort[portName] {
+				seenPort[portName] = true
+				svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: portName, Protocol: protocol,
+					Port: port[epName], TargetPort: intstr.FromInt32(port[epName])})
+			}
+			ready := health[epName] != livestatus.Unhealthy
+			pn, pp, egressPort := portName, protocol, e.Port
+			published = append(published, &discoveryv1.EndpointSlice{
+				ObjectMeta: metav1.ObjectMeta{Name: cut(name+"-"+m.Name+"-"+epName, 253), Namespace: owner.Namespace,
+					Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: SliceManager,
+						LabelManagedBy: ManagedBy}},
+				AddressType: addrType,
+				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{proxy.String()},
+					Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &ready}}},
+				Ports: []discoveryv1.EndpointPort{{Name: &pn, Protocol: &pp, Port: &egressPort}},
+			})
+		}
+	}
+	slices.SortFunc(svc.Spec.Ports, func(a, b corev1.ServicePort) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(published, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+	return svc, published
+}

@@ -1,0 +1,53 @@
+package publish
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+)
+
+func TestDesired(t *testing.T) {
+	eps := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "t", Endpoints: []v1alpha1.TailscaleEndpoint{
+			{Name: "primary", TailscaleIP: "100.64.0.1", TailscaleFQDN: "a.ts.net", Port: 5432, Protocol: v1alpha1.ProtocolTCP},
+			{Name: "replica", TailscaleIP: "100.64.0.2", TailscaleFQDN: "b.ts.net", Port: 5432, Protocol: v1alpha1.ProtocolTCP},
+			{Name: "dns", TailscaleIP: "100.64.0.3", TailscaleFQDN: "c.ts.net", Port: 53, Protocol: v1alpha1.ProtocolUDP},
+		}},
+		Status: v1alpha1.TailscaleEndpointsStatus{Endpoints: []v1alpha1.EndpointStatus{{Name: "replica", Status: livestatus.Unhealthy}}}}
+	svc, slices := Desired(Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}, []*v1alpha1.TailscaleEndpoints{eps},
+		netip.MustParseAddr("10.0.0.9"))
+	if svc.Name != "ts-ep-db" || len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Name != "tcp-5432" || svc.Spec.Ports[1].Name != "udp-53" ||
+		svc.Spec.Selector != nil || svc.OwnerReferences[0].Kind != KindEndpoints {
+		t.Fatalf("service: %+v", svc)
+	}
+	if len(slices) != 3 {
+		t.Fatalf("%d slices", len(slices))
+	}
+	for _, s := range slices {
+		ep := s.Name[strings.LastIndex(s.Name, "-")+1:]
+		want := map[string]int32{"primary": 5432, "replica": 5432, "dns": 53}[ep]
+		if got := *s.Ports[0].Port; got != ports.EgressPort("db", ep, want) {
+			t.Errorf("%s: port %d, want the proxy's %d", s.Name, got, ports.EgressPort("db", ep, want))
+		}
+		if s.Endpoints[0].Addresses[0] != "10.0.0.9" || *s.Endpoints[0].Conditions.Ready != (ep != "replica") {
+			t.Errorf("%s: %+v", s.Name, s.Endpoints[0])
+		}
+		if s.Labels["kubernetes.io/service-name"] != "ts-ep-db" || s.Labels["endpointslice.kubernetes.io/managed-by"] != SliceManager {
+			t.Errorf("%s labels %v", s.Name, s.Labels)
+		}
+	}
+	if n := ServiceName(KindServices, strings.Repeat("x", 80)); len(n) > 63 || !strings.HasPrefix(n, "ts-svc-") {
+		t.Fatalf("long name %q", n)
+	}
+	// Nothing to publish: no ports.
+	svc, slices = Desired(Owner{Kind: KindServices, Namespace: "ns", Name: "none"}, nil, netip.MustParseAddr("::1"))
+	if len(svc.Spec.Ports) != 0 || len(slices) != 0 {
+		t.Fatalf("empty: %+v %d", svc.Spec.Ports, len(slices))
+	}
+}

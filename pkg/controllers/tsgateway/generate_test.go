@@ -1,0 +1,192 @@
+package tsgateway
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func assertGolden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", name+".yaml")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading %s (run with -update to create it): %v", path, err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("%s differs from %s (run with -update to accept):\n%s", name, path, got)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// advancedGateway is the spec's "Advanced Routing Configuration" example.
+func advancedGateway() *v1alpha1.TailscaleGateway {
+	return &v1alpha1.TailscaleGateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "advanced", UID: "uid-1"},
+		Spec: v1alpha1.TailscaleGatewaySpec{
+			GatewayRef: v1alpha1.LocalPolicyTargetReference{Kind: "Gateway", Name: "envoy-gateway", Namespace: "envoy-gateway-system"},
+			Tailnets: []v1alpha1.TailnetConfiguration{{
+				Name:                "main-tailnet",
+				TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "main-tailnet"},
+				RouteGeneration: &v1alpha1.RouteGenerationConfig{
+					Ingress: &v1alpha1.IngressRouteConfig{Enabled: true, HostPattern: "{service}.company.ts.net", PathPrefix: "/",
+						DefaultBackend: &v1alpha1.BackendConfig{Weight: ptr(int32(100))},
+						Filters: []v1alpha1.HTTPRouteFilter{{Type: "RequestHeaderModifier", RequestHeaderModifier: &v1alpha1.HTTPHeaderFilter{
+							Add: []v1alpha1.HTTPHeader{{Name: "X-Gateway-Version", Value: "v1.0.0"}}}}}},
+					Egress: &v1alpha1.EgressRouteConfig{Enabled: true, HostPattern: "{service}.internal.company.com", PathPrefix: "/api/{service}/",
+						RewriteRules: []v1alpha1.RewriteRule{{From: "/api/{service}/", To: "/"}, {From: "/legacy/{service}/", To: "/v1/"}},
+						Timeout:      &metav1.Duration{Duration: 30 * time.Second},
+						RetryPolicy: &v1alpha1.RetryPolicy{NumRetries: ptr(int32(3)), PerTryTimeout: &metav1.Duration{Duration: 10 * time.Second},
+							BackoffBaseInterval: &metav1.Duration{Duration: time.Second}, BackoffMaxInterval: &metav1.Duration{Duration: 10 * time.Second}}},
+				},
+			}},
+		},
+	}
+}
+
+func input(gw *v1alpha1.TailscaleGateway) Input {
+	return Input{
+		Gateway: gw,
+		Tailnets: map[string]*v1alpha1.TailscaleTailnet{
+			"main-tailnet": {ObjectMeta: metav1.ObjectMeta{Name: "main-tailnet"}, Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: "company.ts.net"}},
+		},
+		Endpoints: []*v1alpha1.TailscaleEndpoints{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "web", Labels: map[string]string{"app": "web"}}, Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "main-tailnet"}},
+			// By tailnet domain.
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "db"}, Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "company.ts.net"}},
+			// Another tailnet: no route.
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "elsewhere", Labels: map[string]string{"app": "web"}}, Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "other"}},
+		},
+		Services: []*v1alpha1.TailscaleServices{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "web"}, Spec: v1alpha1.TailscaleServicesSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "nothing"}, Spec: v1alpha1.TailscaleServicesSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "none"}}}},
+		},
+	}
+}
+
+func TestGenerateAdvanced(t *testing.T) {
+	out := Generate(input(advancedGateway()))
+	if len(out.Problems) != 0 {
+		t.Fatalf("problems: %v", out.Problems)
+	}
+	var names []string
+	for _, r := range out.Routes {
+		names = append(names, r.Name)
+	}
+	want := "advanced-main-tailnet-ingress-ep-db advanced-main-tailnet-egress-ep-db advanced-main-tailnet-ingress-ep-web " +
+		"advanced-main-tailnet-egress-ep-web advanced-main-tailnet-ingress-svc-web advanced-main-tailnet-egress-svc-web"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("routes:\n got %s\nwant %s", got, want)
+	}
+	if out.RoutesPerTailnet["main-tailnet"] != 6 || len(out.Backends) != 3 || len(out.Policies) != 3 {
+		t.Fatalf("counts: %v %v %d", out.RoutesPerTailnet, out.Backends, len(out.Policies))
+	}
+	assertGolden(t, "advanced-ingress-ep-web", out.Routes[2])
+	assertGolden(t, "advanced-egress-ep-web", out.Routes[3])
+	assertGolden(t, "advanced-egress-ep-web-policy", out.Policies[1].Object)
+}
+
+func TestGenerateDefaults(t *testing.T) {
+	gw := advancedGateway()
+	gw.Spec.GatewayRef.Namespace = ""
+	rg := gw.Spec.Tailnets[0].RouteGeneration
+	rg.Ingress = &v1alpha1.IngressRouteConfig{Enabled: true}
+	rg.Egress = &v1alpha1.EgressRouteConfig{Enabled: true}
+	in := input(gw)
+	in.Services = nil
+	in.Endpoints = in.Endpoints[:1]
+	out := Generate(in)
+	if len(out.Routes) != 2 || len(out.Policies) != 0 {
+		t.Fatalf("%d routes, %d policies", len(out.Routes), len(out.Policies))
+	}
+	assertGolden(t, "defaults-ingress", out.Routes[0].Spec)
+	assertGolden(t, "defaults-egress", out.Routes[1].Spec)
+
+	// Disabled directions and missing tailnets generate nothing.
+	rg.Ingress.Enabled, rg.Egress.Enabled = false, false
+	if out := Generate(in); len(out.Routes) != 0 {
+		t.Fatalf("disabled: %d routes", len(out.Routes))
+	}
+	rg.Ingress.Enabled = true
+	in.Tailnets = nil
+	if out := Generate(in); len(out.Routes) != 0 {
+		t.Fatalf("missing tailnet: %d routes", len(out.Routes))
+	}
+}
+
+func TestGenerateHostnameTooLong(t *testing.T) {
+	gw := advancedGateway()
+	gw.Spec.Tailnets[0].RouteGeneration.Egress = nil
+	in := input(gw)
+	long := strings.Repeat("a", 70)
+	in.Endpoints = []*v1alpha1.TailscaleEndpoints{{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: long + "-x"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "main-tailnet"}}}
+	in.Services = nil
+	out := Generate(in)
+	if len(out.Routes) != 0 || len(out.Problems) != 1 || !strings.Contains(out.Problems[0], "longer than 63") {
+		t.Fatalf("routes %d, problems %v", len(out.Routes), out.Problems)
+	}
+}
+
+func TestRouteName(t *testing.T) {
+	if got := RouteName("gw", "main", DirectionIngress, "ep", "web"); got != "gw-main-ingress-ep-web" {
+		t.Fatal(got)
+	}
+	long := strings.Repeat("x", 250)
+	a, b := RouteName("gw", "main", DirectionIngress, "ep", long+"a"), RouteName("gw", "main", DirectionIngress, "ep", long+"b")
+	if len(a) > 253 || len(b) > 253 || a == b {
+		t.Fatalf("long names: %d %d equal=%v", len(a), len(b), a == b)
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0s", 30 * time.Second: "30s", 90 * time.Second: "1m30s", 1500 * time.Millisecond: "1s500ms",
+		time.Hour + time.Millisecond: "1h1ms", 400 * time.Microsecond: "0s", 600 * time.Microsecond: "1ms",
+	} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func TestUnsupported(t *testing.T) {
+	gw := advancedGateway()
+	if u := Unsupported(gw); len(u) != 0 {
+		t.Fatalf("route generation is supported: %v", u)
+	}
+	gw.Spec.LoadBalancing = &v1alpha1.GatewayLoadBalancingConfig{Strategy: "least_request",
+		CircuitBreaker: &v1alpha1.CircuitBreakerConfig{Enabled: true}, HealthChecking: &v1alpha1.HealthCheckConfig{}}
+	gw.Spec.Security = &v1alpha1.SecurityConfig{AccessControl: &v1alpha1.AccessControlConfig{DeniedTags: []string{"tag:dev"}}}
+	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
+	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
+	got := strings.Join(Unsupported(gw), " ")
+	want := "spec.loadBalancing.healthChecking spec.security.accessControl spec.observability.metrics spec.tailnets[0].priority"
+	if got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+}

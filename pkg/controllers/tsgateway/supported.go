@@ -1,0 +1,64 @@
+package tsgateway
+
+import (
+	"fmt"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+)
+
+// ConditionSupported says which set fields have no effect yet (reason FieldsNotSupported), so
+// that none is silently ignored. loadBalancing.strategy and loadBalancing.circuitBreaker are
+// applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
+// routeGeneration by this controller.
+const (
+	ConditionSupported       = "Supported"
+	ReasonAllSupported       = "AllFieldsSupported"
+	ReasonFieldsNotSupported = "FieldsNotSupported"
+)
+
+// Unsupported returns the paths of the fields of gw that are set but drive nothing.
+func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
+	var out []string
+	s := gw.Spec
+	if s.ServiceCoordination != nil {
+		out = append(out, "spec.serviceCoordination")
+	}
+	if lb := s.LoadBalancing; lb != nil && lb.HealthChecking != nil {
+		out = append(out, "spec.loadBalancing.healthChecking")
+	}
+	if sec := s.Security; sec != nil {
+		if sec.TLSMode != "" {
+			out = append(out, "spec.security.tlsMode")
+		}
+		if sec.MTLS != nil {
+			out = append(out, "spec.security.mtls")
+		}
+		if sec.AccessControl != nil {
+			out = append(out, "spec.security.accessControl")
+		}
+	}
+	if o := s.Observability; o != nil {
+		if o.Metrics != nil {
+			out = append(out, "spec.observability.metrics")
+		}
+		if o.Tracing != nil {
+			out = append(out, "spec.observability.tracing")
+		}
+		if o.Logging != nil {
+			out = append(out, "spec.observability.logging")
+		}
+	}
+	for i, t := range s.Tailnets {
+		p := fmt.Sprintf("spec.tailnets[%d]", i)
+		if t.Priority != nil {
+			out = append(out, p+".priority")
+		}
+		if t.ServiceDiscovery != nil && t.ServiceDiscovery.Enabled {
+			out = append(out, p+".serviceDiscovery")
+		}
+		if rg := t.RouteGeneration; rg != nil && rg.Ingress != nil && rg.Ingress.DefaultBackend != nil && rg.Ingress.DefaultBackend.HealthCheck != nil {
+			out = append(out, p+".routeGeneration.ingress.defaultBackend.healthCheck")
+		}
+	}
+	return out
+}

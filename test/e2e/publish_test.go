@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwapiv1a2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
+)
+
+// slicesReady returns the ready condition of each published EndpointSlice of service by port,
+// when each has the proxy's address.
+func slicesReady(c context.Context, ns, service string) (map[int32]bool, error) {
+	list, err := env.Kube.DiscoveryV1().EndpointSlices(ns).List(c, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]bool{}
+	for _, s := range list.Items {
+		if len(s.Ports) != 1 || len(s.Endpoints) != 1 || s.Endpoints[0].Addresses[0] != "192.0.2.10" || s.Endpoints[0].Conditions.Ready == nil {
+			continue
+		}
+		out[*s.Ports[0].Port] = *s.Endpoints[0].Conditions.Ready
+	}
+	return out, nil
+}
+
+// TestPublishedBackendsFollowHealth publishes a TailscaleEndpoints as a Service and
+// EndpointSlices at the egress proxy's derived ports, which a TCPRoute (the spec's example)
+// names, and follows a device going offline and back.
+func TestPublishedBackendsFollowHealth(t *testing.T) {
+	if err := env.InstallGatewayAPICRDs(); err != nil {
+		t.Fatal(err)
+	}
+	sim, _ := startSimWith(t, "e2e-publish", tailnetsim.Options{})
+	primary, err := sim.AddVirtualDevice("db-primary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica, err := sim.AddVirtualDevice("db-replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newNamespace(t, "publish")
+	api := viaKube(t)
+	eps := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backend-services", Labels: map[string]string{"tier": "db"}},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "e2e-publish", Endpoints: []v1alpha1.TailscaleEndpoint{
+			{Name: "primary", TailscaleIP: primary.IPv4.String(), TailscaleFQDN: primary.FQDN, Port: 5432, Protocol: v1alpha1.ProtocolTCP},
+			{Name: "replica", TailscaleIP: replica.IPv4.String(), TailscaleFQDN: replica.FQDN, Port: 5432, Protocol: v1alpha1.ProtocolTCP},
+		}}}
+	if _, err := api.TailscaleEndpoints(ns).Create(ctx(t), eps, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svcs := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
+		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "db"}}}}
+	if _, err := api.TailscaleServices(ns).Create(ctx(t), svcs, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The spec's TCPRoute example, with its backendRef rewritten to the published Service.
+	gwc, err := gwclient.NewForConfig(env.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := gwapiv1.PortNumber(5432)
+	route := &gwapiv1a2.TCPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "database-route"}, Spec: gwapiv1a2.TCPRouteSpec{
+		CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{Name: "envoy-gateway"}}},
+		Rules: []gwapiv1a2.TCPRouteRule{{BackendRefs: []gwapiv1.BackendRef{{BackendObjectReference: gwapiv1.BackendObjectReference{
+			Name: gwapiv1.ObjectName(publish.ServiceName(publish.KindEndpoints, "backend-services")), Port: &port}}}}}}}
+	if _, err := gwc.GatewayV1alpha2().TCPRoutes(ns).Create(ctx(t), route, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The route's backendRef resolves: a Service with port 5432 and the proxy's listeners behind it.
+	primaryPort, replicaPort := ports.EgressPort("backend-services", "primary", 5432), ports.EgressPort("backend-services", "replica", 5432)
+	eventually(t, "the published Service", func(c context.Context) (bool, error) {
+		s, err := env.Kube.CoreV1().Services(ns).Get(c, "ts-ep-backend-services", metav1.GetOptions{})
+		return err == nil && len(s.Spec.Ports) == 1 && s.Spec.Ports[0].Port == 5432 && s.Spec.Ports[0].Name == "tcp-5432" &&
+			s.Spec.Selector == nil && s.Spec.ClusterIP != "", nil
+	})
+	for _, svc := range []string{"ts-ep-backend-services", "ts-svc-db"} {
+		eventually(t, svc+"'s EndpointSlices, ready", func(c context.Context) (bool, error) {
+			got, err := slicesReady(c, ns, svc)
+			return err == nil && len(got) == 2 && got[primaryPort] && got[replicaPort], err
+		})
+	}
+
+	// The replica's device goes offline: its EndpointSlices turn not ready, and back.
+	sim.SetAPIOnline("db-replica", false)
+	for _, svc := range []string{"ts-ep-backend-services", "ts-svc-db"} {
+		eventually(t, svc+": the replica not ready", func(c context.Context) (bool, error) {
+			got, err := slicesReady(c, ns, svc)
+			return err == nil && len(got) == 2 && got[primaryPort] && !got[replicaPort], err
+		})
+	}
+	sim.ClearAPIOnline("db-replica")
+	eventually(t, "the replica ready again", func(c context.Context) (bool, error) {
+		got, err := slicesReady(c, ns, "ts-ep-backend-services")
+		return err == nil && len(got) == 2 && got[replicaPort], err
+	})
+
+	// An endpoint removed: its EndpointSlice goes.
+	cur, err := api.TailscaleEndpoints(ns).Get(ctx(t), eps.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Endpoints = cur.Spec.Endpoints[:1]
+	if _, err := api.TailscaleEndpoints(ns).Update(ctx(t), cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "one EndpointSlice", func(c context.Context) (bool, error) {
+		got, err := slicesReady(c, ns, "ts-ep-backend-services")
+		return err == nil && len(got) == 1 && got[primaryPort], err
+	})
+
+	// Deleted with the TailscaleEndpoints (garbage collector).
+	if err := api.TailscaleEndpoints(ns).Delete(ctx(t), eps.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the published Service and its EndpointSlices to be deleted", func(c context.Context) (bool, error) {
+		_, err := env.Kube.CoreV1().Services(ns).Get(c, "ts-ep-backend-services", metav1.GetOptions{})
+		got, lerr := slicesReady(c, ns, "ts-ep-backend-services")
+		return err != nil && lerr == nil && len(got) == 0, nil
+	})
+}
