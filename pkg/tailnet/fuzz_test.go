@@ -115,8 +115,10 @@ func FuzzClientResponse(f *testing.F) {
 		case 7:
 			var k AuthKey
 			k, err = c.CreateAuthKey(ctx, AuthKeyOptions{Tags: []string{"tag:x"}})
-			if err == nil && strings.Contains(k.String(), k.Key) && k.Key != "" {
-				t.Fatalf("AuthKey.String prints the key")
+			// Its String is that of a key with only the ID (a short key may well be a substring of
+			// the redacted form, as "A" of "AuthKey{...}").
+			if err == nil && k.String() != (AuthKey{ID: k.ID}).String() {
+				t.Fatalf("AuthKey.String prints the key: %s", k.String())
 			}
 		}
 		if err == nil {
