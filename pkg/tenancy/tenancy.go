@@ -185,6 +185,12 @@ func (p *Policy) Decide(namespace, ref string) Decision {
 	if !ok {
 		return Decision{Allowed: true}
 	}
+	return p.DecideFor(namespace, t)
+}
+
+// DecideFor says whether objects of namespace may use the tailnet t, for callers that found t
+// elsewhere than in the policy's informer (admission, for a tailnet created a moment ago).
+func (p *Policy) DecideFor(namespace string, t *v1alpha1.TailscaleTailnet) Decision {
 	d := Decision{Tailnet: t.Name, Allowed: true}
 	an := t.Spec.AllowedNamespaces
 	if an == nil || an.From == v1alpha1.NamespacesFromAll || an.From == "" {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apiserver/pkg/admission"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -25,6 +26,9 @@ const PluginName = "TailscaleGatewayTenancy"
 type Plugin struct {
 	*admission.Handler
 	policy *tenancy.Policy
+	// Lookup, when set, finds a tailnet the policy's informer does not hold (yet): one created
+	// a moment before the object naming it must decide as it will once the informer has it.
+	Lookup func(ctx context.Context, ref string) (*v1alpha1.TailscaleTailnet, bool)
 }
 
 var _ admission.ValidationInterface = &Plugin{}
@@ -38,7 +42,7 @@ func New(policy *tenancy.Policy, ready admission.ReadyFunc) *Plugin {
 }
 
 // Validate implements admission.ValidationInterface.
-func (p *Plugin) Validate(_ context.Context, a admission.Attributes, _ admission.ObjectInterfaces) error {
+func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admission.ObjectInterfaces) error {
 	if a.GetSubresource() != "" || a.GetKind().Group != gateway.GroupName {
 		return nil
 	}
@@ -51,7 +55,7 @@ func (p *Plugin) Validate(_ context.Context, a admission.Attributes, _ admission
 		if ref == "" || (hadOld && ref == oldRef) {
 			return
 		}
-		if d := p.policy.Decide(ns, ref); !d.Allowed {
+		if d := p.decide(ctx, ns, ref); !d.Allowed {
 			errs = append(errs, field.Forbidden(path, d.Message))
 		}
 	}
@@ -95,6 +99,17 @@ func (p *Plugin) Validate(_ context.Context, a admission.Attributes, _ admission
 		return nil
 	}
 	return apierrors.NewInvalid(a.GetKind().GroupKind(), a.GetName(), errs)
+}
+
+// decide decides through the policy, looking the tailnet up when its informer does not know it.
+func (p *Plugin) decide(ctx context.Context, namespace, ref string) tenancy.Decision {
+	if _, known := p.policy.Resolve(ref); known || p.Lookup == nil {
+		return p.policy.Decide(namespace, ref)
+	}
+	if t, ok := p.Lookup(ctx, ref); ok {
+		return p.policy.DecideFor(namespace, t)
+	}
+	return tenancy.Decision{Allowed: true} // decided once the tailnet exists
 }
 
 // checkExternal refuses externalServices the server does not allow; on update only those whose

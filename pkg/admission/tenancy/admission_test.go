@@ -72,3 +72,30 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// A tailnet the informer does not hold yet (created a moment ago) is looked up and decides.
+func TestValidateLooksUpTailnetsTheInformerLacks(t *testing.T) {
+	p := plugin(t)
+	fresh := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}, Spec: v1alpha1.TailscaleTailnetSpec{
+		AllowedNamespaces: &v1alpha1.AllowedNamespaces{From: v1alpha1.NamespacesFromNames, Names: []string{"ok"}}}}
+	var looked []string
+	p.Lookup = func(_ context.Context, ref string) (*v1alpha1.TailscaleTailnet, bool) {
+		looked = append(looked, ref)
+		return fresh, ref == "fresh"
+	}
+	if err := validate(p, endpoints("any", "fresh"), nil, "any", ""); !apierrors.IsInvalid(err) {
+		t.Fatalf("err = %v, want 422 from the looked-up tailnet", err)
+	}
+	if err := validate(p, endpoints("ok", "fresh"), nil, "ok", ""); err != nil {
+		t.Fatalf("admitted namespace refused: %v", err)
+	}
+	if err := validate(p, endpoints("any", "nosuch"), nil, "any", ""); err != nil {
+		t.Fatalf("a tailnet that exists nowhere is decided when it does: %v", err)
+	}
+	if err := validate(p, endpoints("any", "closed"), nil, "any", ""); err == nil {
+		t.Fatal("informer's tailnet not used")
+	}
+	if len(looked) != 3 {
+		t.Fatalf("looked up %v; want only the tailnets the informer lacks", looked)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	tenancyadmission "github.com/tailscale-gateway/tailscale-gateway/pkg/admission/tenancy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
@@ -101,11 +102,41 @@ func (r *runners) installAdmission(cfg *genericapiserver.RecommendedConfig, in t
 	tailnets := r.factory.Gateway().V1alpha1().TailscaleTailnets().Informer()
 	ready := func() bool { return tailnets.HasSynced() && (in.nsInformer == nil || in.nsInformer.HasSynced()) }
 	plugin := tenancyadmission.New(policy, ready)
+	plugin.Lookup = r.lookupTailnet
 	if cfg.AdmissionControl == nil {
 		cfg.AdmissionControl = plugin
 		return
 	}
 	cfg.AdmissionControl = admission.NewChainHandler(cfg.AdmissionControl, plugin)
+}
+
+// lookupTailnet reads a tailnet through the loopback client, by name or else by tailnet domain
+// (the first by name, as the policy resolves), for admission of objects naming a tailnet the
+// informer has not seen yet.
+func (r *runners) lookupTailnet(ctx context.Context, ref string) (*v1alpha1.TailscaleTailnet, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tailnets := r.client.GatewayV1alpha1().TailscaleTailnets()
+	t, err := tailnets.Get(ctx, ref, metav1.GetOptions{})
+	if err == nil {
+		return t, true
+	}
+	if !apierrors.IsNotFound(err) {
+		klog.ErrorS(err, "Reading a tailnet for tenancy admission", "tailnet", ref)
+		return nil, false
+	}
+	list, err := tailnets.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		klog.ErrorS(err, "Listing tailnets for tenancy admission", "tailnet", ref)
+		return nil, false
+	}
+	var found *v1alpha1.TailscaleTailnet
+	for i := range list.Items {
+		if t := &list.Items[i]; t.Spec.Tailnet == ref && (found == nil || t.Name < found.Name) {
+			found = t
+		}
+	}
+	return found, found != nil
 }
 
 // watchNamespaces re-decides tenancy when a namespace's labels change: the status writer
