@@ -26,8 +26,9 @@ func startSim(t *testing.T, name string) *tailnet.Client {
 	return admin
 }
 
-// startSimWith is startSim with the simulator's options (devices), returning the simulator too.
-func startSimWith(t *testing.T, name string, opts tailnetsim.Options) (*tailnetsim.Tailnet, *tailnet.Client) {
+// startSimWith is startSim with the simulator's options (devices) and the TailscaleTailnet's
+// tags, returning the simulator too.
+func startSimWith(t *testing.T, name string, opts tailnetsim.Options, tags ...string) (*tailnetsim.Tailnet, *tailnet.Client) {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -42,7 +43,7 @@ func startSimWith(t *testing.T, name string, opts tailnetsim.Options) (*tailnets
 		t.Fatal(err)
 	}
 	tn := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), APIBaseURL: sim.APIURL(),
+		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), APIBaseURL: sim.APIURL(), Tags: tags,
 			OAuthSecretName: secret.Name, OAuthSecretNamespace: framework.Namespace}}
 	if _, err := viaKube(t).TailscaleTailnets().Create(ctx(t), tn, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

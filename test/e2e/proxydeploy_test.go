@@ -31,7 +31,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/app"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
-	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
@@ -41,35 +40,8 @@ import (
 // without a key (NoAuthKeyCheck), as Tailscale's does, so a restart shows whether one is needed.
 func proxySim(t *testing.T, name string) (*tailnetsim.Tailnet, *tailnet.Client) {
 	t.Helper()
-	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	sim, err := tailnetsim.Start(sctx, tailnetsim.Options{NoAuthKeyCheck: true,
-		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: framework.Namespace, Name: name + "-oauth"},
-		StringData: map[string]string{"client_id": sim.OAuthClientID(), "client_secret": sim.OAuthClientSecret()}}
-	if _, err := env.Kube.CoreV1().Secrets(framework.Namespace).Create(ctx(t), secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	tn := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), APIBaseURL: sim.APIURL(), Tags: []string{"tag:k8s-proxy"},
-			OAuthSecretName: secret.Name, OAuthSecretNamespace: framework.Namespace}}
-	if _, err := viaKube(t).TailscaleTailnets().Create(ctx(t), tn, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = viaKube(t).TailscaleTailnets().Delete(context.Background(), name, metav1.DeleteOptions{})
-		_ = env.Kube.CoreV1().Secrets(framework.Namespace).Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
-	})
-	admin, err := tailnet.NewClient(tailnet.ClientOptions{Tailnet: sim.TailnetName(), BaseURL: sim.APIURL(),
-		Credentials: tailnet.Credentials{APIKey: sim.APIKey()}, Transport: tailnet.TransportOptions{RequestsPerSecond: -1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sim, admin
+	return startSimWith(t, name, tailnetsim.Options{NoAuthKeyCheck: true,
+		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}}, "tag:k8s-proxy")
 }
 
 // mintedKeys lists the descriptions and tags of the auth keys minted in sim.
