@@ -2,6 +2,7 @@ package tailnetsim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 // outside the process (cmd/tailnet-sim). Parameters are form or query values.
 //
 //	GET  /info                              Info as JSON
+//	GET  /devices/{hostname}/fetch          url=http://...: GET from that device's tsnet node (Fetch), FetchResult as JSON
 //	POST /devices/{hostname}/http-status    code=500
 //	POST /devices/{hostname}/grpc-serving   serving=false
 //	POST /devices/{hostname}/online         online=false (really stops the node)
@@ -22,6 +24,17 @@ func (t *Tailnet) AdminHandler() http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, t.Info())
+	})
+	m.HandleFunc("GET /devices/{hostname}/fetch", func(w http.ResponseWriter, r *http.Request) {
+		res, err := t.Fetch(r.Context(), r.PathValue("hostname"), r.FormValue("url"))
+		switch {
+		case errors.Is(err, ErrFetchRequest):
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		default:
+			writeJSON(w, http.StatusOK, res)
+		}
 	})
 	m.HandleFunc("POST /devices/{hostname}/http-status", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.FormValue("code"))

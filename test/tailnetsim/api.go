@@ -98,6 +98,10 @@ type apiServer struct {
 	total       int64
 	counts      map[string]int64
 	nextVirtual int
+
+	// changed, if set, runs after a request that changed Services or host approval (the
+	// simulator routes Services from them), outside mu.
+	changed func()
 }
 
 // onlineOverride is an API-level connectedToControl set by SetAPIOnline.
@@ -107,7 +111,8 @@ type onlineOverride struct {
 }
 
 type serviceHost struct {
-	configured bool
+	configured bool   // set by SetServiceHost or DeviceSpec.Services
+	advertised bool   // the node advertises the Service (c2n GET /vip-services, see serviceRouter)
 	approval   string // "", approvalAuto, approvalManual or approvalNone
 }
 
@@ -149,11 +154,11 @@ func newAPIServer(tailnet, clientID, clientSecret, apiKey, authKey string, token
 		base := "/api/v2/tailnet/{tailnet}/" + kind
 		m.HandleFunc("GET "+base, a.tailnetScoped(a.handleListServices))
 		m.HandleFunc("GET "+base+"/{name}", a.tailnetScoped(a.handleGetService))
-		m.HandleFunc("PUT "+base+"/{name}", a.tailnetScoped(a.handlePutService))
-		m.HandleFunc("DELETE "+base+"/{name}", a.tailnetScoped(a.handleDeleteService))
+		m.HandleFunc("PUT "+base+"/{name}", a.notifying(a.tailnetScoped(a.handlePutService)))
+		m.HandleFunc("DELETE "+base+"/{name}", a.notifying(a.tailnetScoped(a.handleDeleteService)))
 		m.HandleFunc("GET "+base+"/{name}/devices", a.tailnetScoped(a.handleServiceHosts))
 		m.HandleFunc("GET "+base+"/{name}/device/{deviceId}/approved", a.tailnetScoped(a.handleGetApproval))
-		m.HandleFunc("POST "+base+"/{name}/device/{deviceId}/approved", a.tailnetScoped(a.handleSetApproval))
+		m.HandleFunc("POST "+base+"/{name}/device/{deviceId}/approved", a.notifying(a.tailnetScoped(a.handleSetApproval)))
 	}
 	a.mux = m
 	return a
@@ -902,6 +907,59 @@ type approvalJSON struct {
 	AutoApproved bool `json:"autoApproved"`
 }
 
+// notifying runs a.changed after h.
+func (a *apiServer) notifying(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h(w, r)
+		a.mu.Lock()
+		changed := a.changed
+		a.mu.Unlock()
+		if changed != nil {
+			changed()
+		}
+	}
+}
+
+// advertise records that hostname (a node with tags) advertises exactly the Services named in
+// services, and returns the addresses of those of them the API knows and approves for it:
+// explicit approval, else a tag shared with the Service (approvalLocked). A host entry that only
+// advertising created is removed when the advertisement ends.
+func (a *apiServer) advertise(hostname string, tags, services []string) map[string][]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, hs := range a.hosts {
+		if h := hs[hostname]; h != nil && h.advertised && !slices.Contains(services, name) {
+			h.advertised = false
+			if !h.configured && h.approval == "" {
+				delete(hs, hostname)
+			}
+		}
+	}
+	var out map[string][]string
+	for _, name := range services {
+		hs := a.hosts[name]
+		if hs == nil {
+			hs = map[string]*serviceHost{}
+			a.hosts[name] = hs
+		}
+		h := hs[hostname]
+		if h == nil {
+			h = &serviceHost{}
+			hs[hostname] = h
+		}
+		h.advertised = true
+		svc, ok := a.services[name]
+		if !ok || len(svc.Addrs) == 0 || a.approvalLocked(svc, h, tags) == approvalNone {
+			continue
+		}
+		if out == nil {
+			out = map[string][]string{}
+		}
+		out[name] = slices.Clone(svc.Addrs)
+	}
+	return out
+}
+
 // setHost records that hostname advertises (or stops advertising) service.
 func (a *apiServer) setHost(service, hostname string, hosting bool) {
 	a.mu.Lock()
@@ -957,7 +1015,7 @@ func (a *apiServer) handleServiceHosts(w http.ResponseWriter, r *http.Request) {
 			StableNodeID:  string(n.node.StableID),
 			Hostname:      hostname,
 			ApprovalLevel: a.approvalLocked(svc, h, n.node.Tags),
-			Configured:    h.configured,
+			Configured:    h.configured || h.advertised,
 		})
 	}
 	a.mu.Unlock()

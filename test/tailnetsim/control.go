@@ -168,8 +168,8 @@ func (c *connTracker) state(nk key.NodePublic) (connected bool, lastSeen, create
 }
 
 // startControl starts a testcontrol server on an httptest listener on
-// 127.0.0.1 that requires authKey for registration.
-func startControl(derpMap *tailcfg.DERPMap, tracker *connTracker, authKey, magicDNSSuffix string, logf logger.Logf) *testcontrol.Server {
+// 127.0.0.1 that requires authKey for registration; hold is its HoldMapRequest.
+func startControl(derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(), authKey, magicDNSSuffix string, logf logger.Logf) *testcontrol.Server {
 	control := &testcontrol.Server{
 		DERPMap:        derpMap,
 		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
@@ -179,7 +179,7 @@ func startControl(derpMap *tailcfg.DERPMap, tracker *connTracker, authKey, magic
 		// requests at registration (tsnet.Server.AdvertiseTags).
 		TagOwners:      map[string][]string{},
 		AllOnline:      true,
-		HoldMapRequest: tracker.holdMapRequest,
+		HoldMapRequest: hold,
 		Logf:           logf,
 	}
 	control.HTTPTestServer = httptest.NewUnstartedServer(control)

@@ -417,7 +417,7 @@ func (r *deviceRun) stop() {
 	r.wg.Wait()
 }
 
-// startNode creates a tsnet node with state in dir and waits until it is
+// startNode creates a tsnet node with state in dir that accepts routes, and waits until it is
 // running and connected to its home DERP region.
 func startNode(ctx context.Context, dir, hostname, controlURL, authKey string, tags []string, ephemeral bool, udpPort uint16, logf logger.Logf) (*tsnet.Server, error) {
 	s := &tsnet.Server{
@@ -436,6 +436,11 @@ func startNode(ctx context.Context, dir, hostname, controlURL, authKey string, t
 		return nil, fmt.Errorf("tsnet up %s: %w", hostname, err)
 	}
 	if err := waitHomeDERP(ctx, s); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tsnet %s: %w", hostname, err)
+	}
+	// Tailscale Service addresses reach their hosts as subnet routes.
+	if err := acceptRoutes(ctx, s); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("tsnet %s: %w", hostname, err)
 	}

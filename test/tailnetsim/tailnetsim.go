@@ -55,6 +55,7 @@ import (
 	"tailscale.com/envknob"
 	"tailscale.com/logtail"
 	"tailscale.com/net/netns"
+	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 	"tailscale.com/tstest/integration/testcontrol"
 	"tailscale.com/types/logger"
@@ -110,7 +111,7 @@ type Tailnet struct {
 	mu        sync.Mutex
 	nodes     []*tsnet.Server
 	ephemeral map[string]bool // hostnames of NewNode nodes
-	svcHosts  serviceHosts
+	router    *serviceRouter
 	closed    bool
 }
 
@@ -201,9 +202,13 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 	if opts.NoAuthKeyCheck {
 		requiredKey = ""
 	}
-	t.control = startControl(t.derp.derpMap, t.tracker, requiredKey, opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
+	t.router = newServiceRouter(opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
+	t.control = startControl(t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
 
 	t.api = newAPIServer(opts.TailnetName, opts.OAuthClientID, opts.OAuthClientSecret, opts.APIKey, t.authKey, opts.TokenTTL, time.Now, t.liveNodes)
+	// Set before any node joins, so before the router is used.
+	t.router.control, t.router.api = t.control, t.api
+	t.api.changed = t.router.reconcile
 	t.apiSrv = httptest.NewServer(t.api)
 
 	for _, spec := range opts.Devices {
@@ -223,6 +228,23 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 		}
 	}
 	return t, nil
+}
+
+// holdMapRequest is testcontrol's HoldMapRequest hook: the connection tracker counts streaming
+// polls, the service router looks at Hostinfo.ServicesHash and withdraws a node's Services when
+// its last streaming poll ends.
+func (t *Tailnet) holdMapRequest(req *tailcfg.MapRequest) func() {
+	done := t.tracker.holdMapRequest(req)
+	t.router.observe(req)
+	if done == nil {
+		return nil
+	}
+	return func() {
+		done()
+		if connected, _, _ := t.tracker.state(req.NodeKey); !connected {
+			t.router.offline(req.NodeKey)
+		}
+	}
 }
 
 // liveNodes derives the API's device list from the control server's nodes.
@@ -260,6 +282,9 @@ func (t *Tailnet) Close() error {
 	t.nodes = nil
 	t.mu.Unlock()
 
+	if t.router != nil {
+		t.router.close()
+	}
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		wg.Go(func() { n.Close() })
