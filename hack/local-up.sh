@@ -55,9 +55,13 @@ core=("${pids[@]}")
 # 127.0.0.1 per endpoint of the simulated devices. The server runs with
 # --extension-endpoint-mode=proxy, so the endpoints Envoy receives for the route are these
 # listeners: traffic goes Envoy -> proxy -> tailnet device.
+# It also hosts the Tailscale Service of TailscaleServices simulated-web (ListenService, so its
+# node is tagged with a tag the Service carries); the simulator routes the Service to it the way
+# Tailscale's control plane does.
 # Each run starts a new simulated tailnet: a node identity from the last one is unknown to it.
 rm -rf "${DATA}/proxy" && mkdir -p "${DATA}/proxy"
 "${BIN}/tailscale-gateway-proxy" --kubeconfig "${DATA}/kubeconfig" --namespace default --endpoints simulated-devices \
+  --services "${SIM_SERVICE}" --tags "${SIM_SERVICE_TAG}" \
   --state-dir "${DATA}/proxy" --hostname tailscale-gateway-proxy --control-url "${SIM_CONTROL_URL}" \
   --auth-key-file "${SIM}/auth-key" --egress-bind-address 127.0.0.1 >"${DATA}/proxy.log" 2>&1 &
 pids+=($!)
@@ -68,6 +72,17 @@ for _ in $(seq 1 300); do
   kill -0 "${pids[-1]}" 2>/dev/null || break
   sleep 0.2
 done
+# The Service answers once the controllers created it, the proxy hosts it and the simulator
+# routed it: ask from the simulated device the message curls from.
+FETCH="${SIM_ADMIN_URL}/devices/${SIM_CLIENT}/fetch?url=${SIM_SERVICE_URL}"
+SERVICE_UP=false
+if [[ -n "${PROXY_HTTP}" ]]; then
+  for _ in $(seq 1 300); do
+    if curl -sf "${FETCH}" 2>/dev/null | grep -q '"body": "hello from'; then SERVICE_UP=true; break; fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.5
+  done
+fi
 
 # Envoy Gateway v1.9.1 standalone (file provider, Host infrastructure) with this server as its
 # extension: it translates an HTTPRoute whose backendRef is the simulated devices and calls the
@@ -174,6 +189,21 @@ Envoy would send to the api-server device goes through the proxy's tsnet node:
 PROXY_MSG
 else echo "tailscale-gateway-proxy did not start (log: ${DATA}/proxy.log)."; fi)
 
+$(if ${SERVICE_UP}; then cat <<SVC_MSG
+A Tailscale Service hosted by tailscale-gateway-proxy: TailscaleServices default/${SIM_SERVICE}
+is svc:${SIM_SERVICE} in the simulated tailnet, balanced with failover over TailscaleEndpoints
+web-primary (the ${SIM_PRIMARY} device) and web-secondary (${SIM_SECONDARY}). Curl it from the
+simulated device ${SIM_CLIENT} (the admin API makes the request from that device's tsnet node):
+  curl "${FETCH}"
+It answers "hello from ${SIM_PRIMARY}". Make the primary unhealthy, and after two failed probes
+(2 s apart) the same curl answers "hello from ${SIM_SECONDARY}"; heal it, and traffic returns to
+the primary 10 s (failbackDelay) after it is healthy again:
+  curl -X POST -d code=500 ${SIM_ADMIN_URL}/devices/${SIM_PRIMARY}/http-status
+  kubectl get tssvc ${SIM_SERVICE} -o wide            # live endpoint health and active tier
+  curl -X POST -d code=200 ${SIM_ADMIN_URL}/devices/${SIM_PRIMARY}/http-status
+
+SVC_MSG
+else echo "svc:${SIM_SERVICE} did not answer from ${SIM_CLIENT} (logs: ${DATA}/proxy.log, ${SIM}/tailnet-sim.log)."; echo; fi)
 Flip the simulated devices and watch the status change:
   curl -X POST -d code=500 ${SIM_ADMIN_URL}/devices/api-server/http-status
   curl -X POST -d serving=false ${SIM_ADMIN_URL}/devices/grpc-service/grpc-serving

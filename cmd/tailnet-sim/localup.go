@@ -14,13 +14,23 @@ const (
 	localTailnet   = "simulated"
 	localSecret    = "tailscale-oauth"
 	localNamespace = "tailscale-gateway-system"
+	// localService is the TailscaleServices (and Tailscale Service svc:<name>) the local proxy
+	// hosts, with localPrimary's device as its primary and localSecondary's as its secondary.
+	localService    = "simulated-web"
+	localServiceTag = "tag:tailscale-gateway"
+	localPrimary    = "api-server"
+	localSecondary  = "web-backup"
+	// localClient is the device the final message curls the Service from.
+	localClient = "laptop"
 )
 
 // writeLocalUp writes what hack/local-up.sh needs to wire the API server to this tailnet:
 // credentials/<namespace>/<secret>/{client_id,client_secret} for --tailnet-credentials-dir,
-// sim.env with the control, API and admin URLs, auth-key (the key the control server accepts, for
-// tailscale-gateway-proxy's first start), and live-examples.yaml with a TailscaleTailnet and a
-// TailscaleEndpoints probing every device.
+// sim.env with the control, API and admin URLs and the names of the Service demo, auth-key (the
+// key the control server accepts, for tailscale-gateway-proxy's first start), and
+// live-examples.yaml with a TailscaleTailnet and a TailscaleEndpoints probing every device, plus
+// the Service demo: TailscaleEndpoints web-primary and web-secondary and the TailscaleServices
+// simulated-web (failover) over them.
 func writeLocalUp(dir string, info tailnetsim.Info, adminURL string) error {
 	secretDir := filepath.Join(dir, "credentials", localNamespace, localSecret)
 	if err := os.MkdirAll(secretDir, 0o700); err != nil {
@@ -32,8 +42,10 @@ func writeLocalUp(dir string, info tailnetsim.Info, adminURL string) error {
 		{filepath.Join(secretDir, "client_secret"), info.OAuthClientSecret},
 		{filepath.Join(dir, "auth-key"), info.AuthKey},
 		{filepath.Join(dir, "live-examples.yaml"), liveExamples(info)},
-		{filepath.Join(dir, "sim.env"), fmt.Sprintf("SIM_CONTROL_URL=%s\nSIM_API_URL=%s\nSIM_ADMIN_URL=%s\n",
-			info.ControlURL, info.APIURL, adminURL)},
+		{filepath.Join(dir, "sim.env"), fmt.Sprintf("SIM_CONTROL_URL=%s\nSIM_API_URL=%s\nSIM_ADMIN_URL=%s\n"+
+			"SIM_SERVICE=%s\nSIM_SERVICE_TAG=%s\nSIM_SERVICE_URL=http://%s.%s/\nSIM_CLIENT=%s\nSIM_PRIMARY=%s\nSIM_SECONDARY=%s\n",
+			info.ControlURL, info.APIURL, adminURL,
+			localService, localServiceTag, localService, info.MagicDNSSuffix, localClient, localPrimary, localSecondary)},
 	}
 	for _, f := range files {
 		if err := writeFileAtomic(f.path, []byte(f.content)); err != nil {
@@ -98,23 +110,63 @@ spec:
 			endpoint(d, d.Hostname, d.UDPPort, "UDP", "UDP", "")
 		}
 	}
-	// A TailscaleServices over those devices: the controllers create its Tailscale Service in
-	// the simulated tailnet (kubectl get tssvc shows its address after the next poll).
+	// The failover demo: a TailscaleEndpoints per web device (failover tiers name objects), and
+	// a TailscaleServices over them that tailscale-gateway-proxy hosts as svc:simulated-web. The
+	// controllers create the Tailscale Service in the simulated tailnet; the simulator routes it
+	// to the proxy, which advertises it with a tag the Service carries.
+	for _, w := range []struct{ object, device string }{{"web-primary", localPrimary}, {"web-secondary", localSecondary}} {
+		for _, d := range info.Devices {
+			if d.Hostname != w.device {
+				continue
+			}
+			fmt.Fprintf(&b, `---
+apiVersion: gateway.tailscale.com/v1alpha1
+kind: TailscaleEndpoints
+metadata:
+  name: %s
+  namespace: default
+  labels:
+    app: simulated-web
+spec:
+  tailnet: %s
+  endpoints:
+  - name: http
+    tailscaleIP: %q
+    tailscaleFQDN: %q
+    port: %d
+    protocol: HTTP
+    healthCheck:
+      enabled: true
+      type: HTTP
+      path: %q
+      interval: 2s
+      timeout: 1s
+      healthyThreshold: 1
+      unhealthyThreshold: 2
+`, w.object, localTailnet, d.IPv4, strings.TrimSuffix(d.FQDN, "."), d.HTTPPort, d.HealthPath)
+		}
+	}
 	fmt.Fprintf(&b, `---
 apiVersion: gateway.tailscale.com/v1alpha1
 kind: TailscaleServices
 metadata:
-  name: simulated-web
+  name: %s
   namespace: default
 spec:
   selector:
     matchLabels:
-      app: simulated
+      app: simulated-web
   vipService:
-    name: "svc:simulated-web"
+    name: "svc:%s"
     ports: ["tcp:80"]
-    tags: ["tag:tailscale-gateway"]
-    comment: "created by tailscale-gateway from default/simulated-web"
-`)
+    tags: [%q]
+    comment: "created by tailscale-gateway from default/%s"
+  loadBalancing:
+    strategy: failover
+    failoverConfig:
+      primaryEndpoints: ["web-primary"]
+      secondaryEndpoints: ["web-secondary"]
+      failbackDelay: 10s
+`, localService, localService, localServiceTag, localService)
 	return b.String()
 }

@@ -54,11 +54,15 @@ func run(infoFile, dir, adminAddr, clientID, clientSecret, localUp string, flap 
 	db := tailnetsim.DeviceSpec{Hostname: "postgres", Tags: []string{"tag:db"}, TCPPort: 5432}
 	dns := tailnetsim.DeviceSpec{Hostname: "dns", Tags: []string{"tag:dns"}, UDPPort: 53}
 	grpcSvc := tailnetsim.DeviceSpec{Hostname: "grpc-service", Tags: []string{"tag:grpc"}, GRPCPort: 50051}
+	// The secondary of the failover demo (svc:simulated-web), and a device with no servers to
+	// curl from (GET /devices/laptop/fetch on the admin API).
+	backup := tailnetsim.DeviceSpec{Hostname: "web-backup", Tags: []string{"tag:web"}, HTTPPort: 80}
+	laptop := tailnetsim.DeviceSpec{Hostname: "laptop"}
 
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	tn, err := tailnetsim.Start(startCtx, tailnetsim.Options{
-		Devices:           []tailnetsim.DeviceSpec{web, db, dns, grpcSvc},
+		Devices:           []tailnetsim.DeviceSpec{web, db, dns, grpcSvc, backup, laptop},
 		Dir:               dir,
 		OAuthClientID:     clientID,
 		OAuthClientSecret: clientSecret,

@@ -601,6 +601,7 @@ type Info struct {
 	APIKey            string       `json:"apiKey"`
 	ControlURL        string       `json:"controlURL"`
 	AuthKey           string       `json:"authKey"`
+	MagicDNSSuffix    string       `json:"magicDNSSuffix"`
 	Devices           []DeviceInfo `json:"devices"`
 }
 
@@ -630,6 +631,7 @@ func (t *Tailnet) Info() Info {
 		APIKey:            t.APIKey(),
 		ControlURL:        t.ControlURL(),
 		AuthKey:           t.AuthKey(),
+		MagicDNSSuffix:    t.MagicDNSSuffix(),
 		Devices:           []DeviceInfo{},
 	}
 	for _, d := range t.Devices() {
