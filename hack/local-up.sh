@@ -201,9 +201,9 @@ the primary 10 s (failbackDelay) after it is healthy again:
   curl -X POST -d code=500 ${SIM_ADMIN_URL}/devices/${SIM_PRIMARY}/http-status
   kubectl get tssvc ${SIM_SERVICE} -o wide            # live endpoint health and active tier
   curl -X POST -d code=200 ${SIM_ADMIN_URL}/devices/${SIM_PRIMARY}/http-status
-
 SVC_MSG
-else echo "svc:${SIM_SERVICE} did not answer from ${SIM_CLIENT} (logs: ${DATA}/proxy.log, ${SIM}/tailnet-sim.log)."; echo; fi)
+else echo "svc:${SIM_SERVICE} did not answer from ${SIM_CLIENT} (logs: ${DATA}/proxy.log, ${SIM}/tailnet-sim.log)."; fi)
+
 Flip the simulated devices and watch the status change:
   curl -X POST -d code=500 ${SIM_ADMIN_URL}/devices/api-server/http-status
   curl -X POST -d serving=false ${SIM_ADMIN_URL}/devices/grpc-service/grpc-serving
