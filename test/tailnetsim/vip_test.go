@@ -32,6 +32,12 @@ func serviceHostNode(t *testing.T, ctx context.Context, tn *Tailnet, hostname, t
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, st.Self.PublicKey, serveService(t, s, hostname, svc)
+}
+
+// serveService hosts svc on port 80 of s with ListenService, each HTTP answer naming hostname.
+func serveService(t *testing.T, s *tsnet.Server, hostname, svc string) *tsnet.ServiceListener {
+	t.Helper()
 	ln, err := s.ListenService(svc, tsnet.ServiceModeTCP{Port: 80})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +47,7 @@ func serviceHostNode(t *testing.T, ctx context.Context, tn *Tailnet, hostname, t
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
-	return s, st.Self.PublicKey, ln
+	return ln
 }
 
 // peerRoutes returns the primary routes the device hostname holds for the peer nk.
@@ -221,6 +227,49 @@ func TestServiceRouting(t *testing.T) {
 		if _, res, raw := fetch("laptop", webURL); res.Body == "served by host\n" {
 			t.Fatalf("svc:web still reaches host's listener: %s", raw)
 		}
+	})
+
+	// A Service the API learns of after its host advertises it (as in make run, where the proxy
+	// may listen before the controllers create the Service) is routed then, and withdrawn when
+	// the API deletes it.
+	t.Run("ServiceCreatedAndDeletedLater", func(t *testing.T) {
+		serveService(t, host, "host", "svc:late")
+		waitFor(t, time.Minute, "the router learning that host advertises svc:late", func() error {
+			tn.router.mu.Lock()
+			defer tn.router.mu.Unlock()
+			if a := tn.router.hosts[hostKey]; a == nil || !slices.Contains(a.services, "svc:late") || a.fetching {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		if m := settled(hostKey); m != "{}" {
+			t.Fatalf("host routed a Service the API does not know: %s", m)
+		}
+		if err := api.Services().CreateOrUpdate(ctx, tailscale.Service{Name: "svc:late", Ports: []string{"tcp:80"}, Tags: []string{"tag:web"}}); err != nil {
+			t.Fatal(err)
+		}
+		late, err := api.Services().Get(ctx, "svc:late")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lateRoute := netip.PrefixFrom(netip.MustParseAddr(late.Addrs[0]), 32)
+		waitFor(t, time.Minute, "laptop reaching svc:late on host", func() error {
+			code, res, raw := fetch("laptop", "http://late."+tn.MagicDNSSuffix()+"/")
+			if code != 200 || res.Body != "served by host\n" {
+				return errors.New(raw)
+			}
+			return nil
+		})
+		if err := api.Services().Delete(ctx, "svc:late"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "laptop dropping the route of the deleted svc:late", func() error {
+			routes, err := peerRoutes(ctx, tn, "laptop", hostKey)
+			if err != nil || slices.Contains(routes, lateRoute) {
+				return fmt.Errorf("routes %v, %v", routes, err)
+			}
+			return nil
+		})
 	})
 
 	t.Run("ApprovedThroughAPI", func(t *testing.T) {
