@@ -31,8 +31,12 @@
 // from working; node tags come from tsnet.Server.AdvertiseTags, not from the
 // key. connectedToControl means "has a streaming map poll open on control";
 // lastSeen is omitted while connected. A service host is a device listed in
-// DeviceSpec.Services or set with SetServiceHost; it is "approved:auto" when
-// it shares a tag with the service, until approval is set explicitly.
+// DeviceSpec.Services or set with SetServiceHost, or a node that advertises
+// the service (tsnet ListenService); it is "approved:auto" when it shares a
+// tag with the service, until approval is set explicitly. An approved node
+// that advertises a service the API knows is routed as Tailscale's control
+// plane would (see vip.go): clients reach the service's addresses and
+// MagicDNS name on it without RouteService.
 // The service-host and approval shapes are not covered by
 // tailscale.com/client/tailscale/v2 v2.10.1 and follow the public API docs
 // as far as known.
