@@ -73,9 +73,7 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 # The Service answers once the controllers created it, the proxy hosts it and the simulator
-# routed it: ask from the simulated device the message curls from. Until the primary's first
-# probe succeeds the server counts no primary as healthy and serves from the secondary tier,
-# and returns to the primary failbackDelay later: wait for that steady state.
+# routed it: ask from the simulated device the message curls from, until the primary answers.
 FETCH="${SIM_ADMIN_URL}/devices/${SIM_CLIENT}/fetch?url=${SIM_SERVICE_URL}"
 SERVICE_UP=false
 if [[ -n "${PROXY_HTTP}" ]]; then

@@ -235,7 +235,9 @@ type SelectedEndpoints struct {
 	Name, Namespace, Tailnet string
 	Labels                   map[string]string
 	Total, Healthy           int32
-	Machines                 []string
+	// Pending counts endpoints without a probe result yet (status Unknown or none).
+	Pending  int32
+	Machines []string
 }
 
 // EndpointsSelector lists TailscaleEndpoints of a namespace matching a selector, from memory.
@@ -265,7 +267,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	if s, err := metav1.LabelSelectorAsSelector(obj.Spec.Selector); err == nil && obj.Spec.Selector != nil {
 		selected = sel.SelectEndpoints(obj.Namespace, s)
 	}
-	healthyByName := map[string]bool{}
+	healthyByName, pendingByName := map[string]bool{}, map[string]bool{}
 	var backends, healthy int32
 	tailnetRef := ""
 	if obj.Spec.EndpointTemplate != nil {
@@ -277,6 +279,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			status = "Ready"
 			healthyByName[e.Name] = true
 		}
+		pendingByName[e.Name] = e.Pending > 0
 		st.SelectedEndpoints = append(st.SelectedEndpoints, gateway.SelectedEndpoints{
 			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels,
 			Machines:     append([]string(nil), e.Machines...),
@@ -341,11 +344,12 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			}
 		}
 		if fc := lb.FailoverConfig; lb.Strategy == gateway.StrategyFailover && fc != nil {
-			primaryHealthy := false
+			primaryHealthy, primaryPending := false, false
 			for _, p := range fc.PrimaryEndpoints {
 				primaryHealthy = primaryHealthy || healthyByName[p]
+				primaryPending = primaryPending || pendingByName[p]
 			}
-			ls.FailoverStatus = failover(obj, primaryHealthy, &conds, now)
+			ls.FailoverStatus = failover(obj, primaryHealthy, primaryPending, &conds, now)
 		}
 		st.LoadBalancingStatus = ls
 	}
@@ -377,16 +381,22 @@ const (
 	ConditionPrimaryHealthy = "PrimaryEndpointsHealthy"
 	reasonPrimaryHealthy    = "PrimaryEndpointHealthy"
 	reasonNoPrimaryHealthy  = "NoPrimaryEndpointHealthy"
+	reasonPrimaryNotProbed  = "PrimaryEndpointsNotProbed"
 )
 
-// failover returns the failover state of obj given whether any primary endpoint is healthy now,
-// and sets the PrimaryEndpointsHealthy condition. Traffic moves to the secondary tier as soon
-// as no primary is healthy, and back only once the condition has been True for failbackDelay:
-// its lastTransitionTime is when the primaries recovered. The state before is the stored one.
-func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *conditions, now time.Time) *gateway.FailoverStatus {
+// failover returns the failover state of obj given whether any primary endpoint is healthy now
+// and whether one has no probe result yet, and sets the PrimaryEndpointsHealthy condition.
+// Traffic moves to the secondary tier as soon as no primary is healthy and none awaits its first
+// result (a primary not probed yet has not failed: a new object or endpoint starts on the
+// primary tier), and back only once the condition has been True for failbackDelay: its
+// lastTransitionTime is when the primaries recovered. The state before is the stored one.
+func failover(obj *gateway.TailscaleServices, primaryHealthy, primaryPending bool, conds *conditions, now time.Time) *gateway.FailoverStatus {
 	c := metav1.Condition{Type: ConditionPrimaryHealthy, Status: metav1.ConditionTrue, Reason: reasonPrimaryHealthy,
 		Message: "a primary endpoint is healthy"}
-	if !primaryHealthy {
+	switch {
+	case !primaryHealthy && primaryPending:
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, reasonPrimaryNotProbed, "no primary endpoint is healthy and some are not probed yet"
+	case !primaryHealthy:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reasonNoPrimaryHealthy, "no primary endpoint is healthy"
 	}
 	conds.set(c, obj.Generation, now)
@@ -397,6 +407,10 @@ func failover(obj *gateway.TailscaleServices, primaryHealthy bool, conds *condit
 	}
 	next := prev
 	switch {
+	case !primaryHealthy && primaryPending && prev.ActiveTier == "":
+		next = gateway.FailoverStatus{ActiveTier: TierPrimary}
+	case !primaryHealthy && primaryPending:
+		// Keep the tier: failing over (or back) waits for a result.
 	case !primaryHealthy && prev.ActiveTier != TierSecondary:
 		next = gateway.FailoverStatus{ActiveTier: TierSecondary, FailoverReason: ReasonPrimaryUnhealthy, LastFailover: &metav1.Time{Time: now.Truncate(time.Second)}}
 		if prev.ActiveTier == "" {

@@ -422,6 +422,41 @@ func TestFailoverHonoursFailbackDelay(t *testing.T) {
 	}
 }
 
+// A primary not probed yet has not failed: a new failover object starts on the primary tier
+// while the secondary is healthy, and fails over only once the primary's result is Unhealthy.
+func TestFailoverWaitsForTheFirstPrimaryResult(t *testing.T) {
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			LoadBalancing: &gateway.LoadBalancingConfig{Strategy: gateway.StrategyFailover, FailoverConfig: &gateway.FailoverConfig{
+				PrimaryEndpoints: []string{"east"}, FailbackDelay: &metav1.Duration{Duration: time.Minute}}},
+		},
+	}
+	sel := fakeSelector{
+		{Name: "east", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1, Pending: 1},
+		{Name: "west", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1},
+	}
+	obj.Status = Services(obj, sources(), sel, now)
+	if fs := obj.Status.LoadBalancingStatus.FailoverStatus; fs.ActiveTier != TierPrimary || fs.LastFailover != nil {
+		t.Fatalf("primary not probed: %+v, want primary", fs)
+	}
+	if c := meta.FindStatusCondition(obj.Status.Conditions, ConditionPrimaryHealthy); c == nil || c.Status != metav1.ConditionUnknown {
+		t.Fatalf("PrimaryEndpointsHealthy = %+v, want Unknown", c)
+	}
+	sel[0].Pending = 0
+	obj.Status = Services(obj, sources(), sel, now.Add(10*time.Second))
+	if fs := obj.Status.LoadBalancingStatus.FailoverStatus; fs.ActiveTier != TierSecondary || fs.FailoverReason != ReasonPrimaryUnhealthy {
+		t.Fatalf("primary unhealthy: %+v, want secondary", fs)
+	}
+	// Back to pending (an endpoint added to the primary): no failback without a healthy primary.
+	sel[0].Pending = 1
+	obj.Status = Services(obj, sources(), sel, now.Add(time.Hour))
+	if fs := obj.Status.LoadBalancingStatus.FailoverStatus; fs.ActiveTier != TierSecondary {
+		t.Fatalf("primary pending after a failover: %+v, want secondary", fs)
+	}
+}
+
 // TestEndpointsStatusOfAnotherReplicasShard: an endpoint probed by another replica shows the
 // health that replica persisted; the tailnet fields stay live.
 func TestEndpointsStatusOfAnotherReplicasShard(t *testing.T) {

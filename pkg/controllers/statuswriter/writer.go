@@ -357,7 +357,20 @@ func (s endpointsSelector) SelectEndpoints(namespace string, selector labels.Sel
 		for _, st := range e.Status.Endpoints[min(len(e.Spec.Endpoints), len(e.Status.Endpoints)):] {
 			sel.Machines = append(sel.Machines, st.Name)
 		}
+		sel.Pending = pendingEndpoints(e)
 		out = append(out, sel)
 	}
 	return out
+}
+
+// pendingEndpoints counts e's endpoints without a probe result yet: declared ones its status does
+// not list, and those whose status is Unknown.
+func pendingEndpoints(e *v1alpha1.TailscaleEndpoints) int32 {
+	n := max(len(e.Spec.Endpoints)-len(e.Status.Endpoints), 0)
+	for _, st := range e.Status.Endpoints {
+		if st.Status != livestatus.Healthy && st.Status != livestatus.Unhealthy {
+			n++
+		}
+	}
+	return int32(n)
 }
