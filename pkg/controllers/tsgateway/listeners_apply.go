@@ -217,7 +217,7 @@ func listenersCondition(gw *v1alpha1.TailscaleGateway, res listenerResult) metav
 	switch {
 	case !res.managed:
 		cond.Status, cond.Reason = metav1.ConditionUnknown, ReasonListenersNotManaged
-		cond.Message = "This server reads no Services (standalone mode): Gateway listeners are not published on the tailnet"
+		cond.Message = "No Envoy Service informer configured: Gateway listeners are not published on the tailnets"
 	case !res.gwFound:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonGatewayNotFound
 		cond.Message = fmt.Sprintf("Gateway %s/%s not found", gwNS, gwName)
