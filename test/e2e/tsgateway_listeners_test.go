@@ -140,6 +140,22 @@ func TestTailscaleGatewayListeners(t *testing.T) {
 			strings.Contains(cond.Message, "svc:gateway-edge-db-5432") && sup != nil && !strings.Contains(sup.Message, "accessControl"), nil
 	})
 
+	// Nothing is rewritten without a change: the generated specs are as the server stores them.
+	for _, obj := range []string{"tsgw-main-listener-http", "tsgw-main-listener-db"} {
+		o, err := api.TailscaleServices(ns).Get(ctx(t), obj, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Generation != 1 {
+			t.Errorf("%s: generation %d, want 1: the controller rewrote an unchanged spec", obj, o.Generation)
+		}
+	}
+	if p, err := api.TailscaleEndpoints(ns).Get(ctx(t), "tsgw-main-gateway-proxy", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	} else if p.Generation != 1 {
+		t.Errorf("gateway proxy: generation %d, want 1", p.Generation)
+	}
+
 	// A user cannot write a TailscaleServices with externalServices controlled by the
 	// TailscaleGateway: only the server's controller does (--allow-external-services stays off).
 	owner, err := api.TailscaleGateways(ns).Get(ctx(t), "tsgw", metav1.GetOptions{})
