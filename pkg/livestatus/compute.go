@@ -294,7 +294,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	if sd := obj.Spec.ServiceDiscovery; sd != nil {
 		rule := src.Tenancy().ExternalServices()
 		for _, es := range sd.ExternalServices {
-			if rule.Check(es.Address) == nil {
+			if tenancy.GeneratedByGateway(obj) || rule.Check(es.Address) == nil {
 				backends++
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 )
 
@@ -151,16 +152,31 @@ func percentiles(d []time.Duration) (p50, p99 float64) {
 // byte each way per connection, from 8 goroutines, and reports connections per second.
 func BenchmarkServiceNewConnections(b *testing.B) {
 	e := getEnv(b)
+	benchNewConnections(b, e, "bench-vip", nil, &e.benchVIP)
+}
+
+// BenchmarkServiceNewConnectionsWithAccessRule is BenchmarkServiceNewConnections on a Service
+// with an access rule (deniedTags: tag:dev, which the untagged client does not carry): every
+// connection asks WhoIs for its caller's tags before it is forwarded.
+func BenchmarkServiceNewConnectionsWithAccessRule(b *testing.B) {
+	e := getEnv(b)
+	benchNewConnections(b, e, "bench-rule-vip", accesscontrol.Rule{Denied: []string{"tag:dev"}}.Annotations(), &e.benchRuleVIP)
+}
+
+// benchNewConnections runs the connection benchmark on the Service name (its annotations
+// annotations), made once per process and remembered in *vipOf.
+func benchNewConnections(b *testing.B, e *env, name string, annotations map[string]string, vipOf *string) {
 	ctx := tctx(b)
-	const name = "bench-vip"
-	if e.benchVIP == "" { // once per process: -count runs the benchmark again on the same VIP
+	if *vipOf == "" { // once per process: -count runs the benchmark again on the same VIP
 		var objs []*v1alpha1.TailscaleEndpoints
 		for i := range 10 {
 			objs = append(objs, e.backendObject(fmt.Sprintf("%s-%d", name, i), backendNames[i%len(backendNames)], map[string]string{"app": name}))
 		}
-		e.benchVIP = e.serve(b, servicesObject(name, nil), objs...)
+		svc := servicesObject(name, nil)
+		svc.Annotations = annotations
+		*vipOf = e.serve(b, svc, objs...)
 	}
-	vip := e.benchVIP
+	vip := *vipOf
 	served := e.proxy.Served()
 	if !slices.Contains(served.Services, "svc:"+name+"/tcp/5432") {
 		b.Fatalf("not served: %v", served.Services)

@@ -49,6 +49,8 @@ type env struct {
 	vips    int
 	// benchVIP is the VIP of BenchmarkServiceNewConnections, made once per process.
 	benchVIP string
+	// benchRuleVIP is BenchmarkServiceNewConnectionsWithAccessRule's.
+	benchRuleVIP string
 }
 
 var (

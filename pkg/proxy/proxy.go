@@ -23,6 +23,7 @@ import (
 	"k8s.io/klog/v2"
 	"tailscale.com/tsnet"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
@@ -86,6 +87,9 @@ type Options struct {
 	UDPIdle time.Duration
 	// ExternalServices is what externalServices may dial; the zero value dials none.
 	ExternalServices tenancy.ExternalServices
+	// WhoIs identifies the tailnet callers of hosted Services for their access rule
+	// (pkg/accesscontrol); the node's LocalClient WhoIs when nil and Node is a *tsnet.Server.
+	WhoIs WhoIsFunc
 }
 
 // Proxy serves what its Selection names. Create it with New and start it with Run.
@@ -129,6 +133,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = DefaultRetry
+	}
+	if opts.WhoIs == nil {
+		opts.WhoIs = whoIsOf(opts.Node)
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0, informers.WithNamespace(opts.Selection.Namespace))
 	p := &Proxy{
@@ -285,6 +292,10 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 			if cur := l.balancer.Load(); cur.Policy() != s.Policy || !slices.Equal(cur.Backends(), s.Backends) {
 				l.balancer.Store(balance.New(s.Policy, s.Backends, p.conns))
 			}
+			if !l.access.Load().Equal(s.Access) {
+				l.access.Store(&s.Access)
+				klog.InfoS("Access rule changed", "listener", name, "allowedTags", s.Access.Allowed, "deniedTags", s.Access.Denied)
+			}
 			continue
 		}
 		bal := balance.New(s.Policy, s.Backends, p.conns)
@@ -432,19 +443,36 @@ func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener,
 // serviceListener is one hosted Service port.
 type serviceListener struct {
 	balancer atomic.Pointer[balance.Balancer]
+	access   atomic.Pointer[accesscontrol.Rule]
 	close    func()
 }
 
 func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Balancer) (*serviceListener, error) {
-	ln, err := p.opts.Node.ListenService(s.Name, tsnet.ServiceModeTCP{Port: s.Port})
+	ln, err := p.opts.Node.ListenService(s.Name, tsnet.ServiceModeTCP{Port: s.Port, PROXYProtocolVersion: proxyProtocolVersion})
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s port %d: %w", s.Name, s.Port, err)
 	}
 	l := &serviceListener{}
 	l.balancer.Store(bal)
+	access := s.Access
+	l.access.Store(&access)
 	lctx, cancel := context.WithCancel(ctx)
 	name := s.Listener()
-	go p.acceptLoop(ln, func(conn net.Conn) { p.forwardService(lctx, name, l.balancer.Load(), conn) })
+	go p.acceptLoop(ln, func(conn net.Conn) {
+		cc, caller, err := readCaller(conn, p.opts.DialTimeout)
+		if err != nil {
+			p.opts.Metrics.Refused(name, accesscontrol.ReasonUnknownCaller)
+			klog.V(2).InfoS("Refused: no caller address", "listener", name, "err", err)
+			conn.Close()
+			return
+		}
+		if reason := p.admit(lctx, name, *l.access.Load(), caller); reason != "" {
+			p.opts.Metrics.Refused(name, reason)
+			conn.Close()
+			return
+		}
+		p.forwardService(lctx, name, l.balancer.Load(), cc)
+	})
 	l.close = func() { cancel(); ln.Close() }
 	return l, nil
 }

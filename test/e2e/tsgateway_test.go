@@ -274,7 +274,7 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 			Tailnets:   []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-tailnet"}, Spec: v1alpha1.TailscaleGatewaySpec{
 			GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "present"},
-			Security:   &v1alpha1.SecurityConfig{AccessControl: &v1alpha1.AccessControlConfig{DeniedTags: []string{"tag:dev"}}},
+			Security:   &v1alpha1.SecurityConfig{TLSMode: "strict"},
 			Tailnets:   []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 	} {
 		if _, err := api.TailscaleGateways(ns).Create(ctx(t), o, metav1.CreateOptions{}); err != nil {
@@ -292,7 +292,7 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c := meta.FindStatusCondition(got.Status.Conditions, tsgateway.ConditionSupported); c == nil ||
-		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.security.accessControl") {
+		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.security.tlsMode") {
 		t.Fatalf("Supported: %+v", c)
 	}
 }

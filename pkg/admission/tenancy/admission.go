@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/authentication/user"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
@@ -76,7 +77,7 @@ func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 			}
 			checkRef(field.NewPath("spec", "endpointTemplate", "tailnet"), t.Tailnet, oldRef, hadOld && old.Spec.EndpointTemplate != nil)
 		}
-		errs = append(errs, p.checkExternal(obj, old)...)
+		errs = append(errs, p.checkExternal(obj, old, isServer(a.GetUserInfo()))...)
 	case *gateway.TailscaleGateway:
 		old, hadOld := a.GetOldObject().(*gateway.TailscaleGateway)
 		oldRefs := map[string]bool{}
@@ -112,12 +113,32 @@ func (p *Plugin) decide(ctx context.Context, namespace, ref string) tenancy.Deci
 	return tenancy.Decision{Allowed: true} // decided once the tailnet exists
 }
 
+// isServer reports whether u is this server's own loopback identity (its controllers' writes).
+func isServer(u user.Info) bool {
+	return u != nil && u.GetName() == user.APIServerUser
+}
+
+// errGatewayExternal refuses externalServices on an object controlled by a TailscaleGateway from
+// anyone but the server: the proxy dials those without --allow-external-services.
+const errGatewayExternal = "externalServices of a TailscaleServices controlled by a TailscaleGateway are written by the server's TailscaleGateway controller only"
+
 // checkExternal refuses externalServices the server does not allow; on update only those whose
-// address is new.
-func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices) field.ErrorList {
+// address is new. On an object controlled by a TailscaleGateway (tenancy.GeneratedByGateway)
+// the server's own writes pass whatever the rule, and anyone else's new addresses, or a
+// controller reference to a TailscaleGateway added to an object with externalServices, are
+// refused whatever the rule.
+func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices, server bool) field.ErrorList {
 	sd := obj.Spec.ServiceDiscovery
 	if sd == nil || len(sd.ExternalServices) == 0 {
 		return nil
+	}
+	generated := tenancy.GeneratedByGateway(obj)
+	if generated && server {
+		return nil
+	}
+	path := field.NewPath("spec", "serviceDiscovery", "externalServices")
+	if generated && (old == nil || !tenancy.GeneratedByGateway(old)) {
+		return field.ErrorList{field.Forbidden(path, errGatewayExternal)}
 	}
 	known := map[string]bool{}
 	if old != nil && old.Spec.ServiceDiscovery != nil {
@@ -127,9 +148,12 @@ func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices) field.ErrorL
 	}
 	rule := p.policy.ExternalServices()
 	var errs field.ErrorList
-	path := field.NewPath("spec", "serviceDiscovery", "externalServices")
 	for i, es := range sd.ExternalServices {
 		if known[es.Address] {
+			continue
+		}
+		if generated {
+			errs = append(errs, field.Forbidden(path.Index(i).Child("address"), errGatewayExternal))
 			continue
 		}
 		if err := rule.Check(es.Address); err != nil {

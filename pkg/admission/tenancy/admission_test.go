@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
@@ -97,5 +98,64 @@ func TestValidateLooksUpTailnetsTheInformerLacks(t *testing.T) {
 	}
 	if len(looked) != 3 {
 		t.Fatalf("looked up %v; want only the tailnets the informer lacks", looked)
+	}
+}
+
+// servicesWithExternal is a TailscaleServices with one external service, controlled by a
+// TailscaleGateway when gateway is set.
+func servicesWithExternal(address string, controlled bool) *gateway.TailscaleServices {
+	s := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "any", Name: "s"},
+		Spec: gateway.TailscaleServicesSpec{ServiceDiscovery: &gateway.ServiceDiscoverySpec{
+			ExternalServices: []gateway.ExternalService{{Name: "envoy", Address: address, Port: 80}}}}}
+	if controlled {
+		yes := true
+		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "gateway.tailscale.com/v1alpha1", Kind: "TailscaleGateway", Name: "gw", UID: "u", Controller: &yes}}
+	}
+	return s
+}
+
+func validateServices(p *Plugin, obj, old runtime.Object, u user.Info) error {
+	op := admission.Create
+	if old != nil {
+		op = admission.Update
+	}
+	attrs := admission.NewAttributesRecord(obj, old, gateway.Kind("TailscaleServices").WithVersion(""), "any", "s",
+		gateway.Resource("tailscaleservices").WithVersion(""), "", op, nil, false, u)
+	return p.Validate(context.Background(), attrs, nil)
+}
+
+// externalServices stay closed to users (the plugin's rule refuses all): only the server's own
+// identity writes them, and only on objects a TailscaleGateway controls.
+func TestExternalServicesOfGatewayListeners(t *testing.T) {
+	p := plugin(t)
+	server := &user.DefaultInfo{Name: user.APIServerUser, Groups: []string{user.SystemPrivilegedGroup}}
+	admin := &user.DefaultInfo{Name: "admin", Groups: []string{user.SystemPrivilegedGroup}}
+	for _, tc := range []struct {
+		name        string
+		obj, old    *gateway.TailscaleServices
+		u           user.Info
+		wantRefused bool
+	}{
+		{name: "server, controlled by a TailscaleGateway", obj: servicesWithExternal("10.96.0.10", true), u: server},
+		{name: "server, not controlled", obj: servicesWithExternal("10.96.0.10", false), u: server, wantRefused: true},
+		{name: "user, controlled by a TailscaleGateway", obj: servicesWithExternal("10.96.0.10", true), u: admin, wantRefused: true},
+		{name: "user, plain", obj: servicesWithExternal("10.96.0.10", false), u: admin, wantRefused: true},
+		{name: "user edits a generated object keeping its addresses", obj: servicesWithExternal("10.96.0.10", true),
+			old: servicesWithExternal("10.96.0.10", true), u: admin},
+		{name: "user changes a generated object's address", obj: servicesWithExternal("10.96.0.11", true),
+			old: servicesWithExternal("10.96.0.10", true), u: admin, wantRefused: true},
+		{name: "user adds a TailscaleGateway controller to an object with externalServices", obj: servicesWithExternal("10.96.0.10", true),
+			old: servicesWithExternal("10.96.0.10", false), u: admin, wantRefused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var old runtime.Object
+			if tc.old != nil {
+				old = tc.old
+			}
+			err := validateServices(p, tc.obj, old, tc.u)
+			if tc.wantRefused != (err != nil) {
+				t.Fatalf("err = %v, want refused %v", err, tc.wantRefused)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
@@ -26,6 +27,8 @@ type gatewayRoutes struct {
 	gw      gwclient.Interface
 	dyn     dynamic.Interface
 	factory gwinformers.SharedInformerFactory
+	// envoy watches Envoy Gateway's Services, where the Gateway listeners' Tailscale Services forward.
+	envoy cache.SharedIndexInformer
 }
 
 // newGatewayRoutes requests the informers the controller needs (so that the runners start them)
@@ -42,16 +45,24 @@ func newGatewayRoutes(core *rest.Config, factory informers.SharedInformerFactory
 	if err != nil {
 		return nil, fmt.Errorf("creating dynamic client: %w", err)
 	}
-	g := &gatewayRoutes{gw: gw, dyn: dyn, factory: gwinformers.NewSharedInformerFactory(gw, informerResync)}
+	kube, err := kubernetes.NewForConfig(core)
+	if err != nil {
+		return nil, fmt.Errorf("creating core client: %w", err)
+	}
+	g := &gatewayRoutes{gw: gw, dyn: dyn, factory: gwinformers.NewSharedInformerFactory(gw, informerResync),
+		envoy: tsgateway.NewEnvoyServiceInformer(kube, informerResync)}
 	g.factory.Gateway().V1().Gateways().Informer()
 	g.factory.Gateway().V1().HTTPRoutes().Informer()
 	factory.Gateway().V1alpha1().TailscaleGateways().Informer()
+	factory.Gateway().V1alpha1().TailscaleServices().Informer()
+	factory.Gateway().V1alpha1().TailscaleEndpoints().Informer()
 	return g, nil
 }
 
 func (g *gatewayRoutes) start(stop <-chan struct{}) {
 	if g != nil {
 		g.factory.Start(stop)
+		go g.envoy.Run(stop)
 	}
 }
 
@@ -60,7 +71,7 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 	if g == nil {
 		return nil, nil
 	}
-	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers})
+	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers, EnvoyServices: g.envoy})
 }
 
 // publisher wires pkg/controllers/publish: cluster mode with --backend-proxy-address only.

@@ -18,6 +18,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -63,6 +64,10 @@ type Options struct {
 	Workers  int
 	// Now returns the time (tests); time.Now by default.
 	Now func() time.Time
+	// EnvoyServices is an informer on the Services Envoy Gateway creates for Gateways (those
+	// labelled EnvoyOwningGatewayName, every namespace; NewEnvoyServiceInformer); nil publishes no
+	// listener on the tailnets and says so in ListenersReady.
+	EnvoyServices cache.SharedIndexInformer
 }
 
 // Controller generates routes for TailscaleGateways.
@@ -80,6 +85,7 @@ type Controller struct {
 	services  listers.TailscaleServicesLister
 	kgateways gwlisters.GatewayLister
 	routes    gwlisters.HTTPRouteLister
+	envoy     corelisters.ServiceLister // nil without Options.EnvoyServices
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 }
@@ -116,6 +122,13 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, gw
 		{gw.TailscaleServices().Informer(), c.enqueueNamespace},
 		{k.Gateways().Informer(), c.enqueueForGateway},
 		{k.HTTPRoutes().Informer(), c.enqueueForRoute},
+	}
+	if opts.EnvoyServices != nil {
+		c.envoy = corelisters.NewServiceLister(opts.EnvoyServices.GetIndexer())
+		handlers = append(handlers, struct {
+			inf cache.SharedIndexInformer
+			fn  func(any)
+		}{opts.EnvoyServices, c.enqueueForEnvoyService})
 	}
 	for _, h := range handlers {
 		fn := h.fn
@@ -169,6 +182,15 @@ func (c *Controller) enqueueReferencing(namespace, name string) {
 	for _, g := range list {
 		if ns, n := gatewayKey(g); ns == namespace && n == name {
 			c.queue.Add(g.Namespace + "/" + g.Name)
+		}
+	}
+}
+
+// enqueueForEnvoyService queues the TailscaleGateways of the Gateway an Envoy Service is for.
+func (c *Controller) enqueueForEnvoyService(obj any) {
+	if o, ok := objectOf(obj); ok {
+		if name := o.GetLabels()[EnvoyOwningGatewayName]; name != "" {
+			c.enqueueReferencing(o.GetLabels()[EnvoyOwningGatewayNamespace], name)
 		}
 	}
 }
@@ -253,6 +275,8 @@ type result struct {
 	failures  []string
 	// applied counts the routes of each tailnet that exist as generated.
 	applied map[string]int32
+	// listeners is what the Gateway's listeners got on the tailnets.
+	listeners listenerResult
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -291,6 +315,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return err
 	}
 	if err := c.applyPolicies(ctx, gw, &res); err != nil {
+		return err
+	}
+	if err := c.applyListeners(ctx, gw, in.Tailnets, &res.listeners); err != nil {
 		return err
 	}
 	return c.writeStatus(ctx, gw, in, res, missingTailnets)
@@ -499,9 +526,10 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 	case len(missingTailnets) > 0:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonTailnetNotFound
 		cond.Message = "TailscaleTailnet not found: " + strings.Join(missingTailnets, ", ")
-	case len(res.conflicts) > 0:
+	case len(res.conflicts) > 0 || len(res.listeners.conflicts) > 0:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonRouteConflict
-		cond.Message = "Names taken by objects this TailscaleGateway does not control (left alone): " + strings.Join(res.conflicts, ", ")
+		cond.Message = "Names taken by objects this TailscaleGateway does not control (left alone): " +
+			strings.Join(append(slices.Clone(res.conflicts), res.listeners.conflicts...), ", ")
 	case len(res.failures) > 0 || len(res.out.Problems) > 0:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonRouteFailed
 		cond.Message = strings.Join(append(slices.Clone(res.out.Problems), res.failures...), "; ")
@@ -517,6 +545,7 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 		supported.Message = "Set but not supported yet (no effect): " + strings.Join(u, ", ")
 	}
 	meta.SetStatusCondition(&st.Conditions, supported)
+	meta.SetStatusCondition(&st.Conditions, listenersCondition(gw, res.listeners))
 
 	// lastReconciled moves only with a change, or the status would be rewritten on every pass.
 	if old := gw.Status.GatewayInfo; old != nil {

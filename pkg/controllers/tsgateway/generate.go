@@ -28,6 +28,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Labels of generated objects.
@@ -152,16 +153,17 @@ func InTailnet(tailnet string, tn *v1alpha1.TailscaleTailnet) bool {
 }
 
 // backendsOf returns the TailscaleEndpoints in tn and the TailscaleServices that select one of
-// them or provision into tn, sorted by kind and name.
+// them or provision into tn, sorted by kind and name; the listener objects TailscaleGateways
+// generate (GenerateListeners) are not backends.
 func backendsOf(tn *v1alpha1.TailscaleTailnet, eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices) []backend {
 	var out []backend
 	for _, e := range eps {
-		if InTailnet(e.Spec.Tailnet, tn) {
+		if InTailnet(e.Spec.Tailnet, tn) && !tenancy.GeneratedByGateway(e) {
 			out = append(out, backend{backends.KindEndpoints, e.Name})
 		}
 	}
 	for _, s := range svcs {
-		if ServicesInTailnet(s, tn, eps) {
+		if ServicesInTailnet(s, tn, eps) && !tenancy.GeneratedByGateway(s) {
 			out = append(out, backend{backends.KindServices, s.Name})
 		}
 	}
@@ -192,7 +194,11 @@ func ServicesInTailnet(s *v1alpha1.TailscaleServices, tn *v1alpha1.TailscaleTail
 
 // RouteName is the name of a generated object (see the package documentation).
 func RouteName(gateway, tailnet, direction, abbrev, object string) string {
-	name := strings.Join([]string{gateway, tailnet, direction, abbrev, object}, "-")
+	return cutName(strings.Join([]string{gateway, tailnet, direction, abbrev, object}, "-"))
+}
+
+// cutName cuts an object name past 253 characters, ending it in a hash of the whole.
+func cutName(name string) string {
 	if len(name) <= 253 {
 		return name
 	}

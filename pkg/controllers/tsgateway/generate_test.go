@@ -185,7 +185,7 @@ func TestUnsupported(t *testing.T) {
 	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
 	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
 	got := strings.Join(Unsupported(gw), " ")
-	want := "spec.loadBalancing.healthChecking spec.security.accessControl spec.observability.metrics spec.tailnets[0].priority"
+	want := "spec.loadBalancing.healthChecking spec.observability.metrics spec.tailnets[0].priority" // accessControl: the proxy enforces it
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}

@@ -9,7 +9,8 @@ import (
 // ConditionSupported says which set fields have no effect yet (reason FieldsNotSupported), so
 // that none is silently ignored. loadBalancing.strategy and loadBalancing.circuitBreaker are
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
-// routeGeneration by this controller.
+// routeGeneration by this controller, security.accessControl by the proxy hosting the listeners'
+// Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol).
 const (
 	ConditionSupported       = "Supported"
 	ReasonAllSupported       = "AllFieldsSupported"
@@ -32,9 +33,6 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 		}
 		if sec.MTLS != nil {
 			out = append(out, "spec.security.mtls")
-		}
-		if sec.AccessControl != nil {
-			out = append(out, "spec.security.accessControl")
 		}
 	}
 	if o := s.Observability; o != nil {

@@ -23,6 +23,7 @@ type Metrics struct {
 	bytes       *prometheus.CounterVec
 	dialErrors  *prometheus.CounterVec
 	noBackend   *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 	// PortConflicts is the number of egress endpoints left unserved because another endpoint
 	// holds their derived port.
 	PortConflicts prometheus.Gauge
@@ -42,10 +43,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed dials of a target."}, labels),
 		noBackend: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailscale_gateway_proxy_no_backend_total",
 			Help: "Connections to a Service port closed because no backend was usable."}, []string{"listener"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailscale_gateway_proxy_refused_total",
+			Help: "Connections to a Service port refused by its access rule; reason is denied_tag, not_allowed or unknown_caller."}, []string{"listener", "reason"}),
 		PortConflicts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailscale_gateway_proxy_egress_port_conflicts",
 			Help: "Egress endpoints not served because another endpoint holds their derived port."}),
 	}
-	reg.MustRegister(m.connections, m.active, m.bytes, m.dialErrors, m.noBackend, m.PortConflicts)
+	reg.MustRegister(m.connections, m.active, m.bytes, m.dialErrors, m.noBackend, m.refused, m.PortConflicts)
 	return m
 }
 
@@ -72,6 +75,9 @@ func (m *Metrics) For(role, listener, target string) *Counters {
 // NoBackend counts a connection to listener refused for want of a usable backend.
 func (m *Metrics) NoBackend(listener string) { m.noBackend.WithLabelValues(listener).Inc() }
 
+// Refused counts a connection to listener refused for reason (pkg/accesscontrol).
+func (m *Metrics) Refused(listener, reason string) { m.refused.WithLabelValues(listener, reason).Inc() }
+
 // Forget drops the series of a listener that is no longer served.
 func (m *Metrics) Forget(listener string) {
 	l := prometheus.Labels{"listener": listener}
@@ -80,4 +86,5 @@ func (m *Metrics) Forget(listener string) {
 	m.bytes.DeletePartialMatch(l)
 	m.dialErrors.DeletePartialMatch(l)
 	m.noBackend.DeletePartialMatch(l)
+	m.refused.DeletePartialMatch(l)
 }

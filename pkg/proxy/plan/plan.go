@@ -14,6 +14,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
@@ -48,6 +49,8 @@ type Service struct {
 	// Policy and Backends feed the port's balancer.
 	Policy   balance.Policy
 	Backends []balance.Backend
+	// Access is the tag rule for the port's tailnet callers, from the object's annotations.
+	Access accesscontrol.Rule
 }
 
 // Listener names the Service port in metrics: "svc:<name>/tcp/<port>".
@@ -128,6 +131,7 @@ func ServicesOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 	}
 	object := svc.Namespace + "/" + svc.Name
 	policy := policyOf(svc)
+	access := accesscontrol.FromAnnotations(svc.Annotations)
 	for _, p := range vs.Ports {
 		proto, num, ok := strings.Cut(p, ":")
 		port, err := strconv.ParseUint(num, 10, 16)
@@ -140,7 +144,7 @@ func ServicesOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 			continue
 		}
 		out = append(out, Service{Object: object, Name: name, Port: uint16(port), Policy: policy,
-			Backends: backendsOf(svc, selected, int32(port))})
+			Backends: backendsOf(svc, selected, int32(port)), Access: access})
 	}
 	return out, problems
 }
@@ -283,10 +287,11 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 }
 
 // withExternalAllowed returns svc without the externalServices external refuses (a copy when
-// any is left out), and a problem for each.
+// any is left out), and a problem for each. The listener objects of a TailscaleGateway keep
+// theirs (see tenancy.GeneratedByGateway).
 func withExternalAllowed(svc *v1alpha1.TailscaleServices, external tenancy.ExternalServices) (*v1alpha1.TailscaleServices, []string) {
 	sd := svc.Spec.ServiceDiscovery
-	if sd == nil || len(sd.ExternalServices) == 0 {
+	if sd == nil || len(sd.ExternalServices) == 0 || tenancy.GeneratedByGateway(svc) {
 		return svc, nil
 	}
 	var problems []string

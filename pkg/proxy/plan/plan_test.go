@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
@@ -192,5 +193,31 @@ func TestBuildTenancy(t *testing.T) {
 	}
 	if off := Build(nil, []*v1alpha1.TailscaleServices{svc}, selectOf, tenancy.ExternalServices{}); len(off.Services[0].Backends) != 1 {
 		t.Errorf("externalServices off: backends %+v", off.Services[0].Backends)
+	}
+}
+
+// A listener object of a TailscaleGateway keeps its externalServices with externalServices off
+// (admission lets only the server write them), and carries its access rule.
+func TestBuildGatewayListener(t *testing.T) {
+	yes := true
+	svc := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "l",
+		Annotations:     map[string]string{accesscontrol.AnnotationAllowedTags: "tag:prod", accesscontrol.AnnotationDeniedTags: "tag:dev"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "gateway.tailscale.com/v1alpha1", Kind: "TailscaleGateway", Name: "gw", UID: "u", Controller: &yes}}},
+		Spec: v1alpha1.TailscaleServicesSpec{
+			VIPService:       &v1alpha1.VIPServiceSpec{Name: "svc:gateway-eg-http-80", Ports: []string{"tcp:80"}},
+			ServiceDiscovery: &v1alpha1.ServiceDiscoverySpec{ExternalServices: []v1alpha1.ExternalService{{Name: "envoy", Address: "10.96.0.10", Port: 80}}}}}
+	none := func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints { return nil }
+	p := Build(nil, []*v1alpha1.TailscaleServices{svc}, none, tenancy.ExternalServices{})
+	if len(p.Problems) != 0 || len(p.Services) != 1 || len(p.Services[0].Backends) != 1 || p.Services[0].Backends[0].Address != "10.96.0.10:80" {
+		t.Fatalf("plan %+v, want the Envoy Service as the one backend", p)
+	}
+	if got := p.Services[0].Access; !got.Equal(accesscontrol.Rule{Allowed: []string{"tag:prod"}, Denied: []string{"tag:dev"}}) {
+		t.Errorf("access rule %+v", got)
+	}
+	// The same object without the TailscaleGateway controller: refused as any other.
+	plain := svc.DeepCopy()
+	plain.OwnerReferences = nil
+	if p := Build(nil, []*v1alpha1.TailscaleServices{plain}, none, tenancy.ExternalServices{}); len(p.Problems) != 1 || len(p.Services[0].Backends) != 0 {
+		t.Errorf("not controlled by a TailscaleGateway: %+v, want the external service refused", p)
 	}
 }
