@@ -185,8 +185,15 @@ func TestUnsupported(t *testing.T) {
 	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
 	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
 	got := strings.Join(Unsupported(gw), " ")
-	want := "spec.loadBalancing.healthChecking spec.observability.metrics spec.tailnets[0].priority" // accessControl: the proxy enforces it
+	// accessControl: the proxy enforces it; one tailnet's priority orders nothing.
+	want := "spec.loadBalancing.healthChecking spec.observability.metrics"
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
+	}
+	second := *gw.Spec.Tailnets[0].DeepCopy()
+	second.Name = "other"
+	gw.Spec.Tailnets = append(gw.Spec.Tailnets, second)
+	if got, want := strings.Join(Unsupported(gw), " "), want+" spec.tailnets[0].priority spec.tailnets[1].priority"; got != want {
+		t.Fatalf("two tailnets: got %s\nwant %s", got, want)
 	}
 }

@@ -48,7 +48,9 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	}
 	for i, t := range s.Tailnets {
 		p := fmt.Sprintf("spec.tailnets[%d]", i)
-		if t.Priority != nil {
+		// priority orders several tailnets; with one there is nothing to order (and defaulting
+		// always sets it).
+		if t.Priority != nil && len(s.Tailnets) > 1 {
 			out = append(out, p+".priority")
 		}
 		if t.ServiceDiscovery != nil && t.ServiceDiscovery.Enabled {
