@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/authentication/user"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
@@ -76,7 +77,7 @@ func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 			}
 			checkRef(field.NewPath("spec", "endpointTemplate", "tailnet"), t.Tailnet, oldRef, hadOld && old.Spec.EndpointTemplate != nil)
 		}
-		errs = append(errs, p.checkExternal(obj, old)...)
+		errs = append(errs, p.checkExternal(obj, old, a.GetUserInfo())...)
 	case *gateway.TailscaleGateway:
 		old, hadOld := a.GetOldObject().(*gateway.TailscaleGateway)
 		oldRefs := map[string]bool{}
@@ -113,8 +114,11 @@ func (p *Plugin) decide(ctx context.Context, namespace, ref string) tenancy.Deci
 }
 
 // checkExternal refuses externalServices the server does not allow; on update only those whose
-// address is new.
-func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices) field.ErrorList {
+// address is new. An object controlled by a TailscaleGateway is exempt from the rule in the data
+// paths (tenancy.ExternalServices.For): only the server itself (its controllers, on the loopback
+// client) may store one whose externalServices the rule refuses; anyone else gets the rule, for
+// every entry when the object gains such a controller.
+func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices, requester user.Info) field.ErrorList {
 	sd := obj.Spec.ServiceDiscovery
 	if sd == nil || len(sd.ExternalServices) == 0 {
 		return nil
@@ -123,6 +127,14 @@ func (p *Plugin) checkExternal(obj, old *gateway.TailscaleServices) field.ErrorL
 	if old != nil && old.Spec.ServiceDiscovery != nil {
 		for _, es := range old.Spec.ServiceDiscovery.ExternalServices {
 			known[es.Address] = true
+		}
+	}
+	if tenancy.ControlledByGateway(obj) {
+		if requester != nil && requester.GetName() == user.APIServerUser {
+			return nil
+		}
+		if old == nil || !tenancy.ControlledByGateway(old) {
+			known = map[string]bool{}
 		}
 	}
 	rule := p.policy.ExternalServices()

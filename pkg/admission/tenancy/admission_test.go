@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
@@ -97,5 +98,55 @@ func TestValidateLooksUpTailnetsTheInformerLacks(t *testing.T) {
 	}
 	if len(looked) != 3 {
 		t.Fatalf("looked up %v; want only the tailnets the informer lacks", looked)
+	}
+}
+
+// externalServicesOf is a TailscaleServices with one external service at address, controlled by
+// a TailscaleGateway when generated.
+func externalServicesOf(address string, generated bool) *gateway.TailscaleServices {
+	s := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "any", Name: "s"},
+		Spec: gateway.TailscaleServicesSpec{ServiceDiscovery: &gateway.ServiceDiscoverySpec{
+			ExternalServices: []gateway.ExternalService{{Name: "tcp-80", Address: address, Port: 80}}}}}
+	if generated {
+		yes := true
+		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "gateway.tailscale.com/v1alpha1", Kind: "TailscaleGateway", Name: "gw", UID: "u", Controller: &yes}}
+	}
+	return s
+}
+
+// With externalServices off, only the server itself stores a TailscaleGateway-controlled object
+// with them; a user claiming that controller gets the rule, for every entry once it claims it.
+func TestValidateExternalServicesOfGeneratedObjects(t *testing.T) {
+	p := plugin(t) // externalServices disabled
+	server := &user.DefaultInfo{Name: user.APIServerUser, Groups: []string{user.SystemPrivilegedGroup}}
+	someone := &user.DefaultInfo{Name: "alice"}
+	for _, tc := range []struct {
+		name        string
+		obj, old    *gateway.TailscaleServices
+		who         user.Info
+		wantRefused bool
+	}{
+		{name: "user, not generated", obj: externalServicesOf("10.0.0.1", false), who: someone, wantRefused: true},
+		{name: "server, not generated", obj: externalServicesOf("10.0.0.1", false), who: server, wantRefused: true},
+		{name: "server, generated", obj: externalServicesOf("10.0.0.1", true), who: server},
+		{name: "user claiming the controller", obj: externalServicesOf("10.0.0.1", true), who: someone, wantRefused: true},
+		{name: "user adding the controller to a stored object", obj: externalServicesOf("10.0.0.1", true), old: externalServicesOf("10.0.0.1", false), who: someone, wantRefused: true},
+		{name: "user relabelling a generated object", obj: externalServicesOf("10.0.0.1", true), old: externalServicesOf("10.0.0.1", true), who: someone},
+		{name: "user changing a generated address", obj: externalServicesOf("10.0.0.2", true), old: externalServicesOf("10.0.0.1", true), who: someone, wantRefused: true},
+		{name: "server changing a generated address", obj: externalServicesOf("10.0.0.2", true), old: externalServicesOf("10.0.0.1", true), who: server},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op := admission.Create
+			var old runtime.Object
+			if tc.old != nil {
+				op, old = admission.Update, tc.old
+			}
+			attrs := admission.NewAttributesRecord(tc.obj, old, gateway.Kind("TailscaleServices").WithVersion(""), "any", "s",
+				gateway.Resource("tailscaleservices").WithVersion(""), "", op, nil, false, tc.who)
+			err := p.Validate(context.Background(), attrs, nil)
+			if tc.wantRefused != (err != nil) {
+				t.Fatalf("err = %v, want refused %v", err, tc.wantRefused)
+			}
+		})
 	}
 }

@@ -9,7 +9,7 @@ import (
 // ConditionSupported says which set fields have no effect yet (reason FieldsNotSupported), so
 // that none is silently ignored. loadBalancing.strategy and loadBalancing.circuitBreaker are
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
-// routeGeneration by this controller.
+// routeGeneration by this controller, tailnets[].serviceDiscovery by pkg/controllers/discovery.
 const (
 	ConditionSupported       = "Supported"
 	ReasonAllSupported       = "AllFieldsSupported"
@@ -52,9 +52,6 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 		p := fmt.Sprintf("spec.tailnets[%d]", i)
 		if t.Priority != nil {
 			out = append(out, p+".priority")
-		}
-		if t.ServiceDiscovery != nil && t.ServiceDiscovery.Enabled {
-			out = append(out, p+".serviceDiscovery")
 		}
 		if rg := t.RouteGeneration; rg != nil && rg.Ingress != nil && rg.Ingress.DefaultBackend != nil && rg.Ingress.DefaultBackend.HealthCheck != nil {
 			out = append(out, p+".routeGeneration.ingress.defaultBackend.healthCheck")
