@@ -154,7 +154,12 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		return nil, err
 	}
 	disc := newServiceDiscovery(c.core, r.factory)
-	c.start = func(stop <-chan struct{}) { r.factory.Start(stop); routes.start(stop); pub.start(stop); disc.start(stop) }
+	c.start = func(stop <-chan struct{}) {
+		r.factory.Start(stop)
+		routes.start(stop)
+		pub.start(stop)
+		disc.start(stop)
+	}
 	c.build = func(id string) (func(context.Context), error) {
 		vip, err := vipservice.New(r.client, r.factory, vipservice.Options{
 			OperatorID:  id,

@@ -32,7 +32,9 @@ func kubeService(ns, name string, labels, annotations map[string]string, ports .
 
 var exposed = map[string]string{LabelExpose: "true"}
 
-func tcp(port int32) corev1.ServicePort { return corev1.ServicePort{Port: port, Protocol: corev1.ProtocolTCP} }
+func tcp(port int32) corev1.ServicePort {
+	return corev1.ServicePort{Port: port, Protocol: corev1.ProtocolTCP}
+}
 
 func owned(operator string) map[string]string {
 	return map[string]string{"tailscale.com/owner-references": `{"ownerRefs":[{"operatorID":"` + operator + `","resource":{"kind":"TailscaleServices","name":"x/y","uid":"1"}}]}`}
