@@ -204,6 +204,8 @@ type result struct {
 	missing   []string
 	conflicts []string
 	failures  []string
+	// blocked names the generated objects that conflicted or failed: not counted as exposed.
+	blocked map[string]bool
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -285,6 +287,7 @@ func apply[T metav1.Object](ctx context.Context, c *Controller, gw *v1alpha1.Tai
 				} else {
 					res.failures = append(res.failures, fmt.Sprintf("%s %s: %v", s.kind, o.GetName(), err))
 				}
+				res.block(o.GetName())
 				continue
 			}
 			c.opts.Recorder.Eventf(gw, corev1.EventTypeNormal, EventCreated, "Created %s %s", s.kind, o.GetName())
@@ -292,6 +295,7 @@ func apply[T metav1.Object](ctx context.Context, c *Controller, gw *v1alpha1.Tai
 			return err
 		case !controlledBy(cur, gw):
 			res.conflicts = append(res.conflicts, s.kind+" "+o.GetName())
+			res.block(o.GetName())
 		case !s.sameSpec(cur, o) || !contains(cur.GetLabels(), o.GetLabels()) || !contains(cur.GetAnnotations(), o.GetAnnotations()):
 			upd := s.withSpec(cur, o)
 			upd.SetLabels(merge(cur.GetLabels(), o.GetLabels()))
@@ -302,6 +306,7 @@ func apply[T metav1.Object](ctx context.Context, c *Controller, gw *v1alpha1.Tai
 				} else {
 					res.failures = append(res.failures, fmt.Sprintf("%s %s: %v", s.kind, o.GetName(), err))
 				}
+				res.block(o.GetName())
 				continue
 			}
 			c.opts.Recorder.Eventf(gw, corev1.EventTypeNormal, EventUpdated, "Updated %s %s", s.kind, o.GetName())
@@ -322,6 +327,36 @@ func apply[T metav1.Object](ctx context.Context, c *Controller, gw *v1alpha1.Tai
 		c.opts.Recorder.Eventf(gw, corev1.EventTypeNormal, EventDeleted, "Deleted %s %s: no longer needed", s.kind, o.GetName())
 	}
 	return errors.Join(errs...)
+}
+
+func (r *result) block(name string) {
+	if r.blocked == nil {
+		r.blocked = map[string]bool{}
+	}
+	r.blocked[name] = true
+}
+
+// counts are the generated objects of each tailnet configuration that exist as generated.
+func (r result) counts() map[string]Counts {
+	out := make(map[string]Counts, len(r.out.Counts))
+	for name := range r.out.Counts {
+		out[name] = Counts{}
+	}
+	for _, o := range r.out.Services {
+		if !r.blocked[o.Name] {
+			k := out[o.Labels[LabelTailnet]]
+			k.Local++
+			out[o.Labels[LabelTailnet]] = k
+		}
+	}
+	for _, o := range r.out.Endpoints {
+		if !r.blocked[o.Name] && o.Labels[LabelRole] == RoleRemote {
+			k := out[o.Labels[LabelTailnet]]
+			k.Remote++
+			out[o.Labels[LabelTailnet]] = k
+		}
+	}
+	return out
 }
 
 func deleteOptions(uid types.UID) metav1.DeleteOptions {
@@ -424,14 +459,15 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 // condition is the ServiceDiscovery condition of a reconcile.
 func condition(gw *v1alpha1.TailscaleGateway, res result) metav1.Condition {
 	cond := metav1.Condition{Type: ConditionServiceDiscovery, Status: metav1.ConditionTrue, Reason: ReasonDiscovered, ObservedGeneration: gw.Generation}
-	names := make([]string, 0, len(res.out.Counts))
-	for n := range res.out.Counts {
+	counts := res.counts()
+	names := make([]string, 0, len(counts))
+	for n := range counts {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	parts := make([]string, 0, len(names))
 	for _, n := range names {
-		k := res.out.Counts[n]
+		k := counts[n]
 		parts = append(parts, fmt.Sprintf("tailnet %s: %d local Services exposed, %d Tailscale Services of other installations discovered", n, k.Local, k.Remote))
 	}
 	cond.Message = strings.Join(parts, "; ")

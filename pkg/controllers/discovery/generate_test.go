@@ -220,13 +220,21 @@ func TestGenerateRemoteServices(t *testing.T) {
 
 func TestCondition(t *testing.T) {
 	gw := gatewayObj()
-	c := condition(gw, result{out: Output{Counts: map[string]Counts{"prod": {Local: 2, Remote: 1}}}})
+	web := kubeService("apps", "web", exposed, nil, tcp(80))
+	db := kubeService("apps", "db", exposed, nil, tcp(5432))
+	snap := &tailnet.Snapshot{Services: []tailnet.Service{{Name: "svc:b", Addrs: []string{"100.100.0.9"}, Ports: []string{"tcp:80"}, Annotations: owned("b")}}}
+	out := Generate(input([]*corev1.Service{web, db}, snap))
+	c := condition(gw, result{out: out})
 	if c.Status != metav1.ConditionTrue || c.Reason != ReasonDiscovered ||
 		c.Message != "tailnet prod: 2 local Services exposed, 1 Tailscale Services of other installations discovered" {
 		t.Errorf("condition %+v", c)
 	}
-	c = condition(gw, result{conflicts: []string{"TailscaleServices x"}})
-	if c.Status != metav1.ConditionFalse || c.Reason != ReasonConflict || !strings.Contains(c.Message, "TailscaleServices x") {
+	// A name taken by another object: reported, and not counted as exposed.
+	res := result{out: out, conflicts: []string{"TailscaleServices " + out.Services[0].Name}}
+	res.block(out.Services[0].Name)
+	c = condition(gw, res)
+	if c.Status != metav1.ConditionFalse || c.Reason != ReasonConflict || !strings.Contains(c.Message, out.Services[0].Name) ||
+		!strings.Contains(c.Message, "1 local Services exposed, 1 Tailscale Services") {
 		t.Errorf("condition %+v", c)
 	}
 	c = condition(gw, result{missing: []string{"prod-tailnet"}})
