@@ -206,6 +206,14 @@ type result struct {
 	failures  []string
 	// blocked names the generated objects that conflicted or failed: not counted as exposed.
 	blocked map[string]bool
+	// unpolled are the tailnet configurations whose tailnet has not been polled yet: their
+	// remote TailscaleEndpoints are kept as they are rather than deleted.
+	unpolled map[string]bool
+}
+
+// keep reports whether an existing generated object that is not wanted stays.
+func (r result) keep(o metav1.Object) bool {
+	return o.GetLabels()[LabelRole] == RoleRemote && r.unpolled[o.GetLabels()[LabelTailnet]]
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -235,6 +243,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		tn := Tailnet{Config: t, Ref: ref}
 		if snap, ok := c.opts.Tailnets.Snapshot(ref); ok && !snap.LastSync.IsZero() {
 			tn.Snapshot = &snap
+		} else {
+			if res.unpolled == nil {
+				res.unpolled = map[string]bool{}
+			}
+			res.unpolled[t.Name] = true
 		}
 		in.Tailnets = append(in.Tailnets, tn)
 	}
@@ -317,7 +330,7 @@ func apply[T metav1.Object](ctx context.Context, c *Controller, gw *v1alpha1.Tai
 		return err
 	}
 	for _, o := range existing {
-		if wanted[o.GetName()] || !controlledBy(o, gw) || o.GetDeletionTimestamp() != nil {
+		if wanted[o.GetName()] || !controlledBy(o, gw) || o.GetDeletionTimestamp() != nil || res.keep(o) {
 			continue
 		}
 		if err := s.delete(ctx, o.GetName(), o.GetUID()); err != nil && !apierrors.IsNotFound(err) {
@@ -481,6 +494,11 @@ func condition(gw *v1alpha1.TailscaleGateway, res result) metav1.Condition {
 	case len(res.failures) > 0:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonFailed
 		cond.Message = join(strings.Join(res.failures, "; "), cond.Message)
+	}
+	for _, n := range names {
+		if res.unpolled[n] {
+			cond.Message = join(cond.Message, fmt.Sprintf("tailnet %s not polled yet: Tailscale Services of other installations kept as last discovered", n))
+		}
 	}
 	if len(res.out.Skipped) > 0 {
 		cond.Message = join(cond.Message, "not used: "+strings.Join(res.out.Skipped, "; "))

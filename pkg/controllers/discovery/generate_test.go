@@ -237,6 +237,16 @@ func TestCondition(t *testing.T) {
 		!strings.Contains(c.Message, "1 local Services exposed, 1 Tailscale Services") {
 		t.Errorf("condition %+v", c)
 	}
+	// Before the first poll, remote objects are kept and the condition says so.
+	res = result{out: out, unpolled: map[string]bool{"prod": true}}
+	remote := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRole: RoleRemote, LabelTailnet: "prod"}}}
+	host := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRole: RoleHost, LabelTailnet: "prod"}}}
+	if !res.keep(remote) || res.keep(host) || (result{}).keep(remote) {
+		t.Error("keep: remote objects of an unpolled tailnet only")
+	}
+	if c = condition(gw, res); !strings.Contains(c.Message, "tailnet prod not polled yet") {
+		t.Errorf("condition %+v", c)
+	}
 	c = condition(gw, result{missing: []string{"prod-tailnet"}})
 	if c.Reason != ReasonTailnetNotFound {
 		t.Errorf("condition %+v", c)
