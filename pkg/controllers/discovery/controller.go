@@ -257,7 +257,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		}
 	}
 	res.out = Generate(in)
-	errs := []error{c.applyServices(ctx, gw, &res), c.applyEndpoints(ctx, gw, &res)}
+	// The host first: the TailscaleServices take their tailnet from it.
+	errs := []error{c.applyEndpoints(ctx, gw, &res), c.applyServices(ctx, gw, &res)}
 	errs = append(errs, c.writeStatus(ctx, gw, res))
 	return errors.Join(errs...)
 }
