@@ -292,9 +292,9 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		}
 	}
 	if sd := obj.Spec.ServiceDiscovery; sd != nil {
-		rule := src.Tenancy().ExternalServices()
+		rule := src.Tenancy().ExternalServices().For(obj)
 		for _, es := range sd.ExternalServices {
-			if tenancy.GeneratedByGateway(obj) || rule.Check(es.Address) == nil {
+			if rule.Check(es.Address) == nil {
 				backends++
 			}
 		}

@@ -146,6 +146,8 @@ func TestExternalServicesOfGatewayListeners(t *testing.T) {
 			old: servicesWithExternal("10.96.0.10", true), u: admin, wantRefused: true},
 		{name: "user adds a TailscaleGateway controller to an object with externalServices", obj: servicesWithExternal("10.96.0.10", true),
 			old: servicesWithExternal("10.96.0.10", false), u: admin, wantRefused: true},
+		{name: "server changes a generated object's address", obj: servicesWithExternal("10.96.0.11", true),
+			old: servicesWithExternal("10.96.0.10", true), u: server},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var old runtime.Object

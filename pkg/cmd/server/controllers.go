@@ -153,7 +153,13 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 	if err != nil {
 		return nil, err
 	}
-	c.start = func(stop <-chan struct{}) { r.factory.Start(stop); routes.start(stop); pub.start(stop) }
+	disc := newServiceDiscovery(c.core, r.factory)
+	c.start = func(stop <-chan struct{}) {
+		r.factory.Start(stop)
+		routes.start(stop)
+		pub.start(stop)
+		disc.start(stop)
+	}
 	c.build = func(id string) (func(context.Context), error) {
 		vip, err := vipservice.New(r.client, r.factory, vipservice.Options{
 			OperatorID:  id,
@@ -183,6 +189,10 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		if err != nil {
 			return nil, err
 		}
+		discoverer, err := disc.build(r.client, r.factory, id, col, r.policy, c.recorder, co.Workers)
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context) {
 			if deploy != nil {
 				go deploy(ctx)
@@ -193,6 +203,9 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 			}
 			if publisher != nil {
 				go publisher.Run(ctx, 2)
+			}
+			if discoverer != nil {
+				go discoverer.Run(ctx)
 			}
 			vip.Run(ctx)
 		}, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/discovery"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -132,6 +133,35 @@ func TestGenerateSkipsListenerObjects(t *testing.T) {
 		if strings.Contains(r.Name, "gateway-proxy") || strings.Contains(r.Name, "-listener-") {
 			t.Errorf("route %s generated for a listener object", r.Name)
 		}
+	}
+}
+
+// Of discovery's objects only the remote services are route backends: a host and a local
+// Service's object are not.
+func TestGenerateRoutesOnlyForRemoteDiscoveredServices(t *testing.T) {
+	lin := listenersInput()
+	in := input(lin.Gateway)
+	if len(in.Endpoints) == 0 {
+		t.Fatal("the input has no TailscaleEndpoints to copy")
+	}
+	yes := true
+	discovered := func(name, role string) *v1alpha1.TailscaleEndpoints {
+		e := in.Endpoints[0].DeepCopy()
+		e.Name = name
+		e.Labels = map[string]string{discovery.LabelRole: role}
+		e.OwnerReferences = []metav1.OwnerReference{{APIVersion: "gateway.tailscale.com/v1alpha1", Kind: "TailscaleGateway", Name: "gw", UID: "u", Controller: &yes}}
+		return e
+	}
+	in.Endpoints = append(in.Endpoints, discovered("found-remote", discovery.RoleRemote), discovered("found-host", discovery.RoleHost))
+	var remote bool
+	for _, r := range Generate(in).Routes {
+		remote = remote || strings.HasSuffix(r.Name, "-found-remote")
+		if strings.HasSuffix(r.Name, "-found-host") {
+			t.Errorf("route %s generated for a discovery host", r.Name)
+		}
+	}
+	if !remote {
+		t.Error("no route for the remote service discovery found")
 	}
 }
 

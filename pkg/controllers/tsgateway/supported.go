@@ -10,7 +10,8 @@ import (
 // that none is silently ignored. loadBalancing.strategy and loadBalancing.circuitBreaker are
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
 // routeGeneration by this controller, security.accessControl by the proxy hosting the listeners'
-// Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol).
+// Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol),
+// tailnets[].serviceDiscovery by pkg/controllers/discovery.
 const (
 	ConditionSupported       = "Supported"
 	ReasonAllSupported       = "AllFieldsSupported"
@@ -52,9 +53,6 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 		// always sets it).
 		if t.Priority != nil && len(s.Tailnets) > 1 {
 			out = append(out, p+".priority")
-		}
-		if t.ServiceDiscovery != nil && t.ServiceDiscovery.Enabled {
-			out = append(out, p+".serviceDiscovery")
 		}
 		if rg := t.RouteGeneration; rg != nil && rg.Ingress != nil && rg.Ingress.DefaultBackend != nil && rg.Ingress.DefaultBackend.HealthCheck != nil {
 			out = append(out, p+".routeGeneration.ingress.defaultBackend.healthCheck")

@@ -93,6 +93,13 @@ func parseOwners(annotations map[string]string) (owners, error) {
 	return o, nil
 }
 
+// OwnerRefs returns the owner references of a Tailscale Service's annotations (the first is the
+// owner), nil when it has none.
+func OwnerRefs(annotations map[string]string) ([]OwnerRef, error) {
+	o, err := parseOwners(annotations)
+	return o.refs, err
+}
+
 // index returns the position of ref among the owners, or -1.
 func (o owners) index(ref OwnerRef) int {
 	return slices.IndexFunc(o.refs, ref.same)

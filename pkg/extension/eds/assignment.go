@@ -19,6 +19,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // strictFailoverFactor is the overprovisioning factor of failover clusters: with it a priority
@@ -176,7 +177,7 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 		for _, ext := range sd.ExternalServices {
 			w := weightOf(ext.Name, ext.Weight)
 			// EDS hosts are IP addresses: Envoy rejects a load assignment holding a hostname.
-			if w == 0 || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil || !src.AllowsExternal(ext.Address) {
+			if w == 0 || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil || !(tenancy.GeneratedByGateway(svc) || src.AllowsExternal(ext.Address)) {
 				continue
 			}
 			locs = append(locs, locality{

@@ -210,8 +210,10 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 		}
 	}
 	if sd := svc.Spec.ServiceDiscovery; sd != nil {
+		// As for endpoints: the external services on the Service port when any is, else all.
+		onPort := slices.ContainsFunc(sd.ExternalServices, func(e v1alpha1.ExternalService) bool { return e.Port == port })
 		for _, ext := range sd.ExternalServices {
-			if ext.Protocol == v1alpha1.ProtocolUDP || ext.Address == "" || ext.Port <= 0 {
+			if ext.Protocol == v1alpha1.ProtocolUDP || ext.Address == "" || ext.Port <= 0 || (onPort && ext.Port != port) {
 				continue
 			}
 			out = append(out, balance.Backend{
@@ -269,7 +271,7 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 			p.Problems = append(p.Problems, refused[len(refused)-1])
 			continue
 		}
-		svc, dropped := withExternalAllowed(svc, external)
+		svc, dropped := withExternalAllowed(svc, external.For(svc))
 		p.Problems = append(p.Problems, dropped...)
 		selected := slices.DeleteFunc(slices.Clone(selectOf(svc)), func(e *v1alpha1.TailscaleEndpoints) bool { return tenancy.Refused(e.Status.Conditions) })
 		out, problems := ServicesOf(svc, selected)
@@ -287,11 +289,11 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 }
 
 // withExternalAllowed returns svc without the externalServices external refuses (a copy when
-// any is left out), and a problem for each. The listener objects of a TailscaleGateway keep
-// theirs (see tenancy.GeneratedByGateway).
+// any is left out), and a problem for each. Objects a TailscaleGateway generates keep theirs:
+// the caller passes external.For(svc) (see tenancy.GeneratedByGateway).
 func withExternalAllowed(svc *v1alpha1.TailscaleServices, external tenancy.ExternalServices) (*v1alpha1.TailscaleServices, []string) {
 	sd := svc.Spec.ServiceDiscovery
-	if sd == nil || len(sd.ExternalServices) == 0 || tenancy.GeneratedByGateway(svc) {
+	if sd == nil || len(sd.ExternalServices) == 0 {
 		return svc, nil
 	}
 	var problems []string
