@@ -2,6 +2,7 @@ package proxydeploy
 
 import (
 	"net"
+	"net/netip"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,14 @@ func (a *ServiceAddresser) Address(obj *v1alpha1.TailscaleEndpoints, ep endpoint
 		return "", 0, false
 	}
 	return a.Direct.Address(obj, ep)
+}
+
+// ProxyAddress is the cluster IP of obj's egress Service (a publish.ProxyAddresser, for the
+// published backends of pkg/controllers/publish): its ports are the egress listeners' own, TCP
+// and UDP. ok is false when obj has no egress Service of ours with a cluster IP.
+func (a *ServiceAddresser) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(a.serviceIP(obj))
+	return ip, err == nil
 }
 
 // serviceIP is the cluster IP of obj's egress Service, empty when obj has none.
