@@ -218,6 +218,10 @@ func TestProxyDeployment(t *testing.T) {
 
 	// An update rolls the StatefulSet; scaling down drops the state of the removed replica.
 	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]
+	state0, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(0), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cur, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -245,6 +249,9 @@ func TestProxyDeployment(t *testing.T) {
 			return slices.Equal(r.ResourceNames, []string{n.StateSecret(0)})
 		}), err
 	})
+
+	// The key's tags changed: it is minted again; so it is when it expires or is revoked.
+	t.Run("authkey", func(t *testing.T) { checkKeyRenewal(t, sim, ns, keySecret, state0) })
 
 	// A foreign object of a proxy's name is left alone and reported.
 	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-proxy", Labels: map[string]string{"team": "theirs"}}}
@@ -517,4 +524,125 @@ func checkEDSDialsProxyService(t *testing.T, ns, clusterIP string, port, egressP
 	if err != nil {
 		t.Fatalf("the load assignment does not name %s:%d (last %s): %v", clusterIP, egressPort, last, err)
 	}
+}
+
+// keyStatus is the HTTP status of GET .../keys/{id} in sim's API.
+func keyStatus(c context.Context, sim *tailnetsim.Tailnet, id string) (int, error) {
+	req, err := http.NewRequestWithContext(c, http.MethodGet, sim.APIURL()+"/api/v2/tailnet/-/keys/"+id, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.SetBasicAuth(sim.APIKey(), "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// checkKeyRenewal follows the auth key Secret (first as it was created) after the object's tags
+// changed, then after its key expired and after it was revoked: each time a new key is minted
+// with the current tags into the same Secret, the replaced key is revoked, the Secret's
+// annotations record the new key's ID, tags and expiry (never the key), and the state Secret
+// (state0 before all this) is untouched.
+func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, state0 *corev1.Secret) {
+	kube := env.Kube
+	wantTags := "tag:extra,tag:k8s-proxy,tag:web"
+	// next waits for the Secret to hold a key other than prev's and returns it.
+	next := func(what, prev string) *corev1.Secret {
+		t.Helper()
+		var got *corev1.Secret
+		eventually(t, what, func(c context.Context) (bool, error) {
+			s, err := kube.CoreV1().Secrets(ns).Get(c, first.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			got = s
+			return s.Annotations[proxydeploy.AuthKeyIDAnnotation] != prev && s.Annotations[proxydeploy.AuthKeyTagsAnnotation] == wantTags, nil
+		})
+		if got.UID != first.UID {
+			t.Errorf("the auth key Secret was recreated (UID %s, was %s)", got.UID, first.UID)
+		}
+		if string(got.Data[proxydeploy.AuthKeyKey]) != sim.AuthKey() {
+			t.Error("the renewed Secret does not hold the minted key")
+		}
+		exp, err := time.Parse(time.RFC3339, got.Annotations[proxydeploy.AuthKeyExpiresAnnotation])
+		if err != nil || time.Until(exp) < 80*24*time.Hour {
+			t.Errorf("expiry annotation %q: %v", got.Annotations[proxydeploy.AuthKeyExpiresAnnotation], err)
+		}
+		for k, v := range got.Annotations {
+			if strings.Contains(v, sim.AuthKey()) {
+				t.Errorf("annotation %s holds the key", k)
+			}
+		}
+		// The replaced key is revoked in the API.
+		eventually(t, "key "+prev+" revoked", func(c context.Context) (bool, error) {
+			code, err := keyStatus(c, sim, prev)
+			return code == http.StatusNotFound, err
+		})
+		return got
+	}
+	firstID := first.Annotations[proxydeploy.AuthKeyIDAnnotation]
+	if firstID == "" {
+		t.Fatalf("the auth key Secret records no key ID: %v", first.Annotations)
+	}
+	renewed := next("a key minted with the new tags", firstID)
+	keys, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := renewed.Annotations[proxydeploy.AuthKeyIDAnnotation]
+	for desc, tags := range keys {
+		if strings.HasPrefix(desc, id+" ") && strings.Join(tags, ",") != wantTags {
+			t.Errorf("key %s minted with tags %v, want %s", id, tags, wantTags)
+		}
+	}
+
+	// The key expires (its expiry passes in the API).
+	if !sim.ExpireAuthKey(id) {
+		t.Fatalf("key %s is not in the API", id)
+	}
+	renewed = next("a key minted after the expiry", id)
+	id = renewed.Annotations[proxydeploy.AuthKeyIDAnnotation]
+
+	// The key is revoked in the API.
+	req, err := http.NewRequestWithContext(ctx(t), http.MethodDelete, sim.APIURL()+"/api/v2/tailnet/-/keys/"+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(sim.APIKey(), "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	next("a key minted after the revocation", id)
+
+	// The node state is untouched: enrolled replicas keep their identity.
+	s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), state0.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.UID != state0.UID || s.ResourceVersion != state0.ResourceVersion || len(s.Data) == 0 {
+		t.Errorf("state Secret %s changed: UID %s (was %s), resourceVersion %s (was %s), %d keys",
+			s.Name, s.UID, state0.UID, s.ResourceVersion, state0.ResourceVersion, len(s.Data))
+	}
+	// Renewals are Events naming key IDs, never the key (recorded asynchronously).
+	eventually(t, "three "+proxydeploy.ReasonKeyRenewed+" Events", func(c context.Context) (bool, error) {
+		evs, err := kube.CoreV1().Events(ns).List(c, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		renewals := 0
+		for _, e := range evs.Items {
+			if strings.Contains(e.Message, sim.AuthKey()) {
+				return false, fmt.Errorf("event %s shows the auth key", e.Reason)
+			}
+			if e.Reason == proxydeploy.ReasonKeyRenewed {
+				renewals += int(max(e.Count, 1))
+			}
+		}
+		return renewals == 3, nil
+	})
 }

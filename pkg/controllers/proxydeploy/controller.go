@@ -48,6 +48,7 @@ const (
 	ReasonInvalid     = "ProxyInvalid"
 	ReasonNoServices  = "ProxyNothingToServe"
 	ReasonApplyFailed = "ProxyApplyFailed"
+	ReasonKeyRenewed  = "ProxyAuthKeyRenewed"
 )
 
 // DefaultResync is how often every TailscaleEndpoints is reconciled again.
@@ -66,6 +67,11 @@ type Options struct {
 	Recorder record.EventRecorder
 	// Resync is the interval of the core informers (DefaultResync when zero).
 	Resync time.Duration
+	// KeyCheckInterval is how often each proxy's auth key is looked up in the Tailscale API
+	// (expired or revoked keys are minted again); DefaultKeyCheckInterval when zero.
+	KeyCheckInterval time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
 
 // Controller reconciles the proxies' objects.
@@ -78,6 +84,7 @@ type Controller struct {
 	core     kubeinformers.SharedInformerFactory
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
+	keys     keyChecks
 }
 
 // New returns a controller on factory's informers and core informers of its own, limited to the
@@ -88,6 +95,12 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 	}
 	if opts.Resync <= 0 {
 		opts.Resync = DefaultResync
+	}
+	if opts.KeyCheckInterval <= 0 {
+		opts.KeyCheckInterval = DefaultKeyCheckInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	gw := factory.Gateway().V1alpha1()
 	core := ManagedInformers(kube, opts.Resync)
@@ -205,6 +218,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		c.keys.forget(key)
 		return nil // the garbage collector removes what it owned
 	}
 	if err != nil {
@@ -231,10 +245,14 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err := c.apply(ctx, obj); err != nil {
 		return err
 	}
-	if err := c.ensureAuthKey(ctx, obj, in.Tags); err != nil {
-		return err
+	keyErr := c.ensureAuthKey(ctx, obj, in.Tags)
+	if keyErr != nil && !errors.Is(keyErr, errRenewal) {
+		return keyErr
 	}
-	return c.applyWorkload(ctx, in)
+	if err := c.applyWorkload(ctx, in); err != nil {
+		return errors.Join(keyErr, err)
+	}
+	return keyErr
 }
 
 // hostedServices are the TailscaleServices obj's proxies host: those of its namespace with a
@@ -404,43 +422,6 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 }
 
 func ptrEq(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
-
-// ensureAuthKey mints the auth key once, when its Secret does not exist yet. The key is reusable
-// (every replica enrolls with it) and preauthorized; it is read only by a replica with no state,
-// so restarts do not need a new one.
-func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, tags []string) error {
-	n := NamesOf(obj.Name)
-	if existing, err := c.kube.CoreV1().Secrets(obj.Namespace).Get(ctx, n.AuthKey, metav1.GetOptions{}); err == nil {
-		if !metav1.IsControlledBy(existing, obj) {
-			return c.conflict(obj, "Secret", n.AuthKey)
-		}
-		return nil
-	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading Secret %s: %w", n.AuthKey, err)
-	}
-	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
-	if !ok {
-		return fmt.Errorf("minting the proxy's auth key: tailnet %q is not known yet", obj.Spec.Tailnet)
-	}
-	api, ok := c.opts.Tailnets.API(name)
-	if !ok {
-		return fmt.Errorf("minting the proxy's auth key: tailnet %s is not polled yet", name)
-	}
-	key, err := api.CreateAuthKey(ctx, tailnet.AuthKeyOptions{Tags: tags, Reusable: true, Preauthorized: true,
-		Description: "tailscale-gateway-proxy " + obj.Namespace + "/" + obj.Name})
-	if err != nil {
-		// tailnet errors never carry credentials or keys.
-		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonMintFailed, "Minting the proxy's auth key in tailnet %s: %v", name, err)
-		return fmt.Errorf("minting the proxy's auth key: %w", err)
-	}
-	if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Create(ctx, AuthKeySecret(obj, key.Key, tags), metav1.CreateOptions{}); err != nil {
-		// A key minted but not stored is left to expire; the next attempt mints another.
-		return fmt.Errorf("storing the proxy's auth key (key %s) in Secret %s: %w", key.ID, n.AuthKey, err)
-	}
-	c.opts.Recorder.Eventf(obj, corev1.EventTypeNormal, ReasonKeyMinted, "Minted auth key %s for the proxy in tailnet %s with tags %v", key.ID, name, tags)
-	klog.FromContext(ctx).Info("Minted the proxy's auth key", "endpoints", klog.KObj(obj), "keyID", key.ID, "tags", tags)
-	return nil
-}
 
 // errConflict stops a sync at an object of ours' name that is not ours.
 var errConflict = errors.New("an object of the proxy's name is not managed for these endpoints")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
 
 // Labels and annotations of the generated objects.
@@ -184,11 +186,15 @@ func StateSecret(obj *v1alpha1.TailscaleEndpoints, i int) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).StateSecret(i)), Type: corev1.SecretTypeOpaque}
 }
 
-// AuthKeySecret returns the Secret holding key, minted with tags.
-func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, key string, tags []string) *corev1.Secret {
+// AuthKeySecret returns the Secret holding key, minted with tags; its annotations record the
+// tags, the key's ID and expiry, never the key.
+func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, key tailnet.AuthKey, tags []string) *corev1.Secret {
 	s := &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).AuthKey), Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{AuthKeyKey: []byte(key)}}
-	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ",")}
+		Data: map[string][]byte{AuthKeyKey: []byte(key.Key)}}
+	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ","), AuthKeyIDAnnotation: key.ID}
+	if !key.Expires.IsZero() {
+		s.Annotations[AuthKeyExpiresAnnotation] = key.Expires.UTC().Format(time.RFC3339)
+	}
 	return s
 }
 
