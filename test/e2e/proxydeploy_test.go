@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -150,7 +151,23 @@ func TestProxyDeployment(t *testing.T) {
 		}
 		states = append(states, s)
 	}
-	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecret, states[0], states[1]} {
+	pdb, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil ||
+		fmt.Sprint(pdb.Spec.Selector.MatchLabels) != fmt.Sprint(sts.Spec.Selector.MatchLabels) {
+		t.Errorf("PodDisruptionBudget spec %+v, StatefulSet selector %v", pdb.Spec, sts.Spec.Selector.MatchLabels)
+	}
+	eventually(t, "ProxyDeployed=True", func(c context.Context) (bool, error) {
+		cur, err := eps.Get(c, "backends", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
+		return cond != nil && cond.Status == metav1.ConditionTrue && cond.Reason == proxydeploy.ReasonDeployed, nil
+	})
+	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecret, states[0], states[1], pdb} {
 		if err := owned(m); err != nil {
 			t.Error(err)
 		}
@@ -250,6 +267,11 @@ func TestProxyDeployment(t *testing.T) {
 		}), err
 	})
 
+	eventually(t, "the PodDisruptionBudget deleted at one replica", func(c context.Context) (bool, error) {
+		_, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(c, n.Base, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+
 	// The key's tags changed: it is minted again; so it is when it expires or is revoked.
 	t.Run("authkey", func(t *testing.T) { checkKeyRenewal(t, sim, ns, keySecret, state0) })
 
@@ -274,6 +296,15 @@ func TestProxyDeployment(t *testing.T) {
 		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
 			return e.Reason == proxydeploy.ReasonConflict && e.InvolvedObject.Name == "other" && strings.Contains(e.Message, "other-proxy")
 		}), nil
+	})
+	eventually(t, "ProxyDeployed=False, ObjectConflict", func(c context.Context) (bool, error) {
+		cur, err := eps.Get(c, "other", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == proxydeploy.ReasonObjectConflict &&
+			strings.Contains(cond.Message, "ServiceAccount other-proxy"), nil
 	})
 	sa2, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{})
 	if err != nil {

@@ -124,6 +124,7 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 		Tailnets:         vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
 		Recorder:         recorder,
 		KeyCheckInterval: o.KeyCheckInterval,
+		Client:           client,
 	})
 	if err != nil {
 		return nil, err

@@ -139,8 +139,8 @@ func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleE
 		return nil
 	}
 	if err := c.mintAuthKey(ctx, obj, tags, existing, reason); err != nil {
-		c.keys.forget(objKey) // looked up again on the retry
-		return fmt.Errorf("%w: %w", errRenewal, err)
+		c.keys.forget(objKey)                        // looked up again on the retry
+		return fmt.Errorf("%w: %s", errRenewal, err) // one error: a deployed proxy whose key is not renewed
 	}
 	return nil
 }

@@ -1,9 +1,13 @@
 package proxydeploy
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
@@ -91,5 +95,30 @@ func TestKeyChecksDue(t *testing.T) {
 	}
 	if len(k.last) != 2 {
 		t.Fatalf("remembered %v, want one entry per object", k.last)
+	}
+}
+
+func TestDeployedCondition(t *testing.T) {
+	obj := testEndpoints(Egress, 2)
+	obj.Generation = 4
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status metav1.ConditionStatus
+		reason string
+		msg    string
+	}{
+		{"deployed", nil, metav1.ConditionTrue, ReasonDeployed, "StatefulSet backends-proxy"},
+		{"renewal failed", fmt.Errorf("%w: %s", errRenewal, "HTTP 503"), metav1.ConditionTrue, ReasonDeployed, "in place"},
+		{"conflict", fmt.Errorf("ServiceAccount backends-proxy: %w", errConflict), metav1.ConditionFalse, ReasonObjectConflict, "ServiceAccount backends-proxy"},
+		{"conflict after a failed renewal", errors.Join(fmt.Errorf("%w: x", errRenewal), fmt.Errorf("Service backends-proxy: %w", errConflict)),
+			metav1.ConditionFalse, ReasonObjectConflict, "Service backends-proxy"},
+		{"invalid", fmt.Errorf("%w: connectionType \"sideways\"", errInvalid), metav1.ConditionFalse, ReasonInvalidSpec, "sideways"},
+		{"failed", errors.New("creating Service backends-proxy: forbidden"), metav1.ConditionFalse, ReasonDeployFailed, "forbidden"},
+	} {
+		c := DeployedCondition(obj, tc.err)
+		if c.Type != ConditionProxyDeployed || c.Status != tc.status || c.Reason != tc.reason || !strings.Contains(c.Message, tc.msg) || c.ObservedGeneration != 4 {
+			t.Errorf("%s: %+v", tc.name, c)
+		}
 	}
 }

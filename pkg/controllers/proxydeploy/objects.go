@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -306,6 +307,19 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 		PodManagementPolicy: appsv1.ParallelPodManagement, Template: tmpl,
 		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
 	}}
+}
+
+// PodDisruptionBudget returns the budget that keeps voluntary disruptions (node drains) to
+// one proxy at a time, or nil when in runs at most one replica (a budget of one replica with
+// maxUnavailable 1 protects nothing, and one with 0 would block every drain).
+func PodDisruptionBudget(in Input) *policyv1.PodDisruptionBudget {
+	obj := in.Endpoints
+	if Replicas(obj) <= 1 || !Serves(in) {
+		return nil
+	}
+	one := intstr.FromInt32(1)
+	return &policyv1.PodDisruptionBudget{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), Spec: policyv1.PodDisruptionBudgetSpec{
+		MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: selectorOf(obj)}}}
 }
 
 // hashOf is a hash of v's JSON.
