@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
@@ -85,18 +84,7 @@ func TestEnvoyGatewayTranslatesGeneratedRoutes(t *testing.T) {
 	}
 
 	// Our server, holding the same objects (the EDS answers from them).
-	hookL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	xdsL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := framework.Start(t, "", func(o *server.Options) {
-		o.Collector = &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{}}
-		o.Extension.HookListener, o.Extension.XDSListener = hookL, xdsL
-	})
+	s, hookL, xdsL := startServer(t, &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{}})
 	ctx := bounded(t)
 	c := s.Clientset(t).GatewayV1alpha1()
 	for _, o := range []*v1alpha1.TailscaleEndpoints{web, db} {
