@@ -23,7 +23,7 @@ import (
 type ServiceAddresser struct {
 	// Services lists the Services this controller manages.
 	Services corelisters.ServiceLister
-	// Direct addresses endpoints without a proxy.
+	// Direct addresses endpoints without a proxy (Address only; ProxyAddress needs none).
 	Direct interface {
 		Address(*v1alpha1.TailscaleEndpoints, endpointset.Endpoint) (string, uint32, bool)
 	}
