@@ -50,7 +50,7 @@ type ControllerOptions struct {
 
 	// BackendProxyAddress is the IP address of tailscale-gateway-proxy's egress listeners that
 	// published backends (pkg/controllers/publish) point at for TailscaleEndpoints without a
-	// deployed proxy of their own (whose Service's cluster IP comes first).
+	// deployed proxy of their own (those use its Service's cluster IP only).
 	BackendProxyAddress string
 
 	// Recorder, when set, receives the controllers' Events instead of the core API (or the

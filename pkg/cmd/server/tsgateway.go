@@ -13,6 +13,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
@@ -65,9 +66,9 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 }
 
 // publisher wires pkg/controllers/publish (cluster mode). The address of a TailscaleEndpoints'
-// egress listeners is, in this order: the cluster IP of the proxy Service deployed for it
-// (--proxy-deploy, proxydeploy.ServiceAddresser), then --backend-proxy-address. With neither,
-// it is not published.
+// egress listeners is the cluster IP of the proxy Service deployed for it when the server
+// deploys one (--proxy-deploy, proxydeploy.ServiceAddresser; none until the Service has one),
+// else --backend-proxy-address. With neither, it is not published.
 type publisher struct {
 	kube    kubernetes.Interface
 	proxy   publish.ProxyAddresser
@@ -83,10 +84,10 @@ func newPublisher(kube kubernetes.Interface, address string, deployed bool, fact
 		return nil, nil
 	}
 	p := &publisher{kube: kube, factory: publish.NewKubeFactory(kube, 10*time.Minute)}
-	var chain publish.First
+	var addr deployedOrStatic
 	if deployed {
 		p.proxies = proxydeploy.ManagedInformers(kube, informerResync)
-		chain = append(chain, &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister()})
+		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister()}
 	}
 	if address != "" {
 		ip, err := netip.ParseAddr(address)
@@ -96,14 +97,31 @@ func newPublisher(kube kubernetes.Interface, address string, deployed bool, fact
 		if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() {
 			return nil, fmt.Errorf("--backend-proxy-address: %s: EndpointSlices may not hold loopback, unspecified or link-local addresses", ip)
 		}
-		chain = append(chain, publish.StaticAddress(ip))
+		addr.static = publish.StaticAddress(ip)
 	}
-	p.proxy = chain
+	p.proxy = addr
 	p.factory.Core().V1().Services().Informer()
 	p.factory.Discovery().V1().EndpointSlices().Informer()
 	factory.Gateway().V1alpha1().TailscaleEndpoints().Informer()
 	factory.Gateway().V1alpha1().TailscaleServices().Informer()
 	return p, nil
+}
+
+// deployedOrStatic addresses an object whose proxy the server deploys by that proxy's Service
+// only, and the others by static (none when it is nil).
+type deployedOrStatic struct {
+	deployed *proxydeploy.ServiceAddresser
+	static   publish.ProxyAddresser
+}
+
+func (a deployedOrStatic) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
+	if a.deployed != nil && proxydeploy.DeploysEgress(obj) {
+		return a.deployed.ProxyAddress(obj)
+	}
+	if a.static == nil {
+		return netip.Addr{}, false
+	}
+	return a.static.ProxyAddress(obj)
 }
 
 func (p *publisher) start(stop <-chan struct{}) {

@@ -50,9 +50,13 @@ func (a *ServiceAddresser) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip
 	return ip, err == nil
 }
 
+// DeploysEgress reports whether this controller deploys egress listeners for obj: their only
+// address is then its Service's (ServiceAddresser).
+func DeploysEgress(obj *v1alpha1.TailscaleEndpoints) bool { return Wanted(obj) && runsEgress(obj) }
+
 // serviceIP is the cluster IP of obj's egress Service, empty when obj has none.
 func (a *ServiceAddresser) serviceIP(obj *v1alpha1.TailscaleEndpoints) string {
-	if !Wanted(obj) || !runsEgress(obj) {
+	if !DeploysEgress(obj) {
 		return ""
 	}
 	svc, err := a.Services.Services(obj.Namespace).Get(NamesOf(obj.Name).Base)

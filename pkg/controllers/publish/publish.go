@@ -61,19 +61,6 @@ func (s StaticAddress) ProxyAddress(*v1alpha1.TailscaleEndpoints) (netip.Addr, b
 	return a, a.IsValid()
 }
 
-// First asks each addresser in turn and returns the first answer.
-type First []ProxyAddresser
-
-// ProxyAddress implements ProxyAddresser.
-func (f First) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
-	for _, a := range f {
-		if addr, ok := a.ProxyAddress(obj); ok {
-			return addr, true
-		}
-	}
-	return netip.Addr{}, false
-}
-
 // ServiceName is the published Service of an object of kind (TailscaleEndpoints or
 // TailscaleServices) named name.
 func ServiceName(kind, name string) string {

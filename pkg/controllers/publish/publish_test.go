@@ -60,8 +60,8 @@ func (b byName) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool
 	return a, ok
 }
 
-// TestDesiredPerMember publishes the members of a TailscaleServices each at its own proxy (the
-// first addresser that answers), and leaves out a member no proxy serves.
+// TestDesiredPerMember publishes the members of a TailscaleServices each at its own proxy, and
+// leaves out a member no proxy serves.
 func TestDesiredPerMember(t *testing.T) {
 	member := func(name, ip string, port int32) *v1alpha1.TailscaleEndpoints {
 		return &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
@@ -69,7 +69,7 @@ func TestDesiredPerMember(t *testing.T) {
 				{Name: "e", TailscaleIP: ip, TailscaleFQDN: name + ".ts.net", Port: port, Protocol: v1alpha1.ProtocolTCP}}}}
 	}
 	members := []*v1alpha1.TailscaleEndpoints{member("a", "100.64.0.1", 80), member("b", "100.64.0.2", 80), member("c", "100.64.0.3", 8080)}
-	proxies := First{byName{"a": netip.MustParseAddr("10.96.0.1")}, byName{"a": netip.MustParseAddr("192.0.2.1"), "b": netip.MustParseAddr("fd00::2")}}
+	proxies := byName{"a": netip.MustParseAddr("10.96.0.1"), "b": netip.MustParseAddr("fd00::2")}
 	svc, slices := Desired(Owner{Kind: KindServices, Namespace: "ns", Name: "web", UID: "u"}, members, proxies)
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "tcp-80" {
 		t.Fatalf("ports %+v: want only tcp-80 (c has no proxy)", svc.Spec.Ports)
@@ -82,6 +82,6 @@ func TestDesiredPerMember(t *testing.T) {
 		}
 	}
 	if len(slices) != 2 || got["10.96.0.1"] != "IPv4" || got["fd00::2"] != "IPv6" {
-		t.Fatalf("slices at %v, want a at 10.96.0.1 (the first addresser's) and b at fd00::2", got)
+		t.Fatalf("slices at %v, want a at 10.96.0.1 and b at fd00::2", got)
 	}
 }
