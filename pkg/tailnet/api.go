@@ -24,4 +24,10 @@ type API interface {
 	ApproveServiceHost(ctx context.Context, name, nodeID string, approved bool) error
 	// CreateAuthKey creates an auth key, such as one for the prober's tsnet node.
 	CreateAuthKey(ctx context.Context, opts AuthKeyOptions) (AuthKey, error)
+	// AuthKeyInfo gets what the API says of an auth key (never the key itself); a deleted key
+	// is an IsNotFound error.
+	AuthKeyInfo(ctx context.Context, id string) (AuthKeyInfo, error)
+	// DeleteAuthKey revokes an auth key; deleting one that does not exist succeeds. Devices
+	// that joined with it stay.
+	DeleteAuthKey(ctx context.Context, id string) error
 }

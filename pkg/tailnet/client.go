@@ -201,6 +201,25 @@ func (c *Client) CreateAuthKey(ctx context.Context, opts AuthKeyOptions) (AuthKe
 	return AuthKey{ID: k.ID, Key: k.Key, Expires: k.Expires}, nil
 }
 
+// AuthKeyInfo implements API.
+func (c *Client) AuthKeyInfo(ctx context.Context, id string) (AuthKeyInfo, error) {
+	k, err := c.ts.Keys().Get(ctx, id)
+	if err != nil {
+		return AuthKeyInfo{}, c.fail("get auth key "+id, err)
+	}
+	return AuthKeyInfo{ID: k.ID, Tags: k.Capabilities.Devices.Create.Tags, Created: k.Created, Expires: k.Expires,
+		Revoked: k.Revoked, Invalid: k.Invalid}, nil
+}
+
+// DeleteAuthKey implements API.
+func (c *Client) DeleteAuthKey(ctx context.Context, id string) error {
+	err := c.fail("delete auth key "+id, c.ts.Keys().Delete(ctx, id))
+	if IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
 // doJSON sends a request to /api/v2/tailnet/{tailnet}/{path...} with the authenticated client.
 func (c *Client) doJSON(ctx context.Context, method string, in, out any, path ...string) error {
 	elems := []string{"api", "v2", "tailnet", url.PathEscape(c.tailnet)}

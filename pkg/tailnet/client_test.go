@@ -158,6 +158,25 @@ func TestClientWrites(t *testing.T) {
 	if !reflect.DeepEqual(cr.Tags, []string{"tag:prober"}) || !cr.Ephemeral || !cr.Preauthorized || cr.Reusable || req.ExpirySeconds != 3600 {
 		t.Fatalf("key request %+v", req)
 	}
+
+	now := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	info, err := c.AuthKeyInfo(ctx, "k123")
+	if err != nil || info.ID != "k123" || !reflect.DeepEqual(info.Tags, []string{"tag:prober"}) || !info.Usable(now) ||
+		info.Usable(info.Expires) || !info.Revoked.IsZero() {
+		t.Fatalf("AuthKeyInfo(k123) = %+v, %v", info, err)
+	}
+	if info, err := c.AuthKeyInfo(ctx, "kREVOKED"); err != nil || info.Revoked.IsZero() || !info.Invalid || info.Usable(now) {
+		t.Fatalf("AuthKeyInfo(kREVOKED) = %+v, %v", info, err)
+	}
+	if _, err := c.AuthKeyInfo(ctx, "kGONE"); !IsNotFound(err) {
+		t.Fatalf("AuthKeyInfo(kGONE): %v, want not found", err)
+	}
+	if err := c.DeleteAuthKey(ctx, "k123"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteAuthKey(ctx, "kGONE"); err != nil {
+		t.Fatalf("deleting a missing key: %v; want success", err)
+	}
 }
 
 func TestClientNamedTailnetAndBaseURL(t *testing.T) {

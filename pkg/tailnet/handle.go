@@ -129,3 +129,14 @@ func (h *apiHandle) ApproveServiceHost(ctx context.Context, name, nodeID string,
 func (h *apiHandle) CreateAuthKey(ctx context.Context, opts AuthKeyOptions) (AuthKey, error) {
 	return call(ctx, h, func(a API) (AuthKey, error) { return a.CreateAuthKey(ctx, opts) })
 }
+
+// AuthKeyInfo implements API.
+func (h *apiHandle) AuthKeyInfo(ctx context.Context, id string) (AuthKeyInfo, error) {
+	return call(ctx, h, func(a API) (AuthKeyInfo, error) { return a.AuthKeyInfo(ctx, id) })
+}
+
+// DeleteAuthKey implements API.
+func (h *apiHandle) DeleteAuthKey(ctx context.Context, id string) error {
+	_, err := call(ctx, h, func(a API) (struct{}, error) { return struct{}{}, a.DeleteAuthKey(ctx, id) })
+	return err
+}

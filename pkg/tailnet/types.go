@@ -105,6 +105,24 @@ type AuthKey struct {
 	Expires time.Time
 }
 
+// AuthKeyInfo is what the API reports of an existing auth key (GET .../keys/{id}).
+type AuthKeyInfo struct {
+	ID      string
+	Tags    []string
+	Created time.Time
+	Expires time.Time
+	// Revoked is when the key was revoked, zero if it was not.
+	Revoked time.Time
+	// Invalid is the API's "invalid": expired or revoked.
+	Invalid bool
+}
+
+// Usable reports whether devices can still join with the key at now: not invalid, not
+// revoked, not expired.
+func (k AuthKeyInfo) Usable(now time.Time) bool {
+	return !k.Invalid && k.Revoked.IsZero() && (k.Expires.IsZero() || now.Before(k.Expires))
+}
+
 // String never prints the key.
 func (k AuthKey) String() string { return "AuthKey{ID:" + k.ID + ", Key:" + redacted + "}" }
 

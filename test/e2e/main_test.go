@@ -33,8 +33,10 @@ func run(m *testing.M) int {
 	// examples/ (applied through kube-apiserver) have externalServices; the integration suite
 	// checks the default, which refuses them. Published backends (pkg/controllers/publish) point
 	// at an egress proxy address (TEST-NET-1, never dialled: kube-apiserver refuses loopback
-	// addresses in EndpointSlices).
-	env, err = framework.Setup(dir, "--allow-external-services", "--backend-proxy-address=192.0.2.10")
+	// addresses in EndpointSlices). Deployed proxies' auth keys are looked up every second
+	// (TestProxyDeployment expires and revokes one).
+	env, err = framework.Setup(dir, "--allow-external-services", "--backend-proxy-address=192.0.2.10",
+		"--proxy-auth-key-check-interval=1s")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up kube-apiserver and tailscale-gateway-apiserver: %v\nlogs in %s\n", err, dir)
 		return 1

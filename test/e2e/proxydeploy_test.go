@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -150,7 +151,23 @@ func TestProxyDeployment(t *testing.T) {
 		}
 		states = append(states, s)
 	}
-	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecret, states[0], states[1]} {
+	pdb, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil ||
+		fmt.Sprint(pdb.Spec.Selector.MatchLabels) != fmt.Sprint(sts.Spec.Selector.MatchLabels) {
+		t.Errorf("PodDisruptionBudget spec %+v, StatefulSet selector %v", pdb.Spec, sts.Spec.Selector.MatchLabels)
+	}
+	eventually(t, "ProxyDeployed=True", func(c context.Context) (bool, error) {
+		cur, err := eps.Get(c, "backends", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
+		return cond != nil && cond.Status == metav1.ConditionTrue && cond.Reason == proxydeploy.ReasonDeployed, nil
+	})
+	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecret, states[0], states[1], pdb} {
 		if err := owned(m); err != nil {
 			t.Error(err)
 		}
@@ -218,6 +235,10 @@ func TestProxyDeployment(t *testing.T) {
 
 	// An update rolls the StatefulSet; scaling down drops the state of the removed replica.
 	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]
+	state0, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(0), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cur, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -246,6 +267,14 @@ func TestProxyDeployment(t *testing.T) {
 		}), err
 	})
 
+	eventually(t, "the PodDisruptionBudget deleted at one replica", func(c context.Context) (bool, error) {
+		_, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(c, n.Base, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+
+	// The key's tags changed: it is minted again; so it is when it expires or is revoked.
+	t.Run("authkey", func(t *testing.T) { checkKeyRenewal(t, sim, ns, keySecret, state0) })
+
 	// A foreign object of a proxy's name is left alone and reported.
 	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-proxy", Labels: map[string]string{"team": "theirs"}}}
 	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx(t), foreign, metav1.CreateOptions{}); err != nil {
@@ -267,6 +296,15 @@ func TestProxyDeployment(t *testing.T) {
 		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
 			return e.Reason == proxydeploy.ReasonConflict && e.InvolvedObject.Name == "other" && strings.Contains(e.Message, "other-proxy")
 		}), nil
+	})
+	eventually(t, "ProxyDeployed=False, ObjectConflict", func(c context.Context) (bool, error) {
+		cur, err := eps.Get(c, "other", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == proxydeploy.ReasonObjectConflict &&
+			strings.Contains(cond.Message, "ServiceAccount other-proxy"), nil
 	})
 	sa2, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{})
 	if err != nil {
@@ -517,4 +555,125 @@ func checkEDSDialsProxyService(t *testing.T, ns, clusterIP string, port, egressP
 	if err != nil {
 		t.Fatalf("the load assignment does not name %s:%d (last %s): %v", clusterIP, egressPort, last, err)
 	}
+}
+
+// keyStatus is the HTTP status of GET .../keys/{id} in sim's API.
+func keyStatus(c context.Context, sim *tailnetsim.Tailnet, id string) (int, error) {
+	req, err := http.NewRequestWithContext(c, http.MethodGet, sim.APIURL()+"/api/v2/tailnet/-/keys/"+id, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.SetBasicAuth(sim.APIKey(), "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// checkKeyRenewal follows the auth key Secret (first as it was created) after the object's tags
+// changed, then after its key expired and after it was revoked: each time a new key is minted
+// with the current tags into the same Secret, the replaced key is revoked, the Secret's
+// annotations record the new key's ID, tags and expiry (never the key), and the state Secret
+// (state0 before all this) is untouched.
+func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, state0 *corev1.Secret) {
+	kube := env.Kube
+	wantTags := "tag:extra,tag:k8s-proxy,tag:web"
+	// next waits for the Secret to hold a key other than prev's and returns it.
+	next := func(what, prev string) *corev1.Secret {
+		t.Helper()
+		var got *corev1.Secret
+		eventually(t, what, func(c context.Context) (bool, error) {
+			s, err := kube.CoreV1().Secrets(ns).Get(c, first.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			got = s
+			return s.Annotations[proxydeploy.AuthKeyIDAnnotation] != prev && s.Annotations[proxydeploy.AuthKeyTagsAnnotation] == wantTags, nil
+		})
+		if got.UID != first.UID {
+			t.Errorf("the auth key Secret was recreated (UID %s, was %s)", got.UID, first.UID)
+		}
+		if string(got.Data[proxydeploy.AuthKeyKey]) != sim.AuthKey() {
+			t.Error("the renewed Secret does not hold the minted key")
+		}
+		exp, err := time.Parse(time.RFC3339, got.Annotations[proxydeploy.AuthKeyExpiresAnnotation])
+		if err != nil || time.Until(exp) < 80*24*time.Hour {
+			t.Errorf("expiry annotation %q: %v", got.Annotations[proxydeploy.AuthKeyExpiresAnnotation], err)
+		}
+		for k, v := range got.Annotations {
+			if strings.Contains(v, sim.AuthKey()) {
+				t.Errorf("annotation %s holds the key", k)
+			}
+		}
+		// The replaced key is revoked in the API.
+		eventually(t, "key "+prev+" revoked", func(c context.Context) (bool, error) {
+			code, err := keyStatus(c, sim, prev)
+			return code == http.StatusNotFound, err
+		})
+		return got
+	}
+	firstID := first.Annotations[proxydeploy.AuthKeyIDAnnotation]
+	if firstID == "" {
+		t.Fatalf("the auth key Secret records no key ID: %v", first.Annotations)
+	}
+	renewed := next("a key minted with the new tags", firstID)
+	keys, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := renewed.Annotations[proxydeploy.AuthKeyIDAnnotation]
+	for desc, tags := range keys {
+		if strings.HasPrefix(desc, id+" ") && strings.Join(tags, ",") != wantTags {
+			t.Errorf("key %s minted with tags %v, want %s", id, tags, wantTags)
+		}
+	}
+
+	// The key expires (its expiry passes in the API).
+	if !sim.ExpireAuthKey(id) {
+		t.Fatalf("key %s is not in the API", id)
+	}
+	renewed = next("a key minted after the expiry", id)
+	id = renewed.Annotations[proxydeploy.AuthKeyIDAnnotation]
+
+	// The key is revoked in the API.
+	req, err := http.NewRequestWithContext(ctx(t), http.MethodDelete, sim.APIURL()+"/api/v2/tailnet/-/keys/"+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(sim.APIKey(), "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	next("a key minted after the revocation", id)
+
+	// The node state is untouched: enrolled replicas keep their identity.
+	s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), state0.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.UID != state0.UID || s.ResourceVersion != state0.ResourceVersion || len(s.Data) == 0 {
+		t.Errorf("state Secret %s changed: UID %s (was %s), resourceVersion %s (was %s), %d keys",
+			s.Name, s.UID, state0.UID, s.ResourceVersion, state0.ResourceVersion, len(s.Data))
+	}
+	// Renewals are Events naming key IDs, never the key (recorded asynchronously).
+	eventually(t, "three "+proxydeploy.ReasonKeyRenewed+" Events", func(c context.Context) (bool, error) {
+		evs, err := kube.CoreV1().Events(ns).List(c, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		renewals := 0
+		for _, e := range evs.Items {
+			if strings.Contains(e.Message, sim.AuthKey()) {
+				return false, fmt.Errorf("event %s shows the auth key", e.Reason)
+			}
+			if e.Reason == proxydeploy.ReasonKeyRenewed {
+				renewals += int(max(e.Count, 1))
+			}
+		}
+		return renewals == 3, nil
+	})
 }

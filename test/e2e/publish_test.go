@@ -2,15 +2,21 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwapiv1a2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
@@ -129,5 +135,107 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 		_, err := env.Kube.CoreV1().Services(ns).Get(c, "ts-ep-backend-services", metav1.GetOptions{})
 		got, lerr := slicesReady(c, ns, "ts-ep-backend-services")
 		return err != nil && lerr == nil && len(got) == 0, nil
+	})
+}
+
+// publishedAt returns the address and port of each published EndpointSlice of service.
+func publishedAt(c context.Context, ns, service string) ([]string, error) {
+	list, err := env.Kube.DiscoveryV1().EndpointSlices(ns).List(c, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range list.Items {
+		for _, e := range s.Endpoints {
+			for _, a := range e.Addresses {
+				for _, p := range s.Ports {
+					out = append(out, fmt.Sprintf("%s:%d", a, *p.Port))
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// TestPublishedBackendsAtDeployedProxy publishes a TailscaleEndpoints whose proxy the server
+// deploys at that proxy's Service (its cluster IP from kube-apiserver's service CIDR, the
+// egress ports), for itself and for a TailscaleServices selecting it, ahead of
+// --backend-proxy-address, which it falls back to when spec.proxy is removed.
+func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
+	sim, _ := proxySim(t, "e2e-publish-deployed")
+	web, err := sim.Device("web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newNamespace(t, "publish-deployed")
+	api := viaKube(t)
+	obj, err := api.TailscaleEndpoints(ns).Create(ctx(t), &v1alpha1.TailscaleEndpoints{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web", Labels: map[string]string{"app": "web"}},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "e2e-publish-deployed",
+			Proxy: &v1alpha1.ProxyConfig{ConnectionType: proxydeploy.Egress},
+			Endpoints: []v1alpha1.TailscaleEndpoint{
+				{Name: "http", TailscaleIP: web.IPv4.String(), TailscaleFQDN: web.FQDN, Port: int32(web.HTTPPort), Protocol: v1alpha1.ProtocolHTTP},
+				{Name: "dns", TailscaleIP: web.IPv4.String(), TailscaleFQDN: web.FQDN, Port: 53, Protocol: v1alpha1.ProtocolUDP},
+			}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.TailscaleServices(ns).Create(ctx(t), &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var clusterIP string
+	eventually(t, "the proxy Service's cluster IP", func(c context.Context) (bool, error) {
+		svc, err := env.Kube.CoreV1().Services(ns).Get(c, proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		clusterIP = svc.Spec.ClusterIP
+		return err == nil && clusterIP != "" && clusterIP != corev1.ClusterIPNone, err
+	})
+	if ip := net.ParseIP(clusterIP); ip == nil || ip.IsLoopback() {
+		t.Fatalf("cluster IP %q", clusterIP)
+	}
+	httpPort, dnsPort := ports.EgressPort("web", "http", int32(web.HTTPPort)), ports.EgressPort("web", "dns", 53)
+	want := []string{fmt.Sprintf("%s:%d", clusterIP, httpPort), fmt.Sprintf("%s:%d", clusterIP, dnsPort)}
+	slices.Sort(want)
+	for _, svc := range []string{publish.ServiceName(publish.KindEndpoints, "web"), publish.ServiceName(publish.KindServices, "web")} {
+		var last []string
+		eventually(t, svc+" at the proxy Service", func(c context.Context) (bool, error) {
+			got, err := publishedAt(c, ns, svc)
+			last = got
+			return err == nil && slices.Equal(got, want), err
+		})
+		t.Logf("%s: %v", svc, last)
+	}
+	// The proxy Service's ports are the published slices' ports: Envoy's connection to the
+	// cluster IP reaches the listener.
+	psvc, err := env.Kube.CoreV1().Services(ns).Get(ctx(t), proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []int32{httpPort, dnsPort} {
+		if !slices.ContainsFunc(psvc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
+			t.Errorf("the proxy Service lacks port %d: %v", p, psvc.Spec.Ports)
+		}
+	}
+
+	// Without spec.proxy the proxy Service goes and --backend-proxy-address (192.0.2.10 in
+	// this suite) is used.
+	cur, err := api.TailscaleEndpoints(ns).Get(ctx(t), obj.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Proxy = nil
+	if _, err := api.TailscaleEndpoints(ns).Update(ctx(t), cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fallback := []string{fmt.Sprintf("192.0.2.10:%d", dnsPort), fmt.Sprintf("192.0.2.10:%d", httpPort)}
+	slices.Sort(fallback)
+	eventually(t, "the published slices at --backend-proxy-address", func(c context.Context) (bool, error) {
+		got, err := publishedAt(c, ns, publish.ServiceName(publish.KindEndpoints, "web"))
+		return err == nil && slices.Equal(got, fallback), err
 	})
 }

@@ -214,6 +214,8 @@ func TestServerPermissions(t *testing.T) {
 		{[]string{"list", "secrets", "-n", framework.Namespace}, "no"},
 		{[]string{"watch", "secrets", "-n", "default"}, "no"},
 		{[]string{"create", "statefulsets.apps", "-n", "default"}, "yes"},
+		{[]string{"delete", "poddisruptionbudgets.policy", "-n", "default"}, "yes"},
+		{[]string{"create", "pods/eviction", "-n", "default"}, "no"},
 		{[]string{"create", "roles.rbac.authorization.k8s.io", "-n", "default"}, "yes"},
 		{[]string{"escalate", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
 		{[]string{"bind", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},

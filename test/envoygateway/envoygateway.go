@@ -97,6 +97,8 @@ type Options struct {
 	Resources map[string]string
 	// Bin is the envoy-gateway binary; default _output/bin/envoy-gateway of the repository.
 	Bin string
+	// JSONLogs makes envoy-gateway log JSON lines (logging.encoder JSON), which Statuses reads.
+	JSONLogs bool
 }
 
 // Instance is a running Envoy Gateway.
@@ -244,7 +246,7 @@ func (in *Instance) config(opts Options, adminPort int) ([]byte, error) {
 		"telemetry": map[string]any{"metrics": map[string]any{
 			"prometheus": map[string]any{"disable": true},
 		}},
-		"logging": map[string]any{"level": map[string]any{"default": "info"}},
+		"logging": logging(opts.JSONLogs),
 		// Envoy Gateway's Backend kind: a native backend (static IP endpoints) the file provider
 		// can load, for tests mixing native and custom backends on one Gateway.
 		"extensionApis": map[string]any{"enableBackend": true},
@@ -265,6 +267,14 @@ func (in *Instance) config(opts Options, adminPort int) ([]byte, error) {
 	// Plaintext gRPC on loopback: no tls (which would name Kubernetes Secrets).
 	cfg["extensionManager"].(map[string]any)["service"] = map[string]any{"fqdn": map[string]any{"hostname": host, "port": port}}
 	return yaml.Marshal(cfg)
+}
+
+func logging(json bool) map[string]any {
+	l := map[string]any{"level": map[string]any{"default": "info"}}
+	if json {
+		l["encoder"] = "JSON"
+	}
+	return l
 }
 
 func (in *Instance) start(bin string) error {

@@ -523,7 +523,10 @@ func TestResourceFilesAreWatched(t *testing.T) {
 // TestArtifactExtensionManager runs Envoy Gateway with the extensionManager of
 // artifacts/envoy-gateway/envoy-gateway-config.yaml (its service moved to the recorder): Envoy
 // Gateway accepts it and calls the hooks for both kinds.
-func TestArtifactExtensionManager(t *testing.T) {
+// artifactExtensionManager is the extensionManager block of artifacts/envoy-gateway, decoded
+// strictly into Envoy Gateway's types first (it ignores unknown fields: a misspelt one fails here).
+func artifactExtensionManager(t *testing.T) map[string]any {
+	t.Helper()
 	root, err := framework.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -550,10 +553,14 @@ func TestArtifactExtensionManager(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(cm.Data["envoy-gateway.yaml"]), &config); err != nil {
 		t.Fatal(err)
 	}
-	em := config.ExtensionManager
-	if em == nil {
+	if config.ExtensionManager == nil {
 		t.Fatal("the artifact has no extensionManager")
 	}
+	return config.ExtensionManager
+}
+
+func TestArtifactExtensionManager(t *testing.T) {
+	em := artifactExtensionManager(t)
 	service, _ := em["service"].(map[string]any)
 	fqdn, _ := service["fqdn"].(map[string]any)
 	if fqdn["hostname"] != "tailscale-gateway-apiserver.tailscale-gateway-system.svc" || fmt.Sprint(fqdn["port"]) != "5005" {

@@ -23,19 +23,8 @@ import (
 // our xDS server, plus the cluster that reaches that server; and a health transition reaches an
 // Envoy subscribed to our EDS while Envoy Gateway's snapshot stays as it was (no re-translation).
 func TestEnvoyGatewayPublishesClustersOurHookShaped(t *testing.T) {
-	hookL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	xdsL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	collector := &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{}}
-	s := framework.Start(t, "", func(o *server.Options) {
-		o.Collector = collector
-		o.Extension.HookListener, o.Extension.XDSListener = hookL, xdsL
-	})
+	s, hookL, xdsL := startServer(t, collector)
 	ctx := bounded(t)
 	c := s.Clientset(t).GatewayV1alpha1()
 	// The objects of resources(t), in our registry too: there the endpoints and health come from.
@@ -115,6 +104,25 @@ func TestEnvoyGatewayPublishesClustersOurHookShaped(t *testing.T) {
 	if v := cds.Latest().VersionInfo; v != translated {
 		t.Errorf("Envoy Gateway's CDS moved from version %q to %q: a health transition must not need a translation", translated, v)
 	}
+}
+
+// startServer runs our server with collector, its extension hook and xDS server on loopback
+// listeners it returns.
+func startServer(t *testing.T, collector *framework.ScriptedCollector) (s *framework.Server, hookL, xdsL net.Listener) {
+	t.Helper()
+	hookL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xdsL, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = framework.Start(t, "", func(o *server.Options) {
+		o.Collector = collector
+		o.Extension.HookListener, o.Extension.XDSListener = hookL, xdsL
+	})
+	return s, hookL, xdsL
 }
 
 func itoa(p uint32) string { return strconv.FormatUint(uint64(p), 10) }

@@ -705,6 +705,10 @@ func (a *apiServer) handleGetKey(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		out = *k
 		out.Key = ""
+		// "invalid": expired (or revoked; a revoked key is deleted here).
+		if exp, err := time.Parse(time.RFC3339, k.Expires); err == nil && !a.now().Before(exp) {
+			out.Invalid = true
+		}
 	}
 	a.mu.Unlock()
 	if !ok {
@@ -712,6 +716,18 @@ func (a *apiServer) handleGetKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// expireKey moves the expiry of key id to now, as time passing beyond it would.
+func (a *apiServer) expireKey(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k, ok := a.keys[id]
+	if ok {
+		k.Expires = formatTime(a.now())
+		k.Updated = k.Expires
+	}
+	return ok
 }
 
 func (a *apiServer) handleDeleteKey(w http.ResponseWriter, r *http.Request) {

@@ -506,6 +506,15 @@ func TestAPIKeys(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].ID != k.ID {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
+	if got.Invalid {
+		t.Fatalf("a fresh key is invalid: %+v", got)
+	}
+	if !tn.ExpireAuthKey(k.ID) || tn.ExpireAuthKey("kNOPE") {
+		t.Fatal("ExpireAuthKey: wrong existence")
+	}
+	if got, err := keys.Get(ctx, k.ID); err != nil || !got.Invalid || got.Expires.After(time.Now()) {
+		t.Fatalf("Get after expiry = %+v, %v", got, err)
+	}
 	if err := keys.Delete(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}

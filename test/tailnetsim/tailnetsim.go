@@ -11,8 +11,8 @@
 //	POST   /api/v2/device/{deviceId}/tags            {"tags": [...]}: the tags the API reports
 //	GET    /api/v2/tailnet/{tailnet}/keys            list auth keys
 //	POST   /api/v2/tailnet/{tailnet}/keys            mint an auth key the control server accepts
-//	GET    /api/v2/tailnet/{tailnet}/keys/{keyId}
-//	DELETE /api/v2/tailnet/{tailnet}/keys/{keyId}
+//	GET    /api/v2/tailnet/{tailnet}/keys/{keyId}      "invalid" once expired (ExpireAuthKey)
+//	DELETE /api/v2/tailnet/{tailnet}/keys/{keyId}      revokes: later GETs are 404
 //	GET    /api/v2/tailnet/{tailnet}/vip-services                  {"vipServices": [...]}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}
 //	PUT    /api/v2/tailnet/{tailnet}/vip-services/{name}           create or update (an update must carry the allocated addrs)
@@ -504,6 +504,11 @@ func (t *Tailnet) SetDeviceTags(hostname string, tags ...string) { t.api.setTags
 func (t *Tailnet) SetServiceHost(svc, hostname string, hosting bool) {
 	t.api.setHost(svc, hostname, hosting)
 }
+
+// ExpireAuthKey makes the auth key id expired from now on, as if its expiry had passed: the
+// API reports it "invalid" with that expiry. It reports whether the key exists. (Control keeps
+// accepting its value, see the package comment.)
+func (t *Tailnet) ExpireAuthKey(id string) bool { return t.api.expireKey(id) }
 
 // InjectErrors makes the fake API fail requests as described by e.
 func (t *Tailnet) InjectErrors(e ErrorInjection) { t.api.inject(e) }

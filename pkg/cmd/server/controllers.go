@@ -49,7 +49,8 @@ type ControllerOptions struct {
 	RetryPeriod    time.Duration
 
 	// BackendProxyAddress is the IP address of tailscale-gateway-proxy's egress listeners that
-	// published backends (pkg/controllers/publish) point at; empty publishes none.
+	// published backends (pkg/controllers/publish) point at for TailscaleEndpoints without a
+	// deployed proxy of their own (those use its Service's cluster IP only).
 	BackendProxyAddress string
 
 	// Recorder, when set, receives the controllers' Events instead of the core API (or the
@@ -79,7 +80,7 @@ func (o *ControllerOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ConsumerTTL, "consumer-ttl", o.ConsumerTTL,
 		"References of other installations on a shared Tailscale Service whose heartbeat is older than this are removed (0: never).")
 	fs.StringVar(&o.BackendProxyAddress, "backend-proxy-address", o.BackendProxyAddress,
-		"IP address of tailscale-gateway-proxy's egress listeners: every TailscaleEndpoints and TailscaleServices gets a Service ts-ep-<name> / ts-svc-<name> with EndpointSlices at it, for TCPRoute, TLSRoute, UDPRoute and GRPCRoute (cluster mode; empty: none).")
+		"IP address of tailscale-gateway-proxy's egress listeners for TailscaleEndpoints without a proxy deployed by --proxy-deploy: every TailscaleEndpoints and TailscaleServices gets a Service ts-ep-<name> / ts-svc-<name> with EndpointSlices at the cluster IP of its deployed proxy's Service, else at this address, for TCPRoute, TLSRoute, UDPRoute and GRPCRoute (cluster mode; empty: only objects with a deployed proxy).")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "In cluster mode, run the controllers only in the replica holding the Lease.")
 	fs.StringVar(&o.LeaseNamespace, "leader-elect-namespace", o.LeaseNamespace, "Namespace of the controllers' Lease.")
 	fs.StringVar(&o.LeaseName, "leader-elect-name", o.LeaseName, "Name of the controllers' Lease.")
@@ -149,7 +150,7 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 	if err != nil {
 		return nil, err
 	}
-	pub, err := newPublisher(c.core, co.BackendProxyAddress, r.factory)
+	pub, err := newPublisher(c.core, co.BackendProxyAddress, o.ProxyDeploy != nil && o.ProxyDeploy.Enabled, r.factory)
 	if err != nil {
 		return nil, err
 	}

@@ -31,13 +31,15 @@ type ProxyDeployOptions struct {
 	// MetricsInterval is how often the deployed proxies' metrics are scraped for requestCounts;
 	// 0 disables it.
 	MetricsInterval time.Duration
+	// KeyCheckInterval is how often each proxy's auth key is looked up in the Tailscale API.
+	KeyCheckInterval time.Duration
 }
 
 // NewProxyDeployOptions returns the defaults.
 func NewProxyDeployOptions() *ProxyDeployOptions {
 	return &ProxyDeployOptions{Enabled: true, Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:latest",
 		PullPolicy: string(corev1.PullIfNotPresent), CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi",
-		MetricsInterval: requestcounts.DefaultInterval}
+		MetricsInterval: requestcounts.DefaultInterval, KeyCheckInterval: proxydeploy.DefaultKeyCheckInterval}
 }
 
 // AddFlags adds the flags to fs.
@@ -52,6 +54,8 @@ func (o *ProxyDeployOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MemoryLimit, "proxy-memory-limit", o.MemoryLimit, "Memory limit of the proxy container (empty: none).")
 	fs.DurationVar(&o.MetricsInterval, "proxy-metrics-interval", o.MetricsInterval,
 		"Interval at which the deployed proxies' /metrics are scraped for TailscaleServices status.loadBalancingStatus.requestCounts (0: never).")
+	fs.DurationVar(&o.KeyCheckInterval, "proxy-auth-key-check-interval", o.KeyCheckInterval,
+		"Interval at which each deployed proxy's auth key is looked up in the Tailscale API; an expired, soon expiring or revoked key is minted again.")
 }
 
 // Validate checks the options.
@@ -70,6 +74,9 @@ func (o *ProxyDeployOptions) Validate() []error {
 	}
 	if _, err := o.resources(); err != nil {
 		errs = append(errs, err)
+	}
+	if o.KeyCheckInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--proxy-auth-key-check-interval must be positive, got %s", o.KeyCheckInterval))
 	}
 	return errs
 }
@@ -113,9 +120,11 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 		return nil, err
 	}
 	deploy, err := proxydeploy.New(kube, factory, proxydeploy.Options{
-		Config:   proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL},
-		Tailnets: vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
-		Recorder: recorder,
+		Config:           proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL},
+		Tailnets:         vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
+		Recorder:         recorder,
+		KeyCheckInterval: o.KeyCheckInterval,
+		Client:           client,
 	})
 	if err != nil {
 		return nil, err

@@ -14,6 +14,8 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
@@ -74,26 +76,41 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers, EnvoyServices: g.envoy})
 }
 
-// publisher wires pkg/controllers/publish: cluster mode with --backend-proxy-address only.
+// publisher wires pkg/controllers/publish (cluster mode). The address of a TailscaleEndpoints'
+// egress listeners is the cluster IP of the proxy Service deployed for it when the server
+// deploys one (--proxy-deploy, proxydeploy.ServiceAddresser; none until the Service has one),
+// else --backend-proxy-address. With neither, it is not published.
 type publisher struct {
 	kube    kubernetes.Interface
 	proxy   publish.ProxyAddresser
 	factory kubeinformers.SharedInformerFactory
+	// proxies holds the deployed proxies' Services (nil without --proxy-deploy).
+	proxies kubeinformers.SharedInformerFactory
 }
 
-// newPublisher returns nil when kube is nil (standalone) or address is empty.
-func newPublisher(kube kubernetes.Interface, address string, factory informers.SharedInformerFactory) (*publisher, error) {
-	if kube == nil || address == "" {
+// newPublisher returns nil when kube is nil (standalone), or when address is empty and no
+// proxies are deployed.
+func newPublisher(kube kubernetes.Interface, address string, deployed bool, factory informers.SharedInformerFactory) (*publisher, error) {
+	if kube == nil || (address == "" && !deployed) {
 		return nil, nil
 	}
-	ip, err := netip.ParseAddr(address)
-	if err != nil {
-		return nil, fmt.Errorf("--backend-proxy-address: %q is not an IP address: %w", address, err)
+	p := &publisher{kube: kube, factory: publish.NewKubeFactory(kube, 10*time.Minute)}
+	var addr deployedOrStatic
+	if deployed {
+		p.proxies = proxydeploy.ManagedInformers(kube, informerResync)
+		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister()}
 	}
-	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() {
-		return nil, fmt.Errorf("--backend-proxy-address: %s: EndpointSlices may not hold loopback, unspecified or link-local addresses", ip)
+	if address != "" {
+		ip, err := netip.ParseAddr(address)
+		if err != nil {
+			return nil, fmt.Errorf("--backend-proxy-address: %q is not an IP address: %w", address, err)
+		}
+		if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() {
+			return nil, fmt.Errorf("--backend-proxy-address: %s: EndpointSlices may not hold loopback, unspecified or link-local addresses", ip)
+		}
+		addr.static = publish.StaticAddress(ip)
 	}
-	p := &publisher{kube: kube, proxy: publish.StaticAddress(ip), factory: publish.NewKubeFactory(kube, 10*time.Minute)}
+	p.proxy = addr
 	p.factory.Core().V1().Services().Informer()
 	p.factory.Discovery().V1().EndpointSlices().Informer()
 	factory.Gateway().V1alpha1().TailscaleEndpoints().Informer()
@@ -101,9 +118,29 @@ func newPublisher(kube kubernetes.Interface, address string, factory informers.S
 	return p, nil
 }
 
+// deployedOrStatic addresses an object whose proxy the server deploys by that proxy's Service
+// only, and the others by static (none when it is nil).
+type deployedOrStatic struct {
+	deployed *proxydeploy.ServiceAddresser
+	static   publish.ProxyAddresser
+}
+
+func (a deployedOrStatic) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
+	if a.deployed != nil && proxydeploy.DeploysEgress(obj) {
+		return a.deployed.ProxyAddress(obj)
+	}
+	if a.static == nil {
+		return netip.Addr{}, false
+	}
+	return a.static.ProxyAddress(obj)
+}
+
 func (p *publisher) start(stop <-chan struct{}) {
 	if p != nil {
 		p.factory.Start(stop)
+		if p.proxies != nil {
+			p.proxies.Start(stop)
+		}
 	}
 }
 
@@ -111,5 +148,10 @@ func (p *publisher) build(factory informers.SharedInformerFactory, recorder reco
 	if p == nil {
 		return nil, nil
 	}
-	return publish.New(p.kube, factory, p.factory, p.proxy, recorder)
+	c, err := publish.New(p.kube, factory, p.factory, p.proxy, recorder)
+	if err != nil || p.proxies == nil {
+		return c, err
+	}
+	// A proxy Service that appears, gets its cluster IP or goes changes the addresses.
+	return c, c.WatchProxies(p.proxies.Core().V1().Services().Informer(), proxydeploy.ProxyForLabel)
 }

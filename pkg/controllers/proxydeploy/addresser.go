@@ -2,6 +2,7 @@ package proxydeploy
 
 import (
 	"net"
+	"net/netip"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,7 +23,7 @@ import (
 type ServiceAddresser struct {
 	// Services lists the Services this controller manages.
 	Services corelisters.ServiceLister
-	// Direct addresses endpoints without a proxy.
+	// Direct addresses endpoints without a proxy (Address only; ProxyAddress needs none).
 	Direct interface {
 		Address(*v1alpha1.TailscaleEndpoints, endpointset.Endpoint) (string, uint32, bool)
 	}
@@ -41,9 +42,21 @@ func (a *ServiceAddresser) Address(obj *v1alpha1.TailscaleEndpoints, ep endpoint
 	return a.Direct.Address(obj, ep)
 }
 
+// ProxyAddress is the cluster IP of obj's egress Service (a publish.ProxyAddresser, for the
+// published backends of pkg/controllers/publish): its ports are the egress listeners' own, TCP
+// and UDP. ok is false when obj has no egress Service of ours with a cluster IP.
+func (a *ServiceAddresser) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(a.serviceIP(obj))
+	return ip, err == nil
+}
+
+// DeploysEgress reports whether this controller deploys egress listeners for obj: their only
+// address is then its Service's (ServiceAddresser).
+func DeploysEgress(obj *v1alpha1.TailscaleEndpoints) bool { return Wanted(obj) && runsEgress(obj) }
+
 // serviceIP is the cluster IP of obj's egress Service, empty when obj has none.
 func (a *ServiceAddresser) serviceIP(obj *v1alpha1.TailscaleEndpoints) string {
-	if !Wanted(obj) || !runsEgress(obj) {
+	if !DeploysEgress(obj) {
 		return ""
 	}
 	svc, err := a.Services.Services(obj.Namespace).Get(NamesOf(obj.Name).Base)

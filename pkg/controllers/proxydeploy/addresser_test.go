@@ -72,3 +72,30 @@ func TestMetricsTargets(t *testing.T) {
 		t.Fatalf("targets %v", got)
 	}
 }
+
+func TestServiceAddresserProxyAddress(t *testing.T) {
+	obj := testEndpoints(Egress, 1)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	a := &ServiceAddresser{Services: corelisters.NewServiceLister(idx)}
+	if ip, ok := a.ProxyAddress(obj); ok {
+		t.Fatalf("without a Service: %s", ip)
+	}
+	svc := Service(obj)
+	svc.Spec.ClusterIP = "10.96.0.12"
+	if err := idx.Add(svc); err != nil {
+		t.Fatal(err)
+	}
+	if ip, ok := a.ProxyAddress(obj); !ok || ip.String() != "10.96.0.12" {
+		t.Fatalf("with the Service: %s %v", ip, ok)
+	}
+	other := obj.DeepCopy()
+	other.UID = "another"
+	if ip, ok := a.ProxyAddress(other); ok {
+		t.Fatalf("a Service owned by another object was used: %s", ip)
+	}
+	noProxy := obj.DeepCopy()
+	noProxy.Spec.Proxy = nil
+	if ip, ok := a.ProxyAddress(noProxy); ok {
+		t.Fatalf("an object without spec.proxy got its old Service's address %s", ip)
+	}
+}

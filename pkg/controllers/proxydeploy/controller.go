@@ -2,8 +2,9 @@
 // TailscaleEndpoints with spec.proxy, and each auto-provisioned one, it keeps,
 // in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
 // needs, one state Secret per replica, a Secret with an auth key minted once through the
-// tailnet's Tailscale API, a StatefulSet of proxy.replicas and a Service exposing the egress
-// listeners. Every object carries a controller ownerReference to the TailscaleEndpoints, so
+// tailnet's Tailscale API (minted again when its tags change or it expires or is revoked), a
+// StatefulSet of proxy.replicas, a Service exposing the egress listeners and, for more than one
+// replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a controller ownerReference to the TailscaleEndpoints, so
 // Kubernetes' garbage collector removes them with it, and the label
 // app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
 // is not ours is left alone and reported with an Event.
@@ -19,6 +20,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +37,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
@@ -48,6 +51,7 @@ const (
 	ReasonInvalid     = "ProxyInvalid"
 	ReasonNoServices  = "ProxyNothingToServe"
 	ReasonApplyFailed = "ProxyApplyFailed"
+	ReasonKeyRenewed  = "ProxyAuthKeyRenewed"
 )
 
 // DefaultResync is how often every TailscaleEndpoints is reconciled again.
@@ -64,8 +68,16 @@ type Options struct {
 	Config
 	Tailnets Tailnets
 	Recorder record.EventRecorder
+	// Client writes the ProxyDeployed condition of TailscaleEndpoints; nil writes none (the
+	// Events remain).
+	Client versioned.Interface
 	// Resync is the interval of the core informers (DefaultResync when zero).
 	Resync time.Duration
+	// KeyCheckInterval is how often each proxy's auth key is looked up in the Tailscale API
+	// (expired or revoked keys are minted again); DefaultKeyCheckInterval when zero.
+	KeyCheckInterval time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
 
 // Controller reconciles the proxies' objects.
@@ -78,6 +90,7 @@ type Controller struct {
 	core     kubeinformers.SharedInformerFactory
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
+	keys     keyChecks
 }
 
 // New returns a controller on factory's informers and core informers of its own, limited to the
@@ -88,6 +101,12 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 	}
 	if opts.Resync <= 0 {
 		opts.Resync = DefaultResync
+	}
+	if opts.KeyCheckInterval <= 0 {
+		opts.KeyCheckInterval = DefaultKeyCheckInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	gw := factory.Gateway().V1alpha1()
 	core := ManagedInformers(kube, opts.Resync)
@@ -134,6 +153,7 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		{core.Core().V1().ServiceAccounts().Informer(), owned},
 		{core.Rbac().V1().Roles().Informer(), owned},
 		{core.Rbac().V1().RoleBindings().Informer(), owned},
+		{core.Policy().V1().PodDisruptionBudgets().Informer(), owned},
 	}
 	for _, h := range handlers {
 		fn := h.fn
@@ -205,24 +225,48 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		c.keys.forget(key)
 		return nil // the garbage collector removes what it owned
 	}
 	if err != nil {
 		return err
 	}
 	if !Wanted(obj) || obj.DeletionTimestamp != nil {
+		if obj.DeletionTimestamp == nil {
+			if err := c.report(ctx, obj, nil, false); err != nil {
+				return err
+			}
+		}
 		return c.deleteAll(ctx, obj)
 	}
+	err = c.deploy(ctx, obj)
+	if rerr := c.report(ctx, obj, err, true); rerr != nil {
+		utilruntime.HandleErrorWithContext(ctx, rerr, "Writing the ProxyDeployed condition", "object", key)
+		if err == nil {
+			err = rerr
+		}
+	}
+	if errors.Is(err, errInvalid) {
+		return nil // until the spec changes
+	}
+	return err
+}
+
+// errInvalid stops a sync at a spec no proxy can be deployed for.
+var errInvalid = errors.New("no proxy can be deployed for this spec")
+
+// deploy brings the proxy's objects for obj to what it asks for.
+func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
 	if len(obj.Name) > MaxNameLength {
 		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid,
 			"No proxy deployed: the name is longer than %d characters, the longest a StatefulSet %s-proxy allows", MaxNameLength, obj.Name)
-		return nil
+		return fmt.Errorf("%w: the name is longer than %d characters", errInvalid, MaxNameLength)
 	}
 	switch ConnectionType(obj) {
 	case Ingress, Egress, Bidirectional:
 	default:
 		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid, "No proxy deployed: connectionType %q is not ingress, egress or bidirectional", ConnectionType(obj))
-		return nil
+		return fmt.Errorf("%w: connectionType %q is not ingress, egress or bidirectional", errInvalid, ConnectionType(obj))
 	}
 	in := Input{Endpoints: obj, Services: c.hostedServices(obj), Tags: c.tagsOf(obj)}
 	if !Serves(in) {
@@ -231,10 +275,14 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err := c.apply(ctx, obj); err != nil {
 		return err
 	}
-	if err := c.ensureAuthKey(ctx, obj, in.Tags); err != nil {
-		return err
+	keyErr := c.ensureAuthKey(ctx, obj, in.Tags)
+	if keyErr != nil && !errors.Is(keyErr, errRenewal) {
+		return keyErr
 	}
-	return c.applyWorkload(ctx, in)
+	if err := c.applyWorkload(ctx, in); err != nil {
+		return errors.Join(keyErr, err)
+	}
+	return keyErr
 }
 
 // hostedServices are the TailscaleServices obj's proxies host: those of its namespace with a
@@ -391,7 +439,7 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 		}); err != nil {
 		return err
 	}
-	return ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
+	if err := ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
 		apps.StatefulSets(obj.Namespace).Create, apps.StatefulSets(obj.Namespace).Update,
 		func(cur, want *appsv1.StatefulSet) bool {
 			if ptrEq(cur.Spec.Replicas, want.Spec.Replicas) &&
@@ -400,47 +448,46 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 			}
 			cur.Spec.Replicas, cur.Spec.Template = want.Spec.Replicas, want.Spec.Template
 			return true
+		}); err != nil {
+		return err
+	}
+	return c.applyBudget(ctx, in)
+}
+
+// applyBudget keeps the PodDisruptionBudget of a proxy with several replicas and deletes ours
+// when it runs one or none.
+func (c *Controller) applyBudget(ctx context.Context, in Input) error {
+	obj := in.Endpoints
+	pdbs := c.kube.PolicyV1().PodDisruptionBudgets(obj.Namespace)
+	lister := c.core.Policy().V1().PodDisruptionBudgets().Lister().PodDisruptionBudgets(obj.Namespace)
+	want := PodDisruptionBudget(in)
+	if want == nil {
+		cur, err := lister.Get(NamesOf(obj.Name).Base)
+		if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(cur, obj)) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		uid := cur.UID
+		if err := pdbs.Delete(ctx, cur.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
+			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("deleting PodDisruptionBudget %s: %w", cur.Name, err)
+		}
+		return nil
+	}
+	return ensure(ctx, c, obj, want, lister.Get, pdbs.Create, pdbs.Update,
+		func(cur, want *policyv1.PodDisruptionBudget) bool {
+			if equality.Semantic.DeepEqual(cur.Spec.MaxUnavailable, want.Spec.MaxUnavailable) &&
+				cur.Spec.MinAvailable == nil && equality.Semantic.DeepEqual(cur.Spec.Selector, want.Spec.Selector) {
+				return false
+			}
+			cur.Spec.MaxUnavailable, cur.Spec.MinAvailable, cur.Spec.Selector = want.Spec.MaxUnavailable, nil, want.Spec.Selector
+			return true
 		})
 }
 
 func ptrEq(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
-
-// ensureAuthKey mints the auth key once, when its Secret does not exist yet. The key is reusable
-// (every replica enrolls with it) and preauthorized; it is read only by a replica with no state,
-// so restarts do not need a new one.
-func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, tags []string) error {
-	n := NamesOf(obj.Name)
-	if existing, err := c.kube.CoreV1().Secrets(obj.Namespace).Get(ctx, n.AuthKey, metav1.GetOptions{}); err == nil {
-		if !metav1.IsControlledBy(existing, obj) {
-			return c.conflict(obj, "Secret", n.AuthKey)
-		}
-		return nil
-	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading Secret %s: %w", n.AuthKey, err)
-	}
-	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
-	if !ok {
-		return fmt.Errorf("minting the proxy's auth key: tailnet %q is not known yet", obj.Spec.Tailnet)
-	}
-	api, ok := c.opts.Tailnets.API(name)
-	if !ok {
-		return fmt.Errorf("minting the proxy's auth key: tailnet %s is not polled yet", name)
-	}
-	key, err := api.CreateAuthKey(ctx, tailnet.AuthKeyOptions{Tags: tags, Reusable: true, Preauthorized: true,
-		Description: "tailscale-gateway-proxy " + obj.Namespace + "/" + obj.Name})
-	if err != nil {
-		// tailnet errors never carry credentials or keys.
-		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonMintFailed, "Minting the proxy's auth key in tailnet %s: %v", name, err)
-		return fmt.Errorf("minting the proxy's auth key: %w", err)
-	}
-	if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Create(ctx, AuthKeySecret(obj, key.Key, tags), metav1.CreateOptions{}); err != nil {
-		// A key minted but not stored is left to expire; the next attempt mints another.
-		return fmt.Errorf("storing the proxy's auth key (key %s) in Secret %s: %w", key.ID, n.AuthKey, err)
-	}
-	c.opts.Recorder.Eventf(obj, corev1.EventTypeNormal, ReasonKeyMinted, "Minted auth key %s for the proxy in tailnet %s with tags %v", key.ID, name, tags)
-	klog.FromContext(ctx).Info("Minted the proxy's auth key", "endpoints", klog.KObj(obj), "keyID", key.ID, "tags", tags)
-	return nil
-}
 
 // errConflict stops a sync at an object of ours' name that is not ours.
 var errConflict = errors.New("an object of the proxy's name is not managed for these endpoints")
@@ -520,6 +567,9 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 	l := c.core
 	if items, err := l.Apps().V1().StatefulSets().Lister().StatefulSets(ns).List(sel); err == nil {
 		add(c.kube.AppsV1().StatefulSets(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Policy().V1().PodDisruptionBudgets().Lister().PodDisruptionBudgets(ns).List(sel); err == nil {
+		add(c.kube.PolicyV1().PodDisruptionBudgets(ns).Delete, asObjects(items)...)
 	}
 	if items, err := l.Core().V1().Services().Lister().Services(ns).List(sel); err == nil {
 		add(c.kube.CoreV1().Services(ns).Delete, asObjects(items)...)

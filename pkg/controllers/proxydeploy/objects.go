@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -19,6 +21,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
 
 // Labels and annotations of the generated objects.
@@ -184,11 +187,15 @@ func StateSecret(obj *v1alpha1.TailscaleEndpoints, i int) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).StateSecret(i)), Type: corev1.SecretTypeOpaque}
 }
 
-// AuthKeySecret returns the Secret holding key, minted with tags.
-func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, key string, tags []string) *corev1.Secret {
+// AuthKeySecret returns the Secret holding key, minted with tags; its annotations record the
+// tags, the key's ID and expiry, never the key.
+func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, key tailnet.AuthKey, tags []string) *corev1.Secret {
 	s := &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).AuthKey), Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{AuthKeyKey: []byte(key)}}
-	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ",")}
+		Data: map[string][]byte{AuthKeyKey: []byte(key.Key)}}
+	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ","), AuthKeyIDAnnotation: key.ID}
+	if !key.Expires.IsZero() {
+		s.Annotations[AuthKeyExpiresAnnotation] = key.Expires.UTC().Format(time.RFC3339)
+	}
 	return s
 }
 
@@ -300,6 +307,19 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 		PodManagementPolicy: appsv1.ParallelPodManagement, Template: tmpl,
 		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
 	}}
+}
+
+// PodDisruptionBudget returns the budget that keeps voluntary disruptions (node drains) to
+// one proxy at a time, or nil when in runs at most one replica (a budget of one replica with
+// maxUnavailable 1 protects nothing, and one with 0 would block every drain).
+func PodDisruptionBudget(in Input) *policyv1.PodDisruptionBudget {
+	obj := in.Endpoints
+	if Replicas(obj) <= 1 || !Serves(in) {
+		return nil
+	}
+	one := intstr.FromInt32(1)
+	return &policyv1.PodDisruptionBudget{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), Spec: policyv1.PodDisruptionBudgetSpec{
+		MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: selectorOf(obj)}}}
 }
 
 // hashOf is a hash of v's JSON.

@@ -79,7 +79,7 @@ func TestGeneratedObjects(t *testing.T) {
 			obj := testEndpoints(ct, 2)
 			in := Input{Endpoints: obj, Services: []string{"web"}, Tags: []string{"tag:k8s", "tag:web"}}
 			golden(t, "backends-"+ct, ServiceAccount(obj), Role(obj), RoleBinding(obj), StateSecret(obj, 0), StateSecret(obj, 1),
-				Service(obj), StatefulSet(testConfig, in))
+				Service(obj), StatefulSet(testConfig, in), PodDisruptionBudget(in))
 		})
 	}
 }
@@ -147,6 +147,36 @@ func TestIngressWithNothingToServeRunsNoReplicas(t *testing.T) {
 	if r := *StatefulSet(testConfig, in).Spec.Replicas; r != 2 {
 		t.Fatalf("replicas %d, want 2", r)
 	}
+}
+
+func TestPodDisruptionBudgetOnlyForSeveralReplicas(t *testing.T) {
+	in := Input{Endpoints: testEndpoints(Egress, 3)}
+	pdb := PodDisruptionBudget(in)
+	if pdb == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil ||
+		!metav1.IsControlledBy(pdb, in.Endpoints) || pdb.Labels[ManagedByLabel] != ManagedBy {
+		t.Fatalf("budget %+v", pdb)
+	}
+	sts := StatefulSet(testConfig, in)
+	if !equalMaps(pdb.Spec.Selector.MatchLabels, sts.Spec.Selector.MatchLabels) {
+		t.Fatalf("budget selector %v, StatefulSet's %v", pdb.Spec.Selector.MatchLabels, sts.Spec.Selector.MatchLabels)
+	}
+	for _, in := range []Input{{Endpoints: testEndpoints(Egress, 1)}, {Endpoints: testEndpoints(Egress, 0)}, {Endpoints: testEndpoints(Ingress, 2)}} {
+		if pdb := PodDisruptionBudget(in); pdb != nil {
+			t.Errorf("a budget for %d replicas (%s, serves %v)", Replicas(in.Endpoints), ConnectionType(in.Endpoints), Serves(in))
+		}
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 func TestIsStateOf(t *testing.T) {

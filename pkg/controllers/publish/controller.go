@@ -52,6 +52,7 @@ type Controller struct {
 	kservices corelisters.ServiceLister
 	kslices   discoverylisters.EndpointSliceLister
 	synced    []cache.InformerSynced
+	cleanup   []func()
 	queue     workqueue.TypedRateLimitingInterface[string]
 }
 
@@ -126,6 +127,24 @@ func (c *Controller) onEndpoints(obj any) {
 	}
 }
 
+// WatchProxies queues again what is published for a TailscaleEndpoints when an object of inf
+// changes whose label names it (the proxy Services a ProxyAddresser reads), until Run ends.
+// Call it before Run.
+func (c *Controller) WatchProxies(inf cache.SharedIndexInformer, label string) error {
+	fn := func(obj any) {
+		if o, ok := metaOf(obj); ok && o.GetLabels()[label] != "" {
+			c.onEndpoints(&metav1.ObjectMeta{Namespace: o.GetNamespace(), Name: o.GetLabels()[label]})
+		}
+	}
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: fn, UpdateFunc: func(_, o any) { fn(o) }, DeleteFunc: fn})
+	if err != nil {
+		return err
+	}
+	c.synced = append(c.synced, reg.HasSynced)
+	c.cleanup = append(c.cleanup, func() { _ = inf.RemoveEventHandler(reg) })
+	return nil
+}
+
 // onPublished queues the owner of a published Service or EndpointSlice (drift repair).
 func (c *Controller) onPublished(obj any) {
 	o, ok := metaOf(obj)
@@ -150,6 +169,11 @@ func (c *Controller) onPublished(obj any) {
 func (c *Controller) Run(ctx context.Context, workers int) {
 	defer utilruntime.HandleCrashWithContext(ctx)
 	defer c.queue.ShutDown()
+	defer func() {
+		for _, f := range c.cleanup {
+			f()
+		}
+	}()
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}
@@ -211,11 +235,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	default:
 		return nil
 	}
-	proxy, ok := c.proxy.ProxyAddress(ns)
-	if !ok {
-		return nil
-	}
-	svc, slices := Desired(owner, members, proxy)
+	svc, slices := Desired(owner, members, c.proxy)
 	if len(svc.Spec.Ports) == 0 {
 		return c.deletePublished(ctx, ns, svc.Name, owner.UID)
 	}

@@ -44,18 +44,19 @@ const (
 	LabelObject = "gateway.tailscale.com/backend-name"
 )
 
-// ProxyAddresser answers at which IP address the egress proxy serving objects of namespace is
-// reachable from Envoy: a fixed address (a local proxy, a flag) or the proxy Service a deploying
-// controller created.
+// ProxyAddresser answers at which IP address the egress listeners of obj's endpoints are
+// reachable from Envoy: a fixed address (a proxy run by hand, a flag) or the cluster IP of the
+// proxy Service a deploying controller created for obj (proxydeploy.ServiceAddresser). ok is
+// false when obj's endpoints are reachable through no proxy known to it.
 type ProxyAddresser interface {
-	ProxyAddress(namespace string) (netip.Addr, bool)
+	ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (addr netip.Addr, ok bool)
 }
 
-// StaticAddress is one proxy address for every namespace.
+// StaticAddress is one proxy address for every TailscaleEndpoints.
 type StaticAddress netip.Addr
 
 // ProxyAddress returns the address.
-func (s StaticAddress) ProxyAddress(string) (netip.Addr, bool) {
+func (s StaticAddress) ProxyAddress(*v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
 	a := netip.Addr(s)
 	return a, a.IsValid()
 }
@@ -88,8 +89,9 @@ type Owner struct {
 }
 
 // Desired returns the Service and EndpointSlices of owner, whose endpoints are those of members
-// (the TailscaleEndpoints itself, or those a TailscaleServices selects), reached at proxy.
-func Desired(owner Owner, members []*v1alpha1.TailscaleEndpoints, proxy netip.Addr) (*corev1.Service, []*discoveryv1.EndpointSlice) {
+// (the TailscaleEndpoints itself, or those a TailscaleServices selects), each member's reached
+// at the address proxy gives for it. A member proxy has no address for contributes nothing.
+func Desired(owner Owner, members []*v1alpha1.TailscaleEndpoints, proxies ProxyAddresser) (*corev1.Service, []*discoveryv1.EndpointSlice) {
 	name := ServiceName(owner.Kind, owner.Name)
 	controller := true
 	svc := &corev1.Service{
@@ -99,13 +101,17 @@ func Desired(owner Owner, members []*v1alpha1.TailscaleEndpoints, proxy netip.Ad
 				Name: owner.Name, UID: types.UID(owner.UID), Controller: &controller}}},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP},
 	}
-	addrType := discoveryv1.AddressTypeIPv4
-	if proxy.Is6() {
-		addrType = discoveryv1.AddressTypeIPv6
-	}
 	seenPort := map[string]bool{}
 	var published []*discoveryv1.EndpointSlice
 	for _, m := range members {
+		proxy, ok := proxies.ProxyAddress(m)
+		if !ok {
+			continue
+		}
+		addrType := discoveryv1.AddressTypeIPv4
+		if proxy.Is6() {
+			addrType = discoveryv1.AddressTypeIPv6
+		}
 		health := map[string]string{}
 		proto := map[string]v1alpha1.Protocol{}
 		port := map[string]int32{}

@@ -21,7 +21,7 @@ func TestDesired(t *testing.T) {
 		}},
 		Status: v1alpha1.TailscaleEndpointsStatus{Endpoints: []v1alpha1.EndpointStatus{{Name: "replica", Status: livestatus.Unhealthy}}}}
 	svc, slices := Desired(Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}, []*v1alpha1.TailscaleEndpoints{eps},
-		netip.MustParseAddr("10.0.0.9"))
+		StaticAddress(netip.MustParseAddr("10.0.0.9")))
 	if svc.Name != "ts-ep-db" || len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Name != "tcp-5432" || svc.Spec.Ports[1].Name != "udp-53" ||
 		svc.Spec.Selector != nil || svc.OwnerReferences[0].Kind != KindEndpoints {
 		t.Fatalf("service: %+v", svc)
@@ -46,8 +46,42 @@ func TestDesired(t *testing.T) {
 		t.Fatalf("long name %q", n)
 	}
 	// Nothing to publish: no ports.
-	svc, slices = Desired(Owner{Kind: KindServices, Namespace: "ns", Name: "none"}, nil, netip.MustParseAddr("::1"))
+	svc, slices = Desired(Owner{Kind: KindServices, Namespace: "ns", Name: "none"}, nil, StaticAddress(netip.MustParseAddr("::1")))
 	if len(svc.Spec.Ports) != 0 || len(slices) != 0 {
 		t.Fatalf("empty: %+v %d", svc.Spec.Ports, len(slices))
+	}
+}
+
+// byName addresses the TailscaleEndpoints it names.
+type byName map[string]netip.Addr
+
+func (b byName) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
+	a, ok := b[obj.Name]
+	return a, ok
+}
+
+// TestDesiredPerMember publishes the members of a TailscaleServices each at its own proxy, and
+// leaves out a member no proxy serves.
+func TestDesiredPerMember(t *testing.T) {
+	member := func(name, ip string, port int32) *v1alpha1.TailscaleEndpoints {
+		return &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "t", Endpoints: []v1alpha1.TailscaleEndpoint{
+				{Name: "e", TailscaleIP: ip, TailscaleFQDN: name + ".ts.net", Port: port, Protocol: v1alpha1.ProtocolTCP}}}}
+	}
+	members := []*v1alpha1.TailscaleEndpoints{member("a", "100.64.0.1", 80), member("b", "100.64.0.2", 80), member("c", "100.64.0.3", 8080)}
+	proxies := byName{"a": netip.MustParseAddr("10.96.0.1"), "b": netip.MustParseAddr("fd00::2")}
+	svc, slices := Desired(Owner{Kind: KindServices, Namespace: "ns", Name: "web", UID: "u"}, members, proxies)
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "tcp-80" {
+		t.Fatalf("ports %+v: want only tcp-80 (c has no proxy)", svc.Spec.Ports)
+	}
+	got := map[string]string{}
+	for _, s := range slices {
+		got[s.Endpoints[0].Addresses[0]] = string(s.AddressType)
+		if *s.Ports[0].Port != ports.EgressPort(strings.Split(s.Name, "-")[3], "e", 80) {
+			t.Errorf("%s: port %d", s.Name, *s.Ports[0].Port)
+		}
+	}
+	if len(slices) != 2 || got["10.96.0.1"] != "IPv4" || got["fd00::2"] != "IPv6" {
+		t.Fatalf("slices at %v, want a at 10.96.0.1 and b at fd00::2", got)
 	}
 }

@@ -1,0 +1,222 @@
+package proxydeploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+)
+
+// Annotations of the auth key Secret: what the key was minted with, never the key.
+const (
+	// AuthKeyIDAnnotation is the key's ID in the Tailscale API.
+	AuthKeyIDAnnotation = "gateway.tailscale.com/auth-key-id"
+	// AuthKeyExpiresAnnotation is the key's expiry (RFC 3339) as the API answered it.
+	AuthKeyExpiresAnnotation = "gateway.tailscale.com/auth-key-expires"
+)
+
+// DefaultKeyCheckInterval is how often a proxy's auth key is looked up in the Tailscale API.
+const DefaultKeyCheckInterval = 10 * time.Minute
+
+// RenewBefore is how long before its expiry a key is replaced, so that a replica enrolling
+// late (scaled up, or its state lost) still finds a usable key.
+const RenewBefore = 7 * 24 * time.Hour
+
+// keyLifetime is the expiry requested for minted keys (the API's longest for auth keys).
+const keyLifetime = 90 * 24 * time.Hour
+
+// KeyRenewal returns why the auth key recorded in s must be replaced by one minted with tags,
+// or "" when it is kept. info is the API's answer for the recorded key ID when it was looked
+// up (nil otherwise) and lookupErr the lookup's error.
+func KeyRenewal(s *corev1.Secret, tags []string, info *tailnet.AuthKeyInfo, lookupErr error, now time.Time) string {
+	if want, had := strings.Join(tags, ","), s.Annotations[AuthKeyTagsAnnotation]; want != had {
+		return fmt.Sprintf("the tags changed from [%s] to [%s]", had, want)
+	}
+	if s.Annotations[AuthKeyIDAnnotation] == "" || len(s.Data[AuthKeyKey]) == 0 {
+		return "the Secret records no key ID"
+	}
+	switch {
+	case tailnet.IsNotFound(lookupErr):
+		return "the Tailscale API no longer has the key (revoked)"
+	case lookupErr != nil || info == nil:
+		return ""
+	case !info.Revoked.IsZero() || info.Invalid:
+		return "the Tailscale API reports the key revoked or invalid"
+	case !info.Usable(now):
+		return "the key expired at " + info.Expires.UTC().Format(time.RFC3339)
+	case !info.Usable(now.Add(RenewBefore)):
+		return "the key expires at " + info.Expires.UTC().Format(time.RFC3339)
+	}
+	return ""
+}
+
+// keyChecks remembers when each object's key was last looked up in the API.
+type keyChecks struct {
+	mu   sync.Mutex
+	last map[string]time.Time // "namespace/name/keyID"
+}
+
+// due reports whether the key id of object key is to be looked up at now, and if so records it.
+func (k *keyChecks) due(key, id string, now time.Time, every time.Duration) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.last == nil {
+		k.last = map[string]time.Time{}
+	}
+	at, ok := k.last[key+"/"+id]
+	if ok && now.Sub(at) < every {
+		return false
+	}
+	for other := range k.last {
+		if strings.HasPrefix(other, key+"/") {
+			delete(k.last, other)
+		}
+	}
+	k.last[key+"/"+id] = now
+	return true
+}
+
+// forget drops what is remembered of object key.
+func (k *keyChecks) forget(key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for other := range k.last {
+		if strings.HasPrefix(other, key+"/") {
+			delete(k.last, other)
+		}
+	}
+}
+
+// ensureAuthKey keeps obj's auth key Secret: minted when the Secret does not exist, minted
+// again (the Secret updated in place) when the tags it was minted with are not tags any more
+// or when the Tailscale API, asked every KeyCheckInterval, reports it expired, about to expire
+// or revoked. The state Secrets are not touched: enrolled replicas keep their node identity and
+// only a replica without state reads the key. A replaced key is revoked.
+func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, tags []string) error {
+	n := NamesOf(obj.Name)
+	existing, err := c.kube.CoreV1().Secrets(obj.Namespace).Get(ctx, n.AuthKey, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return c.mintAuthKey(ctx, obj, tags, nil, "")
+	}
+	if err != nil {
+		return fmt.Errorf("reading Secret %s: %w", n.AuthKey, err)
+	}
+	if !metav1.IsControlledBy(existing, obj) {
+		return c.conflict(obj, "Secret", n.AuthKey)
+	}
+	objKey := obj.Namespace + "/" + obj.Name
+	now := c.opts.Now()
+	var info *tailnet.AuthKeyInfo
+	var lookupErr error
+	reason := KeyRenewal(existing, tags, nil, nil, now)
+	if id := existing.Annotations[AuthKeyIDAnnotation]; reason == "" && c.keys.due(objKey, id, now, c.opts.KeyCheckInterval) {
+		if api, name, err := c.apiOf(obj); err != nil {
+			lookupErr = err
+		} else if got, err := api.AuthKeyInfo(ctx, id); err != nil {
+			lookupErr = err
+			if !tailnet.IsNotFound(err) {
+				klog.FromContext(ctx).Error(err, "Looking up the proxy's auth key; kept until the next check",
+					"endpoints", klog.KObj(obj), "tailnet", name, "keyID", id)
+			}
+		} else {
+			info = &got
+		}
+		reason = KeyRenewal(existing, tags, info, lookupErr, now)
+	}
+	// Looked up again after the interval without any other event.
+	c.queue.AddAfter(objKey, c.opts.KeyCheckInterval)
+	if reason == "" {
+		return nil
+	}
+	if err := c.mintAuthKey(ctx, obj, tags, existing, reason); err != nil {
+		c.keys.forget(objKey)                        // looked up again on the retry
+		return fmt.Errorf("%w: %s", errRenewal, err) // one error: a deployed proxy whose key is not renewed
+	}
+	return nil
+}
+
+// errRenewal marks a failure to replace an existing key: the proxies are deployed meanwhile
+// (replicas with state need no key).
+var errRenewal = errors.New("renewing the proxy's auth key")
+
+// apiOf returns the Tailscale API of obj's tailnet.
+func (c *Controller) apiOf(obj *v1alpha1.TailscaleEndpoints) (tailnet.API, string, error) {
+	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
+	if !ok {
+		return nil, "", fmt.Errorf("tailnet %q is not known yet", obj.Spec.Tailnet)
+	}
+	api, ok := c.opts.Tailnets.API(name)
+	if !ok {
+		return nil, name, fmt.Errorf("tailnet %s is not polled yet", name)
+	}
+	return api, name, nil
+}
+
+// mintAuthKey mints a key with tags and stores it: a new Secret when existing is nil, else
+// existing updated (and its previous key revoked). The key is reusable (every replica enrolls
+// with it), preauthorized and not ephemeral.
+func (c *Controller) mintAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, tags []string, existing *corev1.Secret, reason string) error {
+	n := NamesOf(obj.Name)
+	api, name, err := c.apiOf(obj)
+	if err != nil {
+		return fmt.Errorf("minting the proxy's auth key: %w", err)
+	}
+	key, err := api.CreateAuthKey(ctx, tailnet.AuthKeyOptions{Tags: tags, Reusable: true, Preauthorized: true, Expiry: keyLifetime,
+		Description: "tailscale-gateway-proxy " + obj.Namespace + "/" + obj.Name})
+	if err != nil {
+		// tailnet errors never carry credentials or keys.
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonMintFailed, "Minting the proxy's auth key in tailnet %s: %v", name, err)
+		return fmt.Errorf("minting the proxy's auth key: %w", err)
+	}
+	want := AuthKeySecret(obj, key, tags)
+	log := klog.FromContext(ctx)
+	if existing == nil {
+		if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Create(ctx, want, metav1.CreateOptions{}); err != nil {
+			c.revoke(ctx, obj, api, key.ID, "it could not be stored")
+			return fmt.Errorf("storing the proxy's auth key (key %s) in Secret %s: %w", key.ID, n.AuthKey, err)
+		}
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeNormal, ReasonKeyMinted, "Minted auth key %s for the proxy in tailnet %s with tags %v", key.ID, name, tags)
+		log.Info("Minted the proxy's auth key", "endpoints", klog.KObj(obj), "keyID", key.ID, "tags", tags)
+		return nil
+	}
+	upd := existing.DeepCopy()
+	upd.Data = want.Data
+	if upd.Annotations == nil {
+		upd.Annotations = map[string]string{}
+	}
+	for k, v := range want.Annotations {
+		upd.Annotations[k] = v
+	}
+	if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		c.revoke(ctx, obj, api, key.ID, "it could not be stored")
+		return fmt.Errorf("storing the proxy's renewed auth key (key %s) in Secret %s: %w", key.ID, n.AuthKey, err)
+	}
+	old := existing.Annotations[AuthKeyIDAnnotation]
+	c.opts.Recorder.Eventf(obj, corev1.EventTypeNormal, ReasonKeyRenewed,
+		"Minted auth key %s for the proxy in tailnet %s with tags %v, replacing key %q: %s; enrolled replicas keep their identity", key.ID, name, tags, old, reason)
+	log.Info("Renewed the proxy's auth key", "endpoints", klog.KObj(obj), "keyID", key.ID, "previousKeyID", old, "tags", tags, "reason", reason)
+	if old != "" {
+		c.revoke(ctx, obj, api, old, "it was replaced")
+	}
+	return nil
+}
+
+// revoke deletes key id in the Tailscale API; a failure is logged (the key then lapses at its
+// expiry).
+func (c *Controller) revoke(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, api tailnet.API, id, why string) {
+	if err := api.DeleteAuthKey(ctx, id); err != nil {
+		klog.FromContext(ctx).Error(err, "Revoking an auth key of the proxy", "endpoints", klog.KObj(obj), "keyID", id, "why", why)
+		return
+	}
+	klog.FromContext(ctx).V(2).Info("Revoked an auth key of the proxy", "endpoints", klog.KObj(obj), "keyID", id, "why", why)
+}
