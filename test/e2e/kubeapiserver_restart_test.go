@@ -22,6 +22,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/statuswriter"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
@@ -230,6 +231,15 @@ func TestKubeAPIServerRestart(t *testing.T) {
 	eventually(t, "the controllers' Lease duration to pass", func(context.Context) (bool, error) {
 		return time.Since(stopped) > 20*time.Second, nil
 	})
+	// Served (and persisted, by the shard's owner) as last-known state, no longer as in sync.
+	eventually(t, "TailnetSynced=False (NotPolled) while no replica polls", func(c context.Context) (bool, error) {
+		o, err := direct.TailscaleEndpoints(ns).Get(c, "backends", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		s := meta.FindStatusCondition(o.Status.Conditions, livestatus.ConditionTailnetSynced)
+		return s != nil && s.Status == metav1.ConditionFalse && s.Reason == tailnet.ReasonNotPolled && health(o)["db"] == livestatus.Unhealthy, nil
+	})
 	// The second device goes offline with no replica polling.
 	sim.SetAPIOnline("kas-web", false)
 	polls := sim.APIRequestCount()
@@ -304,6 +314,9 @@ func TestKubeAPIServerRestart(t *testing.T) {
 	}
 	if h := health(fresh); h["db"] != livestatus.Unhealthy || h["web"] != livestatus.Unhealthy {
 		t.Errorf("GET after the restart: %v", h)
+	}
+	if s := meta.FindStatusCondition(fresh.Status.Conditions, livestatus.ConditionTailnetSynced); s == nil || s.Status != metav1.ConditionTrue {
+		t.Errorf("TailnetSynced after the restart: %+v", s)
 	}
 	if f, err := strconv.ParseUint(fresh.ResourceVersion, 10, 64); err != nil || f < rvs[len(rvs)-1] {
 		t.Errorf("GET returned resourceVersion %s, older than the watch's last transition %d (%v)", fresh.ResourceVersion, rvs[len(rvs)-1], err)
