@@ -26,6 +26,9 @@ const (
 	ReasonNotFound = "NotFound"
 	// ReasonRequestRejected covers other 4xx answers.
 	ReasonRequestRejected = "RequestRejected"
+	// ReasonNotPolled means this replica does not poll (another holds the polling Lease, or none
+	// does) and no snapshot has arrived for FollowerStaleIntervals intervals.
+	ReasonNotPolled = "NotPolled"
 )
 
 // ErrUnknownTailnet is returned for a tailnet name the Cache does not hold.

@@ -3,6 +3,7 @@ package tailnet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -122,10 +123,16 @@ func (t *tailnetState) loop() {
 				case <-t.ctx.Done():
 					return
 				}
+			} else if !t.cache.Polling() {
+				t.markNotPolled(time.Now())
 			}
 		}
 		if !t.cache.Polling() {
-			// Another replica polls: wait for SetPolling to kick the loop.
+			// Another replica polls: wait for SetPolling or an import to kick the loop, and
+			// for the moment the state held turns stale without one.
+			if deadline, ok := t.notPolledDeadline(); ok {
+				timer.Reset(max(time.Until(deadline), 0))
+			}
 			continue
 		}
 		t.mu.Lock()
@@ -133,6 +140,51 @@ func (t *tailnetState) loop() {
 		t.mu.Unlock()
 		timer.Reset(max(wait, 0))
 	}
+}
+
+// FollowerStaleIntervals is how many intervals a Cache that does not poll serves a synced
+// snapshot without a newer one arriving before it reports the tailnet not synced (ReasonNotPolled).
+const FollowerStaleIntervals = 3
+
+// notPolledDeadline returns when the synced snapshot held turns stale if no newer one arrives;
+// false when the snapshot is not synced.
+func (t *tailnetState) notPolledDeadline() (time.Time, bool) {
+	snap := t.snap.Load()
+	if !snap.Status.Synced {
+		return time.Time{}, false
+	}
+	t.mu.Lock()
+	d := t.cfg.Interval
+	t.mu.Unlock()
+	if d <= 0 {
+		d = t.cache.opts.Interval
+	}
+	return snap.LastAttempt.Add(FollowerStaleIntervals * d), true
+}
+
+// markNotPolled publishes the snapshot held as not synced when no replica has polled for
+// FollowerStaleIntervals intervals: the devices are kept (last-known state), and the next
+// snapshot polled or imported replaces it.
+func (t *tailnetState) markNotPolled(now time.Time) {
+	deadline, ok := t.notPolledDeadline()
+	if !ok || now.Before(deadline) || t.cache.Polling() {
+		return
+	}
+	t.pubMu.Lock()
+	prev := t.snap.Load()
+	if !prev.Status.Synced || t.cache.Polling() {
+		t.pubMu.Unlock()
+		return
+	}
+	n := *prev
+	n.Stale = true
+	n.Status = SyncStatus{Reason: ReasonNotPolled, Since: now,
+		Message: fmt.Sprintf("no replica has polled the Tailscale API since %s", prev.LastAttempt.UTC().Format(time.RFC3339))}
+	t.snap.Store(&n)
+	t.pubMu.Unlock()
+	syncTransitions.WithLabelValues("false").Inc()
+	t.cache.log.Info("Tailnet not polled by any replica; serving last-known state", "tailnet", t.name, "lastAttempt", prev.LastAttempt)
+	t.cache.notify(diff(prev, &n))
 }
 
 // due reports whether the next scheduled poll time has come.
@@ -276,6 +328,7 @@ func (t *tailnetState) importSnapshot(in Snapshot) {
 	t.mu.Unlock()
 	t.count.imports.Add(1)
 	t.cache.notify(diff(prev, &n))
+	t.poke() // a follower's loop reschedules the moment this snapshot turns stale
 }
 
 // next computes the snapshot that follows prev after a poll.

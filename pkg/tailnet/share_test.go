@@ -56,3 +56,67 @@ func TestCacheFollowerImportsAndTakesOver(t *testing.T) {
 		t.Fatalf("follower stats %+v after takeover; want its own polls", s)
 	}
 }
+
+// TestCacheFollowerWithoutSnapshotsTurnsStale stops the only leader: the follower, which does
+// not poll, keeps its last-known devices but reports the tailnet not synced (NotPolled) once
+// FollowerStaleIntervals intervals pass without a snapshot, and synced again when a leader's
+// snapshots arrive.
+func TestCacheFollowerWithoutSnapshotsTurnsStale(t *testing.T) {
+	f := newFakeAPI(t)
+	f.setDevices(device("nA", "100.64.0.1", true))
+	const interval = 50 * time.Millisecond
+	follower := newTestCache(t, Options{Interval: interval, Jitter: -1, Follower: true})
+	events := changes(t, follower)
+	export := func(s Snapshot) {
+		raw, err := json.Marshal(s)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var in Snapshot
+		if err := json.Unmarshal(raw, &in); err != nil {
+			t.Error(err)
+			return
+		}
+		follower.Import(in)
+	}
+	follower.Add("prod", Config{BaseURL: f.URL()})
+	leader := newTestCache(t, Options{Interval: interval, Jitter: -1, OnPolled: export})
+	leader.Add("prod", Config{BaseURL: f.URL()})
+	nextChange(t, events, "imported sync", func(x Change) bool { return x.Snapshot.Status.Synced })
+
+	leader.Close()
+	x := nextChange(t, events, "NotPolled", func(x Change) bool { return x.Snapshot.Status.Reason == ReasonNotPolled })
+	s := x.Snapshot
+	if s.Status.Synced || !s.Stale || len(s.Devices) != 1 || s.LastSync.IsZero() {
+		t.Fatalf("snapshot after the leader stopped: %+v", s)
+	}
+	if age := s.Status.Since.Sub(s.LastAttempt); age < FollowerStaleIntervals*interval {
+		t.Fatalf("turned stale %s after the last poll; want at least %d intervals", age, FollowerStaleIntervals)
+	}
+	if st, _ := follower.Stats("prod"); st.Polls != 0 || st.APICalls != 0 {
+		t.Fatalf("the follower polled: %+v", st)
+	}
+
+	next := newTestCache(t, Options{Interval: interval, Jitter: -1, OnPolled: export})
+	next.Add("prod", Config{BaseURL: f.URL()})
+	nextChange(t, events, "synced again from the new leader", func(x Change) bool { return x.Snapshot.Status.Synced })
+	// Snapshots keep arriving for twice the stale limit: it stays synced throughout.
+	st, _ := follower.Stats("prod")
+	since := st.Imports
+	waitFor(t, "more imports", func() bool { st, _ := follower.Stats("prod"); return st.Imports >= since+2*FollowerStaleIntervals })
+	if got, _ := follower.Snapshot("prod"); !got.Status.Synced || got.Status.Reason != ReasonSynced {
+		t.Fatalf("follower with arriving snapshots: %+v", got.Status)
+	}
+	for {
+		select {
+		case x := <-events:
+			if x.Snapshot.Status.Reason == ReasonNotPolled {
+				t.Fatalf("NotPolled while snapshots arrived: %+v", x.Snapshot.Status)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}

@@ -41,7 +41,7 @@ func spamKey(e *corev1.Event) string {
 func newEventRecorder(core kubernetes.Interface, component string) record.EventRecorder {
 	b := record.NewBroadcaster(record.WithCorrelatorOptions(eventCorrelation))
 	if core != nil {
-		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: core.CoreV1().Events("")})
+		b.StartRecordingToSink(retryingSink{&typedcorev1.EventSinkImpl{Interface: core.CoreV1().Events("")}})
 	}
 	b.StartStructuredLogging(2)
 	return b.NewRecorder(eventScheme, corev1.EventSource{Component: component})

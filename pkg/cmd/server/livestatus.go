@@ -31,6 +31,10 @@ type LiveStatusOptions struct {
 	JoinTailnets        bool
 	NodeStateDir        string
 	MaxConcurrentProbes int
+	// APITransport tunes the API clients' retries and backoff (no flag: zero values take the
+	// defaults of pkg/tailnet; tests scale time with it). Its RequestsPerSecond is ignored in
+	// favour of APIRequestsPerSecond.
+	APITransport tailnet.TransportOptions
 }
 
 // NewLiveStatusOptions returns the defaults: live status on, 30s polls, probes through tsnet.
@@ -74,8 +78,9 @@ func (o *LiveStatusOptions) newCollector(coreClient *rest.Config, defaultStateDi
 			return tailnet.Credentials{}, fmt.Errorf("no --tailnet-credentials-dir and no core API: %w", tailnet.ErrCredentialsNotFound)
 		})
 	}
-	cacheOpts := tailnet.Options{Interval: o.PollInterval, Credentials: creds,
-		Transport: tailnet.TransportOptions{RequestsPerSecond: o.APIRequestsPerSecond}}
+	transport := o.APITransport
+	transport.RequestsPerSecond = o.APIRequestsPerSecond
+	cacheOpts := tailnet.Options{Interval: o.PollInterval, Credentials: creds, Transport: transport}
 	var owns func(namespace, name string) bool
 	if rs != nil {
 		cacheOpts.Follower, cacheOpts.OnPolled, owns = true, rs.publish, rs.owns

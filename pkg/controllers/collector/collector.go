@@ -77,7 +77,10 @@ type Collector struct {
 type convertedTailnet struct {
 	generation uint64
 	attempt    time.Time
-	state      livestatus.Tailnet
+	// since changes with the sync state between polls too (a follower's snapshot turning
+	// stale when no replica polls).
+	since time.Time
+	state livestatus.Tailnet
 }
 
 var _ livestatus.Collector = &Collector{}
@@ -206,11 +209,11 @@ func (c *Collector) Tailnet(ref string) (livestatus.Tailnet, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cv, ok := c.converted[name]; ok && cv.generation == snap.Generation && cv.attempt.Equal(snap.LastAttempt) {
+	if cv, ok := c.converted[name]; ok && cv.generation == snap.Generation && cv.attempt.Equal(snap.LastAttempt) && cv.since.Equal(snap.Status.Since) {
 		return cv.state, true
 	}
 	state := convert(snap)
-	c.converted[name] = convertedTailnet{generation: snap.Generation, attempt: snap.LastAttempt, state: state}
+	c.converted[name] = convertedTailnet{generation: snap.Generation, attempt: snap.LastAttempt, since: snap.Status.Since, state: state}
 	return state, true
 }
 

@@ -65,6 +65,10 @@ type Environment struct {
 	gatewayArgs []string
 	etcds       []*embeddedetcd.Server
 	procs       []*process
+	// kubeAPIServer is the index of kube-apiserver in procs; startKube starts it (again) with
+	// the same port, etcd, certificates and flags.
+	kubeAPIServer int
+	startKube     func() (*process, error)
 }
 
 // Setup starts the environment under dir and returns it once the APIService is Available and
@@ -123,10 +127,12 @@ func Setup(dir string, gatewayFlags ...string) (env *Environment, err error) {
 		return nil, err
 	}
 	klog.InfoS("Starting kube-apiserver", "url", e.KubeURL)
-	p, err := startKubeAPIServer(kubeAPIServerBin, dir, port, files, e.Admin)
+	e.startKube = func() (*process, error) { return startKubeAPIServer(kubeAPIServerBin, dir, port, files, e.Admin) }
+	p, err := e.startKube()
 	if err != nil {
 		return nil, err
 	}
+	e.kubeAPIServer = len(e.procs)
 	e.procs = append(e.procs, p)
 	if p, err = startControllerManager(controllerManagerBin, dir, e.AdminKubeconfig); err != nil {
 		return nil, err

@@ -1,12 +1,20 @@
 package framework
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 )
 
 // Identities of the e2e cluster's certificates.
@@ -78,4 +86,67 @@ func startKubeAPIServer(bin, dir string, port int, f kubeAPIServerFiles, admin *
 		return nil, fmt.Errorf("kube-apiserver (log %s): %w", p.logPath, err)
 	}
 	return p, nil
+}
+
+// StopKubeAPIServer stops kube-apiserver gracefully (SIGTERM, as a rolling restart of a control
+// plane does) and returns once it no longer accepts connections. Clients, kube-controller-manager
+// and the aggregated server keep running and retry. The process itself exits later: watches it
+// proxies to an aggregated server (kube-controller-manager's of our kinds, any test's) hold it
+// until its 60 s shutdown timeout; StartKubeAPIServer waits for that.
+func (e *Environment) StopKubeAPIServer() error {
+	p := e.procs[e.kubeAPIServer]
+	if p.exitError() != nil {
+		return nil
+	}
+	klog.InfoS("Stopping kube-apiserver", "url", e.KubeURL)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	host := strings.TrimPrefix(e.KubeURL, "https://")
+	return wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, stopTimeout, true, func(context.Context) (bool, error) {
+		c, err := net.DialTimeout("tcp", host, time.Second)
+		if err != nil {
+			return true, nil
+		}
+		c.Close()
+		return false, nil
+	})
+}
+
+// WaitForKubeAPIServerExit waits until the process StopKubeAPIServer stopped has exited,
+// killing it after two minutes.
+func (e *Environment) WaitForKubeAPIServerExit() {
+	old := e.procs[e.kubeAPIServer]
+	select {
+	case <-old.exited:
+	case <-time.After(2 * stopTimeout):
+		_ = old.cmd.Process.Kill()
+		<-old.exited
+		klog.InfoS("kube-apiserver did not exit after SIGTERM and was killed", "timeout", 2*stopTimeout)
+	}
+}
+
+// StartKubeAPIServer starts kube-apiserver again after StopKubeAPIServer, once the stopped
+// process has exited (WaitForKubeAPIServerExit), on the same port with the same etcd,
+// certificates and flags, so that every client reconnects to it, and waits until /readyz answers
+// 200. The stopped process's log is kept as kube-apiserver.log.<n>.
+func (e *Environment) StartKubeAPIServer() error {
+	e.WaitForKubeAPIServerExit()
+	old := e.procs[e.kubeAPIServer]
+	for n := 1; ; n++ {
+		kept := fmt.Sprintf("%s.%d", old.logPath, n)
+		if _, err := os.Stat(kept); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(old.logPath, kept); err != nil {
+				return fmt.Errorf("keeping the log of the stopped kube-apiserver: %w", err)
+			}
+			break
+		}
+	}
+	klog.InfoS("Starting kube-apiserver again", "url", e.KubeURL)
+	p, err := e.startKube()
+	if err != nil {
+		return err
+	}
+	e.procs[e.kubeAPIServer] = p
+	return nil
 }
