@@ -35,5 +35,22 @@ for entry in "${targets[@]}"; do
 		continue
 	fi
 	echo "fuzz: $pkg $target for $FUZZTIME"
-	"$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel "$FUZZPARALLEL" "$pkg"
+	out=$(mktemp)
+	if "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel "$FUZZPARALLEL" "$pkg" 2>&1 | tee "$out"; then
+		rm -f "$out"
+		continue
+	fi
+	# Go 1.26's fuzz coordinator can fail a run that found nothing with a bare "context deadline
+	# exceeded" when -fuzztime ends while a worker is busy (golang/go#75804, fixed in Go 1.27).
+	# Only that exact failure, with no failing input written, is tolerated, and only once the
+	# target passes on its seed and committed corpus.
+	if ! grep -q 'Failing input written to' "$out" &&
+		[[ "$(grep -vE '^(fuzz: elapsed|--- FAIL: '"$target"' |FAIL|exit status|ok )' "$out" | grep -v '^\s*$')" =~ ^[[:space:]]*context\ deadline\ exceeded$ ]]; then
+		echo "fuzz: $target: the fuzzing coordinator's deadline race (golang/go#75804), no failing input; replaying the corpus"
+		rm -f "$out"
+		"$GO" test -count=1 -run "^${target}\$" "$pkg"
+		continue
+	fi
+	rm -f "$out"
+	exit 1
 done
