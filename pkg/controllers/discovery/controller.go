@@ -211,9 +211,17 @@ type result struct {
 	unpolled map[string]bool
 }
 
-// keep reports whether an existing generated object that is not wanted stays.
+// keep reports whether an existing generated object that is not wanted stays: the remote
+// TailscaleEndpoints of an unpolled tailnet, and the remote groups while any tailnet is
+// unpolled (their members there are kept as last discovered).
 func (r result) keep(o metav1.Object) bool {
-	return o.GetLabels()[LabelRole] == RoleRemote && r.unpolled[o.GetLabels()[LabelTailnet]]
+	switch o.GetLabels()[LabelRole] {
+	case RoleRemote:
+		return r.unpolled[o.GetLabels()[LabelTailnet]]
+	case RoleRemoteGroup:
+		return len(r.unpolled) > 0
+	}
+	return false
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -357,7 +365,7 @@ func (r result) counts() map[string]Counts {
 		out[name] = Counts{}
 	}
 	for _, o := range r.out.Services {
-		if !r.blocked[o.Name] {
+		if !r.blocked[o.Name] && o.Labels[LabelRole] == RoleLocal {
 			k := out[o.Labels[LabelTailnet]]
 			k.Local++
 			out[o.Labels[LabelTailnet]] = k
