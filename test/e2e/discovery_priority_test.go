@@ -105,6 +105,11 @@ func TestDiscoveryPriorityGroup(t *testing.T) {
 	}
 
 	tiers(eastEP, westEP)
+	eventually(t, "the ServiceDiscovery condition naming the group", func(c context.Context) (bool, error) {
+		cond, _, err := discoveryCondition(c, api, ns)
+		return err == nil && cond != nil && cond.Status == metav1.ConditionTrue &&
+			strings.Contains(cond.Message, "grouped for failover by priority: "+group+" (svc:billing, primary "+eastEP+")"), err
+	})
 	routesAre("gw-east-egress-svc-" + group + " -> TailscaleServices/" + group)
 
 	// West above east: the primary and the route move.

@@ -509,6 +509,16 @@ func condition(gw *v1alpha1.TailscaleGateway, res result) metav1.Condition {
 			cond.Message = join(cond.Message, fmt.Sprintf("tailnet %s not polled yet: Tailscale Services of other installations kept as last discovered", n))
 		}
 	}
+	var groups []string
+	for _, o := range res.out.Services {
+		if o.Labels[LabelRole] == RoleRemoteGroup && !res.blocked[o.Name] {
+			groups = append(groups, fmt.Sprintf("%s (svc:%s, primary %s)", o.Name, o.Labels[LabelRemoteService],
+				strings.Join(o.Spec.LoadBalancing.FailoverConfig.PrimaryEndpoints, ", ")))
+		}
+	}
+	if len(groups) > 0 {
+		cond.Message = join(cond.Message, "found on several tailnets, grouped for failover by priority: "+strings.Join(groups, "; "))
+	}
 	if len(res.out.Skipped) > 0 {
 		cond.Message = join(cond.Message, "not used: "+strings.Join(res.out.Skipped, "; "))
 	}

@@ -335,6 +335,16 @@ func TestGenerateRemoteGroupPriority(t *testing.T) {
 	if c := out.Counts["t0"]; c.Remote != 2 {
 		t.Errorf("t0 counts %+v", c)
 	}
+	// The condition names the group and does not count it as a local Service.
+	c := condition(in.Gateway, result{out: out})
+	if !strings.Contains(c.Message, "grouped for failover by priority: gw-remote-billing (svc:billing, primary gw-t1-remote-billing, gw-t2-remote-billing)") ||
+		!strings.Contains(c.Message, "tailnet t1: 0 local Services exposed, 1 Tailscale Services") {
+		t.Errorf("condition %s", c.Message)
+	}
+	// While a tailnet is unpolled, an existing group stays.
+	if !(result{unpolled: map[string]bool{"t2": true}}).keep(grp) || (result{}).keep(grp) {
+		t.Error("keep: groups only while a tailnet is unpolled")
+	}
 }
 
 func TestGenerateRemoteGroupTie(t *testing.T) {
