@@ -211,9 +211,17 @@ type result struct {
 	unpolled map[string]bool
 }
 
-// keep reports whether an existing generated object that is not wanted stays.
+// keep reports whether an existing generated object that is not wanted stays: the remote
+// TailscaleEndpoints of an unpolled tailnet, and the remote groups while any tailnet is
+// unpolled (their members there are kept as last discovered).
 func (r result) keep(o metav1.Object) bool {
-	return o.GetLabels()[LabelRole] == RoleRemote && r.unpolled[o.GetLabels()[LabelTailnet]]
+	switch o.GetLabels()[LabelRole] {
+	case RoleRemote:
+		return r.unpolled[o.GetLabels()[LabelTailnet]]
+	case RoleRemoteGroup:
+		return len(r.unpolled) > 0
+	}
+	return false
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -357,7 +365,7 @@ func (r result) counts() map[string]Counts {
 		out[name] = Counts{}
 	}
 	for _, o := range r.out.Services {
-		if !r.blocked[o.Name] {
+		if !r.blocked[o.Name] && o.Labels[LabelRole] == RoleLocal {
 			k := out[o.Labels[LabelTailnet]]
 			k.Local++
 			out[o.Labels[LabelTailnet]] = k
@@ -500,6 +508,16 @@ func condition(gw *v1alpha1.TailscaleGateway, res result) metav1.Condition {
 		if res.unpolled[n] {
 			cond.Message = join(cond.Message, fmt.Sprintf("tailnet %s not polled yet: Tailscale Services of other installations kept as last discovered", n))
 		}
+	}
+	var groups []string
+	for _, o := range res.out.Services {
+		if o.Labels[LabelRole] == RoleRemoteGroup && !res.blocked[o.Name] {
+			groups = append(groups, fmt.Sprintf("%s (svc:%s, primary %s)", o.Name, o.Labels[LabelRemoteService],
+				strings.Join(o.Spec.LoadBalancing.FailoverConfig.PrimaryEndpoints, ", ")))
+		}
+	}
+	if len(groups) > 0 {
+		cond.Message = join(cond.Message, "found on several tailnets, grouped for failover by priority: "+strings.Join(groups, "; "))
 	}
 	if len(res.out.Skipped) > 0 {
 		cond.Message = join(cond.Message, "not used: "+strings.Join(res.out.Skipped, "; "))

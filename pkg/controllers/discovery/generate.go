@@ -17,7 +17,18 @@
 //     cluster mode, or any tailscale-gateway-proxy run with --services-selector LabelHost=<name>);
 //   - a TailscaleEndpoints "<G>-<T>-remote-<label>" per Tailscale Service "svc:<label>" whose
 //     owner references (vipservice.OwnerAnnotation) name only other installations, with one TCP
-//     endpoint per port at the Service's IPv4 VIP and a TCP health check.
+//     endpoint per port at the Service's IPv4 VIP and a TCP health check, labelled
+//     LabelRemoteService=<label>;
+//   - when the same Tailscale Service label is discovered on several tailnet configurations of
+//     G, a TailscaleServices "<G>-remote-<label>" (role RoleRemoteGroup, LabelTailnet the
+//     highest-priority configuration) selecting those remote TailscaleEndpoints, with
+//     loadBalancing.strategy failover: failoverConfig.primaryEndpoints are the remote objects of
+//     the configurations with the highest spec.tailnets[].priority (default 100; ties are all
+//     primary), secondaryEndpoints the others. Routes (pkg/controllers/tsgateway) then point at
+//     the group once instead of at each member, so traffic prefers the higher-priority tailnet
+//     and fails over to the others when its endpoints are unhealthy. A group whose member names
+//     are not DNS labels (failover tiers name objects by DNS label, at most 63 characters) is not
+//     generated, and Output.Skipped says so: its members stay separate backends.
 //
 // Names longer than the limits (63 characters for Tailscale Service labels, 253 for objects)
 // are cut and end in a hash.
@@ -26,12 +37,14 @@ package discovery
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
@@ -66,6 +79,9 @@ const (
 	AnnotationService = "gateway.tailscale.com/discovered-service"
 	// AnnotationOwner on a remote TailscaleEndpoints is the operator ID owning the Service.
 	AnnotationOwner = "gateway.tailscale.com/discovered-owner"
+	// LabelRemoteService on a remote TailscaleEndpoints and a remote group is the Tailscale
+	// Service's DNS label (the "<label>" of "svc:<label>"); groups select their members by it.
+	LabelRemoteService = "gateway.tailscale.com/discovered-label"
 )
 
 // Roles of generated objects.
@@ -73,6 +89,9 @@ const (
 	RoleLocal  = "local"
 	RoleHost   = "host"
 	RoleRemote = "remote"
+	// RoleRemoteGroup is a TailscaleServices grouping the remote TailscaleEndpoints of one
+	// Tailscale Service label found on several tailnet configurations.
+	RoleRemoteGroup = "remote-group"
 )
 
 // Tailnet is one tailnet configuration of a TailscaleGateway with discovery on, as generation
@@ -120,6 +139,9 @@ type Output struct {
 func Generate(in Input) Output {
 	out := Output{Counts: map[string]Counts{}}
 	gw := in.Gateway
+	// remotes are the remote TailscaleEndpoints of each Tailscale Service label, in the order
+	// of the tailnet configurations.
+	remotes := map[string][]member{}
 	allowed := in.Allowed
 	if allowed == nil {
 		allowed = func(string, string) bool { return true }
@@ -161,6 +183,8 @@ func Generate(in Input) Output {
 						continue
 					}
 					out.Endpoints = append(out.Endpoints, obj)
+					label := obj.Labels[LabelRemoteService]
+					remotes[label] = append(remotes[label], member{tailnet: t, obj: obj})
 					n.Remote++
 				}
 			}
@@ -168,6 +192,24 @@ func Generate(in Input) Output {
 			out.Skipped = append(out.Skipped, fmt.Sprintf("tailnet %s: TailscaleTailnet %s does not admit namespace %s", t.Config.Name, t.Ref, gw.Namespace))
 		}
 		out.Counts[t.Config.Name] = n
+	}
+	taken := map[string]bool{}
+	for _, s := range out.Services {
+		taken[s.Name] = true
+	}
+	for _, label := range slices.Sorted(maps.Keys(remotes)) {
+		if len(remotes[label]) < 2 {
+			continue
+		}
+		g, why := remoteGroup(gw, label, remotes[label])
+		if g != nil && taken[g.Name] {
+			g, why = nil, "its name "+g.Name+" is taken by a local TailscaleServices"
+		}
+		if g == nil {
+			out.Skipped = append(out.Skipped, fmt.Sprintf("failover group of Tailscale Service svc:%s: %s; its TailscaleEndpoints stay separate backends", label, why))
+			continue
+		}
+		out.Services = append(out.Services, g)
 	}
 	slices.SortFunc(out.Services, func(a, b *v1alpha1.TailscaleServices) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(out.Endpoints, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
@@ -344,9 +386,60 @@ func remoteEndpoints(gw *v1alpha1.TailscaleGateway, t Tailnet, s tailnet.Service
 		ObjectMeta: meta(gw, t, ObjectName(gw.Name, t.Config.Name, "remote", label), RoleRemote),
 		Spec:       v1alpha1.TailscaleEndpointsSpec{Tailnet: t.Ref, Endpoints: eps},
 	}
+	e.Labels[LabelRemoteService] = label
 	e.Annotations = map[string]string{AnnotationService: s.Name, AnnotationOwner: owner}
 	v1alpha1.SetObjectDefaults_TailscaleEndpoints(e)
 	return e, ""
+}
+
+// member is a remote TailscaleEndpoints and the tailnet configuration it was found in.
+type member struct {
+	tailnet Tailnet
+	obj     *v1alpha1.TailscaleEndpoints
+}
+
+// Priority is a tailnet configuration's spec.tailnets[].priority, DefaultTailnetPriority when
+// unset; higher wins.
+func Priority(t v1alpha1.TailnetConfiguration) int32 {
+	if t.Priority == nil {
+		return v1alpha1.DefaultTailnetPriority
+	}
+	return *t.Priority
+}
+
+// remoteGroup is the failover TailscaleServices over the remote TailscaleEndpoints members (two
+// or more) of the Tailscale Service label, or nil and why not.
+func remoteGroup(gw *v1alpha1.TailscaleGateway, label string, members []member) (*v1alpha1.TailscaleServices, string) {
+	top := members[0]
+	for _, m := range members[1:] {
+		if Priority(m.tailnet.Config) > Priority(top.tailnet.Config) {
+			top = m // the first of the highest priority, in spec order
+		}
+	}
+	var primary, secondary []string
+	for _, m := range members {
+		if msgs := utilvalidation.IsDNS1123Label(m.obj.Name); len(msgs) > 0 {
+			return nil, fmt.Sprintf("TailscaleEndpoints %s cannot be named in a failover tier: %s", m.obj.Name, strings.Join(msgs, ", "))
+		}
+		if Priority(m.tailnet.Config) == Priority(top.tailnet.Config) {
+			primary = append(primary, m.obj.Name)
+		} else {
+			secondary = append(secondary, m.obj.Name)
+		}
+	}
+	o := &v1alpha1.TailscaleServices{
+		ObjectMeta: meta(gw, top.tailnet, ObjectName(gw.Name, "remote", label), RoleRemoteGroup),
+		Spec: v1alpha1.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{
+				LabelGateway: gw.Name, LabelManagedBy: ManagedBy, LabelRole: RoleRemote, LabelRemoteService: label}},
+			LoadBalancing: &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+				FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: primary, SecondaryEndpoints: secondary}},
+		},
+	}
+	o.Labels[LabelRemoteService] = label
+	o.Annotations = map[string]string{AnnotationService: "svc:" + label}
+	v1alpha1.SetObjectDefaults_TailscaleServices(o)
+	return o, ""
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -56,6 +57,9 @@ func valid(t *testing.T, out Output) {
 		}
 		if errs := validation.ValidateTailscaleServices(&in); len(errs) > 0 {
 			t.Errorf("TailscaleServices %s is invalid: %v", s.Name, errs.ToAggregate())
+		}
+		if s.Spec.VIPService == nil {
+			continue
 		}
 		if err := tailcfg.ServiceName(s.Spec.VIPService.Name).Validate(); err != nil {
 			t.Errorf("vipService name %s: %v", s.Spec.VIPService.Name, err)
@@ -250,5 +254,144 @@ func TestCondition(t *testing.T) {
 	c = condition(gw, result{missing: []string{"prod-tailnet"}})
 	if c.Reason != ReasonTailnetNotFound {
 		t.Errorf("condition %+v", c)
+	}
+}
+
+// multiTailnet is an input whose gateway has one tailnet configuration per priority (named
+// "t0", "t1", ... on TailscaleTailnets "tn0", "tn1", ...), each tailnet offering the Tailscale
+// Services of snaps[i].
+func multiTailnet(priorities []*int32, snaps []*tailnet.Snapshot) Input {
+	gw := gatewayObj()
+	gw.Spec.Tailnets = nil
+	in := Input{Gateway: gw, OperatorID: "ours"}
+	for i, p := range priorities {
+		n := strconv.Itoa(i)
+		cfg := v1alpha1.TailnetConfiguration{Name: "t" + n, Priority: p,
+			TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "tn" + n},
+			ServiceDiscovery:    &v1alpha1.TailnetServiceDiscovery{Enabled: true}}
+		gw.Spec.Tailnets = append(gw.Spec.Tailnets, cfg)
+		in.Tailnets = append(in.Tailnets, Tailnet{Config: cfg, Ref: "tn" + n, Snapshot: snaps[i]})
+	}
+	return in
+}
+
+func offering(addr string, labels ...string) *tailnet.Snapshot {
+	snap := &tailnet.Snapshot{}
+	for _, l := range labels {
+		snap.Services = append(snap.Services, tailnet.Service{Name: "svc:" + l, Addrs: []string{addr}, Ports: []string{"tcp:80"}, Annotations: owned("cluster-b")})
+	}
+	return snap
+}
+
+func groups(out Output) []*v1alpha1.TailscaleServices {
+	var g []*v1alpha1.TailscaleServices
+	for _, s := range out.Services {
+		if s.Labels[LabelRole] == RoleRemoteGroup {
+			g = append(g, s)
+		}
+	}
+	return g
+}
+
+func TestGenerateRemoteGroupPriority(t *testing.T) {
+	// billing on all three tailnets (priorities 50, 100, default 100); api only on t0.
+	in := multiTailnet([]*int32{ptr(int32(50)), ptr(int32(100)), nil},
+		[]*tailnet.Snapshot{offering("100.100.0.1", "billing", "api"), offering("100.100.0.2", "billing"), offering("100.100.0.3", "billing")})
+	out := Generate(in)
+	valid(t, out)
+	g := groups(out)
+	if len(g) != 1 || len(out.Services) != 1 {
+		t.Fatalf("got TailscaleServices %v, want only the group of svc:billing", out.Services)
+	}
+	grp := g[0]
+	if grp.Name != "gw-remote-billing" || grp.Labels[LabelTailnet] != "t1" || grp.Labels[LabelRemoteService] != "billing" ||
+		grp.Labels[LabelGateway] != "gw" || !tenancy.GeneratedByGateway(grp) || grp.Spec.VIPService != nil {
+		t.Errorf("group %s labels %v vipService %v", grp.Name, grp.Labels, grp.Spec.VIPService)
+	}
+	lb := grp.Spec.LoadBalancing
+	if lb == nil || lb.Strategy != v1alpha1.StrategyFailover || lb.FailoverConfig == nil {
+		t.Fatalf("loadBalancing %+v", lb)
+	}
+	if got, want := lb.FailoverConfig.PrimaryEndpoints, []string{"gw-t1-remote-billing", "gw-t2-remote-billing"}; !slices.Equal(got, want) {
+		t.Errorf("primaries %v, want %v (priority 100 and the default, tied)", got, want)
+	}
+	if got, want := lb.FailoverConfig.SecondaryEndpoints, []string{"gw-t0-remote-billing"}; !slices.Equal(got, want) {
+		t.Errorf("secondaries %v, want %v", got, want)
+	}
+	// The selector picks exactly the three billing objects.
+	sel, err := metav1.LabelSelectorAsSelector(grp.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var selected []string
+	for _, e := range out.Endpoints {
+		if sel.Matches(labels.Set(e.Labels)) {
+			selected = append(selected, e.Name)
+		}
+	}
+	if want := []string{"gw-t0-remote-billing", "gw-t1-remote-billing", "gw-t2-remote-billing"}; !slices.Equal(selected, want) {
+		t.Errorf("selected %v, want %v", selected, want)
+	}
+	if c := out.Counts["t0"]; c.Remote != 2 {
+		t.Errorf("t0 counts %+v", c)
+	}
+	// The condition names the group and does not count it as a local Service.
+	c := condition(in.Gateway, result{out: out})
+	if !strings.Contains(c.Message, "grouped for failover by priority: gw-remote-billing (svc:billing, primary gw-t1-remote-billing, gw-t2-remote-billing)") ||
+		!strings.Contains(c.Message, "tailnet t1: 0 local Services exposed, 1 Tailscale Services") {
+		t.Errorf("condition %s", c.Message)
+	}
+	// While a tailnet is unpolled, an existing group stays.
+	if !(result{unpolled: map[string]bool{"t2": true}}).keep(grp) || (result{}).keep(grp) {
+		t.Error("keep: groups only while a tailnet is unpolled")
+	}
+}
+
+func TestGenerateRemoteGroupTie(t *testing.T) {
+	out := Generate(multiTailnet([]*int32{nil, ptr(int32(100))},
+		[]*tailnet.Snapshot{offering("100.100.0.1", "billing"), offering("100.100.0.2", "billing")}))
+	valid(t, out)
+	g := groups(out)
+	if len(g) != 1 {
+		t.Fatalf("groups %v", g)
+	}
+	fc := g[0].Spec.LoadBalancing.FailoverConfig
+	if want := []string{"gw-t0-remote-billing", "gw-t1-remote-billing"}; !slices.Equal(fc.PrimaryEndpoints, want) || len(fc.SecondaryEndpoints) != 0 {
+		t.Errorf("tiers %+v, want all primary", fc)
+	}
+	if g[0].Labels[LabelTailnet] != "t0" {
+		t.Errorf("routes go to %s, want the first of the tied t0", g[0].Labels[LabelTailnet])
+	}
+}
+
+func TestGenerateRemoteNoGroup(t *testing.T) {
+	// One tailnet, and two tailnets offering different labels: no group.
+	for name, in := range map[string]Input{
+		"single":   multiTailnet([]*int32{ptr(int32(100))}, []*tailnet.Snapshot{offering("100.100.0.1", "billing")}),
+		"distinct": multiTailnet([]*int32{ptr(int32(100)), ptr(int32(50))}, []*tailnet.Snapshot{offering("100.100.0.1", "billing"), offering("100.100.0.2", "api")}),
+	} {
+		out := Generate(in)
+		valid(t, out)
+		if len(out.Services) != 0 {
+			t.Errorf("%s: TailscaleServices %v, want none", name, out.Services)
+		}
+		for _, e := range out.Endpoints {
+			if e.Labels[LabelRemoteService] == "" {
+				t.Errorf("%s: %s has no %s label", name, e.Name, LabelRemoteService)
+			}
+		}
+	}
+}
+
+func TestGenerateRemoteGroupLongNames(t *testing.T) {
+	// Member names past 63 characters cannot be failover tier entries: no group, explained.
+	label := strings.Repeat("b", 60)
+	out := Generate(multiTailnet([]*int32{nil, nil}, []*tailnet.Snapshot{offering("100.100.0.1", label), offering("100.100.0.2", label)}))
+	valid(t, out)
+	if len(out.Services) != 0 || len(out.Endpoints) != 2 {
+		t.Fatalf("got %d TailscaleServices, %d TailscaleEndpoints, want 0 and 2", len(out.Services), len(out.Endpoints))
+	}
+	if !strings.Contains(strings.Join(out.Skipped, "\n"), "failover group of Tailscale Service svc:"+label) {
+		t.Errorf("skipped %v does not explain the group", out.Skipped)
 	}
 }

@@ -95,7 +95,7 @@ func Generate(in Input) Output {
 		if !ok {
 			continue
 		}
-		for _, b := range backendsOf(tn, in.Endpoints, in.Services) {
+		for _, b := range backendsOf(gw, t, tn, in.Endpoints, in.Services) {
 			if enabledIngress(rg) {
 				r, err := ingressRoute(gw, t, b)
 				if err != nil {
@@ -154,17 +154,38 @@ func InTailnet(tailnet string, tn *v1alpha1.TailscaleTailnet) bool {
 }
 
 // backendsOf returns the TailscaleEndpoints in tn and the TailscaleServices that select one of
-// them or provision into tn, sorted by kind and name. Of the objects TailscaleGateways generate,
-// only the remote services discovery found are backends: listener objects (GenerateListeners),
-// discovery's hosts and the local Services it exposes to the tailnet are not.
-func backendsOf(tn *v1alpha1.TailscaleTailnet, eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices) []backend {
+// them or provision into tn, sorted by kind and name, for gw's tailnet configuration t. Of the
+// objects TailscaleGateways generate, only the remote services discovery found are backends:
+// listener objects (GenerateListeners), discovery's hosts and the local Services it exposes to
+// the tailnet are not. A remote service found on several of gw's tailnet configurations is
+// grouped by discovery into one failover TailscaleServices (discovery.RoleRemoteGroup): the
+// group is a backend of the configuration it is labelled with (the highest spec.tailnets[]
+// priority), once, and the remote TailscaleEndpoints it selects are backends of none.
+func backendsOf(gw *v1alpha1.TailscaleGateway, t v1alpha1.TailnetConfiguration, tn *v1alpha1.TailscaleTailnet, eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleServices) []backend {
+	var groups []labels.Selector
+	for _, s := range svcs {
+		if remoteGroup(s) && s.Spec.Selector != nil {
+			if sel, err := metav1.LabelSelectorAsSelector(s.Spec.Selector); err == nil && !sel.Empty() {
+				groups = append(groups, sel)
+			}
+		}
+	}
+	grouped := func(e *v1alpha1.TailscaleEndpoints) bool {
+		return slices.ContainsFunc(groups, func(sel labels.Selector) bool { return sel.Matches(labels.Set(e.Labels)) })
+	}
 	var out []backend
 	for _, e := range eps {
-		if InTailnet(e.Spec.Tailnet, tn) && routeBackend(e) {
+		if InTailnet(e.Spec.Tailnet, tn) && routeBackend(e) && !grouped(e) {
 			out = append(out, backend{backends.KindEndpoints, e.Name})
 		}
 	}
 	for _, s := range svcs {
+		if remoteGroup(s) {
+			if s.Labels[discovery.LabelGateway] == gw.Name && s.Labels[discovery.LabelTailnet] == t.Name {
+				out = append(out, backend{backends.KindServices, s.Name})
+			}
+			continue
+		}
 		if ServicesInTailnet(s, tn, eps) && routeBackend(s) {
 			out = append(out, backend{backends.KindServices, s.Name})
 		}
@@ -177,6 +198,12 @@ func backendsOf(tn *v1alpha1.TailscaleTailnet, eps []*v1alpha1.TailscaleEndpoint
 // TailscaleGateway, or it is a remote service found by discovery.
 func routeBackend(o metav1.Object) bool {
 	return !tenancy.GeneratedByGateway(o) || o.GetLabels()[discovery.LabelRole] == discovery.RoleRemote
+}
+
+// remoteGroup reports whether s is a failover group discovery made of one remote service found
+// on several tailnet configurations.
+func remoteGroup(s *v1alpha1.TailscaleServices) bool {
+	return tenancy.GeneratedByGateway(s) && s.Labels[discovery.LabelRole] == discovery.RoleRemoteGroup
 }
 
 // ServicesInTailnet reports whether s selects a TailscaleEndpoints of eps in tn or provisions

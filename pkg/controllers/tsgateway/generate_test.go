@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/discovery"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -185,7 +189,7 @@ func TestUnsupported(t *testing.T) {
 	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
 	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
 	got := strings.Join(Unsupported(gw), " ")
-	// accessControl: the proxy enforces it; one tailnet's priority orders nothing.
+	// accessControl: the proxy enforces it; priority: discovery's failover groups order tailnets.
 	want := "spec.loadBalancing.healthChecking spec.observability.metrics"
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
@@ -193,7 +197,61 @@ func TestUnsupported(t *testing.T) {
 	second := *gw.Spec.Tailnets[0].DeepCopy()
 	second.Name = "other"
 	gw.Spec.Tailnets = append(gw.Spec.Tailnets, second)
-	if got, want := strings.Join(Unsupported(gw), " "), want+" spec.tailnets[0].priority spec.tailnets[1].priority"; got != want {
+	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("two tailnets: got %s\nwant %s", got, want)
+	}
+}
+
+// TestGenerateRoutesToRemoteGroup: a Tailscale Service found on two tailnets (priorities 50 and
+// 100) is routed once, through discovery's failover group in the priority-100 tailnet's routes;
+// its remote TailscaleEndpoints get no routes; a service on one tailnet keeps its own route.
+func TestGenerateRoutesToRemoteGroup(t *testing.T) {
+	gw := &v1alpha1.TailscaleGateway{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "gw", UID: "gw-uid"},
+		Spec: v1alpha1.TailscaleGatewaySpec{GatewayRef: v1alpha1.LocalPolicyTargetReference{Kind: "Gateway", Name: "eg"}}}
+	owned := map[string]string{"tailscale.com/owner-references": `{"ownerRefs":[{"operatorID":"cluster-b"}]}`}
+	in := discovery.Input{Gateway: gw, OperatorID: "ours"}
+	tailnets := map[string]*v1alpha1.TailscaleTailnet{}
+	for i, c := range []struct {
+		prio   int32
+		labels []string
+	}{{50, []string{"billing", "api"}}, {100, []string{"billing"}}} {
+		n := strconv.Itoa(i)
+		cfg := v1alpha1.TailnetConfiguration{Name: "t" + n, Priority: ptr(c.prio),
+			TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "tn" + n},
+			ServiceDiscovery:    &v1alpha1.TailnetServiceDiscovery{Enabled: true},
+			RouteGeneration:     &v1alpha1.RouteGenerationConfig{Egress: &v1alpha1.EgressRouteConfig{Enabled: true}}}
+		gw.Spec.Tailnets = append(gw.Spec.Tailnets, cfg)
+		snap := &tailnet.Snapshot{}
+		for _, l := range c.labels {
+			snap.Services = append(snap.Services, tailnet.Service{Name: "svc:" + l, Addrs: []string{"100.100.0." + n}, Ports: []string{"tcp:80"}, Annotations: owned})
+		}
+		in.Tailnets = append(in.Tailnets, discovery.Tailnet{Config: cfg, Ref: "tn" + n, Snapshot: snap})
+		tailnets["tn"+n] = &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: "tn" + n}}
+	}
+	found := discovery.Generate(in)
+	if len(found.Services) != 1 {
+		t.Fatalf("discovery generated TailscaleServices %v, want the billing group", found.Services)
+	}
+	out := Generate(Input{Gateway: gw, Tailnets: tailnets, Endpoints: found.Endpoints, Services: found.Services})
+	if len(out.Problems) != 0 {
+		t.Fatalf("problems %v", out.Problems)
+	}
+	var got []string
+	for _, r := range out.Routes {
+		ref := r.Spec.Rules[0].BackendRefs[0]
+		got = append(got, r.Name+" -> "+string(*ref.Kind)+"/"+string(ref.Name))
+	}
+	want := []string{
+		"gw-t0-egress-ep-gw-t0-remote-api -> TailscaleEndpoints/gw-t0-remote-api",
+		"gw-t1-egress-svc-gw-remote-billing -> TailscaleServices/gw-remote-billing",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("routes\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if out.RoutesPerTailnet["t0"] != 1 || out.RoutesPerTailnet["t1"] != 1 {
+		t.Errorf("routes per tailnet %v", out.RoutesPerTailnet)
+	}
+	if out.Backends["TailscaleEndpoints/gw-t0-remote-billing"] || out.Backends["TailscaleEndpoints/gw-t1-remote-billing"] {
+		t.Errorf("group members counted as backends: %v", out.Backends)
 	}
 }

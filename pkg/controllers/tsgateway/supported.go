@@ -11,7 +11,8 @@ import (
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
 // routeGeneration by this controller, security.accessControl by the proxy hosting the listeners'
 // Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol),
-// tailnets[].serviceDiscovery by pkg/controllers/discovery.
+// tailnets[].serviceDiscovery by pkg/controllers/discovery, and tailnets[].priority by the
+// failover groups discovery makes of a remote service found on several tailnets.
 const (
 	ConditionSupported       = "Supported"
 	ReasonAllSupported       = "AllFieldsSupported"
@@ -49,11 +50,6 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	}
 	for i, t := range s.Tailnets {
 		p := fmt.Sprintf("spec.tailnets[%d]", i)
-		// priority orders several tailnets; with one there is nothing to order (and defaulting
-		// always sets it).
-		if t.Priority != nil && len(s.Tailnets) > 1 {
-			out = append(out, p+".priority")
-		}
 		if rg := t.RouteGeneration; rg != nil && rg.Ingress != nil && rg.Ingress.DefaultBackend != nil && rg.Ingress.DefaultBackend.HealthCheck != nil {
 			out = append(out, p+".routeGeneration.ingress.defaultBackend.healthCheck")
 		}
