@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 )
@@ -94,4 +95,37 @@ func writeFile(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// replaceSuiteReplica stops the suite's replica and starts, on its address (where kube-apiserver's
+// APIService points), one with the suite's flags and extra, e.g. a simulator's control server
+// for the prober's nodes. It returns once kube-apiserver reaches the replacement; cleanup stops
+// the replacement and restarts the suite's replica.
+func replaceSuiteReplica(t *testing.T, extra ...string) *framework.Gateway {
+	t.Helper()
+	addr := env.Gateway.Addr
+	if err := env.Gateway.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Gateway.Start(); err != nil {
+			t.Errorf("restarting the suite's replica: %v", err)
+			return
+		}
+		// The tests that follow reach it through kube-apiserver.
+		eventually(t, "kube-apiserver to reach the restarted replica", func(c context.Context) (bool, error) {
+			_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
+			return err == nil, nil
+		})
+	})
+	replica, err := env.StartGateway(addr, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = replica.Stop() })
+	eventually(t, "kube-apiserver to reach the replacement", func(c context.Context) (bool, error) {
+		_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
+		return err == nil, nil
+	})
+	return replica
 }

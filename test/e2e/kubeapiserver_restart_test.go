@@ -77,31 +77,9 @@ func TestKubeAPIServerRestart(t *testing.T) {
 	}
 
 	// The suite's replica is replaced, on its address, by one polling every second.
-	addr := env.Gateway.Addr
-	if err := env.Gateway.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Gateway.Start(); err != nil {
-			t.Errorf("restarting the suite's replica: %v", err)
-			return
-		}
-		eventually(t, "kube-apiserver to reach the restarted replica", func(c context.Context) (bool, error) {
-			_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
-			return err == nil, nil
-		})
-	})
-	replica, err := env.StartGateway(addr, "--tailnet-poll-interval=1s", "--tailnet-control-url="+sim.ControlURL(), "--tsnet-state-dir="+t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = replica.Stop() })
+	replica := replaceSuiteReplica(t, "--tailnet-poll-interval=1s", "--tailnet-control-url="+sim.ControlURL(), "--tsnet-state-dir="+t.TempDir())
 	direct := gateway(t, directTo(replica.Addr))
 	api := viaKube(t)
-	eventually(t, "kube-apiserver to reach the replacement", func(c context.Context) (bool, error) {
-		_, err := api.TailscaleTailnets().Get(c, "e2e-kas", metav1.GetOptions{})
-		return err == nil, nil
-	})
 
 	ns := newNamespace(t, "kas-restart")
 	obj := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backends"},

@@ -68,33 +68,10 @@ func TestReplicasShareProbes(t *testing.T) {
 	}
 	// Both replicas' prober nodes join the simulated tailnet: the suite's replica is replaced,
 	// on its address, by one with the simulator's control server, and restarted afterwards.
-	addr := env.Gateway.Addr
-	if err := env.Gateway.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Gateway.Start(); err != nil {
-			t.Errorf("restarting the suite's replica: %v", err)
-			return
-		}
-		// The tests that follow reach it through kube-apiserver.
-		eventually(t, "kube-apiserver to reach the restarted replica", func(c context.Context) (bool, error) {
-			_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
-			return err == nil, nil
-		})
-	})
 	control := "--tailnet-control-url=" + sim.ControlURL()
 	const pollInterval = time.Second
 	poll := "--tailnet-poll-interval=" + pollInterval.String()
-	first, err := env.StartGateway(addr, control, poll, "--tsnet-state-dir="+t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = first.Stop() })
-	eventually(t, "kube-apiserver to reach the replacement", func(c context.Context) (bool, error) {
-		_, err := viaKube(t).TailscaleTailnets().Get(c, "e2e-shard", metav1.GetOptions{})
-		return err == nil, nil
-	})
+	replaceSuiteReplica(t, control, poll, "--tsnet-state-dir="+t.TempDir())
 	second, err := env.StartGateway("127.0.0.1:0", control, poll, "--tsnet-state-dir="+t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -24,15 +24,19 @@ import (
 )
 
 // discoveryGateway creates a TailscaleGateway in ns with discovery on for tailnet configuration
-// "prod" of the TailscaleTailnet tailnetName.
-func discoveryGateway(t *testing.T, ns, tailnetName string) *v1alpha1.TailscaleGateway {
+// "prod" of the TailscaleTailnet tailnetName, after applying edits to it.
+func discoveryGateway(t *testing.T, ns, tailnetName string, edits ...func(*v1alpha1.TailscaleGateway)) *v1alpha1.TailscaleGateway {
 	t.Helper()
-	tg, err := viaKube(t).TailscaleGateways(ns).Create(ctx(t), &v1alpha1.TailscaleGateway{
+	gw := &v1alpha1.TailscaleGateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
 		Spec: v1alpha1.TailscaleGatewaySpec{GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "main"},
 			Tailnets: []v1alpha1.TailnetConfiguration{{Name: "prod", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: tailnetName},
 				ServiceDiscovery: &v1alpha1.TailnetServiceDiscovery{Enabled: true}}}},
-	}, metav1.CreateOptions{})
+	}
+	for _, edit := range edits {
+		edit(gw)
+	}
+	tg, err := viaKube(t).TailscaleGateways(ns).Create(ctx(t), gw, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"tailscale.com/tsnet"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/discovery"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
@@ -59,16 +61,27 @@ func getVia(dial func(ctx context.Context, network, addr string) (net.Conn, erro
 // cluster B (a tsnet node hosting svc:billing with B's owner reference) reaches A's Service
 // through its VIP and A's proxy, and A reaches B's Service through the egress listener of the
 // discovered TailscaleEndpoints. A's proxy is pkg/proxy in-process, reading the generated objects
-// through kube-apiserver, hosting every TailscaleServices of the TailscaleGateway.
+// through kube-apiserver, hosting every TailscaleServices of the TailscaleGateway. A's prober
+// probes B's Service through its VIP: it turns Unhealthy when B stops serving and Healthy again
+// when B serves again.
 func TestDiscoveryTraffic(t *testing.T) {
 	sim, admin := startSimWith(t, "e2e-disc-traffic", tailnetsim.Options{}, "tag:k8s-proxy")
+	// This installation's prober node joins the simulator's control server, so that it probes
+	// the discovered service through B's VIP.
+	replaceSuiteReplica(t, "--tailnet-control-url="+sim.ControlURL(), "--tailnet-poll-interval=1s", "--tsnet-state-dir="+t.TempDir())
 	c := ctx(t)
 	ns := newNamespace(t, "disc-t")
 	api := viaKube(t)
 	backendA := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "hello from cluster A") }))
 	t.Cleanup(backendA.Close)
 	web := exposedService(t, ns, "web", 80)
-	discoveryGateway(t, ns, "e2e-disc-traffic")
+	// Discovered services are probed every second (a TCP connect to their VIP), so that their
+	// health follows their hosts within the test's patience.
+	discoveryGateway(t, ns, "e2e-disc-traffic", func(gw *v1alpha1.TailscaleGateway) {
+		gw.Spec.LoadBalancing = &v1alpha1.GatewayLoadBalancingConfig{HealthChecking: &v1alpha1.HealthCheckConfig{
+			Enabled: ptrTo(true), Type: v1alpha1.ProtocolTCP, Interval: &metav1.Duration{Duration: time.Second},
+			HealthyThreshold: ptrTo(int32(1)), UnhealthyThreshold: ptrTo(int32(1))}}
+	})
 
 	vipA := discovery.LocalVIPName(ns, "web")
 	var addrA string
@@ -109,14 +122,20 @@ func TestDiscoveryTraffic(t *testing.T) {
 	if err := sim.RouteService(c, "svc:billing", addrB, bNode, aNode); err != nil {
 		t.Fatal(err)
 	}
-	var ln *tsnet.ServiceListener
-	eventually(t, "cluster B listening on svc:billing", func(context.Context) (bool, error) {
-		ln, err = bNode.ListenService("svc:billing", tsnet.ServiceModeTCP{Port: 80})
-		return err == nil, nil
-	})
-	srvB := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "hello from cluster B") })}
-	go func() { _ = srvB.Serve(ln) }()
-	t.Cleanup(func() { _ = srvB.Close() })
+	// serveB hosts svc:billing on cluster B's node until the returned function stops it.
+	serveB := func() (stop func()) {
+		var ln *tsnet.ServiceListener
+		eventually(t, "cluster B listening on svc:billing", func(context.Context) (bool, error) {
+			var err error
+			ln, err = bNode.ListenService("svc:billing", tsnet.ServiceModeTCP{Port: 80})
+			return err == nil, nil
+		})
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "hello from cluster B") })}
+		go func() { _ = srv.Serve(ln) }()
+		return func() { _ = srv.Close() }
+	}
+	stopB := serveB()
+	t.Cleanup(func() { stopB() })
 
 	remote := discovery.ObjectName("gw", "prod", "remote", "billing")
 	eventually(t, "the discovered TailscaleEndpoints "+remote, func(c context.Context) (bool, error) {
@@ -158,4 +177,23 @@ func TestDiscoveryTraffic(t *testing.T) {
 		*last = fmt.Sprint(body, err)
 		return body == "hello from cluster B", nil
 	})
+
+	// The remote service's health is probed by this installation's prober node through B's VIP:
+	// it follows whether B's host serves the port.
+	remoteHealth := func(want string) {
+		t.Helper()
+		eventuallyShowing(t, "the discovered endpoint tcp-80 "+want, func(c context.Context, last *string) (bool, error) {
+			o, err := api.TailscaleEndpoints(ns).Get(c, remote, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			*last = fmt.Sprintf("%+v", o.Status.Endpoints)
+			return health(o)["tcp-80"] == want, nil
+		})
+	}
+	remoteHealth(livestatus.Healthy)
+	stopB()
+	remoteHealth(livestatus.Unhealthy)
+	stopB = serveB()
+	remoteHealth(livestatus.Healthy)
 }

@@ -367,6 +367,7 @@ func remoteEndpoints(gw *v1alpha1.TailscaleGateway, t Tailnet, s tailnet.Service
 	if suffix != "" {
 		fqdn = label + "." + suffix
 	}
+	check := remoteHealthCheck(gw)
 	var eps []v1alpha1.TailscaleEndpoint
 	for _, p := range s.Ports {
 		proto, num, ok := strings.Cut(p, ":")
@@ -376,7 +377,7 @@ func remoteEndpoints(gw *v1alpha1.TailscaleGateway, t Tailnet, s tailnet.Service
 		}
 		eps = append(eps, v1alpha1.TailscaleEndpoint{
 			Name: "tcp-" + num, TailscaleIP: ip, TailscaleFQDN: fqdn, Port: int32(port), Protocol: v1alpha1.ProtocolTCP,
-			HealthCheck: &v1alpha1.HealthCheckConfig{Enabled: ptr(true), Type: v1alpha1.ProtocolTCP},
+			HealthCheck: check.DeepCopy(),
 		})
 	}
 	if len(eps) == 0 {
@@ -390,6 +391,18 @@ func remoteEndpoints(gw *v1alpha1.TailscaleGateway, t Tailnet, s tailnet.Service
 	e.Annotations = map[string]string{AnnotationService: s.Name, AnnotationOwner: owner}
 	v1alpha1.SetObjectDefaults_TailscaleEndpoints(e)
 	return e, ""
+}
+
+// remoteHealthCheck is the health check of a discovered remote service's endpoints: the
+// TailscaleGateway's spec.loadBalancing.healthChecking when set (as stored, so defaulted),
+// otherwise a TCP connect to the Service's address every DefaultHealthCheckInterval. Either way
+// the probe goes to the VIP, so health follows the Service's hosts: it fails once no host
+// answers on the port.
+func remoteHealthCheck(gw *v1alpha1.TailscaleGateway) *v1alpha1.HealthCheckConfig {
+	if lb := gw.Spec.LoadBalancing; lb != nil && lb.HealthChecking != nil {
+		return lb.HealthChecking
+	}
+	return &v1alpha1.HealthCheckConfig{Enabled: ptr(true), Type: v1alpha1.ProtocolTCP}
 }
 
 // member is a remote TailscaleEndpoints and the tailnet configuration it was found in.

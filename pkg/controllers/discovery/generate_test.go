@@ -5,8 +5,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
@@ -219,6 +221,33 @@ func TestGenerateRemoteServices(t *testing.T) {
 	}
 	if c := out.Counts["prod"]; c.Remote != 1 || c.Local != 0 {
 		t.Errorf("counts %+v", c)
+	}
+}
+
+// TestGenerateRemoteHealthCheckFromGateway: the TailscaleGateway's loadBalancing.healthChecking
+// becomes the health check of every remote endpoint, as given (an HTTP check here); each endpoint
+// has its own copy.
+func TestGenerateRemoteHealthCheckFromGateway(t *testing.T) {
+	snap := &tailnet.Snapshot{Name: "prod-tailnet", Services: []tailnet.Service{
+		{Name: "svc:billing", Addrs: []string{"100.100.0.5"}, Ports: []string{"tcp:80", "tcp:8080"}, Annotations: owned("cluster-b")}}}
+	in := input(nil, snap)
+	check := &v1alpha1.HealthCheckConfig{Enabled: ptr(true), Type: v1alpha1.ProtocolHTTP, Path: "/ready",
+		Interval: &metav1.Duration{Duration: 2 * time.Second}, UnhealthyThreshold: ptr(int32(1))}
+	v1alpha1.SetDefaults_HealthCheckConfig(check)
+	in.Gateway.Spec.LoadBalancing = &v1alpha1.GatewayLoadBalancingConfig{HealthChecking: check}
+	out := Generate(in)
+	valid(t, out)
+	if len(out.Endpoints) != 1 || len(out.Endpoints[0].Spec.Endpoints) != 2 {
+		t.Fatalf("got %+v, want one TailscaleEndpoints with two endpoints", out.Endpoints)
+	}
+	eps := out.Endpoints[0].Spec.Endpoints
+	for _, ep := range eps {
+		if !equality.Semantic.DeepEqual(ep.HealthCheck, check) {
+			t.Errorf("endpoint %s health check %+v, want %+v", ep.Name, ep.HealthCheck, check)
+		}
+	}
+	if eps[0].HealthCheck == eps[1].HealthCheck || eps[0].HealthCheck == check {
+		t.Error("endpoints share a health check object")
 	}
 }
 

@@ -200,6 +200,11 @@ func TestUnsupported(t *testing.T) {
 	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("two tailnets: got %s\nwant %s", got, want)
 	}
+	// With discovery, healthChecking is the health check of discovered remote services.
+	gw.Spec.Tailnets[1].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
+	if got, want := strings.Join(Unsupported(gw), " "), "spec.observability.metrics"; got != want {
+		t.Fatalf("with discovery: got %s\nwant %s", got, want)
+	}
 }
 
 // TestGenerateRoutesToRemoteGroup: a Tailscale Service found on two tailnets (priorities 50 and

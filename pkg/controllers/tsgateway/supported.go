@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/discovery"
 )
 
 // ConditionSupported says which set fields have no effect yet (reason FieldsNotSupported), so
@@ -26,7 +27,9 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	if s.ServiceCoordination != nil {
 		out = append(out, "spec.serviceCoordination")
 	}
-	if lb := s.LoadBalancing; lb != nil && lb.HealthChecking != nil {
+	// healthChecking is the health check of the TailscaleEndpoints that discovery generates for
+	// remote Tailscale Services (pkg/controllers/discovery); without discovery it drives nothing.
+	if lb := s.LoadBalancing; lb != nil && lb.HealthChecking != nil && len(discovery.Enabled(gw)) == 0 {
 		out = append(out, "spec.loadBalancing.healthChecking")
 	}
 	if sec := s.Security; sec != nil {
