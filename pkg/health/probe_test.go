@@ -1,7 +1,10 @@
 package health
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -118,6 +121,48 @@ func TestProbeHTTP(t *testing.T) {
 	t.Run("connection refused", func(t *testing.T) {
 		wantProbe(t, probeOnce(t, closedAddr(t), Check{Type: ProtocolHTTP}), "connection refused")
 	})
+	t.Run("the prober closes first", testProbeHTTPClosesFirst)
+}
+
+// testProbeHTTPClosesFirst: the probe does not ask the server to close (no "Connection: close")
+// and closes the connection itself after the status, while the server keeps it open; the
+// connection's TIME_WAIT is then the prober's (see httpGet).
+func testProbeHTTPClosesFirst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	result := make(chan error, 1)
+	go func() {
+		result <- func() error {
+			conn, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(conn)
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return err
+			}
+			if req.Close {
+				return fmt.Errorf("the probe asked the server to close: Connection %q", req.Header.Get("Connection"))
+			}
+			if _, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return err
+			}
+			if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+				return fmt.Errorf("after the response: read %d bytes, %v; want the prober's EOF", n, err)
+			}
+			return nil
+		}()
+	}()
+	wantProbe(t, probeOnce(t, ln.Addr().String(), Check{Type: ProtocolHTTP}), "")
+	if err := <-result; err != nil {
+		t.Error(err)
+	}
 }
 
 func TestProbeHTTPS(t *testing.T) {
