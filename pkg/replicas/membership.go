@@ -45,12 +45,18 @@ type Membership struct {
 	observed map[string]observation // by Lease name
 }
 
+// staleLeases is how many lease durations a member Lease may go unrenewed, by the observer's
+// clock, before a member deletes it: the Lease of a replica that died without leaving (SIGKILL,
+// a lost node) would otherwise stay forever.
+const staleLeases = 10
+
 // observation is when a Lease's renewal was last seen change, by this replica's clock.
 type observation struct {
-	version  string // resourceVersion and renewTime
-	at       time.Time
-	holder   string
-	duration time.Duration
+	version         string // resourceVersion and renewTime
+	resourceVersion string
+	at              time.Time
+	holder          string
+	duration        time.Duration
 }
 
 // NewMembership returns a Membership whose only member, until Run reads the Leases, is this
@@ -152,8 +158,8 @@ func (m *Membership) refresh(ctx context.Context) error {
 		}
 		o, ok := m.observed[l.Name]
 		if !ok || o.version != version {
-			m.observed[l.Name] = observation{version: version, at: now, holder: *l.Spec.HolderIdentity,
-				duration: time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second}
+			m.observed[l.Name] = observation{version: version, resourceVersion: l.ResourceVersion, at: now,
+				holder: *l.Spec.HolderIdentity, duration: time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second}
 		}
 	}
 	for name := range m.observed {
@@ -162,15 +168,20 @@ func (m *Membership) refresh(ctx context.Context) error {
 		}
 	}
 	members := []string{m.opts.Identity}
-	for _, o := range m.observed {
+	stale := map[string]string{} // Lease name → resourceVersion
+	for name, o := range m.observed {
 		if o.holder != m.opts.Identity && now.Sub(o.at) < o.duration && !slices.Contains(members, o.holder) {
 			members = append(members, o.holder)
+		}
+		if o.holder != m.opts.Identity && now.Sub(o.at) >= staleLeases*o.duration {
+			stale[name] = o.resourceVersion
 		}
 	}
 	slices.Sort(members)
 	changed := !slices.Equal(members, m.members)
 	m.members = members
 	m.mu.Unlock()
+	m.deleteStale(ctx, stale)
 	if changed {
 		klog.InfoS("Replica members changed", "group", m.opts.Group, "members", members)
 		if m.opts.OnChange != nil {
@@ -178,6 +189,22 @@ func (m *Membership) refresh(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// deleteStale deletes the Leases of members gone for staleLeases durations, each only if it is
+// still the version that went unrenewed (a member that comes back keeps its Lease). Every live
+// member may try; the first wins and the rest see NotFound or Conflict.
+func (m *Membership) deleteStale(ctx context.Context, stale map[string]string) {
+	for name, rv := range stale {
+		err := m.opts.Leases.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		switch {
+		case err == nil:
+			klog.InfoS("Deleted the Lease of a replica gone for good", "lease", name, "after", staleLeases, "lease durations")
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		default:
+			klog.ErrorS(err, "Deleting a stale replica Lease", "lease", name)
+		}
+	}
 }
 
 // leave deletes this replica's Lease, bounded in time: the server is stopping.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -79,5 +81,22 @@ func TestMembershipExpiresSilentReplicas(t *testing.T) {
 	}
 	if len(changes) < 4 {
 		t.Fatalf("changes %v", changes)
+	}
+
+	// b comes back and dies without leaving: its Lease stays until it has gone unrenewed for
+	// staleLeases durations, then a deletes it; a's own Lease stays.
+	step(a, b)
+	clock = clock.Add((staleLeases*10 - 1) * time.Second)
+	step(a)
+	if _, err := leases.Get(ctx, "tsgw-b", metav1.GetOptions{}); err != nil {
+		t.Fatalf("b's Lease before %d lease durations: %v", staleLeases, err)
+	}
+	clock = clock.Add(time.Second)
+	step(a)
+	if _, err := leases.Get(ctx, "tsgw-b", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("b's Lease after %d lease durations: %v, want it deleted", staleLeases, err)
+	}
+	if _, err := leases.Get(ctx, "tsgw-a", metav1.GetOptions{}); err != nil {
+		t.Fatalf("a's own Lease: %v", err)
 	}
 }
