@@ -166,7 +166,7 @@ func (n *Nodes) start(tailnet string, nd *node) {
 		nd.err = fmt.Errorf("joining tailnet %s: %w", tailnet, err)
 		return
 	}
-	if err := setTimeWait(srv, TimeWait); err != nil {
+	if err := SetTimeWait(srv, TimeWait); err != nil {
 		logger.Error(err, "Keeping the network stack's default TIME_WAIT")
 	}
 	if err := waitForPeers(ctx, srv); err != nil {
@@ -176,8 +176,9 @@ func (n *Nodes) start(tailnet string, nd *node) {
 	nd.srv = srv
 }
 
-// setTimeWait sets the TIME_WAIT duration of srv's userspace TCP stack.
-func setTimeWait(srv *tsnet.Server, d time.Duration) error {
+// SetTimeWait sets how long srv's userspace TCP stack keeps connections it closed first in
+// TIME_WAIT. Call it once the node is up.
+func SetTimeWait(srv *tsnet.Server, d time.Duration) error {
 	impl, ok := srv.Sys().Netstack.Get().(*netstack.Impl)
 	if !ok {
 		return errors.New("the node has no userspace network stack")

@@ -59,6 +59,9 @@ func TestProbesLeaveShortTimeWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Closed here, not by nodes.Close in the background, so that nothing writes to the state
+	// directory when the test removes it.
+	defer srv.Close()
 	impl := srv.Sys().Netstack.Get().(*netstack.Impl)
 	connected := func() int64 {
 		return impl.ExpVar().(interface{ Get(string) expvar.Var }).Get("gauge_tcp_current_connected").(expvar.Func)().(int64)

@@ -89,6 +89,12 @@ func Start(ctx context.Context, opts Options) (*tsnet.Server, error) {
 		srv.Close()
 		return nil, fmt.Errorf("joining the tailnet: %w", err)
 	}
+	// A connection the node closed first (a backend that closed, through a VIP or a listener)
+	// sits in TIME_WAIT, where the stack drops a new SYN from the same client port; a short
+	// TIME_WAIT narrows that window (pkg/tsnode TimeWait).
+	if err := tsnode.SetTimeWait(srv, tsnode.TimeWait); err != nil {
+		klog.ErrorS(err, "Keeping the network stack's default TIME_WAIT")
+	}
 	klog.InfoS("Joined the tailnet", "hostname", opts.Hostname, "addresses", st.TailscaleIPs, "newNode", key != "")
 	return srv, nil
 }
