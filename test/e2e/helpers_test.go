@@ -104,6 +104,23 @@ func writeFile(t *testing.T, content string) string {
 func replaceSuiteReplica(t *testing.T, extra ...string) *framework.Gateway {
 	t.Helper()
 	addr := env.Gateway.Addr
+	stopSuiteReplica(t)
+	replica, err := env.StartGateway(addr, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = replica.Stop() })
+	eventually(t, "kube-apiserver to reach the replacement", func(c context.Context) (bool, error) {
+		_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
+		return err == nil, nil
+	})
+	return replica
+}
+
+// stopSuiteReplica stops the suite's replica; cleanup starts it again and waits until
+// kube-apiserver reaches it.
+func stopSuiteReplica(t *testing.T) {
+	t.Helper()
 	if err := env.Gateway.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,14 +135,4 @@ func replaceSuiteReplica(t *testing.T, extra ...string) *framework.Gateway {
 			return err == nil, nil
 		})
 	})
-	replica, err := env.StartGateway(addr, extra...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = replica.Stop() })
-	eventually(t, "kube-apiserver to reach the replacement", func(c context.Context) (bool, error) {
-		_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
-		return err == nil, nil
-	})
-	return replica
 }

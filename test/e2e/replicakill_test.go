@@ -48,19 +48,7 @@ func TestReplicaKilledMidProbeRound(t *testing.T) {
 
 	// The suite's in-process replica makes way for three processes with the simulator's control
 	// server; it is restarted afterwards.
-	if err := env.Gateway.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Gateway.Start(); err != nil {
-			t.Errorf("restarting the suite's replica: %v", err)
-			return
-		}
-		eventually(t, "kube-apiserver to reach the restarted replica", func(c context.Context) (bool, error) {
-			_, err := viaKube(t).TailscaleTailnets().List(c, metav1.ListOptions{})
-			return err == nil, nil
-		})
-	})
+	stopSuiteReplica(t)
 	flags := []string{"--tailnet-control-url=" + sim.ControlURL(), "--tailnet-poll-interval=1s",
 		"--leader-elect-lease-duration=" + leaseDuration.String(), "--leader-elect-renew-deadline=10s",
 		"--leader-elect-retry-period=" + retryPeriod.String()}
