@@ -179,7 +179,8 @@ func (n *Nodes) start(tailnet string, nd *node) {
 // SetTimeWait sets how long srv's userspace TCP stack keeps connections it closed first in
 // TIME_WAIT. Call it once the node is up.
 func SetTimeWait(srv *tsnet.Server, d time.Duration) error {
-	impl, ok := srv.Sys().Netstack.Get().(*netstack.Impl)
+	ns, _ := srv.Sys().Netstack.GetOK()
+	impl, ok := ns.(*netstack.Impl)
 	if !ok {
 		return errors.New("the node has no userspace network stack")
 	}
