@@ -32,8 +32,11 @@ fuzz:
 tools:
 	hack/build-tools.sh
 
+## verify: generated code and API reference up to date, repository hygiene (hack/verify-repo.sh),
+## gofmt, go vet.
 verify:
 	hack/verify-codegen.sh
+	hack/verify-repo.sh
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...

@@ -1014,7 +1014,7 @@ func TestValidateUpdate(t *testing.T) {
 	}, required("spec.tailnets"), true)
 }
 
-// --- the examples of the API documents in /work/shared/spec ---
+// --- the examples of the API contract this project implements (the shapes examples/ holds) ---
 
 var testScheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
