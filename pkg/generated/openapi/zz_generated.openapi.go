@@ -545,7 +545,7 @@ func schema_pkg_apis_gateway_v1alpha1_EndpointTemplate(ref common.ReferenceCallb
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes them; the same as proxy.ports (set one or the other).",
+							Description: "Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one or the other).",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -1029,47 +1029,47 @@ func schema_pkg_apis_gateway_v1alpha1_HealthCheckConfig(ref common.ReferenceCall
 					},
 					"path": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Path is the HTTP path probed. Defaults to \"/\".",
+							Description: "Path is the HTTP path probed; must start with \"/\". Defaults to \"/\" for HTTP and HTTPS.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
 					},
 					"interval": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Interval between probes. Defaults to 30s.",
+							Description: "Interval between probes; must be positive. Defaults to 30s.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
 					"timeout": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Timeout of one probe; must be shorter than the interval. Defaults to 10s.",
+							Description: "Timeout of one probe; must be positive and shorter than the interval. Defaults to 10s, or to half the interval when the interval is 10s or shorter.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
 					"healthyThreshold": {
 						SchemaProps: spec.SchemaProps{
-							Description: "HealthyThreshold is the number of consecutive successes that mark the endpoint healthy. Defaults to 2.",
+							Description: "HealthyThreshold is the number of consecutive successes that mark the endpoint healthy (at least 1). Defaults to 2.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
 					},
 					"unhealthyThreshold": {
 						SchemaProps: spec.SchemaProps{
-							Description: "UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy. Defaults to 3.",
+							Description: "UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy (at least 1). Defaults to 3.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
 					},
 					"expectedStatus": {
 						SchemaProps: spec.SchemaProps{
-							Description: "ExpectedStatus is the HTTP status code of a healthy answer. Defaults to 200.",
+							Description: "ExpectedStatus is the HTTP status code of a healthy answer (100-599). Defaults to 200 for HTTP and HTTPS.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
 					},
 					"headers": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Headers are sent with HTTP probes.",
+							Description: "Headers are sent with HTTP probes; names and values must be valid HTTP header fields.",
 							Type:        []string{"object"},
 							AdditionalProperties: &spec.SchemaOrBool{
 								Allows: true,
@@ -2177,7 +2177,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpoint(ref common.ReferenceCall
 					},
 					"tailscaleFQDN": {
 						SchemaProps: spec.SchemaProps{
-							Description: "TailscaleFQDN is the endpoint's MagicDNS name in the tailnet.",
+							Description: "TailscaleFQDN is the endpoint's MagicDNS name in the tailnet (a DNS subdomain; a trailing dot is allowed).",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -2429,7 +2429,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpointsSpec(ref common.Referenc
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes them; the same as proxy.ports (set one or the other).",
+							Description: "Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one or the other).",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{

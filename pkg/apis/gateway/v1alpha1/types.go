@@ -207,8 +207,8 @@ type TailscaleEndpointsSpec struct {
 	// Proxy configures tailnet proxies provisioned for these endpoints.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	// +optional
 	// +listType=atomic
 	Ports []ProxyPort `json:"ports,omitempty"`
@@ -220,7 +220,7 @@ type TailscaleEndpoint struct {
 	Name string `json:"name"`
 	// TailscaleIP is the endpoint's tailnet address, in 100.64.0.0/10 or fd7a:115c:a1e0::/48.
 	TailscaleIP string `json:"tailscaleIP"`
-	// TailscaleFQDN is the endpoint's MagicDNS name in the tailnet.
+	// TailscaleFQDN is the endpoint's MagicDNS name in the tailnet (a DNS subdomain; a trailing dot is allowed).
 	TailscaleFQDN string `json:"tailscaleFQDN"`
 	// Port is the endpoint's port (1-65535).
 	Port int32 `json:"port"`
@@ -245,25 +245,29 @@ type HealthCheckConfig struct {
 	// Type is the probe protocol: HTTP, HTTPS, TCP, UDP, TLS or gRPC. Defaults to HTTP.
 	// +optional
 	Type Protocol `json:"type,omitempty"`
-	// Path is the HTTP path probed. Defaults to "/".
+	// Path is the HTTP path probed; must start with "/". Defaults to "/" for HTTP and HTTPS.
 	// +optional
 	Path string `json:"path,omitempty"`
-	// Interval between probes. Defaults to 30s.
+	// Interval between probes; must be positive. Defaults to 30s.
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
-	// Timeout of one probe; must be shorter than the interval. Defaults to 10s.
+	// Timeout of one probe; must be positive and shorter than the interval. Defaults to 10s, or to
+	// half the interval when the interval is 10s or shorter.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
-	// HealthyThreshold is the number of consecutive successes that mark the endpoint healthy. Defaults to 2.
+	// HealthyThreshold is the number of consecutive successes that mark the endpoint healthy (at
+	// least 1). Defaults to 2.
 	// +optional
 	HealthyThreshold *int32 `json:"healthyThreshold,omitempty"`
-	// UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy. Defaults to 3.
+	// UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy (at
+	// least 1). Defaults to 3.
 	// +optional
 	UnhealthyThreshold *int32 `json:"unhealthyThreshold,omitempty"`
-	// ExpectedStatus is the HTTP status code of a healthy answer. Defaults to 200.
+	// ExpectedStatus is the HTTP status code of a healthy answer (100-599). Defaults to 200 for HTTP
+	// and HTTPS.
 	// +optional
 	ExpectedStatus *int32 `json:"expectedStatus,omitempty"`
-	// Headers are sent with HTTP probes.
+	// Headers are sent with HTTP probes; names and values must be valid HTTP header fields.
 	// +optional
 	Headers map[string]string `json:"headers,omitempty"`
 }
@@ -550,8 +554,8 @@ type EndpointTemplate struct {
 	// Proxy configures the provisioned proxies.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	// +optional
 	// +listType=atomic
 	Ports []ProxyPort `json:"ports,omitempty"`

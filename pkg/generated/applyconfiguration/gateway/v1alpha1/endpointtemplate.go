@@ -29,8 +29,8 @@ type EndpointTemplateApplyConfiguration struct {
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures the provisioned proxies.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 	// Labels of the provisioned TailscaleEndpoints; they must match the selector.
 	Labels map[string]string `json:"labels,omitempty"`

@@ -36,8 +36,8 @@ type TailscaleEndpointsSpecApplyConfiguration struct {
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures tailnet proxies provisioned for these endpoints.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 }
 
