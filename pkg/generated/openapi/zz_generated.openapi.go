@@ -3152,7 +3152,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 					},
 					"allowedNamespaces": {
 						SchemaProps: spec.SchemaProps{
-							Description: "AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created before the field existed allowed.",
+							Description: "AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and TailscaleGateways may name this tailnet (modelled on Gateway API's listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created before the field existed allowed.",
 							Ref:         ref(v1alpha1.AllowedNamespaces{}.OpenAPIModelName()),
 						},
 					},

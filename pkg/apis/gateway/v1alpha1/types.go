@@ -87,7 +87,7 @@ type TailscaleTailnetSpec struct {
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
 	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
-	// TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's
+	// TailscaleGateways may name this tailnet (modelled on Gateway API's
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
 	// before the field existed allowed.
 	// +optional

@@ -36,7 +36,7 @@ type TailscaleTailnetSpecApplyConfiguration struct {
 	// Tags are the ACL tags ("tag:name") given to every device and service the gateway creates in this tailnet.
 	Tags []string `json:"tags,omitempty"`
 	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
-	// TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's
+	// TailscaleGateways may name this tailnet (modelled on Gateway API's
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
 	// before the field existed allowed.
 	AllowedNamespaces *AllowedNamespacesApplyConfiguration `json:"allowedNamespaces,omitempty"`
