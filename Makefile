@@ -49,7 +49,7 @@ verify:
 	$(GO) vet ./...
 
 ## bench: GET/LIST (stored and live status), transition latency and API calls under read load
-## against the in-process server (figures in README.md).
+## against the in-process server (figures in docs/performance.md).
 bench:
 	hack/bench.sh
 
