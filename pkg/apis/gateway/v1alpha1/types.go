@@ -68,21 +68,26 @@ type TailscaleTailnet struct {
 
 // TailscaleTailnetSpec is the desired connection to a tailnet.
 type TailscaleTailnetSpec struct {
-	// Tailnet is the tailnet's name in the Tailscale API, such as "example.com" or "company.ts.net".
-	// "-" (the default) selects the tailnet the credentials belong to.
+	// Tailnet is the tailnet's name in the Tailscale API, such as "example.com" or "company.ts.net":
+	// a DNS subdomain, an email-style name ("user@example.com"), or "-" (the default), the tailnet
+	// the credentials belong to.
 	// +optional
 	Tailnet string `json:"tailnet,omitempty"`
 	// OAuthSecretName names the Secret holding the OAuth client credentials under the keys
-	// "client_id" and "client_secret".
+	// "client_id" and "client_secret" (a DNS subdomain).
 	// +optional
 	OAuthSecretName string `json:"oauthSecretName,omitempty"`
-	// OAuthSecretNamespace is the namespace of the OAuth Secret. Defaults to "tailscale-gateway-system".
+	// OAuthSecretNamespace is the namespace of the OAuth Secret (a DNS label). Defaults to
+	// "tailscale-gateway-system" when oauthSecretName is set.
 	// +optional
 	OAuthSecretNamespace string `json:"oauthSecretNamespace,omitempty"`
-	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com).
+	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com): an absolute
+	// http or https URL with a host.
 	// +optional
 	APIBaseURL string `json:"apiBaseURL,omitempty"`
-	// Tags are the ACL tags ("tag:name") given to every device and service the gateway creates in this tailnet.
+	// Tags are the ACL tags given to every device and service the gateway creates in this tailnet:
+	// each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
@@ -112,11 +117,13 @@ type AllowedNamespaces struct {
 	// From is All (the default), Selector or Names.
 	// +optional
 	From NamespacesFrom `json:"from,omitempty"`
-	// Selector matches the labels of the admitted namespaces; required with from: Selector.
+	// Selector matches the labels of the admitted namespaces; required with from: Selector and
+	// forbidden with another from.
 	// Every namespace carries kubernetes.io/metadata.name=<name>.
 	// +optional
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
-	// Names lists the admitted namespaces; required with from: Names.
+	// Names lists the admitted namespaces (DNS labels, each once); required with from: Names and
+	// forbidden with another from.
 	// +optional
 	// +listType=set
 	Names []string `json:"names,omitempty"`
@@ -188,7 +195,8 @@ type TailscaleEndpointsSpec struct {
 	// Tailnet is the tailnet the endpoints live in: the name of a TailscaleTailnet, or a tailnet
 	// domain such as "company.ts.net" that is matched against TailscaleTailnet spec.tailnet.
 	Tailnet string `json:"tailnet"`
-	// Endpoints are the statically defined endpoints.
+	// Endpoints are the statically defined endpoints, with unique names. At least one of endpoints,
+	// tagSelectors, proxy or ports must be set.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -200,7 +208,8 @@ type TailscaleEndpointsSpec struct {
 	// +optional
 	// +listType=atomic
 	TagSelectors []TagSelector `json:"tagSelectors,omitempty"`
-	// Tags are ACL tags ("tag:name") given to proxy devices created for these endpoints.
+	// Tags are ACL tags given to proxy devices created for these endpoints: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
@@ -286,22 +295,25 @@ type ServiceDiscoveryConfig struct {
 
 // VIPServiceConfig maps a VIP service port to an endpoint.
 type VIPServiceConfig struct {
-	// Name is the VIP service's name, as a DNS label ("web") or with the "svc:" prefix ("svc:web").
+	// Name is the VIP service's name, as a DNS label ("web") or with the "svc:" prefix ("svc:web"),
+	// unique within the list.
 	Name string `json:"name"`
 	// Port is the VIP service port (1-65535).
 	Port int32 `json:"port"`
-	// TargetEndpoint names the endpoint that serves the VIP service.
+	// TargetEndpoint names the endpoint that serves the VIP service: one of spec.endpoints when any
+	// are declared, else a discovered endpoint (a device's hostname).
 	TargetEndpoint string `json:"targetEndpoint"`
 }
 
 // TagSelector matches tailnet devices by ACL tag. A device tag "tag:env-production" or
 // "tag:env=production" has key "env" and value "production"; "tag:web" has key "web" and no value.
 type TagSelector struct {
-	// Key is the tag key to match.
+	// Key is the tag key to match: at most 63 letters, digits, '-', '_' or '.', starting with a
+	// letter or digit.
 	Key string `json:"key"`
 	// Operator is one of In, NotIn, Exists, DoesNotExist.
 	Operator TagSelectorOperator `json:"operator"`
-	// Values to match; required for In and NotIn, forbidden for Exists and DoesNotExist.
+	// Values to match, none empty; required for In and NotIn, forbidden for Exists and DoesNotExist.
 	// +optional
 	// +listType=atomic
 	Values []string `json:"values,omitempty"`
@@ -309,13 +321,13 @@ type TagSelector struct {
 
 // ProxyConfig configures tailnet proxy devices.
 type ProxyConfig struct {
-	// Replicas is the number of proxy devices. Defaults to 1.
+	// Replicas is the number of proxy devices (0 or more). Defaults to 1.
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 	// ConnectionType is ingress, egress or bidirectional. Defaults to bidirectional.
 	// +optional
 	ConnectionType string `json:"connectionType,omitempty"`
-	// Ports the proxies serve.
+	// Ports the proxies serve, each port and protocol once.
 	// +optional
 	// +listType=atomic
 	Ports []ProxyPort `json:"ports,omitempty"`
@@ -430,7 +442,7 @@ type TailscaleServices struct {
 
 // TailscaleServicesSpec is the desired state of a TailscaleServices.
 type TailscaleServicesSpec struct {
-	// Selector selects TailscaleEndpoints in the same namespace by label.
+	// Selector selects TailscaleEndpoints in the same namespace by label; it must not be empty.
 	Selector *metav1.LabelSelector `json:"selector"`
 	// VIPService configures the Tailscale VIP service.
 	// +optional
@@ -450,11 +462,13 @@ type TailscaleServicesSpec struct {
 type VIPServiceSpec struct {
 	// Name is the service name, "svc:<dns-label>".
 	Name string `json:"name"`
-	// Ports are the service's ports, "tcp:N" or "udp:N".
+	// Ports are the service's ports, "tcp:N", "udp:N" or a range "tcp:N-M" (ports 1-65535), each
+	// once.
 	// +optional
 	// +listType=set
 	Ports []string `json:"ports,omitempty"`
-	// Tags are the service's ACL tags, "tag:<name>".
+	// Tags are the service's ACL tags: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
@@ -464,7 +478,7 @@ type VIPServiceSpec struct {
 	// AutoApprove approves the gateway's hosts of the service automatically.
 	// +optional
 	AutoApprove *bool `json:"autoApprove,omitempty"`
-	// Annotations are stored on the Tailscale service.
+	// Annotations are stored on the Tailscale service; keys and values as Kubernetes annotations.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -477,25 +491,29 @@ type LoadBalancingConfig struct {
 	// HealthCheck configures service-level health checking of the backends.
 	// +optional
 	HealthCheck *HealthCheckConfig `json:"healthCheck,omitempty"`
-	// Weights maps endpoint names to their non-negative share of traffic (strategy weighted).
+	// Weights maps endpoint names (DNS labels) to their non-negative share of traffic; required, with
+	// at least one weight above zero, when strategy is weighted.
 	// +optional
 	Weights map[string]int32 `json:"weights,omitempty"`
-	// FailoverConfig sets the tiers of the failover strategy.
+	// FailoverConfig sets the tiers of the failover strategy; required when strategy is failover.
 	// +optional
 	FailoverConfig *FailoverConfig `json:"failoverConfig,omitempty"`
 }
 
 // FailoverConfig sets primary and secondary tiers of endpoints.
 type FailoverConfig struct {
-	// PrimaryEndpoints receive traffic while any of them is healthy.
+	// PrimaryEndpoints receive traffic while any of them is healthy; required when strategy is
+	// failover. Names (DNS labels) of TailscaleEndpoints or external services, each once.
 	// +optional
 	// +listType=set
 	PrimaryEndpoints []string `json:"primaryEndpoints,omitempty"`
-	// SecondaryEndpoints receive traffic when no primary endpoint is healthy.
+	// SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in
+	// primaryEndpoints, none of them also primary.
 	// +optional
 	// +listType=set
 	SecondaryEndpoints []string `json:"secondaryEndpoints,omitempty"`
-	// FailbackDelay is how long primaries must be healthy again before traffic returns to them.
+	// FailbackDelay is how long primaries must be healthy again before traffic returns to them; not
+	// negative.
 	// +optional
 	FailbackDelay *metav1.Duration `json:"failbackDelay,omitempty"`
 }
@@ -517,11 +535,12 @@ type ServiceDiscoverySpec struct {
 
 // VIPServiceSelector selects VIP services by tag or name.
 type VIPServiceSelector struct {
-	// Tags selects services carrying any of these tags.
+	// Tags selects services carrying any of these tags: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
-	// ServiceNames selects services by name, "svc:<dns-label>".
+	// ServiceNames selects services by name, "svc:<dns-label>", each once.
 	// +optional
 	// +listType=set
 	ServiceNames []string `json:"serviceNames,omitempty"`
@@ -529,9 +548,9 @@ type VIPServiceSelector struct {
 
 // ExternalService is a backend outside the tailnet.
 type ExternalService struct {
-	// Name identifies the backend.
+	// Name identifies the backend: a DNS label, unique within the list.
 	Name string `json:"name"`
-	// Address is a hostname or IP address.
+	// Address is a hostname (a DNS subdomain) or an IP address.
 	Address string `json:"address"`
 	// Port of the backend (1-65535).
 	Port int32 `json:"port"`
@@ -547,7 +566,8 @@ type ExternalService struct {
 type EndpointTemplate struct {
 	// Tailnet of the provisioned endpoints (TailscaleTailnet name or tailnet domain).
 	Tailnet string `json:"tailnet"`
-	// Tags given to the provisioned proxy devices, "tag:<name>".
+	// Tags given to the provisioned proxy devices: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
@@ -774,14 +794,14 @@ type LocalPolicyTargetReference struct {
 
 // TailnetConfiguration connects one tailnet to the gateway.
 type TailnetConfiguration struct {
-	// Name identifies this tailnet configuration within the gateway.
+	// Name identifies this tailnet configuration within the gateway: a DNS label, unique in the list.
 	Name string `json:"name"`
 	// TailscaleTailnetRef references the TailscaleTailnet.
 	TailscaleTailnetRef LocalPolicyTargetReference `json:"tailscaleTailnetRef"`
 	// RouteGeneration configures automatic route generation.
 	// +optional
 	RouteGeneration *RouteGenerationConfig `json:"routeGeneration,omitempty"`
-	// Priority orders tailnets in multi-tailnet routing; higher wins. Defaults to 100.
+	// Priority orders tailnets in multi-tailnet routing; higher wins (0 or more). Defaults to 100.
 	// +optional
 	Priority *int32 `json:"priority,omitempty"`
 	// ServiceDiscovery configures discovery of services in this tailnet.
@@ -841,7 +861,7 @@ type EgressRouteConfig struct {
 	// +optional
 	// +listType=atomic
 	RewriteRules []RewriteRule `json:"rewriteRules,omitempty"`
-	// Timeout of egress requests.
+	// Timeout of egress requests; positive.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// RetryPolicy for failed egress requests.
@@ -894,9 +914,9 @@ type HTTPHeaderFilter struct {
 
 // HTTPHeader is a header name and value.
 type HTTPHeader struct {
-	// Name of the header.
+	// Name of the header: a valid HTTP header name, each once per list.
 	Name string `json:"name"`
-	// Value of the header.
+	// Value of the header: not empty, a valid HTTP header value.
 	Value string `json:"value"`
 }
 
@@ -923,10 +943,10 @@ type RetryPolicy struct {
 	// NumRetries is the number of retries (non-negative).
 	// +optional
 	NumRetries *int32 `json:"numRetries,omitempty"`
-	// PerTryTimeout bounds each try.
+	// PerTryTimeout bounds each try; positive.
 	// +optional
 	PerTryTimeout *metav1.Duration `json:"perTryTimeout,omitempty"`
-	// BackoffBaseInterval is the first retry delay.
+	// BackoffBaseInterval is the first retry delay; positive.
 	// +optional
 	BackoffBaseInterval *metav1.Duration `json:"backoffBaseInterval,omitempty"`
 	// BackoffMaxInterval caps the retry delay; not shorter than the base interval.

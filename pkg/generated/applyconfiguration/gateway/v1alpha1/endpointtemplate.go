@@ -25,7 +25,8 @@ package v1alpha1
 type EndpointTemplateApplyConfiguration struct {
 	// Tailnet of the provisioned endpoints (TailscaleTailnet name or tailnet domain).
 	Tailnet *string `json:"tailnet,omitempty"`
-	// Tags given to the provisioned proxy devices, "tag:<name>".
+	// Tags given to the provisioned proxy devices: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures the provisioned proxies.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
