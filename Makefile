@@ -4,13 +4,20 @@ BIN     := _output/bin
 DATA    := _output/local
 ADDR    ?= 127.0.0.1
 PORT    ?= 8443
+VERSION_PKG := github.com/tailscale-gateway/tailscale-gateway/pkg/version
+GIT_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+GIT_COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE  ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS     := -X $(VERSION_PKG).gitVersion=$(GIT_VERSION) -X $(VERSION_PKG).gitCommit=$(GIT_COMMIT) \
+	-X $(VERSION_PKG).buildDate=$(BUILD_DATE)
 
 .PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean
 
 all: build
 
+## build: every command into $(BIN), with the version from git describe (--version, /version).
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## run: start a simulated tailnet and the standalone server (embedded etcd, local CA, admin
 ## kubeconfig) wired to it on $(ADDR):$(PORT), and apply the examples.
@@ -32,14 +39,17 @@ fuzz:
 tools:
 	hack/build-tools.sh
 
+## verify: generated code and API reference up to date, repository hygiene (hack/verify-repo.sh),
+## gofmt, go vet.
 verify:
 	hack/verify-codegen.sh
+	hack/verify-repo.sh
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 ## bench: GET/LIST (stored and live status), transition latency and API calls under read load
-## against the in-process server (figures in README.md).
+## against the in-process server (figures in docs/performance.md).
 bench:
 	hack/bench.sh
 

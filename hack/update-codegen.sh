@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates deepcopy, conversion, defaulter, openapi, clientset, apply configurations, listers and
-# informers. The generators are pinned as `tool` dependencies in go.mod.
+# Regenerates deepcopy, conversion, defaulter, openapi, clientset, apply configurations, listers,
+# informers and the API reference (docs/reference/api.md). The generators are pinned as `tool` dependencies in go.mod.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,3 +51,7 @@ go tool informer-gen --go-header-file "${BOILERPLATE}" \
   --output-dir pkg/generated/informers --output-pkg "${GEN_PKG}/informers" \
   --versioned-clientset-package "${GEN_PKG}/clientset/versioned" \
   --listers-package "${GEN_PKG}/listers" --plural-exceptions "${PLURALS}" "${API_VERSION}"
+
+echo "API reference"
+mkdir -p docs/reference
+go run ./hack/gen-api-reference -out docs/reference/api.md

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,16 +15,22 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/app"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/version"
 )
 
 func main() {
 	o := app.NewOptions()
 	fs := pflag.NewFlagSet("tailscale-gateway-proxy", pflag.ExitOnError)
 	o.AddFlags(fs)
+	printVersion := fs.Bool("version", false, "Print the version and exit.")
 	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
 	_ = fs.Parse(os.Args[1:])
+	if *printVersion {
+		fmt.Println(version.String(fs.Name()))
+		return
+	}
 	if err := o.Validate(); err != nil {
 		klog.ErrorS(err, "Invalid flags")
 		os.Exit(2)

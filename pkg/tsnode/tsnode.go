@@ -30,7 +30,7 @@ const peerWait = 30 * time.Second
 // of gVisor's (and Linux's) 60 s. Probes close their connections first (pkg/health), so every
 // probe leaves one TIME_WAIT endpoint on the node, rate × TimeWait of them. With 60 s, one replica
 // probing 10,000 endpoints every 10 s managed 626 probes/s at 77% of a core and 850 MiB; with 5 s,
-// the 1,000/s due at 34% and 413 MiB (BenchmarkReplicas, README). The state only has to outlive
+// the 1,000/s due at 34% and 413 MiB (BenchmarkReplicas, docs/performance.md). The state only has to outlive
 // the peer's retransmission of its FIN, which a tailnet round trip bounds far below this.
 const TimeWait = 5 * time.Second
 

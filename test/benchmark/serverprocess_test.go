@@ -25,7 +25,7 @@ import (
 // The benchmark servers run in a child process, the test binary re-executed with serverEnv set
 // to the mode, so that the server's memory (its heap, its embedded etcd) is measured apart from
 // the benchmark client's, which decodes every object it lists. BENCH_IN_PROCESS=1 runs them in the
-// benchmark process instead, as the whole-process figures of the README were measured.
+// benchmark process instead, as the whole-process figures of docs/performance.md were measured.
 const (
 	serverEnv    = "TSGW_BENCH_SERVER"
 	inProcessEnv = "BENCH_IN_PROCESS"

@@ -131,7 +131,7 @@ func TestValidationErrorsPassThrough(t *testing.T) {
 }
 
 // TestExamplesApplyThroughKubeAPIServer applies examples/ with kubectl through the aggregation
-// layer, as a newcomer following the README in a cluster would.
+// layer, as a newcomer following docs/install.md in a cluster would.
 func TestExamplesApplyThroughKubeAPIServer(t *testing.T) {
 	for _, ns := range []string{"production"} {
 		kubectl(t, "create", "namespace", ns)

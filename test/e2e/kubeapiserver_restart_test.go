@@ -60,7 +60,7 @@ func endpointEvent(c context.Context, ns, name, reason, endpoint string) (bool, 
 // both transitions in order (the aggregated server's history is continuous), the controllers
 // lead again (published EndpointSlices follow the health), and the server's informers of the
 // core API resume (a namespace relabelled after the restart is refused by tenancy admission and
-// its object's Accepted condition turns False). The times to each are logged; README records
+// its object's Accepted condition turns False). The times to each are logged; docs/development.md records
 // them.
 func TestKubeAPIServerRestart(t *testing.T) {
 	if err := env.InstallGatewayAPICRDs(); err != nil {

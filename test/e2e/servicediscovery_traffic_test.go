@@ -44,7 +44,7 @@ func (d clusterIPDialer) DialContext(ctx context.Context, network, address strin
 }
 
 // getVia sends GET / through dial and returns the body; tsnet occasionally stalls a new
-// connection (README, tailscale-gateway-proxy limits), so callers retry.
+// connection (docs/operations/known-issues.md), so callers retry.
 func getVia(dial func(ctx context.Context, network, addr string) (net.Conn, error), url string) (string, error) {
 	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
 	resp, err := hc.Get(url)

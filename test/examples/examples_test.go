@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -89,8 +90,9 @@ func readDocuments(t *testing.T) []document {
 		}
 		name := filepath.Base(path)
 		if first, _, _ := strings.Cut(string(raw), "\n"); !strings.HasPrefix(first, "# ") {
-			t.Errorf("%s: must start with a comment naming the spec section it comes from, got %q", name, first)
+			t.Errorf("%s: must start with a comment saying what it shows, got %q", name, first)
 		}
+		checkDocReferences(t, name, string(raw))
 		reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
 		n, objects := 0, 0
 		for {
@@ -321,8 +323,8 @@ func TestDecoderIsStrict(t *testing.T) {
 	}
 }
 
-// TestEndpointTemplatePorts checks both places of a template's ports: beside proxy, as
-// spec/tailscale-services.md writes them (and the examples above apply), and under proxy, as
+// TestEndpointTemplatePorts checks both places of a template's ports: beside proxy, as the
+// examples above write them, and under proxy, as
 // objects stored before were written; setting both is rejected.
 func TestEndpointTemplatePorts(t *testing.T) {
 	scheme, decoder := newScheme(t)
@@ -358,5 +360,27 @@ spec:
 				t.Fatalf("valid=%v, errors %v", tc.valid, errs)
 			}
 		})
+	}
+}
+
+// docRefRE matches a reference to a Markdown page.
+var docRefRE = regexp.MustCompile(`[A-Za-z0-9_./-]+\.md\b`)
+
+// checkDocReferences fails unless an example cites at least one page of docs/ and every page it
+// cites is a page of docs/ that exists.
+func checkDocReferences(t *testing.T, name, raw string) {
+	t.Helper()
+	refs := docRefRE.FindAllString(raw, -1)
+	if len(refs) == 0 {
+		t.Errorf("%s: cites no page of docs/", name)
+	}
+	for _, ref := range refs {
+		if !strings.HasPrefix(ref, "docs/") {
+			t.Errorf("%s: cites %s, which is not a page of docs/", name, ref)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(examplesDir, "..", filepath.FromSlash(ref))); err != nil {
+			t.Errorf("%s: cites %s: %v", name, ref, err)
+		}
 	}
 }

@@ -17,11 +17,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	baseversion "k8s.io/component-base/version"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/localpki"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/version"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 )
 
@@ -428,6 +430,23 @@ func TestOpenAPIDocumentsFields(t *testing.T) {
 		if !strings.Contains(string(raw), "TailscaleIP is the endpoint's tailnet address") {
 			t.Errorf("%s lacks the doc comment of tailscaleIP", path)
 		}
+	}
+}
+
+// TestVersionIsTheProjects checks that /version reports this project's version, not the Kubernetes
+// library's.
+func TestVersionIsTheProjects(t *testing.T) {
+	cs := shared.Clientset(t)
+	got, err := cs.Discovery().ServerVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := version.Get()
+	if got.GitVersion != want.GitVersion || got.GitCommit != want.GitCommit || got.Platform != want.Platform {
+		t.Fatalf("/version = %+v, want %+v", *got, want)
+	}
+	if kube := baseversion.Get().GitVersion; got.GitVersion == kube {
+		t.Fatalf("/version reports the Kubernetes library version %s", kube)
 	}
 }
 

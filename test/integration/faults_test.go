@@ -20,7 +20,7 @@ import (
 
 // TestEtcdRestartUnderWriteLoad restarts the etcd member under the server while writers create
 // objects: every create the server acknowledged is there afterwards, and the server serves
-// again once etcd is back (the time it took is logged; README records it).
+// again once etcd is back (the time it took is logged; docs/development.md records it).
 func TestEtcdRestartUnderWriteLoad(t *testing.T) {
 	etcd, err := embeddedetcd.Start(filepath.Join(t.TempDir(), "etcd"))
 	if err != nil {

@@ -104,7 +104,7 @@ const outageScale = 30
 // APIUnavailable) and the stored status records the loss; the API sees no more requests than
 // the retry policy allows (Retry-After honoured to the millisecond); and within one interval of
 // the API answering again the server is in sync and shows a device change made during the
-// outage. The figures are logged; README records them.
+// outage. The figures are logged; docs/development.md records them.
 func TestTailscaleAPIOutage(t *testing.T) {
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	apimachineryversion "k8s.io/apimachinery/pkg/version"
 	apiserverconfig "k8s.io/apiserver/pkg/apis/apiserver"
 	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
 	"k8s.io/apiserver/pkg/endpoints/openapi"
@@ -30,6 +31,7 @@ import (
 	generatedopenapi "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/openapi"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/localpki"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/version"
 )
 
 const etcdPathPrefix = "/registry/gateway.tailscale.com"
@@ -163,6 +165,18 @@ func (o *Options) Validate() error {
 	return utilerrors.NewAggregate(append(errs, o.Tenancy.Validate()...))
 }
 
+// projectVersion keeps the Kubernetes library's binary version for compatibility (feature gates,
+// emulation) and reports this project's version on /version.
+type projectVersion struct {
+	basecompatibility.EffectiveVersion
+}
+
+// Info is what /version serves.
+func (projectVersion) Info() *apimachineryversion.Info {
+	i := version.Get()
+	return &i
+}
+
 // Config builds the server configuration.
 func (o *Options) Config() (*apiserver.Config, error) {
 	ro := o.RecommendedOptions
@@ -194,7 +208,7 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	cfg.OpenAPIV3Config.Info.Title = "tailscale-gateway"
 	cfg.OpenAPIV3Config.Info.Version = v1alpha1.SchemeGroupVersion.Version
 	cfg.FeatureGate = utilfeature.DefaultFeatureGate
-	cfg.EffectiveVersion = basecompatibility.NewEffectiveVersionFromString(baseversion.DefaultKubeBinaryVersion, "", "")
+	cfg.EffectiveVersion = projectVersion{basecompatibility.NewEffectiveVersionFromString(baseversion.DefaultKubeBinaryVersion, "", "")}
 
 	if err := ro.ApplyTo(cfg); err != nil {
 		return nil, fmt.Errorf("applying options: %w", err)

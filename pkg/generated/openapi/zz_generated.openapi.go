@@ -227,7 +227,7 @@ func schema_pkg_apis_gateway_v1alpha1_AllowedNamespaces(ref common.ReferenceCall
 					},
 					"selector": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Selector matches the labels of the admitted namespaces; required with from: Selector. Every namespace carries kubernetes.io/metadata.name=<name>.",
+							Description: "Selector matches the labels of the admitted namespaces; required with from: Selector and forbidden with another from. Every namespace carries kubernetes.io/metadata.name=<name>.",
 							Ref:         ref(v1.LabelSelector{}.OpenAPIModelName()),
 						},
 					},
@@ -238,7 +238,7 @@ func schema_pkg_apis_gateway_v1alpha1_AllowedNamespaces(ref common.ReferenceCall
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Names lists the admitted namespaces; required with from: Names.",
+							Description: "Names lists the admitted namespaces (DNS labels, each once); required with from: Names and forbidden with another from.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -410,7 +410,7 @@ func schema_pkg_apis_gateway_v1alpha1_EgressRouteConfig(ref common.ReferenceCall
 					},
 					"timeout": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Timeout of egress requests.",
+							Description: "Timeout of egress requests; positive.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
@@ -520,7 +520,7 @@ func schema_pkg_apis_gateway_v1alpha1_EndpointTemplate(ref common.ReferenceCallb
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Tags given to the provisioned proxy devices, \"tag:<name>\".",
+							Description: "Tags given to the provisioned proxy devices: each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -545,7 +545,7 @@ func schema_pkg_apis_gateway_v1alpha1_EndpointTemplate(ref common.ReferenceCallb
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes them; the same as proxy.ports (set one or the other).",
+							Description: "Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one or the other).",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -589,7 +589,7 @@ func schema_pkg_apis_gateway_v1alpha1_ExternalService(ref common.ReferenceCallba
 				Properties: map[string]spec.Schema{
 					"name": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Name identifies the backend.",
+							Description: "Name identifies the backend: a DNS label, unique within the list.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -597,7 +597,7 @@ func schema_pkg_apis_gateway_v1alpha1_ExternalService(ref common.ReferenceCallba
 					},
 					"address": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Address is a hostname or IP address.",
+							Description: "Address is a hostname (a DNS subdomain) or an IP address.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -647,7 +647,7 @@ func schema_pkg_apis_gateway_v1alpha1_FailoverConfig(ref common.ReferenceCallbac
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "PrimaryEndpoints receive traffic while any of them is healthy.",
+							Description: "PrimaryEndpoints receive traffic while any of them is healthy; required when strategy is failover. Names (DNS labels) of TailscaleEndpoints or external services, each once.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -666,7 +666,7 @@ func schema_pkg_apis_gateway_v1alpha1_FailoverConfig(ref common.ReferenceCallbac
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "SecondaryEndpoints receive traffic when no primary endpoint is healthy.",
+							Description: "SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in primaryEndpoints, none of them also primary.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -680,7 +680,7 @@ func schema_pkg_apis_gateway_v1alpha1_FailoverConfig(ref common.ReferenceCallbac
 					},
 					"failbackDelay": {
 						SchemaProps: spec.SchemaProps{
-							Description: "FailbackDelay is how long primaries must be healthy again before traffic returns to them.",
+							Description: "FailbackDelay is how long primaries must be healthy again before traffic returns to them; not negative.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
@@ -839,7 +839,7 @@ func schema_pkg_apis_gateway_v1alpha1_HTTPHeader(ref common.ReferenceCallback) c
 				Properties: map[string]spec.Schema{
 					"name": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Name of the header.",
+							Description: "Name of the header: a valid HTTP header name, each once per list.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -847,7 +847,7 @@ func schema_pkg_apis_gateway_v1alpha1_HTTPHeader(ref common.ReferenceCallback) c
 					},
 					"value": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Value of the header.",
+							Description: "Value of the header: not empty, a valid HTTP header value.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -1029,47 +1029,47 @@ func schema_pkg_apis_gateway_v1alpha1_HealthCheckConfig(ref common.ReferenceCall
 					},
 					"path": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Path is the HTTP path probed. Defaults to \"/\".",
+							Description: "Path is the HTTP path probed; must start with \"/\". Defaults to \"/\" for HTTP and HTTPS.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
 					},
 					"interval": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Interval between probes. Defaults to 30s.",
+							Description: "Interval between probes; must be positive. Defaults to 30s.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
 					"timeout": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Timeout of one probe; must be shorter than the interval. Defaults to 10s.",
+							Description: "Timeout of one probe; must be positive and shorter than the interval. Defaults to 10s, or to half the interval when the interval is 10s or shorter.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
 					"healthyThreshold": {
 						SchemaProps: spec.SchemaProps{
-							Description: "HealthyThreshold is the number of consecutive successes that mark the endpoint healthy. Defaults to 2.",
+							Description: "HealthyThreshold is the number of consecutive successes that mark the endpoint healthy (at least 1). Defaults to 2.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
 					},
 					"unhealthyThreshold": {
 						SchemaProps: spec.SchemaProps{
-							Description: "UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy. Defaults to 3.",
+							Description: "UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy (at least 1). Defaults to 3.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
 					},
 					"expectedStatus": {
 						SchemaProps: spec.SchemaProps{
-							Description: "ExpectedStatus is the HTTP status code of a healthy answer. Defaults to 200.",
+							Description: "ExpectedStatus is the HTTP status code of a healthy answer (100-599). Defaults to 200 for HTTP and HTTPS.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
 					},
 					"headers": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Headers are sent with HTTP probes.",
+							Description: "Headers are sent with HTTP probes; names and values must be valid HTTP header fields.",
 							Type:        []string{"object"},
 							AdditionalProperties: &spec.SchemaOrBool{
 								Allows: true,
@@ -1208,7 +1208,7 @@ func schema_pkg_apis_gateway_v1alpha1_LoadBalancingConfig(ref common.ReferenceCa
 					},
 					"weights": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Weights maps endpoint names to their non-negative share of traffic (strategy weighted).",
+							Description: "Weights maps endpoint names (DNS labels) to their non-negative share of traffic; required, with at least one weight above zero, when strategy is weighted.",
 							Type:        []string{"object"},
 							AdditionalProperties: &spec.SchemaOrBool{
 								Allows: true,
@@ -1223,7 +1223,7 @@ func schema_pkg_apis_gateway_v1alpha1_LoadBalancingConfig(ref common.ReferenceCa
 					},
 					"failoverConfig": {
 						SchemaProps: spec.SchemaProps{
-							Description: "FailoverConfig sets the tiers of the failover strategy.",
+							Description: "FailoverConfig sets the tiers of the failover strategy; required when strategy is failover.",
 							Ref:         ref(v1alpha1.FailoverConfig{}.OpenAPIModelName()),
 						},
 					},
@@ -1461,7 +1461,7 @@ func schema_pkg_apis_gateway_v1alpha1_ProxyConfig(ref common.ReferenceCallback) 
 				Properties: map[string]spec.Schema{
 					"replicas": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Replicas is the number of proxy devices. Defaults to 1.",
+							Description: "Replicas is the number of proxy devices (0 or more). Defaults to 1.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
@@ -1480,7 +1480,7 @@ func schema_pkg_apis_gateway_v1alpha1_ProxyConfig(ref common.ReferenceCallback) 
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Ports the proxies serve.",
+							Description: "Ports the proxies serve, each port and protocol once.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -1544,13 +1544,13 @@ func schema_pkg_apis_gateway_v1alpha1_RetryPolicy(ref common.ReferenceCallback) 
 					},
 					"perTryTimeout": {
 						SchemaProps: spec.SchemaProps{
-							Description: "PerTryTimeout bounds each try.",
+							Description: "PerTryTimeout bounds each try; positive.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
 					"backoffBaseInterval": {
 						SchemaProps: spec.SchemaProps{
-							Description: "BackoffBaseInterval is the first retry delay.",
+							Description: "BackoffBaseInterval is the first retry delay; positive.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
@@ -1961,7 +1961,7 @@ func schema_pkg_apis_gateway_v1alpha1_TagSelector(ref common.ReferenceCallback) 
 				Properties: map[string]spec.Schema{
 					"key": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Key is the tag key to match.",
+							Description: "Key is the tag key to match: at most 63 letters, digits, '-', '_' or '.', starting with a letter or digit.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -1983,7 +1983,7 @@ func schema_pkg_apis_gateway_v1alpha1_TagSelector(ref common.ReferenceCallback) 
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Values to match; required for In and NotIn, forbidden for Exists and DoesNotExist.",
+							Description: "Values to match, none empty; required for In and NotIn, forbidden for Exists and DoesNotExist.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -2011,7 +2011,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailnetConfiguration(ref common.ReferenceC
 				Properties: map[string]spec.Schema{
 					"name": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Name identifies this tailnet configuration within the gateway.",
+							Description: "Name identifies this tailnet configuration within the gateway: a DNS label, unique in the list.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -2032,7 +2032,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailnetConfiguration(ref common.ReferenceC
 					},
 					"priority": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Priority orders tailnets in multi-tailnet routing; higher wins. Defaults to 100.",
+							Description: "Priority orders tailnets in multi-tailnet routing; higher wins (0 or more). Defaults to 100.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
@@ -2177,7 +2177,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpoint(ref common.ReferenceCall
 					},
 					"tailscaleFQDN": {
 						SchemaProps: spec.SchemaProps{
-							Description: "TailscaleFQDN is the endpoint's MagicDNS name in the tailnet.",
+							Description: "TailscaleFQDN is the endpoint's MagicDNS name in the tailnet (a DNS subdomain; a trailing dot is allowed).",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -2362,7 +2362,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpointsSpec(ref common.Referenc
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Endpoints are the statically defined endpoints.",
+							Description: "Endpoints are the statically defined endpoints, with unique names. At least one of endpoints, tagSelectors, proxy or ports must be set.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -2404,7 +2404,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpointsSpec(ref common.Referenc
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Tags are ACL tags (\"tag:name\") given to proxy devices created for these endpoints.",
+							Description: "Tags are ACL tags given to proxy devices created for these endpoints: each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -2429,7 +2429,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpointsSpec(ref common.Referenc
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes them; the same as proxy.ports (set one or the other).",
+							Description: "Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one or the other).",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -2887,7 +2887,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleServicesSpec(ref common.Reference
 				Properties: map[string]spec.Schema{
 					"selector": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Selector selects TailscaleEndpoints in the same namespace by label.",
+							Description: "Selector selects TailscaleEndpoints in the same namespace by label; it must not be empty.",
 							Ref:         ref(v1.LabelSelector{}.OpenAPIModelName()),
 						},
 					},
@@ -3105,28 +3105,28 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 				Properties: map[string]spec.Schema{
 					"tailnet": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Tailnet is the tailnet's name in the Tailscale API, such as \"example.com\" or \"company.ts.net\". \"-\" (the default) selects the tailnet the credentials belong to.",
+							Description: "Tailnet is the tailnet's name in the Tailscale API, such as \"example.com\" or \"company.ts.net\": a DNS subdomain, an email-style name (\"user@example.com\"), or \"-\" (the default), the tailnet the credentials belong to.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
 					},
 					"oauthSecretName": {
 						SchemaProps: spec.SchemaProps{
-							Description: "OAuthSecretName names the Secret holding the OAuth client credentials under the keys \"client_id\" and \"client_secret\".",
+							Description: "OAuthSecretName names the Secret holding the OAuth client credentials under the keys \"client_id\" and \"client_secret\" (a DNS subdomain).",
 							Type:        []string{"string"},
 							Format:      "",
 						},
 					},
 					"oauthSecretNamespace": {
 						SchemaProps: spec.SchemaProps{
-							Description: "OAuthSecretNamespace is the namespace of the OAuth Secret. Defaults to \"tailscale-gateway-system\".",
+							Description: "OAuthSecretNamespace is the namespace of the OAuth Secret (a DNS label). Defaults to \"tailscale-gateway-system\" when oauthSecretName is set.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
 					},
 					"apiBaseURL": {
 						SchemaProps: spec.SchemaProps{
-							Description: "APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com).",
+							Description: "APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com): an absolute http or https URL with a host.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
@@ -3138,7 +3138,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Tags are the ACL tags (\"tag:name\") given to every device and service the gateway creates in this tailnet.",
+							Description: "Tags are the ACL tags given to every device and service the gateway creates in this tailnet: each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -3152,7 +3152,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 					},
 					"allowedNamespaces": {
 						SchemaProps: spec.SchemaProps{
-							Description: "AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created before the field existed allowed.",
+							Description: "AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and TailscaleGateways may name this tailnet (modelled on Gateway API's listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created before the field existed allowed.",
 							Ref:         ref(v1alpha1.AllowedNamespaces{}.OpenAPIModelName()),
 						},
 					},
@@ -3270,7 +3270,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceConfig(ref common.ReferenceCallb
 				Properties: map[string]spec.Schema{
 					"name": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Name is the VIP service's name, as a DNS label (\"web\") or with the \"svc:\" prefix (\"svc:web\").",
+							Description: "Name is the VIP service's name, as a DNS label (\"web\") or with the \"svc:\" prefix (\"svc:web\"), unique within the list.",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -3286,7 +3286,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceConfig(ref common.ReferenceCallb
 					},
 					"targetEndpoint": {
 						SchemaProps: spec.SchemaProps{
-							Description: "TargetEndpoint names the endpoint that serves the VIP service.",
+							Description: "TargetEndpoint names the endpoint that serves the VIP service: one of spec.endpoints when any are declared, else a discovered endpoint (a device's hostname).",
 							Default:     "",
 							Type:        []string{"string"},
 							Format:      "",
@@ -3313,7 +3313,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceSelector(ref common.ReferenceCal
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Tags selects services carrying any of these tags.",
+							Description: "Tags selects services carrying any of these tags: each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -3332,7 +3332,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceSelector(ref common.ReferenceCal
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "ServiceNames selects services by name, \"svc:<dns-label>\".",
+							Description: "ServiceNames selects services by name, \"svc:<dns-label>\", each once.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -3372,7 +3372,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceSpec(ref common.ReferenceCallbac
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Ports are the service's ports, \"tcp:N\" or \"udp:N\".",
+							Description: "Ports are the service's ports, \"tcp:N\", \"udp:N\" or a range \"tcp:N-M\" (ports 1-65535), each once.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -3391,7 +3391,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceSpec(ref common.ReferenceCallbac
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Tags are the service's ACL tags, \"tag:<name>\".",
+							Description: "Tags are the service's ACL tags: each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -3419,7 +3419,7 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceSpec(ref common.ReferenceCallbac
 					},
 					"annotations": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Annotations are stored on the Tailscale service.",
+							Description: "Annotations are stored on the Tailscale service; keys and values as Kubernetes annotations.",
 							Type:        []string{"object"},
 							AdditionalProperties: &spec.SchemaOrBool{
 								Allows: true,

@@ -68,26 +68,31 @@ type TailscaleTailnet struct {
 
 // TailscaleTailnetSpec is the desired connection to a tailnet.
 type TailscaleTailnetSpec struct {
-	// Tailnet is the tailnet's name in the Tailscale API, such as "example.com" or "company.ts.net".
-	// "-" (the default) selects the tailnet the credentials belong to.
+	// Tailnet is the tailnet's name in the Tailscale API, such as "example.com" or "company.ts.net":
+	// a DNS subdomain, an email-style name ("user@example.com"), or "-" (the default), the tailnet
+	// the credentials belong to.
 	// +optional
 	Tailnet string `json:"tailnet,omitempty"`
 	// OAuthSecretName names the Secret holding the OAuth client credentials under the keys
-	// "client_id" and "client_secret".
+	// "client_id" and "client_secret" (a DNS subdomain).
 	// +optional
 	OAuthSecretName string `json:"oauthSecretName,omitempty"`
-	// OAuthSecretNamespace is the namespace of the OAuth Secret. Defaults to "tailscale-gateway-system".
+	// OAuthSecretNamespace is the namespace of the OAuth Secret (a DNS label). Defaults to
+	// "tailscale-gateway-system" when oauthSecretName is set.
 	// +optional
 	OAuthSecretNamespace string `json:"oauthSecretNamespace,omitempty"`
-	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com).
+	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com): an absolute
+	// http or https URL with a host.
 	// +optional
 	APIBaseURL string `json:"apiBaseURL,omitempty"`
-	// Tags are the ACL tags ("tag:name") given to every device and service the gateway creates in this tailnet.
+	// Tags are the ACL tags given to every device and service the gateway creates in this tailnet:
+	// each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
 	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
-	// TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's
+	// TailscaleGateways may name this tailnet (modelled on Gateway API's
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
 	// before the field existed allowed.
 	// +optional
@@ -112,11 +117,13 @@ type AllowedNamespaces struct {
 	// From is All (the default), Selector or Names.
 	// +optional
 	From NamespacesFrom `json:"from,omitempty"`
-	// Selector matches the labels of the admitted namespaces; required with from: Selector.
+	// Selector matches the labels of the admitted namespaces; required with from: Selector and
+	// forbidden with another from.
 	// Every namespace carries kubernetes.io/metadata.name=<name>.
 	// +optional
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
-	// Names lists the admitted namespaces; required with from: Names.
+	// Names lists the admitted namespaces (DNS labels, each once); required with from: Names and
+	// forbidden with another from.
 	// +optional
 	// +listType=set
 	Names []string `json:"names,omitempty"`
@@ -188,7 +195,8 @@ type TailscaleEndpointsSpec struct {
 	// Tailnet is the tailnet the endpoints live in: the name of a TailscaleTailnet, or a tailnet
 	// domain such as "company.ts.net" that is matched against TailscaleTailnet spec.tailnet.
 	Tailnet string `json:"tailnet"`
-	// Endpoints are the statically defined endpoints.
+	// Endpoints are the statically defined endpoints, with unique names. At least one of endpoints,
+	// tagSelectors, proxy or ports must be set.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -200,15 +208,16 @@ type TailscaleEndpointsSpec struct {
 	// +optional
 	// +listType=atomic
 	TagSelectors []TagSelector `json:"tagSelectors,omitempty"`
-	// Tags are ACL tags ("tag:name") given to proxy devices created for these endpoints.
+	// Tags are ACL tags given to proxy devices created for these endpoints: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures tailnet proxies provisioned for these endpoints.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	// +optional
 	// +listType=atomic
 	Ports []ProxyPort `json:"ports,omitempty"`
@@ -220,7 +229,7 @@ type TailscaleEndpoint struct {
 	Name string `json:"name"`
 	// TailscaleIP is the endpoint's tailnet address, in 100.64.0.0/10 or fd7a:115c:a1e0::/48.
 	TailscaleIP string `json:"tailscaleIP"`
-	// TailscaleFQDN is the endpoint's MagicDNS name in the tailnet.
+	// TailscaleFQDN is the endpoint's MagicDNS name in the tailnet (a DNS subdomain; a trailing dot is allowed).
 	TailscaleFQDN string `json:"tailscaleFQDN"`
 	// Port is the endpoint's port (1-65535).
 	Port int32 `json:"port"`
@@ -245,25 +254,29 @@ type HealthCheckConfig struct {
 	// Type is the probe protocol: HTTP, HTTPS, TCP, UDP, TLS or gRPC. Defaults to HTTP.
 	// +optional
 	Type Protocol `json:"type,omitempty"`
-	// Path is the HTTP path probed. Defaults to "/".
+	// Path is the HTTP path probed; must start with "/". Defaults to "/" for HTTP and HTTPS.
 	// +optional
 	Path string `json:"path,omitempty"`
-	// Interval between probes. Defaults to 30s.
+	// Interval between probes; must be positive. Defaults to 30s.
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
-	// Timeout of one probe; must be shorter than the interval. Defaults to 10s.
+	// Timeout of one probe; must be positive and shorter than the interval. Defaults to 10s, or to
+	// half the interval when the interval is 10s or shorter.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
-	// HealthyThreshold is the number of consecutive successes that mark the endpoint healthy. Defaults to 2.
+	// HealthyThreshold is the number of consecutive successes that mark the endpoint healthy (at
+	// least 1). Defaults to 2.
 	// +optional
 	HealthyThreshold *int32 `json:"healthyThreshold,omitempty"`
-	// UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy. Defaults to 3.
+	// UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy (at
+	// least 1). Defaults to 3.
 	// +optional
 	UnhealthyThreshold *int32 `json:"unhealthyThreshold,omitempty"`
-	// ExpectedStatus is the HTTP status code of a healthy answer. Defaults to 200.
+	// ExpectedStatus is the HTTP status code of a healthy answer (100-599). Defaults to 200 for HTTP
+	// and HTTPS.
 	// +optional
 	ExpectedStatus *int32 `json:"expectedStatus,omitempty"`
-	// Headers are sent with HTTP probes.
+	// Headers are sent with HTTP probes; names and values must be valid HTTP header fields.
 	// +optional
 	Headers map[string]string `json:"headers,omitempty"`
 }
@@ -282,22 +295,25 @@ type ServiceDiscoveryConfig struct {
 
 // VIPServiceConfig maps a VIP service port to an endpoint.
 type VIPServiceConfig struct {
-	// Name is the VIP service's name, as a DNS label ("web") or with the "svc:" prefix ("svc:web").
+	// Name is the VIP service's name, as a DNS label ("web") or with the "svc:" prefix ("svc:web"),
+	// unique within the list.
 	Name string `json:"name"`
 	// Port is the VIP service port (1-65535).
 	Port int32 `json:"port"`
-	// TargetEndpoint names the endpoint that serves the VIP service.
+	// TargetEndpoint names the endpoint that serves the VIP service: one of spec.endpoints when any
+	// are declared, else a discovered endpoint (a device's hostname).
 	TargetEndpoint string `json:"targetEndpoint"`
 }
 
 // TagSelector matches tailnet devices by ACL tag. A device tag "tag:env-production" or
 // "tag:env=production" has key "env" and value "production"; "tag:web" has key "web" and no value.
 type TagSelector struct {
-	// Key is the tag key to match.
+	// Key is the tag key to match: at most 63 letters, digits, '-', '_' or '.', starting with a
+	// letter or digit.
 	Key string `json:"key"`
 	// Operator is one of In, NotIn, Exists, DoesNotExist.
 	Operator TagSelectorOperator `json:"operator"`
-	// Values to match; required for In and NotIn, forbidden for Exists and DoesNotExist.
+	// Values to match, none empty; required for In and NotIn, forbidden for Exists and DoesNotExist.
 	// +optional
 	// +listType=atomic
 	Values []string `json:"values,omitempty"`
@@ -305,13 +321,13 @@ type TagSelector struct {
 
 // ProxyConfig configures tailnet proxy devices.
 type ProxyConfig struct {
-	// Replicas is the number of proxy devices. Defaults to 1.
+	// Replicas is the number of proxy devices (0 or more). Defaults to 1.
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 	// ConnectionType is ingress, egress or bidirectional. Defaults to bidirectional.
 	// +optional
 	ConnectionType string `json:"connectionType,omitempty"`
-	// Ports the proxies serve.
+	// Ports the proxies serve, each port and protocol once.
 	// +optional
 	// +listType=atomic
 	Ports []ProxyPort `json:"ports,omitempty"`
@@ -426,7 +442,7 @@ type TailscaleServices struct {
 
 // TailscaleServicesSpec is the desired state of a TailscaleServices.
 type TailscaleServicesSpec struct {
-	// Selector selects TailscaleEndpoints in the same namespace by label.
+	// Selector selects TailscaleEndpoints in the same namespace by label; it must not be empty.
 	Selector *metav1.LabelSelector `json:"selector"`
 	// VIPService configures the Tailscale VIP service.
 	// +optional
@@ -446,11 +462,13 @@ type TailscaleServicesSpec struct {
 type VIPServiceSpec struct {
 	// Name is the service name, "svc:<dns-label>".
 	Name string `json:"name"`
-	// Ports are the service's ports, "tcp:N" or "udp:N".
+	// Ports are the service's ports, "tcp:N", "udp:N" or a range "tcp:N-M" (ports 1-65535), each
+	// once.
 	// +optional
 	// +listType=set
 	Ports []string `json:"ports,omitempty"`
-	// Tags are the service's ACL tags, "tag:<name>".
+	// Tags are the service's ACL tags: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
@@ -460,7 +478,7 @@ type VIPServiceSpec struct {
 	// AutoApprove approves the gateway's hosts of the service automatically.
 	// +optional
 	AutoApprove *bool `json:"autoApprove,omitempty"`
-	// Annotations are stored on the Tailscale service.
+	// Annotations are stored on the Tailscale service; keys and values as Kubernetes annotations.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -473,25 +491,29 @@ type LoadBalancingConfig struct {
 	// HealthCheck configures service-level health checking of the backends.
 	// +optional
 	HealthCheck *HealthCheckConfig `json:"healthCheck,omitempty"`
-	// Weights maps endpoint names to their non-negative share of traffic (strategy weighted).
+	// Weights maps endpoint names (DNS labels) to their non-negative share of traffic; required, with
+	// at least one weight above zero, when strategy is weighted.
 	// +optional
 	Weights map[string]int32 `json:"weights,omitempty"`
-	// FailoverConfig sets the tiers of the failover strategy.
+	// FailoverConfig sets the tiers of the failover strategy; required when strategy is failover.
 	// +optional
 	FailoverConfig *FailoverConfig `json:"failoverConfig,omitempty"`
 }
 
 // FailoverConfig sets primary and secondary tiers of endpoints.
 type FailoverConfig struct {
-	// PrimaryEndpoints receive traffic while any of them is healthy.
+	// PrimaryEndpoints receive traffic while any of them is healthy; required when strategy is
+	// failover. Names (DNS labels) of TailscaleEndpoints or external services, each once.
 	// +optional
 	// +listType=set
 	PrimaryEndpoints []string `json:"primaryEndpoints,omitempty"`
-	// SecondaryEndpoints receive traffic when no primary endpoint is healthy.
+	// SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in
+	// primaryEndpoints, none of them also primary.
 	// +optional
 	// +listType=set
 	SecondaryEndpoints []string `json:"secondaryEndpoints,omitempty"`
-	// FailbackDelay is how long primaries must be healthy again before traffic returns to them.
+	// FailbackDelay is how long primaries must be healthy again before traffic returns to them; not
+	// negative.
 	// +optional
 	FailbackDelay *metav1.Duration `json:"failbackDelay,omitempty"`
 }
@@ -513,11 +535,12 @@ type ServiceDiscoverySpec struct {
 
 // VIPServiceSelector selects VIP services by tag or name.
 type VIPServiceSelector struct {
-	// Tags selects services carrying any of these tags.
+	// Tags selects services carrying any of these tags: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
-	// ServiceNames selects services by name, "svc:<dns-label>".
+	// ServiceNames selects services by name, "svc:<dns-label>", each once.
 	// +optional
 	// +listType=set
 	ServiceNames []string `json:"serviceNames,omitempty"`
@@ -525,9 +548,9 @@ type VIPServiceSelector struct {
 
 // ExternalService is a backend outside the tailnet.
 type ExternalService struct {
-	// Name identifies the backend.
+	// Name identifies the backend: a DNS label, unique within the list.
 	Name string `json:"name"`
-	// Address is a hostname or IP address.
+	// Address is a hostname (a DNS subdomain) or an IP address.
 	Address string `json:"address"`
 	// Port of the backend (1-65535).
 	Port int32 `json:"port"`
@@ -543,15 +566,16 @@ type ExternalService struct {
 type EndpointTemplate struct {
 	// Tailnet of the provisioned endpoints (TailscaleTailnet name or tailnet domain).
 	Tailnet string `json:"tailnet"`
-	// Tags given to the provisioned proxy devices, "tag:<name>".
+	// Tags given to the provisioned proxy devices: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures the provisioned proxies.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	// +optional
 	// +listType=atomic
 	Ports []ProxyPort `json:"ports,omitempty"`
@@ -770,14 +794,14 @@ type LocalPolicyTargetReference struct {
 
 // TailnetConfiguration connects one tailnet to the gateway.
 type TailnetConfiguration struct {
-	// Name identifies this tailnet configuration within the gateway.
+	// Name identifies this tailnet configuration within the gateway: a DNS label, unique in the list.
 	Name string `json:"name"`
 	// TailscaleTailnetRef references the TailscaleTailnet.
 	TailscaleTailnetRef LocalPolicyTargetReference `json:"tailscaleTailnetRef"`
 	// RouteGeneration configures automatic route generation.
 	// +optional
 	RouteGeneration *RouteGenerationConfig `json:"routeGeneration,omitempty"`
-	// Priority orders tailnets in multi-tailnet routing; higher wins. Defaults to 100.
+	// Priority orders tailnets in multi-tailnet routing; higher wins (0 or more). Defaults to 100.
 	// +optional
 	Priority *int32 `json:"priority,omitempty"`
 	// ServiceDiscovery configures discovery of services in this tailnet.
@@ -837,7 +861,7 @@ type EgressRouteConfig struct {
 	// +optional
 	// +listType=atomic
 	RewriteRules []RewriteRule `json:"rewriteRules,omitempty"`
-	// Timeout of egress requests.
+	// Timeout of egress requests; positive.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// RetryPolicy for failed egress requests.
@@ -890,9 +914,9 @@ type HTTPHeaderFilter struct {
 
 // HTTPHeader is a header name and value.
 type HTTPHeader struct {
-	// Name of the header.
+	// Name of the header: a valid HTTP header name, each once per list.
 	Name string `json:"name"`
-	// Value of the header.
+	// Value of the header: not empty, a valid HTTP header value.
 	Value string `json:"value"`
 }
 
@@ -919,10 +943,10 @@ type RetryPolicy struct {
 	// NumRetries is the number of retries (non-negative).
 	// +optional
 	NumRetries *int32 `json:"numRetries,omitempty"`
-	// PerTryTimeout bounds each try.
+	// PerTryTimeout bounds each try; positive.
 	// +optional
 	PerTryTimeout *metav1.Duration `json:"perTryTimeout,omitempty"`
-	// BackoffBaseInterval is the first retry delay.
+	// BackoffBaseInterval is the first retry delay; positive.
 	// +optional
 	BackoffBaseInterval *metav1.Duration `json:"backoffBaseInterval,omitempty"`
 	// BackoffMaxInterval caps the retry delay; not shorter than the base interval.

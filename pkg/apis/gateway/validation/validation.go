@@ -825,7 +825,10 @@ func validateHeaderFilter(hf *gateway.HTTPHeaderFilter, fldPath *field.Path) fie
 		for i, h := range list.headers {
 			idxPath := fldPath.Child(list.name).Index(i)
 			allErrs = append(allErrs, validateHeaderName(h.Name, seen, idxPath.Child("name"))...)
-			if !httpguts.ValidHeaderFieldValue(h.Value) {
+			// Gateway API refuses an empty value (MinLength 1) in the routes generated from it.
+			if h.Value == "" {
+				allErrs = append(allErrs, field.Required(idxPath.Child("value"), ""))
+			} else if !httpguts.ValidHeaderFieldValue(h.Value) {
 				allErrs = append(allErrs, field.Invalid(idxPath.Child("value"), h.Value, "must be a valid HTTP header value"))
 			}
 		}

@@ -824,6 +824,7 @@ func TestValidateTailscaleGateway(t *testing.T) {
 		{name: "header name duplicate ignoring case", mutate: func(o *tg) { reqHeaders(o).Add[1].Name = "x-gateway-version" }, want: []string{duplicate(f0 + ".requestHeaderModifier.add[1].name")}},
 		{name: "header in set and add", mutate: func(o *tg) { reqHeaders(o).Add[0].Name = "X-Env" }},
 		{name: "header value invalid", mutate: func(o *tg) { reqHeaders(o).Add[0].Value = "v1\r\nX-Evil: 1" }, want: []string{invalid(f0 + ".requestHeaderModifier.add[0].value")}},
+		{name: "header value empty", mutate: func(o *tg) { reqHeaders(o).Set[0].Value = "" }, want: []string{required(f0 + ".requestHeaderModifier.set[0].value")}},
 		{name: "remove header invalid", mutate: func(o *tg) { reqHeaders(o).Remove[0] = "X Debug" }, want: []string{invalid(f0 + ".requestHeaderModifier.remove[0]")}},
 		{name: "remove header duplicate", mutate: func(o *tg) { reqHeaders(o).Remove[1] = "x-debug" }, want: []string{duplicate(f0 + ".requestHeaderModifier.remove[1]")}},
 		{name: "response header invalid", mutate: func(o *tg) { filter(o, 1).ResponseHeaderModifier.Add[0].Name = "X:Bad" }, want: []string{invalid(ing + ".filters[1].responseHeaderModifier.add[0].name")}},
@@ -1014,7 +1015,7 @@ func TestValidateUpdate(t *testing.T) {
 	}, required("spec.tailnets"), true)
 }
 
-// --- the examples of the API documents in /work/shared/spec ---
+// --- the examples of the API contract this project implements (the shapes examples/ holds) ---
 
 var testScheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()

@@ -30,10 +30,12 @@ import (
 type AllowedNamespacesApplyConfiguration struct {
 	// From is All (the default), Selector or Names.
 	From *gatewayv1alpha1.NamespacesFrom `json:"from,omitempty"`
-	// Selector matches the labels of the admitted namespaces; required with from: Selector.
+	// Selector matches the labels of the admitted namespaces; required with from: Selector and
+	// forbidden with another from.
 	// Every namespace carries kubernetes.io/metadata.name=<name>.
 	Selector *v1.LabelSelectorApplyConfiguration `json:"selector,omitempty"`
-	// Names lists the admitted namespaces; required with from: Names.
+	// Names lists the admitted namespaces (DNS labels, each once); required with from: Names and
+	// forbidden with another from.
 	Names []string `json:"names,omitempty"`
 }
 

@@ -35,7 +35,7 @@ type EgressRouteConfigApplyConfiguration struct {
 	PathPrefix *string `json:"pathPrefix,omitempty"`
 	// RewriteRules rewrite request paths of egress traffic.
 	RewriteRules []RewriteRuleApplyConfiguration `json:"rewriteRules,omitempty"`
-	// Timeout of egress requests.
+	// Timeout of egress requests; positive.
 	Timeout *v1.Duration `json:"timeout,omitempty"`
 	// RetryPolicy for failed egress requests.
 	RetryPolicy *RetryPolicyApplyConfiguration `json:"retryPolicy,omitempty"`

@@ -25,12 +25,13 @@ package v1alpha1
 type EndpointTemplateApplyConfiguration struct {
 	// Tailnet of the provisioned endpoints (TailscaleTailnet name or tailnet domain).
 	Tailnet *string `json:"tailnet,omitempty"`
-	// Tags given to the provisioned proxy devices, "tag:<name>".
+	// Tags given to the provisioned proxy devices: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures the provisioned proxies.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 	// Labels of the provisioned TailscaleEndpoints; they must match the selector.
 	Labels map[string]string `json:"labels,omitempty"`

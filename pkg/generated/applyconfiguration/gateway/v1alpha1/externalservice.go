@@ -27,9 +27,9 @@ import (
 //
 // ExternalService is a backend outside the tailnet.
 type ExternalServiceApplyConfiguration struct {
-	// Name identifies the backend.
+	// Name identifies the backend: a DNS label, unique within the list.
 	Name *string `json:"name,omitempty"`
-	// Address is a hostname or IP address.
+	// Address is a hostname (a DNS subdomain) or an IP address.
 	Address *string `json:"address,omitempty"`
 	// Port of the backend (1-65535).
 	Port *int32 `json:"port,omitempty"`

@@ -27,11 +27,14 @@ import (
 //
 // FailoverConfig sets primary and secondary tiers of endpoints.
 type FailoverConfigApplyConfiguration struct {
-	// PrimaryEndpoints receive traffic while any of them is healthy.
+	// PrimaryEndpoints receive traffic while any of them is healthy; required when strategy is
+	// failover. Names (DNS labels) of TailscaleEndpoints or external services, each once.
 	PrimaryEndpoints []string `json:"primaryEndpoints,omitempty"`
-	// SecondaryEndpoints receive traffic when no primary endpoint is healthy.
+	// SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in
+	// primaryEndpoints, none of them also primary.
 	SecondaryEndpoints []string `json:"secondaryEndpoints,omitempty"`
-	// FailbackDelay is how long primaries must be healthy again before traffic returns to them.
+	// FailbackDelay is how long primaries must be healthy again before traffic returns to them; not
+	// negative.
 	FailbackDelay *v1.Duration `json:"failbackDelay,omitempty"`
 }
 

@@ -32,19 +32,23 @@ type HealthCheckConfigApplyConfiguration struct {
 	Enabled *bool `json:"enabled,omitempty"`
 	// Type is the probe protocol: HTTP, HTTPS, TCP, UDP, TLS or gRPC. Defaults to HTTP.
 	Type *gatewayv1alpha1.Protocol `json:"type,omitempty"`
-	// Path is the HTTP path probed. Defaults to "/".
+	// Path is the HTTP path probed; must start with "/". Defaults to "/" for HTTP and HTTPS.
 	Path *string `json:"path,omitempty"`
-	// Interval between probes. Defaults to 30s.
+	// Interval between probes; must be positive. Defaults to 30s.
 	Interval *v1.Duration `json:"interval,omitempty"`
-	// Timeout of one probe; must be shorter than the interval. Defaults to 10s.
+	// Timeout of one probe; must be positive and shorter than the interval. Defaults to 10s, or to
+	// half the interval when the interval is 10s or shorter.
 	Timeout *v1.Duration `json:"timeout,omitempty"`
-	// HealthyThreshold is the number of consecutive successes that mark the endpoint healthy. Defaults to 2.
+	// HealthyThreshold is the number of consecutive successes that mark the endpoint healthy (at
+	// least 1). Defaults to 2.
 	HealthyThreshold *int32 `json:"healthyThreshold,omitempty"`
-	// UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy. Defaults to 3.
+	// UnhealthyThreshold is the number of consecutive failures that mark the endpoint unhealthy (at
+	// least 1). Defaults to 3.
 	UnhealthyThreshold *int32 `json:"unhealthyThreshold,omitempty"`
-	// ExpectedStatus is the HTTP status code of a healthy answer. Defaults to 200.
+	// ExpectedStatus is the HTTP status code of a healthy answer (100-599). Defaults to 200 for HTTP
+	// and HTTPS.
 	ExpectedStatus *int32 `json:"expectedStatus,omitempty"`
-	// Headers are sent with HTTP probes.
+	// Headers are sent with HTTP probes; names and values must be valid HTTP header fields.
 	Headers map[string]string `json:"headers,omitempty"`
 }
 

@@ -23,9 +23,9 @@ package v1alpha1
 //
 // HTTPHeader is a header name and value.
 type HTTPHeaderApplyConfiguration struct {
-	// Name of the header.
+	// Name of the header: a valid HTTP header name, each once per list.
 	Name *string `json:"name,omitempty"`
-	// Value of the header.
+	// Value of the header: not empty, a valid HTTP header value.
 	Value *string `json:"value,omitempty"`
 }
 

@@ -31,9 +31,10 @@ type LoadBalancingConfigApplyConfiguration struct {
 	Strategy *gatewayv1alpha1.LoadBalancingStrategy `json:"strategy,omitempty"`
 	// HealthCheck configures service-level health checking of the backends.
 	HealthCheck *HealthCheckConfigApplyConfiguration `json:"healthCheck,omitempty"`
-	// Weights maps endpoint names to their non-negative share of traffic (strategy weighted).
+	// Weights maps endpoint names (DNS labels) to their non-negative share of traffic; required, with
+	// at least one weight above zero, when strategy is weighted.
 	Weights map[string]int32 `json:"weights,omitempty"`
-	// FailoverConfig sets the tiers of the failover strategy.
+	// FailoverConfig sets the tiers of the failover strategy; required when strategy is failover.
 	FailoverConfig *FailoverConfigApplyConfiguration `json:"failoverConfig,omitempty"`
 }
 

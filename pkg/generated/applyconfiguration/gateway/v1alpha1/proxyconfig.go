@@ -23,11 +23,11 @@ package v1alpha1
 //
 // ProxyConfig configures tailnet proxy devices.
 type ProxyConfigApplyConfiguration struct {
-	// Replicas is the number of proxy devices. Defaults to 1.
+	// Replicas is the number of proxy devices (0 or more). Defaults to 1.
 	Replicas *int32 `json:"replicas,omitempty"`
 	// ConnectionType is ingress, egress or bidirectional. Defaults to bidirectional.
 	ConnectionType *string `json:"connectionType,omitempty"`
-	// Ports the proxies serve.
+	// Ports the proxies serve, each port and protocol once.
 	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 }
 

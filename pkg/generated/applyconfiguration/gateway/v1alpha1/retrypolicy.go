@@ -29,9 +29,9 @@ import (
 type RetryPolicyApplyConfiguration struct {
 	// NumRetries is the number of retries (non-negative).
 	NumRetries *int32 `json:"numRetries,omitempty"`
-	// PerTryTimeout bounds each try.
+	// PerTryTimeout bounds each try; positive.
 	PerTryTimeout *v1.Duration `json:"perTryTimeout,omitempty"`
-	// BackoffBaseInterval is the first retry delay.
+	// BackoffBaseInterval is the first retry delay; positive.
 	BackoffBaseInterval *v1.Duration `json:"backoffBaseInterval,omitempty"`
 	// BackoffMaxInterval caps the retry delay; not shorter than the base interval.
 	BackoffMaxInterval *v1.Duration `json:"backoffMaxInterval,omitempty"`

@@ -28,11 +28,12 @@ import (
 // TagSelector matches tailnet devices by ACL tag. A device tag "tag:env-production" or
 // "tag:env=production" has key "env" and value "production"; "tag:web" has key "web" and no value.
 type TagSelectorApplyConfiguration struct {
-	// Key is the tag key to match.
+	// Key is the tag key to match: at most 63 letters, digits, '-', '_' or '.', starting with a
+	// letter or digit.
 	Key *string `json:"key,omitempty"`
 	// Operator is one of In, NotIn, Exists, DoesNotExist.
 	Operator *gatewayv1alpha1.TagSelectorOperator `json:"operator,omitempty"`
-	// Values to match; required for In and NotIn, forbidden for Exists and DoesNotExist.
+	// Values to match, none empty; required for In and NotIn, forbidden for Exists and DoesNotExist.
 	Values []string `json:"values,omitempty"`
 }
 

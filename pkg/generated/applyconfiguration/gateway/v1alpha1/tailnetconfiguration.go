@@ -23,13 +23,13 @@ package v1alpha1
 //
 // TailnetConfiguration connects one tailnet to the gateway.
 type TailnetConfigurationApplyConfiguration struct {
-	// Name identifies this tailnet configuration within the gateway.
+	// Name identifies this tailnet configuration within the gateway: a DNS label, unique in the list.
 	Name *string `json:"name,omitempty"`
 	// TailscaleTailnetRef references the TailscaleTailnet.
 	TailscaleTailnetRef *LocalPolicyTargetReferenceApplyConfiguration `json:"tailscaleTailnetRef,omitempty"`
 	// RouteGeneration configures automatic route generation.
 	RouteGeneration *RouteGenerationConfigApplyConfiguration `json:"routeGeneration,omitempty"`
-	// Priority orders tailnets in multi-tailnet routing; higher wins. Defaults to 100.
+	// Priority orders tailnets in multi-tailnet routing; higher wins (0 or more). Defaults to 100.
 	Priority *int32 `json:"priority,omitempty"`
 	// ServiceDiscovery configures discovery of services in this tailnet.
 	ServiceDiscovery *TailnetServiceDiscoveryApplyConfiguration `json:"serviceDiscovery,omitempty"`

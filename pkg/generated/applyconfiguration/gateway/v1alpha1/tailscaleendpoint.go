@@ -31,7 +31,7 @@ type TailscaleEndpointApplyConfiguration struct {
 	Name *string `json:"name,omitempty"`
 	// TailscaleIP is the endpoint's tailnet address, in 100.64.0.0/10 or fd7a:115c:a1e0::/48.
 	TailscaleIP *string `json:"tailscaleIP,omitempty"`
-	// TailscaleFQDN is the endpoint's MagicDNS name in the tailnet.
+	// TailscaleFQDN is the endpoint's MagicDNS name in the tailnet (a DNS subdomain; a trailing dot is allowed).
 	TailscaleFQDN *string `json:"tailscaleFQDN,omitempty"`
 	// Port is the endpoint's port (1-65535).
 	Port *int32 `json:"port,omitempty"`

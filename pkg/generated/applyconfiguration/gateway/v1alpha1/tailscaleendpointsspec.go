@@ -26,18 +26,20 @@ type TailscaleEndpointsSpecApplyConfiguration struct {
 	// Tailnet is the tailnet the endpoints live in: the name of a TailscaleTailnet, or a tailnet
 	// domain such as "company.ts.net" that is matched against TailscaleTailnet spec.tailnet.
 	Tailnet *string `json:"tailnet,omitempty"`
-	// Endpoints are the statically defined endpoints.
+	// Endpoints are the statically defined endpoints, with unique names. At least one of endpoints,
+	// tagSelectors, proxy or ports must be set.
 	Endpoints []TailscaleEndpointApplyConfiguration `json:"endpoints,omitempty"`
 	// ServiceDiscovery configures VIP services for the endpoints.
 	ServiceDiscovery *ServiceDiscoveryConfigApplyConfiguration `json:"serviceDiscovery,omitempty"`
 	// TagSelectors discover endpoints among the tailnet's devices by their tags.
 	TagSelectors []TagSelectorApplyConfiguration `json:"tagSelectors,omitempty"`
-	// Tags are ACL tags ("tag:name") given to proxy devices created for these endpoints.
+	// Tags are ACL tags given to proxy devices created for these endpoints: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	Tags []string `json:"tags,omitempty"`
 	// Proxy configures tailnet proxies provisioned for these endpoints.
 	Proxy *ProxyConfigApplyConfiguration `json:"proxy,omitempty"`
-	// Ports the provisioned proxies serve, beside proxy as spec/tailscale-services.md writes
-	// them; the same as proxy.ports (set one or the other).
+	// Ports the provisioned proxies serve, written beside proxy; the same as proxy.ports (set one
+	// or the other).
 	Ports []ProxyPortApplyConfiguration `json:"ports,omitempty"`
 }
 

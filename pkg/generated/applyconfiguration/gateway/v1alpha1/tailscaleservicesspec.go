@@ -27,7 +27,7 @@ import (
 //
 // TailscaleServicesSpec is the desired state of a TailscaleServices.
 type TailscaleServicesSpecApplyConfiguration struct {
-	// Selector selects TailscaleEndpoints in the same namespace by label.
+	// Selector selects TailscaleEndpoints in the same namespace by label; it must not be empty.
 	Selector *v1.LabelSelectorApplyConfiguration `json:"selector,omitempty"`
 	// VIPService configures the Tailscale VIP service.
 	VIPService *VIPServiceSpecApplyConfiguration `json:"vipService,omitempty"`

@@ -23,20 +23,25 @@ package v1alpha1
 //
 // TailscaleTailnetSpec is the desired connection to a tailnet.
 type TailscaleTailnetSpecApplyConfiguration struct {
-	// Tailnet is the tailnet's name in the Tailscale API, such as "example.com" or "company.ts.net".
-	// "-" (the default) selects the tailnet the credentials belong to.
+	// Tailnet is the tailnet's name in the Tailscale API, such as "example.com" or "company.ts.net":
+	// a DNS subdomain, an email-style name ("user@example.com"), or "-" (the default), the tailnet
+	// the credentials belong to.
 	Tailnet *string `json:"tailnet,omitempty"`
 	// OAuthSecretName names the Secret holding the OAuth client credentials under the keys
-	// "client_id" and "client_secret".
+	// "client_id" and "client_secret" (a DNS subdomain).
 	OAuthSecretName *string `json:"oauthSecretName,omitempty"`
-	// OAuthSecretNamespace is the namespace of the OAuth Secret. Defaults to "tailscale-gateway-system".
+	// OAuthSecretNamespace is the namespace of the OAuth Secret (a DNS label). Defaults to
+	// "tailscale-gateway-system" when oauthSecretName is set.
 	OAuthSecretNamespace *string `json:"oauthSecretNamespace,omitempty"`
-	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com).
+	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com): an absolute
+	// http or https URL with a host.
 	APIBaseURL *string `json:"apiBaseURL,omitempty"`
-	// Tags are the ACL tags ("tag:name") given to every device and service the gateway creates in this tailnet.
+	// Tags are the ACL tags given to every device and service the gateway creates in this tailnet:
+	// each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	Tags []string `json:"tags,omitempty"`
 	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
-	// TailscaleGateways may name this tailnet (an extension of the spec, after Gateway API's
+	// TailscaleGateways may name this tailnet (modelled on Gateway API's
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
 	// before the field existed allowed.
 	AllowedNamespaces *AllowedNamespacesApplyConfiguration `json:"allowedNamespaces,omitempty"`

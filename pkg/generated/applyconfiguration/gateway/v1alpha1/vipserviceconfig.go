@@ -23,11 +23,13 @@ package v1alpha1
 //
 // VIPServiceConfig maps a VIP service port to an endpoint.
 type VIPServiceConfigApplyConfiguration struct {
-	// Name is the VIP service's name, as a DNS label ("web") or with the "svc:" prefix ("svc:web").
+	// Name is the VIP service's name, as a DNS label ("web") or with the "svc:" prefix ("svc:web"),
+	// unique within the list.
 	Name *string `json:"name,omitempty"`
 	// Port is the VIP service port (1-65535).
 	Port *int32 `json:"port,omitempty"`
-	// TargetEndpoint names the endpoint that serves the VIP service.
+	// TargetEndpoint names the endpoint that serves the VIP service: one of spec.endpoints when any
+	// are declared, else a discovered endpoint (a device's hostname).
 	TargetEndpoint *string `json:"targetEndpoint,omitempty"`
 }
 

@@ -23,9 +23,10 @@ package v1alpha1
 //
 // VIPServiceSelector selects VIP services by tag or name.
 type VIPServiceSelectorApplyConfiguration struct {
-	// Tags selects services carrying any of these tags.
+	// Tags selects services carrying any of these tags: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	Tags []string `json:"tags,omitempty"`
-	// ServiceNames selects services by name, "svc:<dns-label>".
+	// ServiceNames selects services by name, "svc:<dns-label>", each once.
 	ServiceNames []string `json:"serviceNames,omitempty"`
 }
 

@@ -25,15 +25,17 @@ package v1alpha1
 type VIPServiceSpecApplyConfiguration struct {
 	// Name is the service name, "svc:<dns-label>".
 	Name *string `json:"name,omitempty"`
-	// Ports are the service's ports, "tcp:N" or "udp:N".
+	// Ports are the service's ports, "tcp:N", "udp:N" or a range "tcp:N-M" (ports 1-65535), each
+	// once.
 	Ports []string `json:"ports,omitempty"`
-	// Tags are the service's ACL tags, "tag:<name>".
+	// Tags are the service's ACL tags: each "tag:<name>", the name starting with a letter and holding letters, digits and
+	// '-'; no tag twice.
 	Tags []string `json:"tags,omitempty"`
 	// Comment describes the service in the Tailscale admin console.
 	Comment *string `json:"comment,omitempty"`
 	// AutoApprove approves the gateway's hosts of the service automatically.
 	AutoApprove *bool `json:"autoApprove,omitempty"`
-	// Annotations are stored on the Tailscale service.
+	// Annotations are stored on the Tailscale service; keys and values as Kubernetes annotations.
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
