@@ -3,6 +3,7 @@ package hook
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -39,8 +40,13 @@ func (t *XDSClientTLS) transportSocket() (*corev3.TransportSocket, error) {
 	if len(ca) == 0 {
 		return nil, errors.New("no CA bundle for the xDS server")
 	}
+	// An IP address is matched as an IP SAN and is not a valid SNI.
+	san, sni := tlsv3.SubjectAltNameMatcher_DNS, t.ServerName
+	if net.ParseIP(t.ServerName) != nil {
+		san, sni = tlsv3.SubjectAltNameMatcher_IP_ADDRESS, ""
+	}
 	ctx := &tlsv3.UpstreamTlsContext{
-		Sni: t.ServerName,
+		Sni: sni,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			AlpnProtocols: []string{"h2"},
 			TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
@@ -54,7 +60,7 @@ func (t *XDSClientTLS) transportSocket() (*corev3.TransportSocket, error) {
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ca}},
 				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					SanType: san,
 					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.ServerName}},
 				}},
 			}},
