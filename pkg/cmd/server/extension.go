@@ -26,12 +26,12 @@ import (
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/hook"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -157,7 +157,7 @@ type extension struct {
 	hookL, xdsL      net.Listener
 	routes           gwinformers.SharedInformerFactory
 	services         kubeinformers.SharedInformerFactory // the proxies' Services (proxy mode in a cluster)
-	grants           gwinformers.SharedInformerFactory   // ReferenceGrants, when the cluster serves them
+	grants           cache.SharedIndexInformer           // ReferenceGrants (of routes), when the cluster serves them
 	eventBroadcaster record.EventBroadcaster
 	tls              []*grpcserve.MutualTLS // the ports' certificates, watched while serving
 	xdsCA            *dynamiccertificates.DynamicFileCAContent
@@ -241,12 +241,14 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		if err != nil {
 			return nil, fmt.Errorf("creating the core client: %w", err)
 		}
-		if e.grants, err = referenceGrants(kube, gw); err != nil {
+		served, err := servesReferenceGrants(kube)
+		if err != nil {
 			return nil, err
 		}
-		if e.grants != nil {
-			grants := e.grants.Gateway().V1beta1().ReferenceGrants()
-			edsOpts.Grants = &backends.Grants{Lister: grants.Lister()}
+		if served {
+			grants := e.routes.Gateway().V1beta1().ReferenceGrants()
+			e.grants = grants.Informer()
+			edsOpts.Grants = &refgrant.Grants{Lister: grants.Lister()}
 			hookOpts.Grants = edsOpts.Grants
 			edsOpts.Synced = append(edsOpts.Synced, grants.Informer().HasSynced)
 		}
@@ -270,7 +272,7 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 	}
 	if e.grants != nil {
 		// A ReferenceGrant that appears or goes changes which backendRefs get endpoints.
-		if _, err := e.grants.Gateway().V1beta1().ReferenceGrants().Informer().AddEventHandler(e.xds.RouteHandler()); err != nil {
+		if _, err := e.grants.AddEventHandler(e.xds.RouteHandler()); err != nil {
 			return nil, err
 		}
 	}
@@ -292,9 +294,6 @@ func (e *extension) run(ctx context.Context) error {
 	}
 	if e.services != nil {
 		e.services.Start(ctx.Done())
-	}
-	if e.grants != nil {
-		e.grants.Start(ctx.Done())
 	}
 	for _, t := range e.tls {
 		go t.Run(ctx)
@@ -362,23 +361,23 @@ func (o *ExtensionOptions) xdsClientTLS(advertise string) (*hook.XDSClientTLS, *
 		ServerName: host, CA: ca.CurrentCABundleContent}, ca, nil
 }
 
-// referenceGrants returns an informer factory for ReferenceGrants (gateway.networking.k8s.io
-// v1beta1, as Envoy Gateway reads them), nil when kube-apiserver does not serve them: then no
-// HTTPRoute gets endpoints of another namespace.
-func referenceGrants(kube kubernetes.Interface, gw gwclient.Interface) (gwinformers.SharedInformerFactory, error) {
+// servesReferenceGrants reports whether kube-apiserver serves ReferenceGrants
+// (gateway.networking.k8s.io/v1beta1, which Envoy Gateway reads). Without them no reference
+// crosses namespaces: no backendRef gets another namespace's endpoints and no TailscaleGateway is
+// bound to another namespace's Gateway.
+func servesReferenceGrants(kube kubernetes.Interface) (bool, error) {
 	list, err := kube.Discovery().ServerResourcesForGroupVersion(gwapiv1b1.GroupVersion.String())
 	switch {
 	case apierrors.IsNotFound(err):
-		klog.InfoS("kube-apiserver serves no ReferenceGrants: backendRefs to other namespaces get no endpoints", "groupVersion", gwapiv1b1.GroupVersion.String())
-		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("discovering ReferenceGrants: %w", err)
-	}
-	for _, r := range list.APIResources {
-		if r.Name == "referencegrants" {
-			return gwinformers.NewSharedInformerFactory(gw, informerResync), nil
+		return false, fmt.Errorf("discovering ReferenceGrants: %w", err)
+	default:
+		for _, r := range list.APIResources {
+			if r.Name == "referencegrants" {
+				return true, nil
+			}
 		}
 	}
-	klog.InfoS("kube-apiserver serves no ReferenceGrants: backendRefs to other namespaces get no endpoints", "groupVersion", gwapiv1b1.GroupVersion.String())
-	return nil, nil
+	klog.InfoS("kube-apiserver serves no ReferenceGrants: no reference crosses namespaces", "groupVersion", gwapiv1b1.GroupVersion.String())
+	return false, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -18,7 +19,7 @@ import (
 // the HTTPRoute.
 const (
 	// ReasonRefNotPermitted: a cross-namespace backendRef no ReferenceGrant allows.
-	ReasonRefNotPermitted = backends.ReasonRefNotPermitted
+	ReasonRefNotPermitted = refgrant.ReasonRefNotPermitted
 	// ReasonNotAllowedByTailnet: the tailnet of the endpoints does not admit the route's namespace.
 	ReasonNotAllowedByTailnet = tenancy.ReasonNotAllowedByTailnet
 )
@@ -48,15 +49,15 @@ type refusal struct {
 func (s *Server) permittedRefs(in clusterInput) ([]backends.Ref, []refusal) {
 	var out []backends.Ref
 	var refused []refusal
-	from := backends.FromHTTPRoute(in.rule.Namespace)
+	from := refgrant.FromHTTPRoute(in.rule.Namespace)
 	for _, ref := range in.refs {
-		to := backends.ToRef(ref)
+		to := ref.To()
 		switch {
 		case in.ruleOK && ref.Namespace == in.rule.Namespace:
 		case in.ruleOK && s.grants == nil && in.registered:
 		case in.ruleOK && s.grants.Permitted(from, to):
 		default:
-			refused = append(refused, refusal{reason: ReasonRefNotPermitted, message: backends.NotPermittedMessage(from, to)})
+			refused = append(refused, refusal{reason: ReasonRefNotPermitted, message: refgrant.NotPermittedMessage(from, to)})
 			continue
 		}
 		out = append(out, ref)

@@ -32,6 +32,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/fake"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -62,7 +63,7 @@ func newSecurityFixture(t *testing.T, objs ...*v1alpha1.TailscaleEndpoints) *sec
 	f.s = New(factory, Options{
 		Routes:       gwlisters.NewHTTPRouteLister(f.routes),
 		RoutesSynced: func() bool { return true },
-		Grants:       &backends.Grants{Lister: gwlistersv1b1.NewReferenceGrantLister(f.grants)},
+		Grants:       &refgrant.Grants{Lister: gwlistersv1b1.NewReferenceGrantLister(f.grants)},
 		Policy:       tenancy.New(listers.NewTailscaleTailnetLister(f.tailnets), nil, tenancy.ExternalServices{}),
 		Recorder:     f.recorder,
 		Clock:        f.clock,

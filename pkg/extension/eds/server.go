@@ -39,6 +39,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -76,7 +77,7 @@ type Options struct {
 	RoutesSynced cache.InformerSynced
 	// Grants, when set, are the ReferenceGrants that permit backendRefs to other namespaces than
 	// the route's; nil means the cluster has no ReferenceGrant API (see permittedRefs).
-	Grants *backends.Grants
+	Grants *refgrant.Grants
 	// Policy decides whether the tailnet of endpoints admits the namespace of the route that
 	// reaches them; nil admits every namespace.
 	Policy *tenancy.Policy
@@ -108,7 +109,7 @@ type Server struct {
 	creds     credentials.TransportCredentials
 
 	routesSynced    cache.InformerSynced
-	grants          *backends.Grants
+	grants          *refgrant.Grants
 	policy          *tenancy.Policy
 	recorder        record.EventRecorder
 	clock           clock.WithTicker

@@ -27,6 +27,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -66,7 +67,7 @@ type Options struct {
 	Creds credentials.TransportCredentials
 	// Grants, when set, are the ReferenceGrants that let a TailscaleGateway name a Gateway of
 	// another namespace; nil permits none.
-	Grants *backends.Grants
+	Grants *refgrant.Grants
 	// XDSTLS, when set, is how Envoy authenticates to the xDS server and verifies it: the xDS
 	// cluster gets an UpstreamTlsContext from it.
 	XDSTLS *XDSClientTLS
@@ -153,8 +154,9 @@ func (s *Server) resolve(cluster string, objs []backends.Object) ([]backends.Ref
 	return refs, ClusterSettings{}
 }
 
-// gatewayOf returns the TailscaleGateway whose gatewayRef names a parent Gateway of route; one
-// its tailnets do not admit (persisted Accepted=False, NotAllowedByTailnet) shapes nothing.
+// gatewayOf returns the TailscaleGateway bound to a parent Gateway of route (refgrant.Bound: of
+// those whose gatewayRef names it, in its namespace or permitted by a ReferenceGrant, the oldest);
+// one its tailnets do not admit (persisted Accepted=False, NotAllowedByTailnet) shapes nothing.
 func (s *Server) gatewayOf(route *gwapiv1.HTTPRoute) *v1alpha1.TailscaleGateway {
 	if s.opts.Gateways == nil {
 		return nil
@@ -163,6 +165,7 @@ func (s *Server) gatewayOf(route *gwapiv1.HTTPRoute) *v1alpha1.TailscaleGateway 
 	if err != nil {
 		return nil
 	}
+	refused := func(g *v1alpha1.TailscaleGateway) bool { return tenancy.Refused(g.Status.Conditions) }
 	for _, p := range route.Spec.ParentRefs {
 		if (p.Group != nil && *p.Group != gwapiv1.GroupName) || (p.Kind != nil && *p.Kind != "Gateway") {
 			continue
@@ -171,15 +174,8 @@ func (s *Server) gatewayOf(route *gwapiv1.HTTPRoute) *v1alpha1.TailscaleGateway 
 		if p.Namespace != nil {
 			ns = string(*p.Namespace)
 		}
-		for _, gw := range all {
-			ref := gw.Spec.GatewayRef
-			refNS := ref.Namespace
-			if refNS == "" {
-				refNS = gw.Namespace
-			}
-			if ref.Name == string(p.Name) && refNS == ns && (ref.Kind == "" || ref.Kind == "Gateway") && !tenancy.Refused(gw.Status.Conditions) {
-				return gw
-			}
+		if gw := s.opts.Grants.Bound(all, ns, string(p.Name), refused); gw != nil {
+			return gw
 		}
 	}
 	return nil

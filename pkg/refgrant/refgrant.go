@@ -1,4 +1,6 @@
-package backends
+// Package refgrant decides cross-namespace references with Gateway API ReferenceGrants, as Envoy
+// Gateway does, and which TailscaleGateway a Gateway is bound to.
+package refgrant
 
 import (
 	"fmt"
@@ -7,8 +9,6 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwapiv1b1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	gwlistersv1b1 "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1beta1"
-
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 )
 
 // ReasonRefNotPermitted is Gateway API's reason for a cross-namespace reference no ReferenceGrant
@@ -28,11 +28,6 @@ type To struct {
 // FromHTTPRoute is an HTTPRoute of namespace.
 func FromHTTPRoute(namespace string) From {
 	return From{Group: gwapiv1.GroupName, Kind: "HTTPRoute", Namespace: namespace}
-}
-
-// ToRef is the object ref names.
-func ToRef(ref Ref) To {
-	return To{Group: v1alpha1.GroupName, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
 }
 
 // Grants decides cross-namespace references from ReferenceGrants, as Envoy Gateway does for a
