@@ -34,6 +34,14 @@ func TestXDSClusterCarriesEnvoysClientCertificate(t *testing.T) {
 		t.Fatalf("PostTranslateModify: %d clusters, %v", len(resp.GetClusters()), err)
 	}
 	golden.Assert(t, "cluster-xds-tls", resp.Clusters[1])
+	// Envoy's own constraints on the cluster (no Envoy binary here to load it).
+	if err := resp.Clusters[1].ValidateAll(); err != nil {
+		t.Errorf("the xDS cluster breaks Envoy's constraints: %v", err)
+	}
+	var tlsCtx tlsv3.UpstreamTlsContext
+	if err := resp.Clusters[1].GetTransportSocket().GetTypedConfig().UnmarshalTo(&tlsCtx); err != nil || tlsCtx.ValidateAll() != nil {
+		t.Errorf("UpstreamTlsContext: %v %v", err, tlsCtx.ValidateAll())
+	}
 
 	ca = []byte("-----BEGIN CERTIFICATE-----\nrotated\n-----END CERTIFICATE-----\n")
 	resp, err = f.server.PostTranslateModify(context.Background(), req)
