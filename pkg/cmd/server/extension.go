@@ -250,7 +250,7 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 			e.grants = grants.Informer()
 			edsOpts.Grants = &refgrant.Grants{Lister: grants.Lister()}
 			hookOpts.Grants = edsOpts.Grants
-			edsOpts.Synced = append(edsOpts.Synced, grants.Informer().HasSynced)
+			edsOpts.GrantsSynced = grants.Informer().HasSynced
 		}
 		e.eventBroadcaster = record.NewBroadcaster()
 		e.eventBroadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})

@@ -36,6 +36,16 @@ type clusterInput struct {
 	registered bool
 }
 
+// crossNamespace reports whether a ref of in names another namespace than its route's.
+func (in clusterInput) crossNamespace() bool {
+	for _, r := range in.refs {
+		if !in.ruleOK || r.Namespace != in.rule.Namespace {
+			return true
+		}
+	}
+	return false
+}
+
 // refusal is one backendRef (or endpoints object reached through it) given no endpoints.
 type refusal struct {
 	reason, message string

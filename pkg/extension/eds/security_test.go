@@ -381,3 +381,28 @@ func untilNamed(want, never string, recv func() ([]string, error)) error {
 		return len(names) > 0 && names[0] == want, nil
 	})
 }
+
+// Until the ReferenceGrants are cached, a cluster with a backendRef to another namespace is not
+// published (rather than published without that ref's endpoints and then with them); the others
+// are.
+func TestCrossNamespaceClustersWaitForGrants(t *testing.T) {
+	f := newSecurityFixture(t, endpointsIn("app", "own", "main", "100.64.0.1"), endpointsIn("shared", "db", "main", "100.64.0.9"))
+	synced := false
+	f.s.grantsSynced = func() bool { return synced }
+	for _, r := range []*gwapiv1.HTTPRoute{routeTo("app", "local", "own"), routeTo("app", "remote", "own", "shared/db")} {
+		if err := f.routes.Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.s.rebuild()
+	if _, ok := f.s.LoadAssignment("httproute/app/local/rule/0"); !ok {
+		t.Error("a same-namespace cluster waited for the ReferenceGrants")
+	}
+	if cla, ok := f.s.LoadAssignment("httproute/app/remote/rule/0"); ok {
+		t.Errorf("a cross-namespace cluster was published before the ReferenceGrants were known: %v", hosts(cla))
+	}
+	synced = true
+	if got := f.hostsOf(t, "httproute/app/remote/rule/0"); len(got) != 1 {
+		t.Errorf("after the sync: hosts %v, want the own endpoint (no grant)", got)
+	}
+}

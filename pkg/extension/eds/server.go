@@ -78,6 +78,10 @@ type Options struct {
 	// Grants, when set, are the ReferenceGrants that permit backendRefs to other namespaces than
 	// the route's; nil means the cluster has no ReferenceGrant API (see permittedRefs).
 	Grants *refgrant.Grants
+	// GrantsSynced, when set, reports whether the cache behind Grants has synced: until then a
+	// cluster with a backendRef to another namespace is not published (Envoy keeps what it has,
+	// or waits), rather than published without that ref's endpoints; the others are.
+	GrantsSynced cache.InformerSynced
 	// Policy decides whether the tailnet of endpoints admits the namespace of the route that
 	// reaches them; nil admits every namespace.
 	Policy *tenancy.Policy
@@ -109,6 +113,7 @@ type Server struct {
 	creds     credentials.TransportCredentials
 
 	routesSynced    cache.InformerSynced
+	grantsSynced    cache.InformerSynced
 	grants          *refgrant.Grants
 	policy          *tenancy.Policy
 	recorder        record.EventRecorder
@@ -152,6 +157,7 @@ func New(factory informers.SharedInformerFactory, opts Options) *Server {
 		creds:     opts.Creds,
 
 		routesSynced:    opts.RoutesSynced,
+		grantsSynced:    opts.GrantsSynced,
 		grants:          opts.Grants,
 		policy:          opts.Policy,
 		recorder:        opts.Recorder,
@@ -237,6 +243,15 @@ func (s *Server) Run(ctx context.Context) {
 		return
 	}
 	s.markDirty()
+	if s.grantsSynced != nil {
+		// An empty ReferenceGrant cache syncs without an event: rebuild then, for the clusters
+		// that waited for it.
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), s.grantsSynced) {
+				s.markDirty()
+			}
+		}()
+	}
 	// Registrations expire without an event: look at them a few times per TTL.
 	tick := s.clock.NewTicker(s.registrationTTL / 4)
 	defer tick.Stop()
@@ -294,7 +309,11 @@ func (s *Server) rebuild() {
 	update := map[string]cachetypes.Resource{}
 	var remove []string
 	counts := map[string]int{}
+	grantsSynced := s.grantsSynced == nil || s.grantsSynced()
 	for name, in := range clusters {
+		if !grantsSynced && in.crossNamespace() {
+			continue // decided once the ReferenceGrants are known; what is published stays
+		}
 		refs, refused := s.permittedRefs(in)
 		view := &routeView{Server: s, namespace: in.rule.Namespace}
 		cla := LoadAssignment(name, refs, view, s.addr)
