@@ -59,16 +59,7 @@ func TestExtensionFollowsHTTPRoutesInCluster(t *testing.T) {
 	}
 
 	cluster := "httproute/" + ns + "/web/rule/0"
-	xc, err := xdsclient.Dial(env.Gateway.XDSAddr, xdsclient.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xc.Close()
-	w, err := xc.Watch(ctx(t), xdsclient.EndpointType, cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	w := watchLoadAssignment(t, env.Gateway.XDSAddr, cluster)
 	port := func(want uint32) func(*xdsclient.Response) bool {
 		return func(r *xdsclient.Response) bool {
 			cla := r.LoadAssignment(cluster)

@@ -18,6 +18,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
+	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
 
 // Bounds of single calls and of waits on conditions.
@@ -135,4 +136,21 @@ func stopSuiteReplica(t *testing.T) {
 			return err == nil, nil
 		})
 	})
+}
+
+// watchLoadAssignment watches the load assignment of cluster on the xDS server at addr until the
+// test ends.
+func watchLoadAssignment(t *testing.T, addr, cluster string) *xdsclient.Watch {
+	t.Helper()
+	xc, err := xdsclient.Dial(addr, xdsclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { xc.Close() })
+	w, err := xc.Watch(ctx(t), xdsclient.EndpointType, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return w
 }

@@ -532,16 +532,7 @@ func checkEDSDialsProxyService(t *testing.T, ns, clusterIP string, port, egressP
 		t.Fatal(err)
 	}
 	cluster := "httproute/" + ns + "/backends/rule/0"
-	xc, err := xdsclient.Dial(env.Gateway.XDSAddr, xdsclient.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xc.Close()
-	w, err := xc.Watch(ctx(t), xdsclient.EndpointType, cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	w := watchLoadAssignment(t, env.Gateway.XDSAddr, cluster)
 	var last string
 	_, err = w.WaitFor(ctx(t), func(r *xdsclient.Response) bool {
 		cla := r.LoadAssignment(cluster)

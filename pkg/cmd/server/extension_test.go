@@ -21,6 +21,11 @@ func TestExtensionOptionsValidate(t *testing.T) {
 		{name: "unknown mode", mutate: func(o *ExtensionOptions) { o.EndpointMode = "tunnel" }, wantErr: "--extension-endpoint-mode"},
 		{name: "advertise without a port", mutate: func(o *ExtensionOptions) { o.XDSAdvertiseAddress = "xds.example" },
 			wantErr: "--xds-advertise-address"},
+		{name: "TLS files named in part", mutate: func(o *ExtensionOptions) { o.HookTLS.CertFile = "tls.crt" },
+			wantErr: "--extension-tls-cert-file, --extension-tls-key-file and --extension-client-ca-file go together"},
+		{name: "xDS TLS without the CA Envoy trusts", mutate: func(o *ExtensionOptions) {
+			o.XDSTLS.CertFile, o.XDSTLS.KeyFile, o.XDSTLS.ClientCAFile = "tls.crt", "tls.key", "ca.crt"
+		}, wantErr: "--xds-server-ca-file"},
 		{name: "disabled skips checks", mutate: func(o *ExtensionOptions) { o.Enabled, o.EndpointMode = false, "tunnel" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,7 +60,7 @@ func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext
 		}
 	}
 	if ext != nil && ext.Enabled {
-		if r.extension, err = ext.newExtension(r.factory, core, apiserver.Scheme, ten.external); err != nil {
+		if r.extension, err = ext.newExtension(r.factory, core, apiserver.Scheme, r.policy, ten.synced(r.factory)); err != nil {
 			return nil, err
 		}
 	}

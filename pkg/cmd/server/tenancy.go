@@ -50,6 +50,16 @@ type tenancyInputs struct {
 	kube kubernetes.Interface
 }
 
+// synced are the informers the policy reads from memory: the TailscaleTailnets of factory and,
+// in cluster mode, the namespaces.
+func (in tenancyInputs) synced(factory informers.SharedInformerFactory) []cache.InformerSynced {
+	out := []cache.InformerSynced{factory.Gateway().V1alpha1().TailscaleTailnets().Informer().HasSynced}
+	if in.nsInformer != nil {
+		out = append(out, in.nsInformer.HasSynced)
+	}
+	return out
+}
+
 // tenancyInputs builds the inputs from the server configuration.
 func (o *Options) tenancyInputs(cfg *genericapiserver.RecommendedConfig) (tenancyInputs, error) {
 	ext, err := o.Tenancy.External.Rule()

@@ -31,6 +31,8 @@ type gatewayRoutes struct {
 	factory gwinformers.SharedInformerFactory
 	// envoy watches Envoy Gateway's Services, where the Gateway listeners' Tailscale Services forward.
 	envoy cache.SharedIndexInformer
+	// grants watches ReferenceGrants; nil when kube-apiserver serves none.
+	grants cache.SharedIndexInformer
 }
 
 // newGatewayRoutes requests the informers the controller needs (so that the runners start them)
@@ -55,6 +57,13 @@ func newGatewayRoutes(core *rest.Config, factory informers.SharedInformerFactory
 		envoy: tsgateway.NewEnvoyServiceInformer(kube, informerResync)}
 	g.factory.Gateway().V1().Gateways().Informer()
 	g.factory.Gateway().V1().HTTPRoutes().Informer()
+	served, err := servesReferenceGrants(kube)
+	if err != nil {
+		return nil, err
+	}
+	if served {
+		g.grants = g.factory.Gateway().V1beta1().ReferenceGrants().Informer()
+	}
 	factory.Gateway().V1alpha1().TailscaleGateways().Informer()
 	factory.Gateway().V1alpha1().TailscaleServices().Informer()
 	factory.Gateway().V1alpha1().TailscaleEndpoints().Informer()
@@ -73,7 +82,8 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 	if g == nil {
 		return nil, nil
 	}
-	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers, EnvoyServices: g.envoy})
+	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers, EnvoyServices: g.envoy,
+		ReferenceGrants: g.grants})
 }
 
 // publisher wires pkg/controllers/publish (cluster mode). The address of a TailscaleEndpoints'

@@ -27,12 +27,14 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+	gwlistersv1b1 "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1beta1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 )
 
 // Condition types and reasons the controller sets. TailnetsReady is the status writer's
@@ -68,6 +70,9 @@ type Options struct {
 	// labelled EnvoyOwningGatewayName, every namespace; NewEnvoyServiceInformer); nil publishes no
 	// listener on the tailnets and says so in ListenersReady.
 	EnvoyServices cache.SharedIndexInformer
+	// ReferenceGrants, when set, is an informer on Gateway API ReferenceGrants (v1beta1): one lets
+	// TailscaleGateways of another namespace name a Gateway. Nil permits none.
+	ReferenceGrants cache.SharedIndexInformer
 }
 
 // Controller generates routes for TailscaleGateways.
@@ -86,6 +91,7 @@ type Controller struct {
 	kgateways gwlisters.GatewayLister
 	routes    gwlisters.HTTPRouteLister
 	envoy     corelisters.ServiceLister // nil without Options.EnvoyServices
+	grants    *refgrant.Grants          // nil without Options.ReferenceGrants: same namespace only
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 }
@@ -130,6 +136,13 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, gw
 			fn  func(any)
 		}{opts.EnvoyServices, c.enqueueForEnvoyService})
 	}
+	if opts.ReferenceGrants != nil {
+		c.grants = &refgrant.Grants{Lister: gwlistersv1b1.NewReferenceGrantLister(opts.ReferenceGrants.GetIndexer())}
+		handlers = append(handlers, struct {
+			inf cache.SharedIndexInformer
+			fn  func(any)
+		}{opts.ReferenceGrants, func(any) { c.enqueueAll("") }})
+	}
 	for _, h := range handlers {
 		fn := h.fn
 		if _, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -150,9 +163,17 @@ func objectOf(obj any) (metav1.Object, bool) {
 	return o, ok
 }
 
+// enqueueGateway queues a TailscaleGateway and the others naming its Gateway: which one is bound
+// to it may change.
 func (c *Controller) enqueueGateway(obj any) {
 	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 		c.queue.Add(key)
+	}
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if g, ok := obj.(*v1alpha1.TailscaleGateway); ok {
+		c.enqueueReferencing(gatewayKey(g))
 	}
 }
 
@@ -230,12 +251,24 @@ func parentNamespace(p gwapiv1.ParentReference, routeNamespace string) string {
 	return routeNamespace
 }
 
-func gatewayKey(g *v1alpha1.TailscaleGateway) (string, string) {
-	ns := g.Spec.GatewayRef.Namespace
-	if ns == "" {
-		ns = g.Namespace
+func gatewayKey(g *v1alpha1.TailscaleGateway) (string, string) { return refgrant.GatewayOf(g) }
+
+// binding says why gw is not bound to the Gateway it names (reason and message), or "" when it
+// is: the Gateway must be in gw's namespace or a ReferenceGrant there must permit it, and of the
+// TailscaleGateways naming one Gateway only the oldest is bound (refgrant.Bound).
+func (c *Controller) binding(gw *v1alpha1.TailscaleGateway) (reason, message string) {
+	if ok, msg := c.grants.GatewayPermitted(gw); !ok {
+		return refgrant.ReasonRefNotPermitted, msg
 	}
-	return ns, g.Spec.GatewayRef.Name
+	all, err := c.gateways.List(labels.Everything())
+	if err != nil {
+		return "", ""
+	}
+	ns, name := gatewayKey(gw)
+	if winner := c.grants.Bound(all, ns, name, nil); winner != nil && winner.UID != gw.UID {
+		return refgrant.ReasonGatewayConflict, refgrant.ConflictMessage(gw, winner)
+	}
+	return "", ""
 }
 
 // Run reconciles until ctx is done.
@@ -311,6 +344,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return err
 	}
 	res := result{out: Generate(in), applied: map[string]int32{}}
+	res.listeners.unboundReason, res.listeners.unbound = c.binding(gw)
+	if prev := meta.FindStatusCondition(gw.Status.Conditions, ConditionReady); res.listeners.unboundReason != "" &&
+		(prev == nil || prev.Reason != res.listeners.unboundReason || prev.Message != res.listeners.unbound) {
+		c.recorder.Event(gw, "Warning", res.listeners.unboundReason, res.listeners.unbound)
+	}
 	if err := c.applyRoutes(ctx, gw, &res); err != nil {
 		return err
 	}
@@ -520,6 +558,8 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 	cond.Message = fmt.Sprintf("Gateway %s/%s has %d listeners; %d routes generated", gwNS, gwName, info.ListenerCount, total)
 	tailnetsReady := meta.FindStatusCondition(gw.Status.Conditions, "TailnetsReady")
 	switch {
+	case res.listeners.unboundReason != "":
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, res.listeners.unboundReason, res.listeners.unbound
 	case gwErr != nil:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonGatewayNotFound
 		cond.Message = fmt.Sprintf("Gateway %s/%s not found", gwNS, gwName)

@@ -33,11 +33,14 @@ const (
 
 // listenerResult is what one reconcile of the listener objects did.
 type listenerResult struct {
-	out       ListenerOutput
-	managed   bool // an Envoy Service informer is configured
-	gwFound   bool
-	conflicts []string
-	failures  []string
+	out     ListenerOutput
+	managed bool // an Envoy Service informer is configured
+	gwFound bool
+	// unboundReason and unbound say why gw is not bound to its Gateway (controller.binding):
+	// nothing of the Gateway is published on gw's tailnets.
+	unboundReason, unbound string
+	conflicts              []string
+	failures               []string
 }
 
 // owned is how applyOwned reads and writes one kind of generated object.
@@ -139,7 +142,7 @@ func (c *Controller) applyListeners(ctx context.Context, gw *v1alpha1.TailscaleG
 	res.managed = true
 	in := ListenerInput{Gateway: gw, Tailnets: tailnets}
 	gwNS, gwName := gatewayKey(gw)
-	if kgw, err := c.kgateways.Gateways(gwNS).Get(gwName); err == nil {
+	if kgw, err := c.kgateways.Gateways(gwNS).Get(gwName); err == nil && res.unboundReason == "" {
 		res.gwFound = true
 		in.Listeners = kgw.Spec.Listeners
 		svcs, err := c.envoy.List(labels.SelectorFromSet(labels.Set{EnvoyOwningGatewayName: gwName}))
@@ -218,6 +221,8 @@ func listenersCondition(gw *v1alpha1.TailscaleGateway, res listenerResult) metav
 	case !res.managed:
 		cond.Status, cond.Reason = metav1.ConditionUnknown, ReasonListenersNotManaged
 		cond.Message = "No Envoy Service informer configured: Gateway listeners are not published on the tailnets"
+	case res.unboundReason != "":
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, res.unboundReason, res.unbound
 	case !res.gwFound:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonGatewayNotFound
 		cond.Message = fmt.Sprintf("Gateway %s/%s not found", gwNS, gwName)

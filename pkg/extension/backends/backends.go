@@ -15,6 +15,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 )
 
 // Kinds of this API group that HTTPRoute backendRefs may name.
@@ -150,4 +151,9 @@ func Decode(raw []byte, defaulter runtime.ObjectDefaulter) (Object, error) {
 		defaulter.Default(decoded)
 	}
 	return obj, nil
+}
+
+// To is the object ref names, as a ReferenceGrant's spec.to sees it.
+func (r Ref) To() refgrant.To {
+	return refgrant.To{Group: v1alpha1.GroupName, Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
 }

@@ -18,13 +18,20 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/log"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/config"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
@@ -32,6 +39,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/refgrant"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -58,7 +66,38 @@ type Options struct {
 	// ExternalServices is the server's rule for externalServices (--allow-external-services);
 	// the zero value serves none.
 	ExternalServices tenancy.ExternalServices
+	// Creds, when set, are the server's transport credentials (TLS with client certificates);
+	// without them Serve serves plaintext on a loopback listener only.
+	Creds credentials.TransportCredentials
+	// Synced are further informers Run waits for before it publishes (those Policy and Grants
+	// read): a reference decided on a partial cache would withdraw endpoints for a moment.
+	Synced []cache.InformerSynced
+	// RoutesSynced, when set, reports whether the cache behind Routes has synced: registrations
+	// are collected only then.
+	RoutesSynced cache.InformerSynced
+	// Grants, when set, are the ReferenceGrants that permit backendRefs to other namespaces than
+	// the route's; nil means the cluster has no ReferenceGrant API (see permittedRefs).
+	Grants *refgrant.Grants
+	// GrantsSynced, when set, reports whether the cache behind Grants has synced: until then a
+	// cluster with a backendRef to another namespace is not published (Envoy keeps what it has,
+	// or waits), rather than published without that ref's endpoints; the others are.
+	GrantsSynced cache.InformerSynced
+	// Policy decides whether the tailnet of endpoints admits the namespace of the route that
+	// reaches them; nil admits every namespace.
+	Policy *tenancy.Policy
+	// Recorder, when set, records a Warning Event on an HTTPRoute whose backendRefs are refused.
+	Recorder record.EventRecorder
+	// MaxRegistered and RegistrationTTL bound the clusters known from hook calls alone
+	// (DefaultMaxRegistered and DefaultRegistrationTTL when zero).
+	MaxRegistered   int
+	RegistrationTTL time.Duration
+	// Clock is the server's clock; the real one when nil.
+	Clock clock.WithTicker
 }
+
+// MaxRequestSize bounds the xDS requests the server accepts. A request names the clusters a
+// stream subscribes to (about 40 bytes each): 4 MiB (gRPC's default) is 100,000 names.
+const MaxRequestSize = 4 << 20
 
 // Server computes load assignments and serves them to Envoy.
 type Server struct {
@@ -71,10 +110,21 @@ type Server struct {
 	synced    []cache.InformerSynced
 	dirty     chan struct{}
 	streams   atomic.Int64
+	creds     credentials.TransportCredentials
+
+	routesSynced    cache.InformerSynced
+	grantsSynced    cache.InformerSynced
+	grants          *refgrant.Grants
+	policy          *tenancy.Policy
+	recorder        record.EventRecorder
+	clock           clock.WithTicker
+	maxRegistered   int
+	registrationTTL time.Duration
 
 	mu         sync.Mutex
-	registered map[string][]backends.Ref // by cluster name, from hook calls
+	registered map[string]registration // by cluster name, from hook calls
 	published  map[string]*endpointv3.ClusterLoadAssignment
+	refusals   map[string]string // by cluster name: why backendRefs got no endpoints
 }
 
 var _ Source = &Server{}
@@ -85,18 +135,39 @@ func New(factory informers.SharedInformerFactory, opts Options) *Server {
 	if opts.Addresser == nil {
 		opts.Addresser = Direct{}
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.MaxRegistered <= 0 {
+		opts.MaxRegistered = DefaultMaxRegistered
+	}
+	if opts.RegistrationTTL <= 0 {
+		opts.RegistrationTTL = DefaultRegistrationTTL
+	}
 	registerMetrics()
 	gw := factory.Gateway().V1alpha1()
 	s := &Server{
-		cache:      cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(opts.VersionPrefix), cachev3.WithLogger(klogAdapter{})),
-		addr:       opts.Addresser,
-		external:   opts.ExternalServices,
-		endpoints:  gw.TailscaleEndpoints().Lister(),
-		services:   gw.TailscaleServices().Lister(),
-		routes:     opts.Routes,
-		dirty:      make(chan struct{}, 1),
-		registered: map[string][]backends.Ref{},
+		cache:     cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix(opts.VersionPrefix), cachev3.WithLogger(klogAdapter{})),
+		addr:      opts.Addresser,
+		external:  opts.ExternalServices,
+		endpoints: gw.TailscaleEndpoints().Lister(),
+		services:  gw.TailscaleServices().Lister(),
+		routes:    opts.Routes,
+		dirty:     make(chan struct{}, 1),
+		creds:     opts.Creds,
+
+		routesSynced:    opts.RoutesSynced,
+		grantsSynced:    opts.GrantsSynced,
+		grants:          opts.Grants,
+		policy:          opts.Policy,
+		recorder:        opts.Recorder,
+		clock:           opts.Clock,
+		maxRegistered:   opts.MaxRegistered,
+		registrationTTL: opts.RegistrationTTL,
+
+		registered: map[string]registration{},
 		published:  map[string]*endpointv3.ClusterLoadAssignment{},
+		refusals:   map[string]string{},
 	}
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.markDirty() },
@@ -108,6 +179,7 @@ func New(factory informers.SharedInformerFactory, opts Options) *Server {
 		utilruntime.Must(err)
 		s.synced = append(s.synced, inf.HasSynced)
 	}
+	s.synced = append(s.synced, opts.Synced...)
 	return s
 }
 
@@ -117,21 +189,6 @@ func (s *Server) RouteHandler() cache.ResourceEventHandler {
 		AddFunc:    func(any) { s.markDirty() },
 		UpdateFunc: func(any, any) { s.markDirty() },
 		DeleteFunc: func(any) { s.markDirty() },
-	}
-}
-
-// Register records the refs the extension's hook found in a cluster it shaped. Refs of an
-// HTTPRoute rule in the route cache take precedence over them.
-func (s *Server) Register(cluster string, refs []backends.Ref) {
-	s.mu.Lock()
-	old, ok := s.registered[cluster]
-	changed := !ok || !slices.Equal(old, refs)
-	if changed {
-		s.registered[cluster] = slices.Clone(refs)
-	}
-	s.mu.Unlock()
-	if changed {
-		s.markDirty()
 	}
 }
 
@@ -186,33 +243,59 @@ func (s *Server) Run(ctx context.Context) {
 		return
 	}
 	s.markDirty()
+	if s.grantsSynced != nil {
+		// An empty ReferenceGrant cache syncs without an event: rebuild then, for the clusters
+		// that waited for it.
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), s.grantsSynced) {
+				s.markDirty()
+			}
+		}()
+	}
+	// Registrations expire without an event: look at them a few times per TTL.
+	tick := s.clock.NewTicker(s.registrationTTL / 4)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C():
+			s.mu.Lock()
+			pending := len(s.registered) > 0
+			s.mu.Unlock()
+			if pending {
+				s.rebuild()
+			}
 		case <-s.dirty:
 			s.rebuild()
 		}
 	}
 }
 
-// clusters returns every known cluster with its refs.
-func (s *Server) clusters() map[string][]backends.Ref {
-	s.mu.Lock()
-	out := make(map[string][]backends.Ref, len(s.registered))
-	for name, refs := range s.registered {
-		out[name] = refs
-	}
-	s.mu.Unlock()
+// clusters returns every known cluster with its refs: the rules of the cached HTTPRoutes, and
+// the registrations the hook made that are still current.
+func (s *Server) clusters() map[string]clusterInput {
+	out := map[string]clusterInput{}
+	var routes []*gwapiv1.HTTPRoute
 	if s.routes != nil {
-		routes, err := s.routes.List(labels.Everything())
-		if err != nil {
+		var err error
+		if routes, err = s.routes.List(labels.Everything()); err != nil {
 			utilruntime.HandleError(fmt.Errorf("listing HTTPRoutes: %w", err))
 		}
-		for _, r := range routes {
-			for rule, refs := range backends.RouteRefs(r) {
-				out[rule.ClusterName()] = refs
-			}
+	}
+	s.mu.Lock()
+	s.collectRegistrationsLocked(func(rule backends.RouteRule) bool {
+		_, err := s.routes.HTTPRoutes(rule.Namespace).Get(rule.Name)
+		return err == nil
+	})
+	for name, r := range s.registered {
+		rule, ok := backends.ParseClusterName(name)
+		out[name] = clusterInput{refs: r.refs, rule: rule, ruleOK: ok, registered: true}
+	}
+	s.mu.Unlock()
+	for _, r := range routes {
+		for rule, refs := range backends.RouteRefs(r) {
+			out[rule.ClusterName()] = clusterInput{refs: refs, rule: rule, ruleOK: true, route: r}
 		}
 	}
 	return out
@@ -225,24 +308,37 @@ func (s *Server) rebuild() {
 	clusters := s.clusters()
 	update := map[string]cachetypes.Resource{}
 	var remove []string
-	s.mu.Lock()
-	for name, refs := range clusters {
-		cla := LoadAssignment(name, refs, s, s.addr)
-		if old, ok := s.published[name]; ok && proto.Equal(old, cla) {
-			continue
+	counts := map[string]int{}
+	grantsSynced := s.grantsSynced == nil || s.grantsSynced()
+	for name, in := range clusters {
+		if !grantsSynced && in.crossNamespace() {
+			continue // decided once the ReferenceGrants are known; what is published stays
 		}
-		s.published[name] = cla
-		update[name] = cla
+		refs, refused := s.permittedRefs(in)
+		view := &routeView{Server: s, namespace: in.rule.Namespace}
+		cla := LoadAssignment(name, refs, view, s.addr)
+		s.reportRefusals(name, in, append(refused, view.refused...), counts)
+		s.mu.Lock()
+		if old, ok := s.published[name]; !ok || !proto.Equal(old, cla) {
+			s.published[name] = cla
+			update[name] = cla
+		}
+		s.mu.Unlock()
 	}
+	s.mu.Lock()
 	for name := range s.published {
 		if _, ok := clusters[name]; !ok {
 			delete(s.published, name)
+			delete(s.refusals, name)
 			remove = append(remove, name)
 		}
 	}
 	published := len(s.published)
 	s.mu.Unlock()
 	loadAssignmentsGauge.Set(float64(published))
+	for _, reason := range []string{ReasonRefNotPermitted, ReasonNotAllowedByTailnet} {
+		refusedRefsGauge.WithLabelValues(reason).Set(float64(counts[reason]))
+	}
 	if len(update) == 0 && len(remove) == 0 {
 		return
 	}
@@ -254,7 +350,11 @@ func (s *Server) rebuild() {
 	klog.V(2).InfoS("Published load assignments", "updated", len(update), "removed", len(remove), "clusters", len(clusters))
 }
 
-// Serve serves EDS and ADS (SotW and delta) and gRPC health on l until ctx is done.
+// Serve serves EDS and ADS (SotW and delta) and gRPC health on l until ctx is done. Streams
+// subscribe to load assignments by name, as Envoy does for EDS (the service names of its
+// clusters): a wildcard ("*") or a request for another resource type ends the stream with
+// InvalidArgument, and an empty subscription is a subscription to nothing (go-control-plane's
+// legacy wildcard is off).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	opened := func(_ context.Context, id int64, typeURL string) error {
 		s.streams.Add(1)
@@ -268,13 +368,36 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		klog.V(2).InfoS("xDS stream closed", "stream", id, "node", node.GetId())
 	}
 	callbacks := serverv3.CallbackFuncs{StreamOpenFunc: opened, StreamClosedFunc: closed,
-		DeltaStreamOpenFunc: opened, DeltaStreamClosedFunc: closed}
-	xds := serverv3.NewServer(ctx, s.cache, callbacks)
-	srv := grpcserve.NewServer(grpc.MaxConcurrentStreams(1 << 20))
+		DeltaStreamOpenFunc: opened, DeltaStreamClosedFunc: closed,
+		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+			return checkSubscription(req.GetTypeUrl(), req.GetResourceNames())
+		},
+		StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			return checkSubscription(req.GetTypeUrl(), req.GetResourceNamesSubscribe())
+		},
+	}
+	xds := serverv3.NewServer(ctx, s.cache, callbacks, config.DeactivateLegacyWildcard())
+	srv, err := grpcserve.NewServer(l, s.creds, grpc.MaxConcurrentStreams(1<<20), grpc.MaxRecvMsgSize(MaxRequestSize))
+	if err != nil {
+		return fmt.Errorf("serving xDS: %w", err)
+	}
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(srv, xds)
 	if err := grpcserve.Serve(ctx, srv, l, stopGrace); err != nil {
 		return fmt.Errorf("serving xDS: %w", err)
+	}
+	return nil
+}
+
+// checkSubscription refuses a request for another type than load assignments and a wildcard.
+func checkSubscription(typeURL string, names []string) error {
+	if typeURL != resourcev3.EndpointType {
+		subscriptionsRefused.WithLabelValues("type").Inc()
+		return status.Errorf(codes.InvalidArgument, "this server serves %s only", resourcev3.EndpointType)
+	}
+	if slices.Contains(names, "*") {
+		subscriptionsRefused.WithLabelValues("wildcard").Inc()
+		return status.Error(codes.InvalidArgument, "wildcard subscriptions are not served: name the load assignments")
 	}
 	return nil
 }

@@ -3,22 +3,36 @@ package grpcserve
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 )
 
-// NewServer returns a gRPC server with keepalives (pings every 30s, clients may ping every 15s
-// even without streams) and the given options.
-func NewServer(opts ...grpc.ServerOption) *grpc.Server {
-	return grpc.NewServer(append([]grpc.ServerOption{
+// ErrPlaintext is returned by NewServer for a server without credentials on a listener that
+// other hosts can reach.
+var ErrPlaintext = errors.New("refusing to serve plaintext gRPC on an address other than loopback: set the TLS certificate, key and client CA files")
+
+// NewServer returns a gRPC server for l with keepalives (pings every 30s, clients may ping every
+// 15s even without streams), creds and the given options. Without creds (nil) it serves
+// plaintext, which only a loopback listener may do.
+func NewServer(l net.Listener, creds credentials.TransportCredentials, opts ...grpc.ServerOption) (*grpc.Server, error) {
+	base := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-	}, opts...)...)
+	}
+	if creds != nil {
+		base = append(base, grpc.Creds(creds))
+	} else if !IsLoopback(l.Addr()) {
+		return nil, fmt.Errorf("%s: %w", l.Addr(), ErrPlaintext)
+	}
+	return grpc.NewServer(append(base, opts...)...), nil
 }
 
 // Serve registers the gRPC health service on srv (SERVING until shutdown), serves l until ctx
