@@ -1,0 +1,74 @@
+package integration
+
+import (
+	"reflect"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+)
+
+// Finding 11 of the security review: a /status write skips admission, so it must not change any
+// metadata. A writer holding only status rights tries to take an object over by adding an owner
+// reference (garbage collection would delete it with its "owner"), a finalizer (deletion would
+// hang), labels and annotations (selectors and controllers read them); all stay as stored.
+func TestSecurityStatusWriteKeepsMetadata(t *testing.T) {
+	c := shared.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("sec-status")
+	obj := objects.Endpoints("sec-status", "web")
+	obj.Annotations = map[string]string{"team": "a"}
+	created, err := c.Create(ctx(t), obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := created.ObjectMeta.DeepCopy()
+
+	forged := created.DeepCopy()
+	forged.Status.TotalEndpoints = 7
+	forged.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "victim", UID: "0c4e1b1e-0000-4000-8000-000000000001"}}
+	forged.Finalizers = []string{"example.com/hold"}
+	forged.Labels = map[string]string{"forged": "yes"}
+	forged.Annotations = map[string]string{"forged": "yes"}
+	got, err := c.UpdateStatus(ctx(t), forged, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.TotalEndpoints != 7 {
+		t.Fatalf("status not written: %+v", got.Status)
+	}
+	checkMetadata := func(step string) {
+		t.Helper()
+		stored, err := c.Get(ctx(t), "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := stored.ObjectMeta
+		if !reflect.DeepEqual(m.OwnerReferences, want.OwnerReferences) || !reflect.DeepEqual(m.Finalizers, want.Finalizers) ||
+			!reflect.DeepEqual(m.Labels, want.Labels) || !reflect.DeepEqual(m.Annotations, want.Annotations) {
+			t.Fatalf("%s changed metadata: ownerReferences %v finalizers %v labels %v annotations %v, want %v %v %v %v", step,
+				m.OwnerReferences, m.Finalizers, m.Labels, m.Annotations, want.OwnerReferences, want.Finalizers, want.Labels, want.Annotations)
+		}
+	}
+	checkMetadata("update of /status")
+
+	// The same through a merge patch and a server-side apply of the status subresource.
+	patch := []byte(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"victim","uid":"0c4e1b1e-0000-4000-8000-000000000001"}],` +
+		`"finalizers":["example.com/hold"],"labels":{"forged":"yes"},"annotations":{"forged":"yes"}},"status":{"totalEndpoints":8}}`)
+	if _, err := c.Patch(ctx(t), "web", types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		t.Fatal(err)
+	}
+	checkMetadata("merge patch of /status")
+	apply := []byte(`{"apiVersion":"gateway.tailscale.com/v1alpha1","kind":"TailscaleEndpoints","metadata":{"name":"web","namespace":"sec-status",` +
+		`"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"victim","uid":"0c4e1b1e-0000-4000-8000-000000000001"}],` +
+		`"finalizers":["example.com/hold"],"labels":{"forged":"yes"}},"status":{"totalEndpoints":9}}`)
+	force := true
+	applied, err := c.Patch(ctx(t), "web", types.ApplyPatchType, apply, metav1.PatchOptions{FieldManager: "forger", Force: &force}, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied.Status.TotalEndpoints != 9 {
+		t.Fatalf("applied status not written: %+v", applied.Status)
+	}
+	checkMetadata("server-side apply of /status")
+}
