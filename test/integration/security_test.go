@@ -72,3 +72,36 @@ func TestSecurityStatusWriteKeepsMetadata(t *testing.T) {
 	}
 	checkMetadata("server-side apply of /status")
 }
+
+// Finding 9: whoever may create a TailscaleTailnet cannot make the server read a Secret outside
+// the installation's namespace (it holds the rights to read Secrets for proxies elsewhere) nor
+// send OAuth credentials in clear to an address of their choosing.
+func TestSecurityTailnetCredentialsStayInInstallation(t *testing.T) {
+	c := shared.Clientset(t).GatewayV1alpha1().TailscaleTailnets()
+	other := objects.Tailnet("sec-other-ns")
+	other.Spec.OAuthSecretName = "team-b-db-password"
+	other.Spec.OAuthSecretNamespace = "team-b"
+	_, err := c.Create(ctx(t), other, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.oauthSecretNamespace", "read only from namespace tailscale-gateway-system")
+
+	clear := objects.Tailnet("sec-clear")
+	clear.Spec.APIBaseURL = "http://collector.attacker.example"
+	_, err = c.Create(ctx(t), clear, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.apiBaseURL", "must be https")
+
+	// An admitted tailnet cannot be moved to either afterwards.
+	ok := objects.Tailnet("sec-ok")
+	ok.Spec.APIBaseURL = "https://api.tailscale.com"
+	created, err := c.Create(ctx(t), ok, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := created.DeepCopy()
+	moved.Spec.OAuthSecretNamespace = "team-b"
+	_, err = c.Update(ctx(t), moved, metav1.UpdateOptions{})
+	wantRefused(t, err, "spec.oauthSecretNamespace", "read only from namespace tailscale-gateway-system")
+	moved = created.DeepCopy()
+	moved.Spec.APIBaseURL = "http://10.0.0.7"
+	_, err = c.Update(ctx(t), moved, metav1.UpdateOptions{})
+	wantRefused(t, err, "spec.apiBaseURL", "must be https")
+}

@@ -48,6 +48,8 @@ type tenancyInputs struct {
 	nsInformer cache.SharedIndexInformer
 	// kube reads a namespace admission has not seen in the informer yet; nil standalone.
 	kube kubernetes.Interface
+	// secretNamespace is the only namespace of OAuth Secrets (--oauth-secret-namespace).
+	secretNamespace string
 }
 
 // tenancyInputs builds the inputs from the server configuration.
@@ -56,7 +58,7 @@ func (o *Options) tenancyInputs(cfg *genericapiserver.RecommendedConfig) (tenanc
 	if err != nil {
 		return tenancyInputs{}, err
 	}
-	in := tenancyInputs{external: ext, namespaces: tenancy.StandaloneNamespaces{}}
+	in := tenancyInputs{external: ext, namespaces: tenancy.StandaloneNamespaces{}, secretNamespace: o.Live.SecretNamespace}
 	if o.Standalone || cfg.SharedInformerFactory == nil || cfg.ClientConfig == nil {
 		return in, nil
 	}
@@ -103,6 +105,7 @@ func (r *runners) installAdmission(cfg *genericapiserver.RecommendedConfig, in t
 	ready := func() bool { return tailnets.HasSynced() && (in.nsInformer == nil || in.nsInformer.HasSynced()) }
 	plugin := tenancyadmission.New(policy, ready)
 	plugin.Lookup = r.lookupTailnet
+	plugin.SecretNamespace = in.secretNamespace
 	if cfg.AdmissionControl == nil {
 		cfg.AdmissionControl = plugin
 		return
