@@ -1,12 +1,18 @@
 package integration
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/admission/limits"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
+	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
 )
 
@@ -104,4 +110,39 @@ func TestSecurityTailnetCredentialsStayInInstallation(t *testing.T) {
 	moved.Spec.APIBaseURL = "http://10.0.0.7"
 	_, err = c.Update(ctx(t), moved, metav1.UpdateOptions{})
 	wantRefused(t, err, "spec.apiBaseURL", "must be https")
+}
+
+// Finding 8: with the server's default limits, a health check more frequent than 1s or with a
+// timeout under 100ms, and an object of more than 256 endpoints, are refused with their field
+// paths; an object admitted under looser limits can still be edited elsewhere.
+func TestSecurityProbeLimits(t *testing.T) {
+	s := framework.Start(t, "", func(o *server.Options) { o.Live.Enabled = false; o.Tenancy.Limits = limits.Defaults() })
+	c := s.Clientset(t).GatewayV1alpha1()
+
+	fast := objects.Endpoints("sec-limits", "fast")
+	fast.Spec.Endpoints[0].HealthCheck.Interval = &metav1.Duration{Duration: 100 * time.Millisecond}
+	fast.Spec.Endpoints[0].HealthCheck.Timeout = &metav1.Duration{Duration: 10 * time.Millisecond}
+	_, err := c.TailscaleEndpoints("sec-limits").Create(ctx(t), fast, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.endpoints[0].healthCheck.interval", "must be at least 1s")
+	wantRefused(t, err, "spec.endpoints[0].healthCheck.timeout", "must be at least 100ms")
+
+	many := objects.Endpoints("sec-limits", "many")
+	tmpl := many.Spec.Endpoints[1]
+	many.Spec.Endpoints = nil
+	for i := range limits.DefaultMaxEndpointsPerObject + 1 {
+		ep := tmpl
+		ep.Name = fmt.Sprintf("ep-%d", i)
+		many.Spec.Endpoints = append(many.Spec.Endpoints, ep)
+	}
+	_, err = c.TailscaleEndpoints("sec-limits").Create(ctx(t), many, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.endpoints", "must have at most 256 items")
+	many.Spec.Endpoints = many.Spec.Endpoints[:limits.DefaultMaxEndpointsPerObject]
+	if _, err := c.TailscaleEndpoints("sec-limits").Create(ctx(t), many, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("256 endpoints: %v", err)
+	}
+
+	svc := objects.Services("sec-limits", "fast")
+	svc.Spec.LoadBalancing = &v1alpha1.LoadBalancingConfig{HealthCheck: &v1alpha1.HealthCheckConfig{Interval: &metav1.Duration{Duration: 500 * time.Millisecond}}}
+	_, err = c.TailscaleServices("sec-limits").Create(ctx(t), svc, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.loadBalancing.healthCheck.interval", "must be at least 1s")
 }

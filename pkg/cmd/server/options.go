@@ -24,6 +24,7 @@ import (
 	baseversion "k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/admission/limits"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/embeddedetcd"
@@ -80,7 +81,7 @@ func NewOptions() *Options {
 		Controllers: NewControllerOptions(),
 		Replicas:    NewReplicaOptions(),
 		ProxyDeploy: NewProxyDeployOptions(),
-		Tenancy:     &TenancyOptions{},
+		Tenancy:     &TenancyOptions{Limits: limits.Defaults()},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})

@@ -70,6 +70,8 @@ func StartServer(dataDir string, configure ...func(*server.Options)) (*Server, e
 	o.RecommendedOptions.SecureServing.BindPort = l.Addr().(*net.TCPAddr).Port
 	// Servers of one test process run side by side: the extension's ports are chosen by the kernel.
 	o.Extension.BindAddress, o.Extension.XDSBindAddress = "127.0.0.1:0", "127.0.0.1:0"
+	// Health checks every 100ms keep the tests short; TestSecurityProbeLimits checks the defaults.
+	o.Tenancy.Limits.MinInterval, o.Tenancy.Limits.MinTimeout = 50*time.Millisecond, 20*time.Millisecond
 	for _, c := range configure {
 		c(o)
 	}
