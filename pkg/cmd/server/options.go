@@ -149,7 +149,7 @@ func (o *Options) Complete() error {
 			return err
 		}
 		o.etcd = etcd
-		ro.Etcd.StorageConfig.Transport.ServerList = []string{etcd.ClientURL()}
+		etcd.Transport(&ro.Etcd.StorageConfig.Transport)
 	}
 	return nil
 }
