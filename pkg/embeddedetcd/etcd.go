@@ -1,4 +1,7 @@
-// Package embeddedetcd runs a single-member etcd server inside the process, listening on loopback.
+// Package embeddedetcd runs a single-member etcd server inside the process, listening on
+// loopback with TLS, and serving only clients and peers that present a certificate of its own
+// CA (generated under <dir>-pki, mode 0700): another local user reaches the ports but reads
+// nothing.
 package embeddedetcd
 
 import (
@@ -6,11 +9,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/localpki"
 )
 
 // startTimeout bounds how long Start waits for the member to serve.
@@ -21,6 +29,12 @@ type Server struct {
 	etcd               *embed.Etcd
 	dir                string
 	clientURL, peerURL *url.URL
+	tls                ClientTLS
+}
+
+// ClientTLS are the files a client needs: the CA to trust and the certificate to present.
+type ClientTLS struct {
+	CAFile, CertFile, KeyFile string
 }
 
 // bindAttempts bounds how often Start picks new ports when another process took the ones it
@@ -42,6 +56,10 @@ func Start(dir string) (*Server, error) {
 }
 
 func start(dir string) (*Server, error) {
+	tls, err := ensurePKI(dir + "-pki")
+	if err != nil {
+		return nil, err
+	}
 	clientURL, err := freeLoopbackURL()
 	if err != nil {
 		return nil, err
@@ -50,8 +68,8 @@ func start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, clientURL: clientURL, peerURL: peerURL}
-	if s.etcd, err = run(dir, clientURL, peerURL); err != nil {
+	s := &Server{dir: dir, clientURL: clientURL, peerURL: peerURL, tls: tls}
+	if s.etcd, err = run(dir, clientURL, peerURL, tls); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -61,7 +79,7 @@ func start(dir string) (*Server, error) {
 // member restarts: clients reconnect to the address they know.
 func (s *Server) Restart() error {
 	s.etcd.Close()
-	e, err := run(s.dir, s.clientURL, s.peerURL)
+	e, err := run(s.dir, s.clientURL, s.peerURL, s.tls)
 	if err != nil {
 		return err
 	}
@@ -70,8 +88,12 @@ func (s *Server) Restart() error {
 }
 
 // run starts a member on dir and the given URLs and waits until it serves.
-func run(dir string, clientURL, peerURL *url.URL) (*embed.Etcd, error) {
+func run(dir string, clientURL, peerURL *url.URL, tls ClientTLS) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
+	// One certificate serves and authenticates; only certificates of the member's CA get in.
+	info := transport.TLSInfo{CertFile: tls.CertFile, KeyFile: tls.KeyFile, ClientCertFile: tls.CertFile,
+		ClientKeyFile: tls.KeyFile, TrustedCAFile: tls.CAFile, ClientCertAuth: true}
+	cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
 	cfg.Name = "tailscale-gateway"
 	cfg.Dir = dir
 	cfg.LogLevel = "error"
@@ -102,12 +124,40 @@ func run(dir string, clientURL, peerURL *url.URL) (*embed.Etcd, error) {
 // ClientURL is the URL clients connect to.
 func (s *Server) ClientURL() string { return s.clientURL.String() }
 
+// ClientTLS is what a client presents and trusts.
+func (s *Server) ClientTLS() ClientTLS { return s.tls }
+
+// Transport points a k8s.io/apiserver storage transport at the member, with its certificates.
+func (s *Server) Transport(t *storagebackend.TransportConfig) {
+	t.ServerList = []string{s.ClientURL()}
+	t.TrustedCAFile, t.CertFile, t.KeyFile = s.tls.CAFile, s.tls.CertFile, s.tls.KeyFile
+}
+
+// Flags are the etcd flags of kube-apiserver (and of any k8s.io/apiserver server) for the member.
+func (s *Server) Flags() []string {
+	return []string{"--etcd-servers=" + s.ClientURL(), "--etcd-cafile=" + s.tls.CAFile,
+		"--etcd-certfile=" + s.tls.CertFile, "--etcd-keyfile=" + s.tls.KeyFile}
+}
+
+// ensurePKI keeps a CA and the member's certificate under dir.
+func ensurePKI(dir string) (ClientTLS, error) {
+	f, err := localpki.Ensure(dir)
+	if err != nil {
+		return ClientTLS{}, fmt.Errorf("embedded etcd certificates: %w", err)
+	}
+	t := ClientTLS{CAFile: f.CACert, CertFile: filepath.Join(dir, "etcd.crt"), KeyFile: filepath.Join(dir, "etcd.key")}
+	if err := f.IssueNode(t.CertFile, t.KeyFile, "tailscale-gateway-etcd"); err != nil {
+		return ClientTLS{}, fmt.Errorf("embedded etcd certificates: %w", err)
+	}
+	return t, nil
+}
+
 // Close stops the member.
 func (s *Server) Close() {
 	s.etcd.Close()
 }
 
-// freeLoopbackURL reserves a free port on 127.0.0.1 and returns an http URL for it. The port is
+// freeLoopbackURL reserves a free port on 127.0.0.1 and returns an https URL for it. The port is
 // released before etcd binds it, which is safe in practice because the kernel does not hand out the
 // same ephemeral port again at once.
 func freeLoopbackURL() (*url.URL, error) {
@@ -119,5 +169,5 @@ func freeLoopbackURL() (*url.URL, error) {
 	if err := l.Close(); err != nil {
 		return nil, fmt.Errorf("releasing %s: %w", addr, err)
 	}
-	return &url.URL{Scheme: "http", Host: addr}, nil
+	return &url.URL{Scheme: "https", Host: addr}, nil
 }

@@ -37,12 +37,20 @@ var probes = map[Protocol]probeFunc{
 
 // runProbe probes t (whose Check is defaulted) within t.Check.Timeout. The error never
 // contains a value of t.Check.Headers.
+type viaKey struct{}
+
+// ViaFrom returns the Via of the target a Dialer dials for (empty when none).
+func ViaFrom(ctx context.Context) string {
+	v, _ := ctx.Value(viaKey{}).(string)
+	return v
+}
+
 func runProbe(ctx context.Context, e env, t Target) error {
 	probe, ok := probes[t.Check.Type]
 	if !ok {
 		return fmt.Errorf("unsupported health check type %q", t.Check.Type)
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.Check.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, viaKey{}, t.Via), t.Check.Timeout)
 	defer cancel()
 	err := probe(ctx, e, t)
 	if err == nil {

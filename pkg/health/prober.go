@@ -91,7 +91,7 @@ func (p *Prober) Update(targets []Target) {
 		}
 		t.Check = t.Check.withDefaults()
 		old := p.targets[t.Key]
-		if old != nil && old.Address == t.Address && old.Check.equal(t.Check) {
+		if old != nil && old.Address == t.Address && old.Via == t.Via && old.Check.equal(t.Check) {
 			next[t.Key] = old
 			continue
 		}

@@ -111,6 +111,10 @@ type Target struct {
 	Key string
 	// Address is host:port. Hosts may be IP literals or names.
 	Address string
+	// Via names the network Address belongs to, e.g. the tailnet the endpoint was declared in;
+	// the Dialer reads it from the dial's context (ViaFrom). One address in two networks is two
+	// routes: whoever declares an address elsewhere cannot redirect another target's probes.
+	Via string
 	// Check says how the target is probed.
 	Check Check
 }

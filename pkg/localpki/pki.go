@@ -210,3 +210,21 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// IssueNode writes, unless both exist, a certificate and key for name valid as both server and
+// client on localhost, 127.0.0.1 and ::1: an embedded etcd member presents it to clients and
+// peers, and its clients present it back.
+func (f *Files) IssueNode(certPath, keyPath, name string) error {
+	if exists(certPath) && exists(keyPath) {
+		return nil
+	}
+	ca, caKey, err := loadPair(f.CACert, f.CAKey)
+	if err != nil {
+		return err
+	}
+	tmpl := template(pkix.Name{CommonName: name})
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.DNSNames = []string{"localhost"}
+	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	return issue(certPath, keyPath, tmpl, ca, caKey)
+}

@@ -5,6 +5,7 @@ import (
 	"reflect"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -71,8 +72,10 @@ func (strategy[T, PT]) AllowUnconditionalUpdate(context.Context) bool { return t
 
 func (strategy[T, PT]) Canonicalize(runtime.Object) {}
 
-// statusStrategy implements updates of the status subresource: spec and metadata other than
-// labels' and annotations' bookkeeping stay as stored.
+// statusStrategy implements updates of the status subresource: spec and all of metadata stay as
+// stored (managedFields aside, which server-side apply keeps for the status writer), as the
+// status strategy of custom resources does. A /status write skips admission, so without this it
+// could change ownerReferences, finalizers, labels or annotations that admission never saw.
 type statusStrategy[T any, PT Object[T]] struct {
 	strategy[T, PT]
 }
@@ -84,6 +87,8 @@ func (s statusStrategy[T, PT]) GetResetFields() map[fieldpath.APIVersion]*fieldp
 			fieldpath.MakePathOrDie("spec"),
 			fieldpath.MakePathOrDie("metadata", "labels"),
 			fieldpath.MakePathOrDie("metadata", "annotations"),
+			fieldpath.MakePathOrDie("metadata", "ownerReferences"),
+			fieldpath.MakePathOrDie("metadata", "finalizers"),
 		),
 	}
 }
@@ -94,9 +99,22 @@ func (s statusStrategy[T, PT]) PrepareForUpdate(_ context.Context, obj, old runt
 	if s.kind.StripLive != nil {
 		s.kind.StripLive(newObj)
 	}
-	newObj.SetLabels(oldObj.GetLabels())
-	newObj.SetAnnotations(oldObj.GetAnnotations())
-	newObj.SetGeneration(oldObj.GetGeneration())
+	keepMetadata(newObj, oldObj)
+}
+
+// keepMetadata sets obj's metadata to old's, keeping obj's managedFields: the generic registry
+// has already checked resourceVersion preconditions, and deletion bookkeeping (deletionTimestamp,
+// finalizers) belongs to the main resource.
+func keepMetadata(obj, old metav1.Object) {
+	dst, src := objectMeta(obj), objectMeta(old)
+	managed := dst.ManagedFields
+	*dst = *src.DeepCopy()
+	dst.ManagedFields = managed
+}
+
+// objectMeta returns the ObjectMeta that obj embeds.
+func objectMeta(obj metav1.Object) *metav1.ObjectMeta {
+	return obj.(interface{ GetObjectMeta() metav1.Object }).GetObjectMeta().(*metav1.ObjectMeta)
 }
 
 // ValidateUpdate accepts any status: it is written by the server's own controllers.

@@ -9,7 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/klog/v2"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
 )
 
 // Cache defaults.
@@ -37,6 +40,10 @@ type Options struct {
 	HostsConcurrency int
 	// Credentials supplies credentials to the default client constructor.
 	Credentials CredentialSource
+	// SecretNamespace, when set, is the only namespace credentials are read from (the
+	// installation's): a tailnet naming a Secret elsewhere gets no client, so whoever may create
+	// a TailscaleTailnet cannot make the server read, and send on, another namespace's Secret.
+	SecretNamespace string
 	// Transport tunes the default clients' rate limiting and retries.
 	Transport TransportOptions
 	// UserAgent of the default clients.
@@ -328,6 +335,9 @@ func (c *Cache) newAPI(ctx context.Context, cfg Config) (API, error) {
 	if c.opts.Credentials == nil {
 		return nil, errors.New("no credential source configured")
 	}
+	if err := c.opts.checkConfig(cfg); err != nil {
+		return nil, err
+	}
 	creds, err := c.opts.Credentials.Credentials(ctx, cfg.Secret)
 	if err != nil {
 		return nil, err
@@ -339,4 +349,18 @@ func (c *Cache) newAPI(ctx context.Context, cfg Config) (API, error) {
 		Transport:   c.opts.Transport,
 		UserAgent:   c.opts.UserAgent,
 	})
+}
+
+// checkConfig refuses, before any credential is read, a Secret outside SecretNamespace and an
+// API URL the credentials would travel to in clear (objects stored before validation refused it).
+func (o Options) checkConfig(cfg Config) error {
+	if o.SecretNamespace != "" && cfg.Secret.Namespace != o.SecretNamespace {
+		return fmt.Errorf("secret %s: OAuth Secrets are read only from namespace %s: %w", cfg.Secret, o.SecretNamespace, ErrCredentialsNotFound)
+	}
+	if cfg.BaseURL != "" {
+		if errs := validation.ValidateAPIBaseURL(cfg.BaseURL, field.NewPath("spec", "apiBaseURL")); len(errs) > 0 {
+			return fmt.Errorf("not sending credentials: %w", errs.ToAggregate())
+		}
+	}
+	return nil
 }

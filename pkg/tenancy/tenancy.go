@@ -55,6 +55,10 @@ type Decision struct {
 	// Allowed is false when that tailnet does not admit the namespace. A reference matching no
 	// TailscaleTailnet is allowed: it reaches nothing until a tailnet appears, and is decided then.
 	Allowed bool
+	// Unknown marks a refusal for want of the namespace's labels (its informer not synced yet,
+	// or the namespace not seen): admission refuses, but controllers must not undo anything on
+	// it, only wait.
+	Unknown bool
 	// Message says why a reference is refused, for a condition or an admission error (empty
 	// when allowed: decisions run on every read, and an allowed one needs no words).
 	Message string
@@ -208,7 +212,7 @@ func (p *Policy) DecideFor(namespace string, t *v1alpha1.TailscaleTailnet) Decis
 		}
 		set, known := p.namespaces.NamespaceLabels(namespace)
 		if !known {
-			d.Allowed = false
+			d.Allowed, d.Unknown = false, true
 			d.Message = fmt.Sprintf("TailscaleTailnet %s admits namespaces by label and the labels of namespace %s are not known", t.Name, namespace)
 			return d
 		}

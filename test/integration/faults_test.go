@@ -28,7 +28,7 @@ func TestEtcdRestartUnderWriteLoad(t *testing.T) {
 	}
 	t.Cleanup(etcd.Close)
 	s := framework.Start(t, t.TempDir(), func(o *server.Options) {
-		o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList = []string{etcd.ClientURL()}
+		etcd.Transport(&o.RecommendedOptions.Etcd.StorageConfig.Transport)
 	})
 	eps := s.Clientset(t).GatewayV1alpha1().TailscaleEndpoints("faults")
 

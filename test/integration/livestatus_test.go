@@ -10,7 +10,6 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
@@ -248,7 +247,7 @@ func storedEndpoints(t *testing.T, s *framework.Server, namespace, name string) 
 // storedJSON reads an object's bytes and modification revision straight from etcd.
 func storedJSON(t *testing.T, s *framework.Server, key string) (string, int64) {
 	t.Helper()
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{s.EtcdURL}, DialTimeout: 10 * time.Second})
+	client, err := s.EtcdClient()
 	if err != nil {
 		t.Fatal(err)
 	}

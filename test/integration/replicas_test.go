@@ -29,7 +29,7 @@ func TestReplicasShareExternalEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	external := func(o *server.Options) {
-		o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList = []string{etcd.ClientURL()}
+		etcd.Transport(&o.RecommendedOptions.Etcd.StorageConfig.Transport)
 	}
 	a := framework.Start(t, pkiDir, external)
 	b := framework.Start(t, pkiDir, external)

@@ -1,6 +1,7 @@
 // Package tenancy is the admission plugin that refuses TailscaleEndpoints, TailscaleServices and
 // TailscaleGateways naming a tailnet whose spec.allowedNamespaces does not admit their namespace,
-// and externalServices the server does not allow (pkg/tenancy decides both).
+// externalServices the server does not allow (pkg/tenancy decides both), and TailscaleTailnets
+// taking their OAuth Secret from outside the installation's namespace.
 package tenancy
 
 import (
@@ -30,6 +31,10 @@ type Plugin struct {
 	// Lookup, when set, finds a tailnet the policy's informer does not hold (yet): one created
 	// a moment before the object naming it must decide as it will once the informer has it.
 	Lookup func(ctx context.Context, ref string) (*v1alpha1.TailscaleTailnet, bool)
+	// SecretNamespace, when set, is the only spec.oauthSecretNamespace a TailscaleTailnet may
+	// name: the server holds the rights to read Secrets there, and sends what it reads to the
+	// tailnet's API.
+	SecretNamespace string
 }
 
 var _ admission.ValidationInterface = &Plugin{}
@@ -61,6 +66,11 @@ func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 		}
 	}
 	switch obj := a.GetObject().(type) {
+	case *gateway.TailscaleTailnet:
+		if ns := obj.Spec.OAuthSecretNamespace; p.SecretNamespace != "" && obj.Spec.OAuthSecretName != "" && ns != p.SecretNamespace {
+			errs = append(errs, field.Forbidden(field.NewPath("spec", "oauthSecretNamespace"),
+				fmt.Sprintf("OAuth Secrets are read only from namespace %s (the installation's), not %s", p.SecretNamespace, ns)))
+		}
 	case *gateway.TailscaleEndpoints:
 		old, hadOld := a.GetOldObject().(*gateway.TailscaleEndpoints)
 		oldRef := ""

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
@@ -23,7 +24,10 @@ type LiveStatusOptions struct {
 	// CredentialsDir holds OAuth credentials as <dir>/<namespace>/<name>/{client_id,client_secret};
 	// without it credentials come from Secrets through the core API (cluster mode).
 	CredentialsDir string
-	PollInterval   time.Duration
+	// SecretNamespace is the only namespace TailscaleTailnets may take OAuth Secrets from: the
+	// installation's (admission refuses others; the client constructor reads none elsewhere).
+	SecretNamespace string
+	PollInterval    time.Duration
 	// APIRequestsPerSecond limits each tailnet's API client, retries included; negative: none.
 	APIRequestsPerSecond float64
 	// ControlURL is the coordination server of the prober's tsnet nodes; empty is Tailscale's.
@@ -40,7 +44,7 @@ type LiveStatusOptions struct {
 // NewLiveStatusOptions returns the defaults: live status on, 30s polls, probes through tsnet.
 func NewLiveStatusOptions() *LiveStatusOptions {
 	return &LiveStatusOptions{Enabled: true, PollInterval: tailnet.DefaultInterval, JoinTailnets: true,
-		APIRequestsPerSecond: tailnet.DefaultRequestsPerSecond}
+		APIRequestsPerSecond: tailnet.DefaultRequestsPerSecond, SecretNamespace: v1alpha1.DefaultOAuthSecretNamespace}
 }
 
 // AddFlags adds the live-status flags to fs.
@@ -48,6 +52,8 @@ func (o *LiveStatusOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Enabled, "live-status", o.Enabled, "Poll the Tailscale API and probe endpoints to show live status.")
 	fs.StringVar(&o.CredentialsDir, "tailnet-credentials-dir", o.CredentialsDir,
 		"Directory of OAuth credentials, <dir>/<namespace>/<secret-name>/client_id and client_secret, used instead of Secrets.")
+	fs.StringVar(&o.SecretNamespace, "oauth-secret-namespace", o.SecretNamespace,
+		"The only namespace TailscaleTailnets may take OAuth Secrets from (spec.oauthSecretNamespace): the installation's.")
 	fs.DurationVar(&o.PollInterval, "tailnet-poll-interval", o.PollInterval, "Interval between polls of each tailnet's Tailscale API.")
 	fs.Float64Var(&o.APIRequestsPerSecond, "tailnet-api-qps", o.APIRequestsPerSecond,
 		"Requests per second each tailnet's Tailscale API client may send, retries included (negative: unlimited).")
@@ -80,7 +86,7 @@ func (o *LiveStatusOptions) newCollector(coreClient *rest.Config, defaultStateDi
 	}
 	transport := o.APITransport
 	transport.RequestsPerSecond = o.APIRequestsPerSecond
-	cacheOpts := tailnet.Options{Interval: o.PollInterval, Credentials: creds, Transport: transport}
+	cacheOpts := tailnet.Options{Interval: o.PollInterval, Credentials: creds, Transport: transport, SecretNamespace: o.SecretNamespace}
 	var owns func(namespace, name string) bool
 	if rs != nil {
 		cacheOpts.Follower, cacheOpts.OnPolled, owns = true, rs.publish, rs.owns

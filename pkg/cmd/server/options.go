@@ -25,6 +25,7 @@ import (
 	baseversion "k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/admission/limits"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apiserver"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/embeddedetcd"
@@ -82,7 +83,7 @@ func NewOptions() *Options {
 		Controllers: NewControllerOptions(),
 		Replicas:    NewReplicaOptions(),
 		ProxyDeploy: NewProxyDeployOptions(),
-		Tenancy:     &TenancyOptions{},
+		Tenancy:     &TenancyOptions{Limits: limits.Defaults()},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -150,7 +151,7 @@ func (o *Options) Complete() error {
 			return err
 		}
 		o.etcd = etcd
-		ro.Etcd.StorageConfig.Transport.ServerList = []string{etcd.ClientURL()}
+		etcd.Transport(&ro.Etcd.StorageConfig.Transport)
 	}
 	return nil
 }

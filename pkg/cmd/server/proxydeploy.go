@@ -136,7 +136,7 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	podLister := pods.Core().V1().Pods().Lister()
 	podsSynced := pods.Core().V1().Pods().Informer().HasSynced
 	agg := requestcounts.New(requestcounts.Options{Client: client, Services: factory.Gateway().V1alpha1().TailscaleServices().Lister(),
-		Interval: o.MetricsInterval, Targets: func() []requestcounts.Target { return proxydeploy.MetricsTargets(podLister) }})
+		Interval: o.MetricsInterval, Targets: func() []requestcounts.Target { return proxydeploy.MetricsTargets(podLister, deploy.Ownership()) }})
 	return func(ctx context.Context) {
 		pods.Start(ctx.Done())
 		defer pods.Shutdown()

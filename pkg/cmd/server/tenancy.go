@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/admission/limits"
 	tenancyadmission "github.com/tailscale-gateway/tailscale-gateway/pkg/admission/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
@@ -25,10 +26,20 @@ import (
 // through spec.allowedNamespaces).
 type TenancyOptions struct {
 	External tenancy.ExternalFlags
+	// Limits bound what one object may cost the prober and Envoy (admission).
+	Limits limits.Limits
 }
 
 // AddFlags adds the tenancy flags to fs.
-func (o *TenancyOptions) AddFlags(fs *pflag.FlagSet) { o.External.AddFlags(fs) }
+func (o *TenancyOptions) AddFlags(fs *pflag.FlagSet) {
+	o.External.AddFlags(fs)
+	fs.DurationVar(&o.Limits.MinInterval, "health-check-min-interval", o.Limits.MinInterval,
+		"Shortest health-check interval an object may ask for (0: no bound).")
+	fs.DurationVar(&o.Limits.MinTimeout, "health-check-min-timeout", o.Limits.MinTimeout,
+		"Shortest health-check timeout an object may ask for (0: no bound).")
+	fs.IntVar(&o.Limits.MaxEndpoints, "max-endpoints-per-object", o.Limits.MaxEndpoints,
+		"Most spec.endpoints of one TailscaleEndpoints (0: no bound).")
+}
 
 // Validate checks the options.
 func (o *TenancyOptions) Validate() []error {
@@ -48,6 +59,10 @@ type tenancyInputs struct {
 	nsInformer cache.SharedIndexInformer
 	// kube reads a namespace admission has not seen in the informer yet; nil standalone.
 	kube kubernetes.Interface
+	// secretNamespace is the only namespace of OAuth Secrets (--oauth-secret-namespace).
+	secretNamespace string
+	// limits bound objects' cost (limits admission plugin).
+	limits limits.Limits
 }
 
 // synced are the informers the policy reads from memory: the TailscaleTailnets of factory and,
@@ -66,7 +81,8 @@ func (o *Options) tenancyInputs(cfg *genericapiserver.RecommendedConfig) (tenanc
 	if err != nil {
 		return tenancyInputs{}, err
 	}
-	in := tenancyInputs{external: ext, namespaces: tenancy.StandaloneNamespaces{}}
+	in := tenancyInputs{external: ext, namespaces: tenancy.StandaloneNamespaces{}, secretNamespace: o.Live.SecretNamespace,
+		limits: o.Tenancy.Limits}
 	if o.Standalone || cfg.SharedInformerFactory == nil || cfg.ClientConfig == nil {
 		return in, nil
 	}
@@ -113,11 +129,13 @@ func (r *runners) installAdmission(cfg *genericapiserver.RecommendedConfig, in t
 	ready := func() bool { return tailnets.HasSynced() && (in.nsInformer == nil || in.nsInformer.HasSynced()) }
 	plugin := tenancyadmission.New(policy, ready)
 	plugin.Lookup = r.lookupTailnet
+	plugin.SecretNamespace = in.secretNamespace
+	chain := admission.NewChainHandler(plugin, limits.New(in.limits))
 	if cfg.AdmissionControl == nil {
-		cfg.AdmissionControl = plugin
+		cfg.AdmissionControl = chain
 		return
 	}
-	cfg.AdmissionControl = admission.NewChainHandler(cfg.AdmissionControl, plugin)
+	cfg.AdmissionControl = admission.NewChainHandler(cfg.AdmissionControl, chain)
 }
 
 // lookupTailnet reads a tailnet through the loopback client, by name or else by tailnet domain

@@ -180,6 +180,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	} else if err != nil {
 		return err
 	}
+	if svc != nil && svc.DeletionTimestamp == nil && svc.Spec.EndpointTemplate != nil &&
+		c.policy.Decide(svc.Namespace, svc.Spec.EndpointTemplate.Tailnet).Unknown {
+		// The namespace's labels are not known yet: neither provision nor delete until they are.
+		return fmt.Errorf("tenancy of namespace %s is not decided yet", svc.Namespace)
+	}
 	needed, desired := c.desired(svc)
 	switch {
 	case existing != nil && !ownedBy(existing, name, ""):

@@ -69,9 +69,12 @@ type Collector struct {
 	policy          *tenancy.Policy
 	targetsDirty    chan struct{}
 
+	// dialNode dials address through the node of a tailnet (nodes.DialContext; nil without
+	// nodes).
+	dialNode func(ctx context.Context, tailnet, network, address string) (net.Conn, error)
+
 	mu        sync.Mutex
 	converted map[string]convertedTailnet // by TailscaleTailnet name
-	viaNode   map[string]string           // probed tailnet address -> TailscaleTailnet name
 }
 
 type convertedTailnet struct {
@@ -95,11 +98,11 @@ func New(opts Options) *Collector {
 		owns:         opts.Owns,
 		targetsDirty: make(chan struct{}, 1),
 		converted:    map[string]convertedTailnet{},
-		viaNode:      map[string]string{},
 	}
 	if opts.NodeStateDir != "" {
 		c.nodes = tsnode.New(tsnode.Options{Dir: opts.NodeStateDir, Hostname: opts.NodeHostname,
 			ControlURL: opts.ControlURL, MintKey: c.mintKey})
+		c.dialNode = c.nodes.DialContext
 	}
 	c.prober = health.New(health.Options{
 		DialerFor:     health.TailnetDialerFor(c, nil),
@@ -109,20 +112,19 @@ func New(opts Options) *Collector {
 }
 
 // DialContext implements health.Dialer for tailnet addresses: it dials through the node of the
-// tailnet the address was configured in. Without nodes (--join-tailnets=false) it dials through
-// the host's network, which then has to be on the tailnet itself.
+// tailnet the probed endpoint was declared in (the target's Via), never one chosen by the
+// address alone. Without nodes (--join-tailnets=false) it dials through the host's network,
+// which then has to be on the tailnet itself.
 func (c *Collector) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	if c.nodes == nil {
+	if c.dialNode == nil {
 		var d net.Dialer
 		return d.DialContext(ctx, network, address)
 	}
-	c.mu.Lock()
-	name, ok := c.viaNode[address]
-	c.mu.Unlock()
-	if !ok {
+	name := health.ViaFrom(ctx)
+	if name == "" {
 		return nil, fmt.Errorf("%s is a tailnet address but its endpoint's tailnet is unknown", address)
 	}
-	return c.nodes.DialContext(ctx, name, network, address)
+	return c.dialNode(ctx, name, network, address)
 }
 
 // Configure implements livestatus.Collector.
@@ -329,7 +331,6 @@ func (c *Collector) updateTargets() {
 	}
 	var targets []health.Target
 	var refused int
-	viaNode := map[string]string{}
 	for _, obj := range all {
 		if c.owns != nil && !c.owns(obj.Namespace, obj.Name) {
 			continue
@@ -352,10 +353,8 @@ func (c *Collector) updateTargets() {
 			}
 			check.ServerName = strings.TrimSuffix(ep.TailscaleFQDN, ".")
 			address := net.JoinHostPort(ep.TailscaleIP, fmt.Sprint(ep.Port))
-			if resolved && health.IsTailnetAddress(address) {
-				viaNode[address] = tailnetName
-			}
-			targets = append(targets, health.Target{Key: livestatus.ProbeKey(eps.Namespace, eps.Name, ep.Name), Address: address, Check: check})
+			targets = append(targets, health.Target{Key: livestatus.ProbeKey(eps.Namespace, eps.Name, ep.Name), Address: address,
+				Via: tailnetName, Check: check})
 		}
 		// Devices discovered by spec.tagSelectors carry no health check of their own: a TCP
 		// connection to their port, every 30s (the prober's defaults), says whether they serve.
@@ -365,17 +364,11 @@ func (c *Collector) updateTargets() {
 				continue
 			}
 			for _, d := range livestatus.DiscoverEndpoints(eps, tn) {
-				if health.IsTailnetAddress(d.Address) {
-					viaNode[d.Address] = tailnetName
-				}
 				targets = append(targets, health.Target{Key: livestatus.ProbeKey(eps.Namespace, eps.Name, d.Name), Address: d.Address,
-					Check: health.Check{Type: health.ProtocolTCP}})
+					Via: tailnetName, Check: health.Check{Type: health.ProtocolTCP}})
 			}
 		}
 	}
-	c.mu.Lock()
-	c.viaNode = viaNode
-	c.mu.Unlock()
 	c.prober.Update(targets)
 	klog.V(2).InfoS("Updated probe targets", "targets", len(targets), "refusedByTailnet", refused)
 }

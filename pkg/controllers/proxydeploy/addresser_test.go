@@ -3,13 +3,17 @@ package proxydeploy
 import (
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
+	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
 
@@ -50,26 +54,55 @@ func TestServiceAddresser(t *testing.T) {
 	}
 }
 
+// TestMetricsTargets is also the regression test of the security review's finding 7: a pod
+// labelled like a proxy, in another namespace or in the proxy's own, is not scraped unless the
+// StatefulSet kept for its TailscaleEndpoints controls it; its counts reach only the
+// TailscaleServices its proxy hosts.
 func TestMetricsTargets(t *testing.T) {
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	pod := func(name, ip string, phase corev1.PodPhase, lbls map[string]string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name, Labels: lbls},
-			Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+	index := func() cache.Indexer {
+		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
-	ours := selectorOf(testEndpoints(Egress, 1))
-	for _, p := range []*corev1.Pod{
-		pod("backends-proxy-0", "10.0.0.5", corev1.PodRunning, ours),
-		pod("backends-proxy-1", "", corev1.PodPending, ours),
-		pod("backends-proxy-2", "10.0.0.6", corev1.PodFailed, ours),
-		pod("unrelated", "10.0.0.7", corev1.PodRunning, map[string]string{"app": "x"}),
-	} {
-		if err := idx.Add(p); err != nil {
+	pods, eps, svcs, sets := index(), index(), index(), index()
+	obj := testEndpoints(Egress, 1)
+	sts := StatefulSet(Config{Image: "proxy"}, Input{Endpoints: obj})
+	sts.UID = "5e75"
+	hosted := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "web"},
+		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: obj.Labels}, VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:web"}}}
+	for _, add := range []func() error{func() error { return eps.Add(obj) }, func() error { return sets.Add(sts) }, func() error { return svcs.Add(hosted) }} {
+		if err := add(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := MetricsTargets(corelisters.NewPodLister(idx))
-	if len(got) != 1 || got[0].Key != "web/backends-proxy-0" || got[0].URL != "http://10.0.0.5:9090/metrics" {
-		t.Fatalf("targets %v", got)
+	pod := func(ns, name, ip string, phase corev1.PodPhase, lbls map[string]string, owner *appsv1.StatefulSet) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: lbls},
+			Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+		if owner != nil {
+			p.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}
+		}
+		return p
+	}
+	ours := selectorOf(obj)
+	impostor := sts.DeepCopy()
+	impostor.UID = "1mp0"
+	for _, p := range []*corev1.Pod{
+		pod("web", "backends-proxy-0", "10.0.0.5", corev1.PodRunning, ours, sts),
+		pod("web", "backends-proxy-1", "", corev1.PodPending, ours, sts),
+		pod("web", "backends-proxy-2", "10.0.0.6", corev1.PodFailed, ours, sts),
+		pod("web", "unrelated", "10.0.0.7", corev1.PodRunning, map[string]string{"app": "x"}, nil),
+		// Forged: the proxy's labels without its owner, or with another owner of the same name.
+		pod("web", "forged-labels", "10.0.0.8", corev1.PodRunning, ours, nil),
+		pod("web", "forged-owner", "10.0.0.9", corev1.PodRunning, ours, impostor),
+		pod("attacker", "backends-proxy-0", "10.0.1.5", corev1.PodRunning, ours, nil),
+	} {
+		if err := pods.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := MetricsTargets(corelisters.NewPodLister(pods), Ownership{Endpoints: listers.NewTailscaleEndpointsLister(eps),
+		Services: listers.NewTailscaleServicesLister(svcs), StatefulSets: appslisters.NewStatefulSetLister(sets)})
+	if len(got) != 1 || got[0].Key != "web/backends-proxy-0" || got[0].URL != "http://10.0.0.5:9090/metrics" ||
+		got[0].Namespace != "web" || len(got[0].Serves) != 1 || got[0].Serves[0] != "web" {
+		t.Fatalf("targets %+v", got)
 	}
 }
 

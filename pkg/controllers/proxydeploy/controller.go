@@ -288,13 +288,17 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 // hostedServices are the TailscaleServices obj's proxies host: those of its namespace with a
 // VIP service whose selector matches obj, and the one that auto-provisioned it.
 func (c *Controller) hostedServices(obj *v1alpha1.TailscaleEndpoints) []string {
+	return hostedServices(obj, c.svcs)
+}
+
+func hostedServices(obj *v1alpha1.TailscaleEndpoints, svcs listers.TailscaleServicesLister) []string {
 	var out []string
 	for _, ref := range obj.OwnerReferences {
 		if ref.Kind == "TailscaleServices" {
 			out = append(out, ref.Name)
 		}
 	}
-	items, _ := c.svcs.TailscaleServices(obj.Namespace).List(labels.Everything())
+	items, _ := svcs.TailscaleServices(obj.Namespace).List(labels.Everything())
 	for _, s := range items {
 		if s.Spec.Selector == nil || s.Spec.VIPService == nil {
 			continue

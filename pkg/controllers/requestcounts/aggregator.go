@@ -12,6 +12,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,13 +36,27 @@ const DefaultInterval = 30 * time.Second
 // metric is the counter aggregated.
 const metric = "tailscale_gateway_proxy_connections_total"
 
-// Target is one proxy replica's metrics endpoint.
+// Target is one proxy replica's metrics endpoint. What it reports is trusted only as far as
+// the replica's deployment: counts go to TailscaleServices of Namespace named in Serves, whatever
+// its labels say.
 type Target struct {
 	// Key identifies the replica across scrapes ("<namespace>/<pod>").
 	Key string
 	// URL of its /metrics.
 	URL string
+	// Namespace of the replica, the only one whose objects its counts reach.
+	Namespace string
+	// Serves names the TailscaleServices (of Namespace) the replica hosts.
+	Serves []string
 }
+
+// MaxKeys bounds the keys of one object's requestCounts: growth of a new key beyond it is
+// dropped, so no proxy can grow an object towards etcd's size limit.
+const MaxKeys = 64
+
+// DefaultScrapeTimeout bounds one scrape, so that a replica that does not answer delays the
+// others by that much at most.
+const DefaultScrapeTimeout = 2 * time.Second
 
 // Options configure an Aggregator.
 type Options struct {
@@ -51,8 +66,10 @@ type Options struct {
 	Targets func() []Target
 	// Interval between scrapes; DefaultInterval when zero.
 	Interval time.Duration
-	// HTTPClient scrapes; one with a 10 s timeout when nil.
+	// HTTPClient scrapes; one with ScrapeTimeout when nil.
 	HTTPClient *http.Client
+	// ScrapeTimeout bounds each scrape; DefaultScrapeTimeout when zero.
+	ScrapeTimeout time.Duration
 }
 
 // series identifies one counter of one replica.
@@ -73,8 +90,11 @@ func New(opts Options) *Aggregator {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
 	}
+	if opts.ScrapeTimeout <= 0 {
+		opts.ScrapeTimeout = DefaultScrapeTimeout
+	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		opts.HTTPClient = &http.Client{Timeout: opts.ScrapeTimeout}
 	}
 	return &Aggregator{opts: opts, last: map[series]float64{}, scraped: map[string]bool{}, add: map[string]map[string]int64{}}
 }
@@ -101,7 +121,9 @@ func (a *Aggregator) Scrape(ctx context.Context) {
 		current[t.Key] = true
 	}
 	for _, t := range targets {
-		values, err := a.scrape(ctx, t.URL)
+		sctx, cancel := context.WithTimeout(ctx, a.opts.ScrapeTimeout)
+		values, err := a.scrape(sctx, t.URL)
+		cancel()
 		if err != nil {
 			klog.FromContext(ctx).V(2).Info("Scraping a proxy", "target", t.Key, "err", err)
 			for s := range a.last {
@@ -130,10 +152,10 @@ func (a *Aggregator) Scrape(ctx context.Context) {
 				continue
 			}
 			ns, group, ok := groupOf(k.backend)
-			if !ok {
-				continue
+			if !ok || ns != t.Namespace {
+				continue // a replica counts for its own namespace only
 			}
-			for _, svc := range a.servicesOf(ns, k.listener) {
+			for _, svc := range a.servicesOf(ns, k.listener, t.Serves) {
 				if a.add[svc] == nil {
 					a.add[svc] = map[string]int64{}
 				}
@@ -156,9 +178,9 @@ func (a *Aggregator) Scrape(ctx context.Context) {
 	a.mu.Unlock()
 }
 
-// servicesOf returns the TailscaleServices of namespace ns whose VIP service the listener
-// ("svc:<name>/tcp/<port>") serves. Called with a.mu held.
-func (a *Aggregator) servicesOf(ns, listener string) []string {
+// servicesOf returns the TailscaleServices of namespace ns, among serves, whose VIP service the
+// listener ("svc:<name>/tcp/<port>") serves. Called with a.mu held.
+func (a *Aggregator) servicesOf(ns, listener string, serves []string) []string {
 	name, _, ok := strings.Cut(listener, "/")
 	if !ok {
 		return nil
@@ -169,7 +191,7 @@ func (a *Aggregator) servicesOf(ns, listener string) []string {
 	}
 	var out []string
 	for _, s := range items {
-		if s.Spec.VIPService != nil && vipName(s.Spec.VIPService.Name) == name {
+		if s.Spec.VIPService != nil && vipName(s.Spec.VIPService.Name) == name && slices.Contains(serves, s.Name) {
 			out = append(out, s.Namespace+"/"+s.Name)
 		}
 	}
@@ -289,7 +311,9 @@ func (a *Aggregator) write(ctx context.Context, ns, name string, growth map[stri
 			counts = map[string]int64{}
 		}
 		for g, n := range growth {
-			counts[g] += n
+			if _, known := counts[g]; known || len(counts) < MaxKeys {
+				counts[g] += n
+			}
 		}
 		cur.Status.LoadBalancingStatus.RequestCounts = counts
 		_, err = client.UpdateStatus(ctx, cur, metav1.UpdateOptions{})

@@ -55,7 +55,8 @@ func TestRequestCountsFromTheProxiesMetrics(t *testing.T) {
 		}
 	}
 	p0, p1 := newProxy(t), newProxy(t)
-	targets := []Target{{Key: "web/p-0", URL: p0.srv.URL}, {Key: "web/p-1", URL: p1.srv.URL}}
+	serves := []string{"web", "api"}
+	targets := []Target{{Key: "web/p-0", URL: p0.srv.URL, Namespace: "web", Serves: serves}, {Key: "web/p-1", URL: p1.srv.URL, Namespace: "web", Serves: serves}}
 	a := New(Options{Client: client, Services: listers.NewTailscaleServicesLister(idx), Targets: func() []Target { return targets }})
 
 	// Counted before the first scrape: the base, not counted.

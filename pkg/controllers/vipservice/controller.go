@@ -322,6 +322,8 @@ type result struct {
 	tailnetRef string
 	// released: our reference on the Service named by status.serviceInfo is gone.
 	released bool
+	// pending: tenancy cannot be decided yet (why); the Service is left as it is.
+	pending string
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -343,19 +345,24 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	ctx = klog.NewContext(ctx, log)
 
 	ref := TailnetRef(obj, c.eps)
+	decision := c.opts.Tenancy.Decide(obj.Namespace, ref)
 	wantName := ""
-	if obj.Spec.VIPService != nil && obj.DeletionTimestamp == nil && c.opts.Tenancy.Decide(obj.Namespace, ref).Allowed {
+	if obj.Spec.VIPService != nil && obj.DeletionTimestamp == nil && (decision.Allowed || decision.Unknown) {
 		wantName = obj.Spec.VIPService.Name
 	}
 	tn, resolved := c.opts.Tailnets.Resolve(ref)
 
-	// Release a Service we no longer want: on deletion, after a rename or a tailnet change.
+	// Release a Service we no longer want: on deletion, after a rename, a tailnet change or a
+	// tailnet's refusal of the namespace. Only explicit states release: a tailnet reference
+	// that resolves to nothing (the selected endpoints briefly absent, a tailnet not loaded
+	// yet) or a namespace whose labels are not known yet keeps the Service and degrades status.
 	prevTailnet, prevName, hadService := registryKey(obj.Status.ServiceInfo)
 	if !hadService && obj.DeletionTimestamp != nil && obj.Spec.VIPService != nil && resolved && hasFinalizer(obj) {
 		// The status naming the Service may not have been written: release what the spec names.
 		prevTailnet, prevName, hadService = tn, obj.Spec.VIPService.Name, true
 	}
-	if hadService && (prevName != wantName || prevTailnet != tn) {
+	moved := resolved && prevTailnet != tn
+	if hadService && (prevName != wantName || moved) {
 		if err := c.release(ctx, obj, c.ref(obj), prevTailnet, prevName); err != nil {
 			return errors.Join(err, c.writeStatus(ctx, obj, result{tailnet: prevTailnet, err: err}))
 		}
@@ -379,6 +386,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	if !resolved {
 		return c.writeStatus(ctx, obj, result{unresolved: true, tailnetRef: ref})
+	}
+	if decision.Unknown {
+		return c.writeStatus(ctx, obj, result{pending: decision.Message})
 	}
 	if obj, err = c.setFinalizer(ctx, obj, true); err != nil {
 		return err
@@ -606,6 +616,8 @@ func (c *Controller) writeStatus(ctx context.Context, obj *v1alpha1.TailscaleSer
 	case r.unresolved:
 		degraded.Status, degraded.Reason = metav1.ConditionTrue, "TailnetNotFound"
 		degraded.Message = fmt.Sprintf("no TailscaleTailnet named %q or with spec.tailnet %q", r.tailnetRef, r.tailnetRef)
+	case r.pending != "":
+		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, "TenancyPending", r.pending
 	case r.err != nil:
 		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, tailnet.ReasonOf(r.err), r.err.Error()
 	}

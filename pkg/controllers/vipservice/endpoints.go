@@ -77,6 +77,9 @@ func (c *Controller) endpointsRef(e *v1alpha1.TailscaleEndpoints) OwnerRef {
 	return OwnerRef{OperatorID: c.opts.OperatorID, Resource: &Resource{Kind: EndpointsKind, Name: e.Namespace + "/" + e.Name, UID: string(e.UID)}}
 }
 
+// errTenancyPending marks a tenancy decision waiting for a namespace's labels.
+var errTenancyPending = errors.New("tenancy pending")
+
 // syncEndpoints registers the Services of spec.serviceDiscovery.vipServices and releases those
 // no longer asked for.
 func (c *Controller) syncEndpoints(ctx context.Context, key string) error {
@@ -94,7 +97,11 @@ func (c *Controller) syncEndpoints(ctx context.Context, key string) error {
 	ref := c.endpointsRef(e)
 	tn, resolved := c.opts.Tailnets.Resolve(e.Spec.Tailnet)
 	wants := endpointsWants(e)
-	if !c.opts.Tenancy.Decide(e.Namespace, e.Spec.Tailnet).Allowed {
+	switch d := c.opts.Tenancy.Decide(e.Namespace, e.Spec.Tailnet); {
+	case d.Unknown:
+		// The namespace's labels are not known yet: undo nothing, decide once they are.
+		return c.writeEndpointsStatus(ctx, e, nil, fmt.Errorf("%s: %w", d.Message, errTenancyPending))
+	case !d.Allowed:
 		wants = nil // refused by its tailnet: release what it registered
 	}
 	var wantKeys []string

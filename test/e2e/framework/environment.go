@@ -101,7 +101,7 @@ func Setup(dir string, gatewayFlags ...string) (env *Environment, err error) {
 	if err != nil {
 		return nil, err
 	}
-	files.EtcdURL = kubeEtcd.ClientURL()
+	files.Etcd = kubeEtcd.Flags()
 
 	port, err := FreePort()
 	if err != nil {
@@ -230,14 +230,13 @@ func (e *Environment) startGateway(flags []string) error {
 	if err != nil {
 		return err
 	}
-	e.gatewayArgs = []string{
-		"--etcd-servers=" + etcd.ClientURL(),
-		"--tls-cert-file=" + serving.CertFile,
-		"--tls-private-key-file=" + serving.KeyFile,
-		"--kubeconfig=" + kubeconfig,
-		"--authentication-kubeconfig=" + kubeconfig,
-		"--authorization-kubeconfig=" + kubeconfig,
-	}
+	e.gatewayArgs = append(etcd.Flags(),
+		"--tls-cert-file="+serving.CertFile,
+		"--tls-private-key-file="+serving.KeyFile,
+		"--kubeconfig="+kubeconfig,
+		"--authentication-kubeconfig="+kubeconfig,
+		"--authorization-kubeconfig="+kubeconfig,
+	)
 	e.gatewayArgs = append(e.gatewayArgs, flags...)
 	if e.Gateway, err = e.StartGateway("127.0.0.1:0"); err != nil {
 		return err

@@ -31,7 +31,8 @@ type kubeAPIServerFiles struct {
 	ClientCA, FrontProxyCA    string
 	Serving, FrontProxyClient CertKey
 	ServiceAccount            CertKey // public key in CertFile, private key in KeyFile
-	EtcdURL                   string
+	// Etcd are kube-apiserver's etcd flags (embeddedetcd.Server.Flags).
+	Etcd []string
 }
 
 // startKubeAPIServer runs kube-apiserver on 127.0.0.1:port with RBAC, service account tokens and
@@ -44,7 +45,6 @@ func startKubeAPIServer(bin, dir string, port int, f kubeAPIServerFiles, admin *
 		"--secure-port=" + strconv.Itoa(port),
 		"--tls-cert-file=" + f.Serving.CertFile,
 		"--tls-private-key-file=" + f.Serving.KeyFile,
-		"--etcd-servers=" + f.EtcdURL,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		// There is no node and no kube-proxy: the "kubernetes" Service needs no endpoints.
 		"--endpoint-reconciler-type=none",
@@ -71,6 +71,7 @@ func startKubeAPIServer(bin, dir string, port int, f kubeAPIServerFiles, admin *
 		"--profiling=false",
 		"--v=1",
 	}
+	args = append(args, f.Etcd...)
 	p, err := startProcess("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), bin, args...)
 	if err != nil {
 		return nil, err

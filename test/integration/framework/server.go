@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -34,8 +37,8 @@ type Server struct {
 	Kubeconfig string
 	// Config is the admin client configuration.
 	Config *rest.Config
-	// EtcdURL is the client URL of the etcd the server stores objects in.
-	EtcdURL string
+	// Etcd is how the server reaches the etcd it stores objects in (URL and certificates).
+	Etcd storagebackend.TransportConfig
 
 	cancel context.CancelFunc
 	done   chan error
@@ -70,6 +73,8 @@ func StartServer(dataDir string, configure ...func(*server.Options)) (*Server, e
 	o.RecommendedOptions.SecureServing.BindPort = l.Addr().(*net.TCPAddr).Port
 	// Servers of one test process run side by side: the extension's ports are chosen by the kernel.
 	o.Extension.BindAddress, o.Extension.XDSBindAddress = "127.0.0.1:0", "127.0.0.1:0"
+	// Health checks every 100ms keep the tests short; TestSecurityProbeLimits checks the defaults.
+	o.Tenancy.Limits.MinInterval, o.Tenancy.Limits.MinTimeout = 50*time.Millisecond, 20*time.Millisecond
 	for _, c := range configure {
 		c(o)
 	}
@@ -81,7 +86,7 @@ func StartServer(dataDir string, configure ...func(*server.Options)) (*Server, e
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{DataDir: dataDir, Kubeconfig: o.KubeconfigPath(), cancel: cancel, done: make(chan error, 1),
-		EtcdURL: o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList[0]}
+		Etcd: o.RecommendedOptions.Etcd.StorageConfig.Transport}
 	go func() { s.done <- o.Run(ctx) }()
 
 	// Run writes the kubeconfig once it listens; wait for that, then for /readyz.
@@ -169,4 +174,13 @@ func CredentialsDir(tb testing.TB, clientID, clientSecret string) string {
 		}
 	}
 	return dir
+}
+
+// EtcdClient connects to the server's etcd with its certificates.
+func (s *Server) EtcdClient() (*clientv3.Client, error) {
+	tlsCfg, err := (transport.TLSInfo{CertFile: s.Etcd.CertFile, KeyFile: s.Etcd.KeyFile, TrustedCAFile: s.Etcd.TrustedCAFile}).ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(clientv3.Config{Endpoints: s.Etcd.ServerList, TLS: tlsCfg, DialTimeout: 10 * time.Second})
 }

@@ -147,7 +147,7 @@ func validateTailscaleTailnetSpec(spec *gateway.TailscaleTailnetSpec, fldPath *f
 		}
 	}
 	if spec.APIBaseURL != "" {
-		allErrs = append(allErrs, validateHTTPURL(spec.APIBaseURL, fldPath.Child("apiBaseURL"))...)
+		allErrs = append(allErrs, ValidateAPIBaseURL(spec.APIBaseURL, fldPath.Child("apiBaseURL"))...)
 	}
 	allErrs = append(allErrs, validateTags(spec.Tags, fldPath.Child("tags"))...)
 	allErrs = append(allErrs, validateAllowedNamespaces(spec.AllowedNamespaces, fldPath.Child("allowedNamespaces"))...)
@@ -1115,6 +1115,29 @@ func isHostOrIP(host string) bool {
 }
 
 // validateHTTPURL checks an absolute http or https URL with a host.
+// ValidateAPIBaseURL accepts an https URL, or an http one whose host is a loopback address or
+// localhost: the server sends the tailnet's OAuth client secret there, which plain HTTP across a
+// network would hand to anyone on the path.
+func ValidateAPIBaseURL(raw string, fldPath *field.Path) field.ErrorList {
+	if errs := validateHTTPURL(raw, fldPath); len(errs) > 0 {
+		return errs
+	}
+	u, _ := url.Parse(raw)
+	if u.Scheme == "https" || isLoopbackHost(u.Hostname()) {
+		return nil
+	}
+	return field.ErrorList{field.Invalid(fldPath, raw, "must be https (http only to a loopback address): the OAuth client secret is sent there")}
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback IP address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 func validateHTTPURL(raw string, fldPath *field.Path) field.ErrorList {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
