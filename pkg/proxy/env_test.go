@@ -52,6 +52,9 @@ type env struct {
 	benchVIP string
 	// benchRuleVIP is BenchmarkServiceNewConnectionsWithAccessRule's.
 	benchRuleVIP string
+	// churnVIPAddr and churnEgressAddr are where TestNewConnectionsAreNeverDropped and
+	// BenchmarkNewConnections connect, made once per process.
+	churnVIPAddr, churnEgressAddr string
 }
 
 var (

@@ -174,3 +174,17 @@ func stackOf(srv *tsnet.Server) (*stack.Stack, error) {
 	}
 	return st, nil
 }
+
+// Close closes srv without hanging on its open connections. tsnet's Server.Close stops the
+// netstack's outbound packet loop before it closes the gVisor stack, whose Close then resets
+// every connection left: past 512 resets (the outbound queue's size) the writer blocks for
+// ever. Aborting the endpoints first, while the loop still drains the queue, leaves the stack
+// nothing to reset.
+func Close(srv *tsnet.Server) error {
+	if st, err := stackOf(srv); err == nil {
+		for _, ep := range st.RegisteredEndpoints() {
+			ep.Abort()
+		}
+	}
+	return srv.Close()
+}

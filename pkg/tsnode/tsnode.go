@@ -92,7 +92,7 @@ func (n *Nodes) Remove(tailnet string) {
 		go func() {
 			<-nd.ready
 			if nd.srv != nil {
-				nd.srv.Close()
+				Close(nd.srv)
 			}
 		}()
 	}

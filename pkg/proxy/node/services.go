@@ -131,10 +131,11 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 	return n.dialer.Dial(ctx, network, address)
 }
 
-// Close stops following the network map and closes the node.
+// Close stops following the network map and closes the node (tsnode.Close: it does not hang
+// on open connections).
 func (n *Node) Close() error {
 	n.stop()
-	return n.Server.Close()
+	return tsnode.Close(n.Server)
 }
 
 // ServiceConns returns a listener of the connections to the VIPs of Service name ("svc:...") on
