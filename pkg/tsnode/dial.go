@@ -8,9 +8,7 @@ import (
 	"hash/maphash"
 	"net"
 	"net/netip"
-	"reflect"
 	"sync"
-	"unsafe"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -20,7 +18,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 	"tailscale.com/tsnet"
-	"tailscale.com/wgengine/netstack"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
 )
 
 // portTries bounds the local ports one dial tries before it gives up.
@@ -48,7 +47,7 @@ type Dialer struct {
 // NewDialer returns a Dialer for srv, which must be up. It fails on a node without the
 // userspace network stack the Dialer needs.
 func NewDialer(srv *tsnet.Server) (*Dialer, error) {
-	st, err := stackOf(srv)
+	st, err := gvstack.Of(srv)
 	if err != nil {
 		return nil, err
 	}
@@ -153,38 +152,4 @@ func (d *Dialer) dialFrom(ctx context.Context, proto tcpip.NetworkProtocolNumber
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: errors.New(terr.String())}
 	}
 	return gonet.NewTCPConn(&wq, ep), nil
-}
-
-// stackOf returns the gVisor stack of srv's netstack. tailscale.com v1.102.5 does not export
-// it (netstack.Impl keeps it in the unexported field ipstack), so it is read by reflection;
-// a version that renames the field makes this an error, not a crash, and TestDialer fails.
-func stackOf(srv *tsnet.Server) (*stack.Stack, error) {
-	ns, _ := srv.Sys().Netstack.GetOK()
-	impl, ok := ns.(*netstack.Impl)
-	if !ok || impl == nil {
-		return nil, errors.New("the node has no userspace network stack")
-	}
-	f := reflect.ValueOf(impl).Elem().FieldByName("ipstack")
-	if !f.IsValid() || f.Type() != reflect.TypeFor[*stack.Stack]() {
-		return nil, errors.New("tailscale.com's netstack.Impl has no ipstack field of type *stack.Stack")
-	}
-	st := *(**stack.Stack)(unsafe.Pointer(f.UnsafeAddr()))
-	if st == nil {
-		return nil, errors.New("the node's network stack is not created yet")
-	}
-	return st, nil
-}
-
-// Close closes srv without hanging on its open connections. tsnet's Server.Close stops the
-// netstack's outbound packet loop before it closes the gVisor stack, whose Close then resets
-// every connection left: past 512 resets (the outbound queue's size) the writer blocks for
-// ever. Aborting the endpoints first, while the loop still drains the queue, leaves the stack
-// nothing to reset.
-func Close(srv *tsnet.Server) error {
-	if st, err := stackOf(srv); err == nil {
-		for _, ep := range st.RegisteredEndpoints() {
-			ep.Abort()
-		}
-	}
-	return srv.Close()
 }

@@ -21,6 +21,8 @@ import (
 	"tailscale.com/net/netns"
 	"tailscale.com/tsnet"
 	"tailscale.com/wgengine/netstack"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
 )
 
 // peerWait bounds how long a new node waits for its first peers before it is used.
@@ -92,7 +94,7 @@ func (n *Nodes) Remove(tailnet string) {
 		go func() {
 			<-nd.ready
 			if nd.srv != nil {
-				Close(nd.srv)
+				gvstack.Close(nd.srv)
 			}
 		}()
 	}

@@ -16,6 +16,7 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tsnode"
 )
 
@@ -131,11 +132,11 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 	return n.dialer.Dial(ctx, network, address)
 }
 
-// Close stops following the network map and closes the node (tsnode.Close: it does not hang
+// Close stops following the network map and closes the node (gvstack.Close: it does not hang
 // on open connections).
 func (n *Node) Close() error {
 	n.stop()
-	return tsnode.Close(n.Server)
+	return gvstack.Close(n.Server)
 }
 
 // ServiceConns returns a listener of the connections to the VIPs of Service name ("svc:...") on
