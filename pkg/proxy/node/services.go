@@ -11,6 +11,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"k8s.io/klog/v2"
+	"tailscale.com/client/local"
 	"tailscale.com/ipn"
 	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
@@ -64,26 +65,43 @@ func Wrap(srv *tsnet.Server) (*Node, error) {
 		return nil, fmt.Errorf("watching the node's network map: %w", err)
 	}
 	n := &Node{Server: srv, dialer: d, impl: impl, stop: cancel, changed: make(chan struct{}), ports: map[uint16]*portListener{}}
-	go func() {
-		defer w.Close()
+	go n.follow(ctx, lc, w)
+	return n, nil
+}
+
+// follow keeps the VIPs from w's network maps until ctx ends, watching again when the
+// watch breaks.
+func (n *Node) follow(ctx context.Context, lc *local.Client, w *local.IPNBusWatcher) {
+	for {
 		for {
 			msg, err := w.Next()
 			if err != nil {
-				return
+				break
 			}
-			var self tailcfg.NodeView
 			switch {
 			case msg.NetMap != nil:
-				self = msg.NetMap.SelfNode
+				n.setVIPs(msg.NetMap.SelfNode)
 			case msg.SelfChange != nil:
-				self = msg.SelfChange.View()
-			default:
-				continue
+				n.setVIPs(msg.SelfChange.View())
 			}
-			n.setVIPs(self)
 		}
-	}()
-	return n, nil
+		w.Close()
+		for {
+			if ctx.Err() != nil {
+				return
+			}
+			var err error
+			if w, err = lc.WatchIPNBus(ctx, ipn.NotifyInitialNetMap); err == nil {
+				break
+			}
+			klog.ErrorS(err, "Watching the node's network map again")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
 
 // setVIPs records the Service VIPs the control plane gives self (its service-host capability).
