@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+	"tailscale.com/net/tsaddr"
 	"tailscale.com/tsnet"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
@@ -33,7 +34,8 @@ const portTries = 256
 // which a random port hits with a probability of (pairs in TIME_WAIT) / (ports in the
 // range), a few percent at 100 new connections/s; a sequence reuses a port pair only after
 // the whole range, about 49,500 connections to that destination. A port pair the node itself
-// still holds is skipped. Anything else (UDP, names) is dialled by the node as usual.
+// still holds is skipped. Anything else (UDP, names, addresses outside the tailnet's ranges)
+// is dialled by tsnet as usual.
 type Dialer struct {
 	srv         *tsnet.Server
 	st          *stack.Stack
@@ -63,6 +65,10 @@ func (d *Dialer) Dial(ctx context.Context, network, address string) (net.Conn, e
 		return d.srv.Dial(ctx, network, address)
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !tsaddr.IsTailscaleIP(ap.Addr()) {
+		// Subnet routes and addresses outside the tailnet: tsnet decides how to reach them.
+		return d.srv.Dial(ctx, network, address)
+	}
 	v4, v6 := d.srv.TailscaleIPs()
 	local, proto := v4, tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber)
 	if ap.Addr().Is6() {
