@@ -1,60 +1,15 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"time"
 
-	proxyproto "github.com/pires/go-proxyproto"
 	"k8s.io/klog/v2"
-	"tailscale.com/tsnet"
+	"tailscale.com/client/local"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 )
-
-// proxyProtocolVersion is the PROXY protocol header tsnet prepends to every hosted Service
-// connection: tsnet hands them over a loopback socket, so the header is the only place the
-// tailnet caller's address is found.
-const proxyProtocolVersion = 2
-
-// callerConn is an accepted Service connection whose PROXY protocol header has been read; Read
-// returns what reading the header buffered first.
-type callerConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *callerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// CloseWrite half-closes the underlying connection, as forward.Pipe expects of TCP.
-func (c *callerConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.New("no half-close")
-}
-
-// readCaller reads conn's PROXY protocol header within timeout and returns the connection
-// past it and the tailnet caller's address.
-func readCaller(conn net.Conn, timeout time.Duration) (*callerConn, netip.AddrPort, error) {
-	br := bufio.NewReader(conn)
-	_ = conn.SetReadDeadline(time.Now().Add(timeout))
-	h, err := proxyproto.Read(br)
-	_ = conn.SetReadDeadline(time.Time{})
-	if err != nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("reading the PROXY protocol header: %w", err)
-	}
-	src, _, ok := h.TCPAddrs()
-	if !ok {
-		return nil, netip.AddrPort{}, fmt.Errorf("the PROXY protocol header carries no TCP source address (%v)", h.SourceAddr)
-	}
-	ap := src.AddrPort()
-	return &callerConn{Conn: conn, r: br}, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-}
 
 // WhoIsFunc returns the ACL tags of the tailnet node at addr ("ip:port"); none for an untagged
 // (user-owned) device.
@@ -62,7 +17,9 @@ type WhoIsFunc func(ctx context.Context, addr string) ([]string, error)
 
 // whoIsOf is the WhoIs of a tsnet node's LocalClient; nil for other nodes.
 func whoIsOf(n Node) WhoIsFunc {
-	srv, ok := n.(*tsnet.Server)
+	srv, ok := n.(interface {
+		LocalClient() (*local.Client, error)
+	})
 	if !ok {
 		return nil
 	}

@@ -38,6 +38,7 @@ type env struct {
 	sim     *tailnetsim.Tailnet
 	client  *fake.Clientset
 	node    *tsnet.Server // the proxy's node
+	wrapped *node.Node    // node as the proxy uses it
 	peer    *tsnet.Server // a tailnet client
 	bind    string        // egress bind IP, a loopback address of its own
 	metrics *prometheus.Registry
@@ -51,6 +52,9 @@ type env struct {
 	benchVIP string
 	// benchRuleVIP is BenchmarkServiceNewConnectionsWithAccessRule's.
 	benchRuleVIP string
+	// churnVIPAddr and churnEgressAddr are where TestNewConnectionsAreNeverDropped and
+	// BenchmarkNewConnections connect, made once per process.
+	churnVIPAddr, churnEgressAddr string
 }
 
 var (
@@ -113,6 +117,9 @@ func startEnv() (_ *env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.wrapped, err = node.Wrap(e.node); err != nil {
+		return nil, err
+	}
 	if e.peer, err = sim.NewNode(ctx, "client", sim.AuthKey()); err != nil {
 		return nil, err
 	}
@@ -120,7 +127,7 @@ func startEnv() (_ *env, err error) {
 	e.client = fake.NewSimpleClientset()
 	e.metrics = prometheus.NewRegistry()
 	e.proxy, err = proxy.New(proxy.Options{
-		Client: e.client, Node: e.node, Metrics: forward.NewMetrics(e.metrics), EgressBindAddress: e.bind,
+		Client: e.client, Node: e.wrapped, Metrics: forward.NewMetrics(e.metrics), EgressBindAddress: e.bind,
 		DialTimeout: 5 * time.Second, Retry: 200 * time.Millisecond, ExternalServices: tenancy.ExternalServices{Allowed: true},
 		Selection: proxy.Selection{Namespace: namespace,
 			EndpointsSelector: labels.SelectorFromSet(labels.Set{"egress": "true"}),
@@ -148,7 +155,9 @@ func (e *env) close() {
 		e.stop()
 		<-e.stopped // the proxy closes its connections before its node closes
 	}
-	if e.node != nil {
+	if e.wrapped != nil {
+		e.wrapped.Close()
+	} else if e.node != nil {
 		e.node.Close()
 	}
 	if e.sim != nil {

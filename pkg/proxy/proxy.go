@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,15 +40,32 @@ const (
 	DefaultDialTimeout = 10 * time.Second
 	DefaultMaxAttempts = 3
 	DefaultRetry       = 5 * time.Second
+	// DefaultMaxConnections is the default of Options.MaxConnections.
+	DefaultMaxConnections = 10000
+	// DefaultDrainGrace is the default of Options.DrainGrace.
+	DefaultDrainGrace = 30 * time.Second
 )
 
-// Node is what the proxy needs of its tsnet node; *tsnet.Server implements it.
+// Refusal reasons of the proxy's own, next to pkg/accesscontrol's.
+const (
+	// ReasonConnectionLimit: the listener already had MaxConnections open.
+	ReasonConnectionLimit = "connection_limit"
+	// ReasonLocalConnection: a connection to tsnet's local forwarding socket of a Service,
+	// which carries nothing from the tailnet (the proxy takes Service connections from the
+	// node's network stack), so whatever arrives there is a local process's.
+	ReasonLocalConnection = "local_connection"
+)
+
+// Node is what the proxy needs of its tsnet node; *node.Node (pkg/proxy/node) implements it.
 type Node interface {
 	Dial(ctx context.Context, network, address string) (net.Conn, error)
+	// ListenService advertises a Service port; the proxy accepts nothing from the listener
+	// it returns (tsnet's local forwarding socket).
 	ListenService(name string, mode tsnet.ServiceMode) (*tsnet.ServiceListener, error)
+	// ServiceConns accepts the connections to a Service port from the node's network stack,
+	// their RemoteAddr the tailnet caller.
+	ServiceConns(name string, port uint16) (net.Listener, error)
 }
-
-var _ Node = (*tsnet.Server)(nil)
 
 // Selection names the objects a proxy serves, all in Namespace.
 type Selection struct {
@@ -87,6 +105,13 @@ type Options struct {
 	UDPIdle time.Duration
 	// ExternalServices is what externalServices may dial; the zero value dials none.
 	ExternalServices tenancy.ExternalServices
+	// MaxConnections caps the connections open at once through one listener (an egress port
+	// or a Service port); more are refused and counted. DefaultMaxConnections when zero.
+	MaxConnections int
+	// DrainGrace is how long, once Run's context ends, open connections may go on after the
+	// listeners closed (Services withdrawn) before they are closed. DefaultDrainGrace when
+	// zero; negative closes them at once.
+	DrainGrace time.Duration
 	// WhoIs identifies the tailnet callers of hosted Services for their access rule
 	// (pkg/accesscontrol); the node's LocalClient WhoIs when nil and Node is a *tsnet.Server.
 	WhoIs WhoIsFunc
@@ -133,6 +158,12 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = DefaultRetry
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.DrainGrace == 0 {
+		opts.DrainGrace = DefaultDrainGrace
 	}
 	if opts.WhoIs == nil {
 		opts.WhoIs = whoIsOf(opts.Node)
@@ -314,25 +345,46 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 // DrainTimeout bounds how long Run waits for connections to end after closing them.
 const DrainTimeout = 10 * time.Second
 
+// closeAll stops serving. Every listener closes first: the Services' advertisements are
+// withdrawn, so that the control plane sends their new connections to other hosts, and the
+// egress ports stop accepting. Open connections then have DrainGrace to finish; the rest are
+// closed, while the node still runs to send their FINs.
 func (p *Proxy) closeAll() {
 	p.mu.Lock()
-	for name, l := range p.egress {
-		l.close()
-		delete(p.egress, name)
-	}
 	for name, l := range p.services {
 		l.close()
 		delete(p.services, name)
 	}
+	for name, l := range p.egress {
+		l.close()
+		delete(p.egress, name)
+	}
 	p.mu.Unlock()
 	p.connsMu.Lock()
 	p.closing = true
+	open := len(p.open)
+	p.connsMu.Unlock()
+	done := make(chan struct{})
+	go func() { p.handlers.Wait(); close(done) }()
+	if p.opts.DrainGrace > 0 && open > 0 {
+		klog.InfoS("Listeners closed; draining open connections", "open", open, "grace", p.opts.DrainGrace)
+		grace := time.NewTimer(p.opts.DrainGrace)
+		defer grace.Stop()
+		select {
+		case <-done:
+			klog.InfoS("Every connection finished within the grace period")
+			return
+		case <-grace.C:
+		}
+	}
+	p.connsMu.Lock()
+	if n := len(p.open); n > 0 {
+		klog.InfoS("Closing the connections still open", "open", n)
+	}
 	for c := range p.open {
 		c.Close()
 	}
 	p.connsMu.Unlock()
-	done := make(chan struct{})
-	go func() { p.handlers.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(DrainTimeout):
@@ -419,7 +471,7 @@ func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener,
 			return nil, fmt.Errorf("listening on tcp %s: %w", addr, err)
 		}
 		l.addr = ln.Addr().String()
-		go p.acceptLoop(ln, func(conn net.Conn) {
+		go p.acceptLoop(ln, e.Listener(), func(conn net.Conn) {
 			dctx, dcancel := context.WithTimeout(lctx, p.opts.DialTimeout)
 			target, err := dial(dctx)
 			dcancel()
@@ -448,9 +500,16 @@ type serviceListener struct {
 }
 
 func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Balancer) (*serviceListener, error) {
-	ln, err := p.opts.Node.ListenService(s.Name, tsnet.ServiceModeTCP{Port: s.Port, PROXYProtocolVersion: proxyProtocolVersion})
+	// The node's own listener first, so that no connection reaches tsnet's forwarding socket
+	// once the Service is advertised.
+	conns, err := p.opts.Node.ServiceConns(s.Name, s.Port)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s port %d: %w", s.Name, s.Port, err)
+	}
+	ln, err := p.opts.Node.ListenService(s.Name, tsnet.ServiceModeTCP{Port: s.Port})
+	if err != nil {
+		conns.Close()
+		return nil, fmt.Errorf("advertising %s port %d: %w", s.Name, s.Port, err)
 	}
 	l := &serviceListener{}
 	l.balancer.Store(bal)
@@ -458,22 +517,24 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 	l.access.Store(&access)
 	lctx, cancel := context.WithCancel(ctx)
 	name := s.Listener()
-	go p.acceptLoop(ln, func(conn net.Conn) {
-		cc, caller, err := readCaller(conn, p.opts.DialTimeout)
+	go refuseLocal(ln, func() { p.opts.Metrics.Refused(name, ReasonLocalConnection) })
+	go p.acceptLoop(conns, name, func(conn net.Conn) {
+		caller, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 		if err != nil {
 			p.opts.Metrics.Refused(name, accesscontrol.ReasonUnknownCaller)
-			klog.V(2).InfoS("Refused: no caller address", "listener", name, "err", err)
 			conn.Close()
 			return
 		}
+		caller = netip.AddrPortFrom(caller.Addr().Unmap(), caller.Port())
 		if reason := p.admit(lctx, name, *l.access.Load(), caller); reason != "" {
 			p.opts.Metrics.Refused(name, reason)
 			conn.Close()
 			return
 		}
-		p.forwardService(lctx, name, l.balancer.Load(), cc)
+		p.forwardService(lctx, name, l.balancer.Load(), conn)
 	})
-	l.close = func() { cancel(); ln.Close() }
+	// Closing ln withdraws the Service's advertisement of this port.
+	l.close = func() { cancel(); ln.Close(); conns.Close() }
 	return l, nil
 }
 
@@ -516,8 +577,10 @@ func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balanc
 	conn.Close()
 }
 
-// acceptLoop hands each accepted connection to handle on its own goroutine until ln closes.
-func (p *Proxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
+// acceptLoop hands each connection accepted on the listener called name to handle on its own
+// goroutine until ln closes, refusing those beyond MaxConnections open at once.
+func (p *Proxy) acceptLoop(ln net.Listener, name string, handle func(net.Conn)) {
+	var open atomic.Int64
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -526,6 +589,13 @@ func (p *Proxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
 				continue
 			}
 			return
+		}
+		if open.Add(1) > int64(p.opts.MaxConnections) {
+			open.Add(-1)
+			p.opts.Metrics.Refused(name, ReasonConnectionLimit)
+			klog.V(2).InfoS("Refused: connection limit reached", "listener", name, "limit", p.opts.MaxConnections)
+			conn.Close()
+			continue
 		}
 		p.connsMu.Lock()
 		if p.closing {
@@ -537,8 +607,27 @@ func (p *Proxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
 		p.connsMu.Unlock()
 		go func() {
 			defer p.handlers.Done()
+			defer open.Add(-1)
 			defer p.track(conn)()
 			handle(conn)
 		}()
+	}
+}
+
+// refuseLocal closes every connection to tsnet's local forwarding socket of a Service until it
+// closes, counting each with refused.
+func refuseLocal(ln net.Listener, refused func()) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		refused()
+		klog.V(2).InfoS("Refused a local connection to a Service's forwarding socket", "from", conn.RemoteAddr())
+		conn.Close()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -179,7 +180,13 @@ func TestEgressPortsSurviveChangesToTheObject(t *testing.T) {
 
 func (e *env) metricsText(t *testing.T) string {
 	t.Helper()
-	mfs, err := e.metrics.Gather()
+	return gatheredText(t, e.metrics)
+}
+
+// gatheredText renders reg's metrics one a line, "name{labels} value".
+func gatheredText(t *testing.T, reg prometheus.Gatherer) string {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,8 @@ import (
 	"tailscale.com/net/netns"
 	"tailscale.com/tsnet"
 	"tailscale.com/wgengine/netstack"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
 )
 
 // peerWait bounds how long a new node waits for its first peers before it is used.
@@ -58,9 +60,10 @@ type Nodes struct {
 }
 
 type node struct {
-	ready chan struct{} // closed once server or err is set
-	srv   *tsnet.Server
-	err   error
+	ready  chan struct{} // closed once server or err is set
+	srv    *tsnet.Server
+	dialer *Dialer
+	err    error
 }
 
 // New returns Nodes that start no node until one is needed. A loopback ControlURL (a local test
@@ -74,11 +77,11 @@ func New(opts Options) *Nodes {
 
 // DialContext dials address through the node of tailnet, starting the node if needed.
 func (n *Nodes) DialContext(ctx context.Context, tailnet, network, address string) (net.Conn, error) {
-	srv, err := n.server(ctx, tailnet)
+	nd, err := n.node(ctx, tailnet)
 	if err != nil {
 		return nil, err
 	}
-	return srv.Dial(ctx, network, address)
+	return nd.dialer.Dial(ctx, network, address)
 }
 
 // Remove stops the node of tailnet, if any.
@@ -91,7 +94,7 @@ func (n *Nodes) Remove(tailnet string) {
 		go func() {
 			<-nd.ready
 			if nd.srv != nil {
-				nd.srv.Close()
+				gvstack.Close(nd.srv)
 			}
 		}()
 	}
@@ -113,6 +116,14 @@ func (n *Nodes) Close() {
 // server returns the running node of tailnet, starting it once; a failed start is retried by
 // the next caller.
 func (n *Nodes) server(ctx context.Context, tailnet string) (*tsnet.Server, error) {
+	nd, err := n.node(ctx, tailnet)
+	if err != nil {
+		return nil, err
+	}
+	return nd.srv, nil
+}
+
+func (n *Nodes) node(ctx context.Context, tailnet string) (*node, error) {
 	n.mu.Lock()
 	nd, ok := n.nodes[tailnet]
 	if !ok {
@@ -134,7 +145,7 @@ func (n *Nodes) server(ctx context.Context, tailnet string) (*tsnet.Server, erro
 		n.mu.Unlock()
 		return nil, nd.err
 	}
-	return nd.srv, nil
+	return nd, nil
 }
 
 func (n *Nodes) start(tailnet string, nd *node) {
@@ -169,6 +180,13 @@ func (n *Nodes) start(tailnet string, nd *node) {
 	if err := SetTimeWait(srv, TimeWait); err != nil {
 		logger.Error(err, "Keeping the network stack's default TIME_WAIT")
 	}
+	dialer, err := NewDialer(srv)
+	if err != nil {
+		srv.Close()
+		nd.err = fmt.Errorf("the node of tailnet %s: %w", tailnet, err)
+		return
+	}
+	nd.dialer = dialer
 	if err := waitForPeers(ctx, srv); err != nil {
 		logger.Info("Node joined but sees no peers yet", "err", err)
 	}

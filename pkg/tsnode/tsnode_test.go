@@ -10,7 +10,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/health"
+	"github.com/tailscale-gateway/tailscale-gateway/test/churn"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -77,4 +79,39 @@ func TestProbesLeaveShortTimeWait(t *testing.T) {
 		t.Fatalf("%d connections still on the node after 30 s: %v", connected(), err)
 	}
 	t.Logf("the node's probe connections were gone %v after the last probe (TimeWait %v)", time.Since(start).Round(100*time.Millisecond), TimeWait)
+}
+
+// TestProbeDialsNeverHitAPeersTimeWait dials a simulated device (a tsnet node, whose netstack
+// drops a SYN from a port pair it holds in TIME_WAIT) 6,000 times through a node, the device
+// closing first half of the time, and wants no connection failed or slowed by a lost SYN: the
+// node's Dialer does not reuse a port pair towards one destination until its range is used up.
+func TestProbeDialsNeverHitAPeersTimeWait(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sim, err := tailnetsim.Start(ctx, tailnetsim.Options{Dir: t.TempDir(),
+		Devices: []tailnetsim.DeviceSpec{{Hostname: "web", HTTPPort: tailnetsim.DefaultHTTPPort}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	web, err := sim.Device("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := New(Options{Dir: t.TempDir(), Hostname: "prober", ControlURL: sim.ControlURL(),
+		MintKey: func(context.Context, string) (string, error) { return sim.AuthKey(), nil }})
+	addr := net.JoinHostPort(web.IPv4.String(), "80")
+	dial := func(ctx context.Context) (net.Conn, error) { return nodes.DialContext(ctx, "sim", "tcp", addr) }
+	srv, err := nodes.server(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gvstack.Close(srv)
+	serverFirst, clientFirst := churn.BothWays(ctx, 6000, dial)
+	for what, r := range map[string]churn.Result{"server closes first": serverFirst, "client closes first": clientFirst} {
+		t.Logf("%s: %v", what, r)
+		if err := r.Err(); err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
 }

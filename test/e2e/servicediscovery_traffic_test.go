@@ -115,7 +115,12 @@ func TestDiscoveryTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { aNode.Close() })
+	aProxyNode, err := node.Wrap(aNode)
+	if err != nil {
+		aNode.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { aProxyNode.Close() })
 	if err := sim.RouteService(c, vipA, addrA, aNode, bNode); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +155,7 @@ func TestDiscoveryTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(proxy.Options{Client: client, Node: aNode, Metrics: forward.NewMetrics(prometheus.NewRegistry()),
+	p, err := proxy.New(proxy.Options{Client: client, Node: aProxyNode, Metrics: forward.NewMetrics(prometheus.NewRegistry()),
 		Retry: 200 * time.Millisecond, EgressBindAddress: "127.0.0.1",
 		HostDialer: clusterIPDialer{net.JoinHostPort(web.Spec.ClusterIP, "80"): backendA.Listener.Addr().String()},
 		Selection: proxy.Selection{Namespace: ns, Endpoints: []string{remote},

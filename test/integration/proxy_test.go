@@ -75,7 +75,11 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	if err := env.sim.RouteService(c, "svc:web", vip, gw, client); err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(proxy.Options{Client: env.client, Node: gw, Metrics: forward.NewMetrics(prometheus.NewRegistry()),
+	gwNode, err := node.Wrap(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.New(proxy.Options{Client: env.client, Node: gwNode, Metrics: forward.NewMetrics(prometheus.NewRegistry()),
 		Retry: 200 * time.Millisecond, Selection: proxy.Selection{Namespace: "sim", Services: []string{"web"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +90,7 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	t.Cleanup(func() {
 		stop()
 		<-stopped
-		gw.Close()
+		gwNode.Close()
 	})
 
 	// One connection per request: each answer names the device the proxy chose. Now and then

@@ -19,6 +19,8 @@ import (
 	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/gvstack"
 )
 
 // Default ports served by a device created with AllProtocols.
@@ -413,7 +415,7 @@ func (r *deviceRun) stop() {
 	for c := range conns {
 		c.Close()
 	}
-	r.srv.Close()
+	gvstack.Close(r.srv) // tsnet's Close alone hangs past 512 connections to reset
 	r.wg.Wait()
 }
 

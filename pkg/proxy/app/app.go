@@ -47,6 +47,8 @@ type Options struct {
 
 	EgressBindAddress  string
 	MetricsBindAddress string
+	MaxConnections     int
+	DrainGrace         time.Duration
 	// External sets which externalServices the proxy dials; none by default.
 	External tenancy.ExternalFlags
 }
@@ -54,7 +56,7 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{Namespace: "default", StateDir: "/var/lib/tailscale-gateway-proxy", Hostname: "tailscale-gateway-proxy",
-		MetricsBindAddress: ":9090"}
+		MetricsBindAddress: ":9090", MaxConnections: proxy.DefaultMaxConnections, DrainGrace: proxy.DefaultDrainGrace}
 }
 
 // AddFlags adds the options to fs.
@@ -75,6 +77,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.Tags, "tags", o.Tags, "ACL tags requested at enrollment; hosting a Tailscale Service needs one")
 	fs.Uint16Var(&o.TSNetPort, "tsnet-port", o.TSNetPort, "UDP port of WireGuard; 0 picks one")
 	fs.StringVar(&o.EgressBindAddress, "egress-bind-address", o.EgressBindAddress, "IP the egress listeners bind to; empty binds every address")
+	fs.IntVar(&o.MaxConnections, "max-connections-per-listener", o.MaxConnections,
+		"connections open at once through one egress or Service port; more are refused and counted in tailscale_gateway_proxy_refused_total{reason=\"connection_limit\"}")
+	fs.DurationVar(&o.DrainGrace, "drain-grace", o.DrainGrace,
+		"on SIGTERM, how long open connections may finish after the listeners closed and the Services were withdrawn; keep it below the pod's terminationGracePeriodSeconds")
 	o.External.AddFlags(fs)
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics, /healthz and /readyz; empty disables them")
 }
@@ -142,12 +148,18 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer closeNode(srv)
+	nd, err := node.Wrap(srv)
+	if err != nil {
+		closeNode(srv)
+		return err
+	}
+	defer closeNode(nd)
 
 	epSel, _ := parseSelector(o.EndpointsSelector)
 	svcSel, _ := parseSelector(o.ServicesSelector)
 	external, _ := o.External.Rule() // checked by Validate
-	p, err := proxy.New(proxy.Options{Client: client, Node: srv, Metrics: metrics, EgressBindAddress: o.EgressBindAddress, ExternalServices: external,
+	p, err := proxy.New(proxy.Options{Client: client, Node: nd, Metrics: metrics, EgressBindAddress: o.EgressBindAddress, ExternalServices: external,
+		MaxConnections: o.MaxConnections, DrainGrace: o.DrainGrace,
 		Selection: proxy.Selection{Namespace: o.Namespace, Endpoints: o.Endpoints, EndpointsSelector: epSel,
 			Services: o.Services, ServicesSelector: svcSel}})
 	if err != nil {

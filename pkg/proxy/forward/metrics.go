@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		noBackend: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailscale_gateway_proxy_no_backend_total",
 			Help: "Connections to a Service port closed because no backend was usable."}, []string{"listener"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailscale_gateway_proxy_refused_total",
-			Help: "Connections to a Service port refused by its access rule; reason is denied_tag, not_allowed or unknown_caller."}, []string{"listener", "reason"}),
+			Help: "Connections refused by a listener; reason is denied_tag, not_allowed or unknown_caller (a Service port's access rule), connection_limit (the listener's cap) or local_connection (a local process on a Service's forwarding socket)."}, []string{"listener", "reason"}),
 		PortConflicts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailscale_gateway_proxy_egress_port_conflicts",
 			Help: "Egress endpoints not served because another endpoint holds their derived port."}),
 	}
