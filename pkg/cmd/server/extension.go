@@ -162,7 +162,8 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 	case mode == EndpointModeProxy:
 		return nil, fmt.Errorf("--extension-endpoint-mode=proxy without a cluster needs --extension-proxy-address")
 	}
-	hookOpts := hook.Options{XDSAddress: advertise, Gateways: factory.Gateway().V1alpha1().TailscaleGateways().Lister(), Defaulter: scheme}
+	hookOpts := hook.Options{XDSAddress: advertise, Gateways: factory.Gateway().V1alpha1().TailscaleGateways().Lister(),
+		Endpoints: factory.Gateway().V1alpha1().TailscaleEndpoints().Lister(), Defaulter: scheme}
 	if core != nil {
 		gw, err := gwclient.NewForConfig(core)
 		if err != nil {

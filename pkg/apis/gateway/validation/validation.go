@@ -3,7 +3,10 @@
 package validation
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"maps"
 	"net"
@@ -292,7 +295,61 @@ func validateEndpoint(ep *gateway.TailscaleEndpoint, fldPath *field.Path) field.
 	}
 	allErrs = append(allErrs, validateHealthCheck(ep.HealthCheck, fldPath.Child("healthCheck"))...)
 	allErrs = append(allErrs, metav1validation.ValidateLabels(ep.Metadata, fldPath.Child("metadata"))...)
+	allErrs = append(allErrs, validateUpstreamTLS(ep.TLS, ep.Protocol, fldPath.Child("tls"))...)
 	return allErrs
+}
+
+// maxCACertificateBytes bounds an endpoint's CA bundle.
+const maxCACertificateBytes = 64 << 10
+
+// validateUpstreamTLS validates an endpoint's tls: only for HTTPS and TLS endpoints, with a
+// caCertificate of PEM certificates only.
+func validateUpstreamTLS(t *gateway.UpstreamTLSConfig, protocol gateway.Protocol, fldPath *field.Path) field.ErrorList {
+	if t == nil {
+		return nil
+	}
+	var allErrs field.ErrorList
+	if protocol != gateway.ProtocolHTTPS && protocol != gateway.ProtocolTLS {
+		allErrs = append(allErrs, field.Forbidden(fldPath, "only for protocol HTTPS or TLS: Envoy originates TLS to those endpoints only"))
+	}
+	if t.CACertificate == "" {
+		return allErrs
+	}
+	caPath := fldPath.Child("caCertificate")
+	if len(t.CACertificate) > maxCACertificateBytes {
+		return append(allErrs, field.TooLong(caPath, "", maxCACertificateBytes))
+	}
+	if msg := checkCertificatesPEM([]byte(t.CACertificate)); msg != "" {
+		allErrs = append(allErrs, field.Invalid(caPath, "<PEM>", msg))
+	}
+	return allErrs
+}
+
+// checkCertificatesPEM returns why data is not a bundle of PEM X.509 certificates ("" when it
+// is). Only block types are named: a private key pasted by mistake is not echoed.
+func checkCertificatesPEM(data []byte) string {
+	n := 0
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Sprintf("holds a %q PEM block: only CERTIFICATE blocks are allowed", block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Sprintf("certificate %d does not parse: %v", n+1, err)
+		}
+		n++
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		return "holds data that is not PEM"
+	}
+	if n == 0 {
+		return "must hold at least one PEM CERTIFICATE block"
+	}
+	return ""
 }
 
 // validateHealthCheck validates a health check of an endpoint, a TailscaleServices or a TailscaleGateway.

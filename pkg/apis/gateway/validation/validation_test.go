@@ -1,6 +1,13 @@
 package validation
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -327,6 +334,23 @@ func TestValidateTailscaleEndpoints(t *testing.T) {
 		{name: "endpoint name too long", mutate: func(o *te) { o.Spec.Endpoints[2].Name = strings.Repeat("a", 64) }, want: []string{invalid(ep2 + ".name")}},
 		{name: "endpoint name 63 chars", mutate: func(o *te) { o.Spec.Endpoints[2].Name = strings.Repeat("a", 63) }},
 		{name: "endpoint name duplicate", mutate: func(o *te) { o.Spec.Endpoints[2].Name = "api-server" }, want: []string{duplicate(ep2 + ".name")}},
+		// Upstream TLS.
+		{name: "tls on an HTTP endpoint", mutate: func(o *te) { o.Spec.Endpoints[0].TLS = &gateway.UpstreamTLSConfig{} },
+			want: []string{forbidden(ep0 + ".tls")}},
+		{name: "tls with a CA on an HTTPS endpoint", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol, o.Spec.Endpoints[0].TLS = gateway.ProtocolHTTPS, &gateway.UpstreamTLSConfig{CACertificate: selfSignedPEM(t)}
+		}},
+		{name: "tls CA not PEM", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol, o.Spec.Endpoints[0].TLS = gateway.ProtocolTLS, &gateway.UpstreamTLSConfig{CACertificate: "not a certificate"}
+		}, want: []string{invalid(ep0 + ".tls.caCertificate")}},
+		{name: "tls CA with a private key", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol = gateway.ProtocolHTTPS
+			o.Spec.Endpoints[0].TLS = &gateway.UpstreamTLSConfig{CACertificate: selfSignedPEM(t) + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}
+		}, want: []string{invalid(ep0 + ".tls.caCertificate")}},
+		{name: "tls CA too long", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol = gateway.ProtocolHTTPS
+			o.Spec.Endpoints[0].TLS = &gateway.UpstreamTLSConfig{CACertificate: strings.Repeat(selfSignedPEM(t), 200)}
+		}, want: []string{tooLong(ep0 + ".tls.caCertificate")}},
 		// Tailscale IP.
 		{name: "ip empty", mutate: func(o *te) { o.Spec.Endpoints[0].TailscaleIP = "" }, want: []string{required(ep0 + ".tailscaleIP")}},
 		{name: "ip unparsable", mutate: func(o *te) { o.Spec.Endpoints[0].TailscaleIP = "api-server" }, want: []string{invalid(ep0 + ".tailscaleIP")}},
@@ -1495,4 +1519,20 @@ func TestSpecExamples(t *testing.T) {
 			checkErrors(t, errs, ex.want)
 		})
 	}
+}
+
+// selfSignedPEM is a PEM certificate of a fresh self-signed CA.
+func selfSignedPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
