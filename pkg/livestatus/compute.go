@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -359,6 +360,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	}
 	conds.set(vipReady, obj.Generation, now)
 	setAccepted(&conds, obj.Generation, now, admitted)
+	setTemplateSelected(&conds, obj, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	switch {
@@ -572,6 +574,24 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	}
 }
 
+// ConditionEndpointTemplateSelected says whether spec.selector selects the TailscaleEndpoints
+// spec.endpointTemplate provisions (absent without a template).
+const ConditionEndpointTemplateSelected = "EndpointTemplateSelected"
+
+// setTemplateSelected sets or removes the EndpointTemplateSelected condition of obj.
+func setTemplateSelected(conds *conditions, obj *gateway.TailscaleServices, now time.Time) {
+	if obj.Spec.EndpointTemplate == nil {
+		conds.remove(ConditionEndpointTemplateSelected)
+		return
+	}
+	c := metav1.Condition{Type: ConditionEndpointTemplateSelected, Status: metav1.ConditionTrue, Reason: "Selected",
+		Message: "spec.selector selects the TailscaleEndpoints spec.endpointTemplate provisions"}
+	if msg := validation.UnselectedTemplate(&obj.Spec); msg != "" {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "LabelsNotSelected", msg
+	}
+	conds.set(c, obj.Generation, now)
+}
+
 // conditions are the conditions of a status being computed. They start as the stored ones,
 // which may be shared with the watch cache and other readers and are never written through, and
 // are copied on the first change only: a read whose conditions are as stored (the usual case, as
@@ -579,6 +599,18 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 type conditions struct {
 	list  []metav1.Condition
 	owned bool
+}
+
+// remove removes the condition of type t.
+func (cs *conditions) remove(t string) {
+	if meta.FindStatusCondition(cs.list, t) == nil {
+		return
+	}
+	if !cs.owned {
+		cs.list = append(make([]metav1.Condition, 0, len(cs.list)), cs.list...)
+		cs.owned = true
+	}
+	meta.RemoveStatusCondition(&cs.list, t)
 }
 
 // set sets c, keeping the transition time when the status does not change.

@@ -1,6 +1,7 @@
 package livestatus
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -529,5 +530,34 @@ func TestMessagesReusedOnlyWhenEqual(t *testing.T) {
 		if isSyncedMessage(msg, "a.ts.net") != want {
 			t.Errorf("isSyncedMessage(%q) = %v", msg, !want)
 		}
+	}
+}
+
+// A template whose labels the selector does not match is reported (the object is accepted with
+// an admission warning); fixing the labels turns the condition True; removing the template removes it.
+func TestServicesEndpointTemplateSelected(t *testing.T) {
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web", Generation: 3},
+		Spec: gateway.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "region", Operator: metav1.LabelSelectorOpIn, Values: []string{"east", "west"}}}},
+			EndpointTemplate: &gateway.EndpointTemplate{Tailnet: "company.ts.net", Labels: map[string]string{"region": "auto"}},
+		},
+	}
+	cond := func() *metav1.Condition {
+		obj.Status = Services(obj, sources(), fakeSelector{}, now)
+		return meta.FindStatusCondition(obj.Status.Conditions, ConditionEndpointTemplateSelected)
+	}
+	if c := cond(); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "LabelsNotSelected" || c.ObservedGeneration != 3 ||
+		!strings.Contains(c.Message, "region=auto") {
+		t.Fatalf("template outside the selector: %+v", c)
+	}
+	obj.Spec.EndpointTemplate.Labels["region"] = "east"
+	if c := cond(); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("template inside the selector: %+v", c)
+	}
+	obj.Spec.EndpointTemplate = nil
+	if c := cond(); c != nil {
+		t.Fatalf("without a template: %+v", c)
 	}
 }

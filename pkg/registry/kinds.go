@@ -86,6 +86,7 @@ var (
 		},
 		Validate:       validation.ValidateTailscaleServices,
 		ValidateUpdate: validation.ValidateTailscaleServicesUpdate,
+		Warnings:       validation.TailscaleServicesWarnings,
 		Columns: []metav1.TableColumnDefinition{
 			{Name: "VIP", Type: "string", Description: "The Tailscale VIP service."},
 			{Name: "Strategy", Type: "string", Description: "The load balancing strategy."},

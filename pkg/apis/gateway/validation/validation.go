@@ -694,17 +694,33 @@ func validateEndpointTemplate(tmpl *gateway.EndpointTemplate, selector *metav1.L
 		allErrs = append(allErrs, validateProxy(tmpl.Proxy, fldPath.Child("proxy"))...)
 	}
 	allErrs = append(allErrs, validatePortsBesideProxy(tmpl.Ports, tmpl.Proxy, fldPath.Child("ports"))...)
-	labelsPath := fldPath.Child("labels")
-	allErrs = append(allErrs, metav1validation.ValidateLabels(tmpl.Labels, labelsPath)...)
-	// Provisioned endpoints the selector does not select would be provisioned again and again.
-	// An invalid or missing selector is reported on spec.selector instead.
-	if selector != nil && (len(selector.MatchLabels) > 0 || len(selector.MatchExpressions) > 0) {
-		if sel, err := metav1.LabelSelectorAsSelector(selector); err == nil && !sel.Matches(labels.Set(tmpl.Labels)) {
-			allErrs = append(allErrs, field.Invalid(labelsPath, tmpl.Labels,
-				fmt.Sprintf("must match spec.selector (%s) so that the provisioned TailscaleEndpoints are selected", sel)))
-		}
-	}
+	allErrs = append(allErrs, metav1validation.ValidateLabels(tmpl.Labels, fldPath.Child("labels"))...)
 	return allErrs
+}
+
+// UnselectedTemplate returns why the TailscaleEndpoints spec.endpointTemplate provisions would
+// not be selected by spec.selector ("" when they would be, or when either is absent or invalid:
+// an invalid selector is reported by validation). spec/tailscale-services.md's Complete Example
+// is such a spec; it is accepted with this as a warning and a status condition.
+func UnselectedTemplate(spec *gateway.TailscaleServicesSpec) string {
+	tmpl, selector := spec.EndpointTemplate, spec.Selector
+	if tmpl == nil || selector == nil || (len(selector.MatchLabels) == 0 && len(selector.MatchExpressions) == 0) {
+		return ""
+	}
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil || sel.Matches(labels.Set(tmpl.Labels)) {
+		return ""
+	}
+	return fmt.Sprintf("spec.endpointTemplate.labels (%s) do not match spec.selector (%s): the TailscaleEndpoints the template provisions would not be selected, so it would serve nothing",
+		labels.Set(tmpl.Labels), sel)
+}
+
+// TailscaleServicesWarnings are the admission warnings of a TailscaleServices.
+func TailscaleServicesWarnings(o *gateway.TailscaleServices) []string {
+	if msg := UnselectedTemplate(&o.Spec); msg != "" {
+		return []string{msg}
+	}
+	return nil
 }
 
 // --- TailscaleGateway ---

@@ -633,8 +633,9 @@ func TestValidateTailscaleServices(t *testing.T) {
 		{name: "template proxy connection type", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Proxy.ConnectionType = "sideways" }, want: []string{notSupported(tpl + ".proxy.connectionType")}},
 		{name: "template proxy port", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Proxy.Ports[0].Port = 70000 }, want: []string{invalid(tpl + ".proxy.ports[0].port")}},
 		{name: "template label key invalid", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Labels["bad key"] = "x" }, want: []string{invalid(tpl + ".labels")}},
-		{name: "template labels miss match label", mutate: func(o *tsvc) { delete(o.Spec.EndpointTemplate.Labels, "environment") }, want: []string{invalid(tpl + ".labels")}},
-		{name: "template labels fail expression", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Labels["region"] = "central" }, want: []string{invalid(tpl + ".labels")}},
+		// Accepted with a warning (TestTailscaleServicesWarnings).
+		{name: "template labels miss match label", mutate: func(o *tsvc) { delete(o.Spec.EndpointTemplate.Labels, "environment") }},
+		{name: "template labels fail expression", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Labels["region"] = "central" }},
 		{name: "template labels unchecked with invalid selector", mutate: func(o *tsvc) {
 			o.Spec.Selector.MatchExpressions[0].Operator = "Equals"
 			o.Spec.EndpointTemplate.Labels = nil
@@ -1091,6 +1092,8 @@ func TestSpecExamples(t *testing.T) {
 		obj  runtime.Object
 		// want lists the errors of examples that break the documents' own rules.
 		want []string
+		// warns: a TailscaleServices accepted with the UnselectedTemplate warning.
+		warns bool
 	}{
 		{
 			name: "workflow.md TailscaleTailnet",
@@ -1228,7 +1231,7 @@ func TestSpecExamples(t *testing.T) {
 					},
 				},
 			},
-			want: []string{invalid("spec.endpointTemplate.labels")},
+			warns: true,
 		},
 		{
 			// "region: auto" is not in the selector's "region In (east, west)".
@@ -1270,7 +1273,7 @@ func TestSpecExamples(t *testing.T) {
 					},
 				},
 			},
-			want: []string{invalid("spec.endpointTemplate.labels")},
+			warns: true,
 		},
 		{
 			name: "tailscale-services.md weighted, external services and basic selector snippets",
@@ -1511,6 +1514,9 @@ func TestSpecExamples(t *testing.T) {
 				errs = ValidateTailscaleEndpoints(obj)
 			case *gateway.TailscaleServices:
 				errs = ValidateTailscaleServices(obj)
+				if got := TailscaleServicesWarnings(obj); (len(got) > 0) != ex.warns {
+					t.Errorf("warnings %q, want a warning: %v", got, ex.warns)
+				}
 			case *gateway.TailscaleGateway:
 				errs = ValidateTailscaleGateway(obj)
 			default:
@@ -1535,4 +1541,21 @@ func selfSignedPEM(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// A template whose labels the selector does not match is accepted with a warning naming both.
+func TestTailscaleServicesWarnings(t *testing.T) {
+	obj := validServices()
+	if w := TailscaleServicesWarnings(obj); len(w) != 0 {
+		t.Errorf("matching template: warnings %q", w)
+	}
+	obj.Spec.EndpointTemplate.Labels["region"] = "auto"
+	w := TailscaleServicesWarnings(obj)
+	if len(w) != 1 || !strings.Contains(w[0], "region=auto") || !strings.Contains(w[0], "region in (east,west)") {
+		t.Errorf("template labels outside the selector: warnings %q, want one naming the labels and the selector", w)
+	}
+	obj.Spec.Selector = nil
+	if w := TailscaleServicesWarnings(obj); len(w) != 0 {
+		t.Errorf("without a selector (an error, not a warning): warnings %q", w)
+	}
 }
