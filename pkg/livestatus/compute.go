@@ -112,7 +112,11 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		for _, v := range sd.VIPServices {
 			vs := gateway.VIPServiceStatus{Name: v.Name, Status: "NotRegistered"}
 			if svc, ok := tn.service(v.Name); haveTailnet && ok {
-				vs.Status = "Registered"
+				// Registered once a host serves it; until then it exists but answers nothing.
+				vs.Status = "Pending"
+				if servingHosts(svc) > 0 {
+					vs.Status = "Registered"
+				}
 				if len(svc.Addrs) > 0 {
 					vs.VIPAddress = svc.Addrs[0]
 				}
@@ -319,6 +323,10 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			vs.Addresses = append([]string(nil), svc.Addrs...)
 			vs.ServiceTags = append([]string(nil), svc.Tags...)
 			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionTrue, "Found", fmt.Sprintf("%s has %d hosts", v.Name, len(svc.Hosts))
+			if n := servingHosts(svc); n == 0 {
+				vipReady.Status, vipReady.Reason = metav1.ConditionFalse, "NoServingHost"
+				vipReady.Message = fmt.Sprintf("%s exists but no host serves it (%d hosts, none both advertising it and approved)", v.Name, len(svc.Hosts))
+			}
 		}
 		if c := meta.FindStatusCondition(obj.Status.Conditions, ConditionConflict); c != nil && c.Status == metav1.ConditionTrue {
 			// The Service of that name is not ours: it existing does not make ours ready.
@@ -572,6 +580,17 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	default:
 		return "tailnet " + tn.Name + " synced"
 	}
+}
+
+// servingHosts counts the hosts of svc that serve it: advertising it (configured) and approved.
+func servingHosts(svc Service) int {
+	n := 0
+	for _, h := range svc.Hosts {
+		if h.Approved && h.Configured {
+			n++
+		}
+	}
+	return n
 }
 
 // ConditionEndpointTemplateSelected says whether spec.selector selects the TailscaleEndpoints

@@ -50,7 +50,8 @@ func sources() fakeSources {
 				{Name: "api.company.ts.net.", Addresses: []string{"100.64.0.10", "fd7a:115c:a1e0::10"}, Online: true, LastSeen: lastSeen},
 				{Name: "db.company.ts.net.", Addresses: []string{"100.64.0.11"}, Online: false, LastSeen: lastSeen},
 			},
-			Services: []Service{{Name: "svc:web", DNSName: "web.company.ts.net", Addrs: []string{"100.100.0.1"}, Tags: []string{"tag:web"}}},
+			Services: []Service{{Name: "svc:web", DNSName: "web.company.ts.net", Addrs: []string{"100.100.0.1"}, Tags: []string{"tag:web"},
+				Hosts: []ServiceHost{{Device: "n1", Approved: true, Configured: true}}}},
 		}},
 		probes: map[string]Probe{
 			"default/eps/api": {Status: Healthy, LastChecked: now, Latency: 3 * time.Millisecond},
@@ -559,5 +560,34 @@ func TestServicesEndpointTemplateSelected(t *testing.T) {
 	obj.Spec.EndpointTemplate = nil
 	if c := cond(); c != nil {
 		t.Fatalf("without a template: %+v", c)
+	}
+}
+
+// A Tailscale Service that exists but that no host serves (advertising it and approved) is not
+// ready: VIPServiceReady=False NoServingHost, and a TailscaleEndpoints' vipServices entry Pending.
+func TestVIPServiceNeedsAServingHost(t *testing.T) {
+	src := sources()
+	for _, hosts := range [][]ServiceHost{nil, {{Device: "n1", Configured: true}}, {{Device: "n1", Approved: true}}} {
+		tn := src.tailnets["company.ts.net"]
+		tn.Services = []Service{{Name: "svc:web", Addrs: []string{"100.100.0.1"}, Hosts: hosts}}
+		src.tailnets["company.ts.net"] = tn
+		svc := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+			Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				VIPService: &gateway.VIPServiceSpec{Name: "svc:web"}}}
+		sel := fakeSelector{{Name: "east", Namespace: "default", Tailnet: "company.ts.net", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1}}
+		if c := meta.FindStatusCondition(Services(svc, src, sel, now).Conditions, ConditionVIPServiceReady); c == nil ||
+			c.Status != metav1.ConditionFalse || c.Reason != "NoServingHost" {
+			t.Errorf("hosts %+v: VIPServiceReady %+v, want False NoServingHost", hosts, c)
+		}
+		eps := endpointsObject()
+		eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
+		if vs := Endpoints(eps, src, now).VIPServices; len(vs) != 1 || vs[0].Status != "Pending" {
+			t.Errorf("hosts %+v: vipServices %+v, want Pending", hosts, vs)
+		}
+	}
+	eps := endpointsObject()
+	eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
+	if vs := Endpoints(eps, sources(), now).VIPServices; len(vs) != 1 || vs[0].Status != "Registered" {
+		t.Errorf("served: vipServices %+v, want Registered", vs)
 	}
 }
