@@ -121,6 +121,7 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 					vs.VIPAddress = svc.Addrs[0]
 				}
 			}
+			vs.LastUpdated = vipLastUpdated(obj.Status.VIPServices, vs, now)
 			st.VIPServices = append(st.VIPServices, vs)
 		}
 	}
@@ -286,7 +287,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		}
 		pendingByName[e.Name] = e.Pending > 0
 		st.SelectedEndpoints = append(st.SelectedEndpoints, gateway.SelectedEndpoints{
-			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels,
+			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels, LastSelected: lastSelected(obj.Status.SelectedEndpoints, e, now),
 			Machines:     append([]string(nil), e.Machines...),
 			HealthStatus: &gateway.HealthStatus{HealthyMachines: e.Healthy, UnhealthyMachines: e.Total - e.Healthy},
 		})
@@ -580,6 +581,28 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	default:
 		return "tailnet " + tn.Name + " synced"
 	}
+}
+
+// vipLastUpdated is when vs last changed (status or address): the stored time while it is as
+// stored, now when it changed or is new.
+func vipLastUpdated(stored []gateway.VIPServiceStatus, vs gateway.VIPServiceStatus, now time.Time) *metav1.Time {
+	for _, old := range stored {
+		if old.Name == vs.Name && old.Status == vs.Status && old.VIPAddress == vs.VIPAddress && old.LastUpdated != nil {
+			return old.LastUpdated
+		}
+	}
+	return &metav1.Time{Time: now.Truncate(time.Second)}
+}
+
+// lastSelected is when e joined the selection: the stored time while it stays selected, now when
+// it is newly selected.
+func lastSelected(stored []gateway.SelectedEndpoints, e SelectedEndpoints, now time.Time) *metav1.Time {
+	for _, old := range stored {
+		if old.Name == e.Name && old.Namespace == e.Namespace && old.LastSelected != nil {
+			return old.LastSelected
+		}
+	}
+	return &metav1.Time{Time: now.Truncate(time.Second)}
 }
 
 // servingHosts counts the hosts of svc that serve it: advertising it (configured) and approved.

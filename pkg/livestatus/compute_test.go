@@ -591,3 +591,38 @@ func TestVIPServiceNeedsAServingHost(t *testing.T) {
 		t.Errorf("served: vipServices %+v, want Registered", vs)
 	}
 }
+
+// selectedEndpoints[].lastSelected is when an object joined the selection and vipServices[].lastUpdated
+// when the Service's entry last changed: both kept from the stored status while unchanged.
+func TestSelectionAndVIPTimestamps(t *testing.T) {
+	svc := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+	sel := fakeSelector{{Name: "east", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1}}
+	svc.Status = Services(svc, sources(), sel, now)
+	if got := svc.Status.SelectedEndpoints[0].LastSelected; got == nil || !got.Time.Equal(now) {
+		t.Fatalf("newly selected: lastSelected %v, want %v", got, now)
+	}
+	later := now.Add(time.Hour)
+	sel = append(sel, SelectedEndpoints{Name: "west", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1})
+	st := Services(svc, sources(), sel, later)
+	if a, b := st.SelectedEndpoints[0].LastSelected, st.SelectedEndpoints[1].LastSelected; !a.Time.Equal(now) || !b.Time.Equal(later) {
+		t.Fatalf("lastSelected east %v (want %v, kept), west %v (want %v)", a, now, b, later)
+	}
+
+	eps := endpointsObject()
+	eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
+	eps.Status = Endpoints(eps, sources(), now)
+	if got := eps.Status.VIPServices[0].LastUpdated; got == nil || !got.Time.Equal(now) {
+		t.Fatalf("vipServices lastUpdated %v, want %v", got, now)
+	}
+	if got := Endpoints(eps, sources(), later).VIPServices[0].LastUpdated; !got.Time.Equal(now) {
+		t.Fatalf("unchanged entry: lastUpdated %v, want the stored %v", got, now)
+	}
+	src := sources()
+	tn := src.tailnets["company.ts.net"]
+	tn.Services[0].Hosts = nil // no longer served: Registered -> Pending
+	src.tailnets["company.ts.net"] = tn
+	if got := Endpoints(eps, src, later).VIPServices[0]; got.Status != "Pending" || !got.LastUpdated.Time.Equal(later) {
+		t.Fatalf("changed entry: %+v, want Pending updated at %v", got, later)
+	}
+}
