@@ -61,8 +61,11 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 				offline++
 			}
 		}
-		if ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled {
-			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok && admitted.Allowed && p.Persisted {
+		// A probe decides: the endpoint's own check, or the loadBalancing.healthCheck of a
+		// TailscaleServices selecting it, which this replica's collector runs in its place.
+		p, probed := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name))
+		if (probed && !p.Persisted) || (ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled) {
+			if ok := probed; ok && admitted.Allowed && p.Persisted {
 				es.Status = persistedHealth(obj.Status.Endpoints, i, ep.Name, es.Status)
 			} else if ok && admitted.Allowed {
 				es.Status = p.Status
