@@ -143,23 +143,17 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify li
 	}); err != nil {
 		return err
 	}
-	endpoints := gw.TailscaleEndpoints().Informer()
+	// Endpoints, and TailscaleServices (whose loadBalancing.healthCheck probes the endpoints
+	// they select), change the probe targets.
 	markDirty := func(any) { c.markTargetsDirty() }
-	if _, err := endpoints.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    markDirty,
-		UpdateFunc: func(old, obj any) { markDirty(obj) },
-		DeleteFunc: markDirty,
-	}); err != nil {
+	dirty := cache.ResourceEventHandlerFuncs{AddFunc: markDirty, UpdateFunc: func(_, obj any) { markDirty(obj) }, DeleteFunc: markDirty}
+	endpoints := gw.TailscaleEndpoints().Informer()
+	if _, err := endpoints.AddEventHandler(dirty); err != nil {
 		return err
 	}
-	// A TailscaleServices' loadBalancing.healthCheck probes the endpoints it selects.
 	c.servicesLister = gw.TailscaleServices().Lister()
 	services := gw.TailscaleServices().Informer()
-	if _, err := services.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    markDirty,
-		UpdateFunc: func(old, obj any) { markDirty(obj) },
-		DeleteFunc: markDirty,
-	}); err != nil {
+	if _, err := services.AddEventHandler(dirty); err != nil {
 		return err
 	}
 	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced, services.HasSynced}
