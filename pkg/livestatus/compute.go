@@ -506,6 +506,27 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 	return st
 }
 
+// Conditions of a TailscaleGateway (Gateway API's Programmed beside Ready) and the reason both
+// take on a standalone server.
+const (
+	ConditionGatewayReady      = "Ready"
+	ConditionGatewayProgrammed = "Programmed"
+	ReasonStandalone           = "Standalone"
+)
+
+// SetStandaloneGateway sets Ready and Programmed False on obj's status: a standalone server has no
+// Kubernetes API, so the TailscaleGateway controller, which generates the HTTPRoutes,
+// BackendTrafficPolicies and listener Services, does not run.
+func SetStandaloneGateway(obj *gateway.TailscaleGateway, now time.Time) {
+	conds := conditions{list: obj.Status.Conditions}
+	msg := "this server runs standalone (no Kubernetes API): the TailscaleGateway controller does not run, " +
+		"so no HTTPRoutes, BackendTrafficPolicies or listener Services are generated for Gateway " + obj.Spec.GatewayRef.Name
+	for _, t := range []string{ConditionGatewayReady, ConditionGatewayProgrammed} {
+		conds.set(metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: ReasonStandalone, Message: msg}, obj.Generation, now)
+	}
+	obj.Status.Conditions = conds.list
+}
+
 // tailnetFor returns the state of the tailnet ref names as objects of namespace may see it: none
 // when that tailnet does not admit the namespace (its devices, Services and probes are not shown).
 func tailnetFor(src Sources, namespace, ref string) (Tailnet, bool, tenancy.Decision) {

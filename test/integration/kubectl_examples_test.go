@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
 )
 
 // unselectedWarning is the admission warning of a TailscaleServices whose endpointTemplate
@@ -60,5 +62,28 @@ func TestKubectlAppliesEveryExample(t *testing.T) {
 	if cond == nil || cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "region=auto") || cond.ObservedGeneration != svc.Generation {
 		t.Errorf("production-web-service: condition %s = %+v, want False naming region=auto at generation %d",
 			livestatus.ConditionEndpointTemplateSelected, cond, svc.Generation)
+	}
+}
+
+// On a standalone server no TailscaleGateway controller runs: a TailscaleGateway says so on read
+// (Ready and Programmed False, reason Standalone) instead of showing nothing.
+func TestStandaloneTailscaleGatewaySaysNothingIsGenerated(t *testing.T) {
+	s := framework.Start(t, "", func(o *server.Options) {
+		o.Collector = &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{}}
+	})
+	c := s.Clientset(t).GatewayV1alpha1().TailscaleGateways("web")
+	if _, err := c.Create(ctx(t), objects.Gateway("web", "gw"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(ctx(t), "gw", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ty := range []string{livestatus.ConditionGatewayReady, livestatus.ConditionGatewayProgrammed} {
+		cond := meta.FindStatusCondition(got.Status.Conditions, ty)
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != livestatus.ReasonStandalone ||
+			!strings.Contains(cond.Message, "standalone") || cond.ObservedGeneration != got.Generation {
+			t.Errorf("%s: %+v, want False %s at generation %d", ty, cond, livestatus.ReasonStandalone, got.Generation)
+		}
 	}
 }
