@@ -16,14 +16,21 @@ type Overlays struct {
 	Gateway   registry.Overlay[gateway.TailscaleGateway, *gateway.TailscaleGateway]
 }
 
-// NewOverlays computes each kind's status from src and sel, in memory, on every read.
-func NewOverlays(src livestatus.Sources, sel livestatus.EndpointsSelector) *Overlays {
+// NewOverlays computes each kind's status from src and sel, in memory, on every read. A
+// standalone server's TailscaleGateways also say that nothing is generated for them.
+func NewOverlays(src livestatus.Sources, sel livestatus.EndpointsSelector, standalone bool) *Overlays {
 	return &Overlays{
 		Tailnet: func(o *gateway.TailscaleTailnet) { o.Status = livestatus.TailnetStatus(o, src, time.Now()) },
 		Endpoints: func(o *gateway.TailscaleEndpoints) {
 			o.Status = livestatus.Endpoints(o, src, time.Now())
 		},
 		Services: func(o *gateway.TailscaleServices) { o.Status = livestatus.Services(o, src, sel, time.Now()) },
-		Gateway:  func(o *gateway.TailscaleGateway) { o.Status = livestatus.Gateway(o, src, time.Now()) },
+		Gateway: func(o *gateway.TailscaleGateway) {
+			now := time.Now()
+			o.Status = livestatus.Gateway(o, src, now)
+			if standalone {
+				livestatus.SetStandaloneGateway(o, now)
+			}
+		},
 	}
 }

@@ -22,6 +22,8 @@ type Endpoint struct {
 	Health string
 	// Discovered is true for endpoints found through tagSelectors (status only, not spec).
 	Discovered bool
+	// TLS is the spec's upstream TLS settings of the endpoint (nil when none).
+	TLS *v1alpha1.UpstreamTLSConfig
 }
 
 // Of returns the endpoints of obj: those of its spec, then those of its status that its
@@ -36,7 +38,7 @@ func Of(obj *v1alpha1.TailscaleEndpoints) []Endpoint {
 	for _, ep := range obj.Spec.Endpoints {
 		declared[ep.Name] = true
 		out = append(out, Endpoint{Name: ep.Name, IP: ep.TailscaleIP, FQDN: ep.TailscaleFQDN, Port: ep.Port,
-			Protocol: ep.Protocol, Health: healthOr(health[ep.Name])})
+			Protocol: ep.Protocol, Health: healthOr(health[ep.Name]), TLS: ep.TLS})
 	}
 	for _, s := range obj.Status.Endpoints {
 		if declared[s.Name] {
@@ -50,6 +52,21 @@ func Of(obj *v1alpha1.TailscaleEndpoints) []Endpoint {
 		out = append(out, Endpoint{Name: s.Name, IP: host, Port: int32(port), Health: healthOr(s.Status), Discovered: true})
 	}
 	return out
+}
+
+// OnPort returns the endpoints of all listening on port, or all when none does (or port is 0):
+// the endpoints a backendRef with that port reaches.
+func OnPort(all []Endpoint, port int32) []Endpoint {
+	var matching []Endpoint
+	for _, ep := range all {
+		if ep.Port == port {
+			matching = append(matching, ep)
+		}
+	}
+	if len(matching) == 0 {
+		return all
+	}
+	return matching
 }
 
 func healthOr(s string) string {

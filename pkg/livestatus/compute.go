@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -60,8 +61,11 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 				offline++
 			}
 		}
-		if ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled {
-			if p, ok := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name)); ok && admitted.Allowed && p.Persisted {
+		// A probe decides: the endpoint's own check, or the loadBalancing.healthCheck of a
+		// TailscaleServices selecting it, which this replica's collector runs in its place.
+		p, probed := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name))
+		if (probed && !p.Persisted) || (ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled) {
+			if ok := probed; ok && admitted.Allowed && p.Persisted {
 				es.Status = persistedHealth(obj.Status.Endpoints, i, ep.Name, es.Status)
 			} else if ok && admitted.Allowed {
 				es.Status = p.Status
@@ -111,11 +115,16 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 		for _, v := range sd.VIPServices {
 			vs := gateway.VIPServiceStatus{Name: v.Name, Status: "NotRegistered"}
 			if svc, ok := tn.service(v.Name); haveTailnet && ok {
-				vs.Status = "Registered"
+				// Registered once a host serves it; until then it exists but answers nothing.
+				vs.Status = "Pending"
+				if servingHosts(svc) > 0 {
+					vs.Status = "Registered"
+				}
 				if len(svc.Addrs) > 0 {
 					vs.VIPAddress = svc.Addrs[0]
 				}
 			}
+			vs.LastUpdated = vipLastUpdated(obj.Status.VIPServices, vs, now)
 			st.VIPServices = append(st.VIPServices, vs)
 		}
 	}
@@ -281,7 +290,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		}
 		pendingByName[e.Name] = e.Pending > 0
 		st.SelectedEndpoints = append(st.SelectedEndpoints, gateway.SelectedEndpoints{
-			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels,
+			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels, LastSelected: lastSelected(obj.Status.SelectedEndpoints, e, now),
 			Machines:     append([]string(nil), e.Machines...),
 			HealthStatus: &gateway.HealthStatus{HealthyMachines: e.Healthy, UnhealthyMachines: e.Total - e.Healthy},
 		})
@@ -318,6 +327,10 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			vs.Addresses = append([]string(nil), svc.Addrs...)
 			vs.ServiceTags = append([]string(nil), svc.Tags...)
 			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionTrue, "Found", fmt.Sprintf("%s has %d hosts", v.Name, len(svc.Hosts))
+			if n := servingHosts(svc); n == 0 {
+				vipReady.Status, vipReady.Reason = metav1.ConditionFalse, "NoServingHost"
+				vipReady.Message = fmt.Sprintf("%s exists but no host serves it (%d hosts, none both advertising it and approved)", v.Name, len(svc.Hosts))
+			}
 		}
 		if c := meta.FindStatusCondition(obj.Status.Conditions, ConditionConflict); c != nil && c.Status == metav1.ConditionTrue {
 			// The Service of that name is not ours: it existing does not make ours ready.
@@ -359,6 +372,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	}
 	conds.set(vipReady, obj.Generation, now)
 	setAccepted(&conds, obj.Generation, now, admitted)
+	setTemplateSelected(&conds, obj, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	switch {
@@ -492,6 +506,27 @@ func Gateway(obj *gateway.TailscaleGateway, src Sources, now time.Time) gateway.
 	return st
 }
 
+// Conditions of a TailscaleGateway (Gateway API's Programmed beside Ready) and the reason both
+// take on a standalone server.
+const (
+	ConditionGatewayReady      = "Ready"
+	ConditionGatewayProgrammed = "Programmed"
+	ReasonStandalone           = "Standalone"
+)
+
+// SetStandaloneGateway sets Ready and Programmed False on obj's status: a standalone server has no
+// Kubernetes API, so the TailscaleGateway controller, which generates the HTTPRoutes,
+// BackendTrafficPolicies and listener Services, does not run.
+func SetStandaloneGateway(obj *gateway.TailscaleGateway, now time.Time) {
+	conds := conditions{list: obj.Status.Conditions}
+	msg := "this server runs standalone (no Kubernetes API): the TailscaleGateway controller does not run, " +
+		"so no HTTPRoutes, BackendTrafficPolicies or listener Services are generated for Gateway " + obj.Spec.GatewayRef.Name
+	for _, t := range []string{ConditionGatewayReady, ConditionGatewayProgrammed} {
+		conds.set(metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: ReasonStandalone, Message: msg}, obj.Generation, now)
+	}
+	obj.Status.Conditions = conds.list
+}
+
 // tailnetFor returns the state of the tailnet ref names as objects of namespace may see it: none
 // when that tailnet does not admit the namespace (its devices, Services and probes are not shown).
 func tailnetFor(src Sources, namespace, ref string) (Tailnet, bool, tenancy.Decision) {
@@ -572,6 +607,57 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 	}
 }
 
+// vipLastUpdated is when vs last changed (status or address): the stored time while it is as
+// stored, now when it changed or is new.
+func vipLastUpdated(stored []gateway.VIPServiceStatus, vs gateway.VIPServiceStatus, now time.Time) *metav1.Time {
+	for _, old := range stored {
+		if old.Name == vs.Name && old.Status == vs.Status && old.VIPAddress == vs.VIPAddress && old.LastUpdated != nil {
+			return old.LastUpdated
+		}
+	}
+	return &metav1.Time{Time: now.Truncate(time.Second)}
+}
+
+// lastSelected is when e joined the selection: the stored time while it stays selected, now when
+// it is newly selected.
+func lastSelected(stored []gateway.SelectedEndpoints, e SelectedEndpoints, now time.Time) *metav1.Time {
+	for _, old := range stored {
+		if old.Name == e.Name && old.Namespace == e.Namespace && old.LastSelected != nil {
+			return old.LastSelected
+		}
+	}
+	return &metav1.Time{Time: now.Truncate(time.Second)}
+}
+
+// servingHosts counts the hosts of svc that serve it: advertising it (configured) and approved.
+func servingHosts(svc Service) int {
+	n := 0
+	for _, h := range svc.Hosts {
+		if h.Approved && h.Configured {
+			n++
+		}
+	}
+	return n
+}
+
+// ConditionEndpointTemplateSelected says whether spec.selector selects the TailscaleEndpoints
+// spec.endpointTemplate provisions (absent without a template).
+const ConditionEndpointTemplateSelected = "EndpointTemplateSelected"
+
+// setTemplateSelected sets or removes the EndpointTemplateSelected condition of obj.
+func setTemplateSelected(conds *conditions, obj *gateway.TailscaleServices, now time.Time) {
+	if obj.Spec.EndpointTemplate == nil {
+		conds.remove(ConditionEndpointTemplateSelected)
+		return
+	}
+	c := metav1.Condition{Type: ConditionEndpointTemplateSelected, Status: metav1.ConditionTrue, Reason: "Selected",
+		Message: "spec.selector selects the TailscaleEndpoints spec.endpointTemplate provisions"}
+	if msg := validation.UnselectedTemplate(&obj.Spec); msg != "" {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "LabelsNotSelected", msg
+	}
+	conds.set(c, obj.Generation, now)
+}
+
 // conditions are the conditions of a status being computed. They start as the stored ones,
 // which may be shared with the watch cache and other readers and are never written through, and
 // are copied on the first change only: a read whose conditions are as stored (the usual case, as
@@ -579,6 +665,18 @@ func syncedMessage(ref string, tn Tailnet, ok bool) string {
 type conditions struct {
 	list  []metav1.Condition
 	owned bool
+}
+
+// remove removes the condition of type t.
+func (cs *conditions) remove(t string) {
+	if meta.FindStatusCondition(cs.list, t) == nil {
+		return
+	}
+	if !cs.owned {
+		cs.list = append(make([]metav1.Condition, 0, len(cs.list)), cs.list...)
+		cs.owned = true
+	}
+	meta.RemoveStatusCondition(&cs.list, t)
 }
 
 // set sets c, keeping the transition time when the status does not change.

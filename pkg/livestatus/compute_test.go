@@ -1,6 +1,7 @@
 package livestatus
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +50,8 @@ func sources() fakeSources {
 				{Name: "api.company.ts.net.", Addresses: []string{"100.64.0.10", "fd7a:115c:a1e0::10"}, Online: true, LastSeen: lastSeen},
 				{Name: "db.company.ts.net.", Addresses: []string{"100.64.0.11"}, Online: false, LastSeen: lastSeen},
 			},
-			Services: []Service{{Name: "svc:web", DNSName: "web.company.ts.net", Addrs: []string{"100.100.0.1"}, Tags: []string{"tag:web"}}},
+			Services: []Service{{Name: "svc:web", DNSName: "web.company.ts.net", Addrs: []string{"100.100.0.1"}, Tags: []string{"tag:web"},
+				Hosts: []ServiceHost{{Device: "n1", Approved: true, Configured: true}}}},
 		}},
 		probes: map[string]Probe{
 			"default/eps/api": {Status: Healthy, LastChecked: now, Latency: 3 * time.Millisecond},
@@ -529,5 +531,98 @@ func TestMessagesReusedOnlyWhenEqual(t *testing.T) {
 		if isSyncedMessage(msg, "a.ts.net") != want {
 			t.Errorf("isSyncedMessage(%q) = %v", msg, !want)
 		}
+	}
+}
+
+// A template whose labels the selector does not match is reported (the object is accepted with
+// an admission warning); fixing the labels turns the condition True; removing the template removes it.
+func TestServicesEndpointTemplateSelected(t *testing.T) {
+	obj := &gateway.TailscaleServices{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web", Generation: 3},
+		Spec: gateway.TailscaleServicesSpec{
+			Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "region", Operator: metav1.LabelSelectorOpIn, Values: []string{"east", "west"}}}},
+			EndpointTemplate: &gateway.EndpointTemplate{Tailnet: "company.ts.net", Labels: map[string]string{"region": "auto"}},
+		},
+	}
+	cond := func() *metav1.Condition {
+		obj.Status = Services(obj, sources(), fakeSelector{}, now)
+		return meta.FindStatusCondition(obj.Status.Conditions, ConditionEndpointTemplateSelected)
+	}
+	if c := cond(); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "LabelsNotSelected" || c.ObservedGeneration != 3 ||
+		!strings.Contains(c.Message, "region=auto") {
+		t.Fatalf("template outside the selector: %+v", c)
+	}
+	obj.Spec.EndpointTemplate.Labels["region"] = "east"
+	if c := cond(); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("template inside the selector: %+v", c)
+	}
+	obj.Spec.EndpointTemplate = nil
+	if c := cond(); c != nil {
+		t.Fatalf("without a template: %+v", c)
+	}
+}
+
+// A Tailscale Service that exists but that no host serves (advertising it and approved) is not
+// ready: VIPServiceReady=False NoServingHost, and a TailscaleEndpoints' vipServices entry Pending.
+func TestVIPServiceNeedsAServingHost(t *testing.T) {
+	src := sources()
+	for _, hosts := range [][]ServiceHost{nil, {{Device: "n1", Configured: true}}, {{Device: "n1", Approved: true}}} {
+		tn := src.tailnets["company.ts.net"]
+		tn.Services = []Service{{Name: "svc:web", Addrs: []string{"100.100.0.1"}, Hosts: hosts}}
+		src.tailnets["company.ts.net"] = tn
+		svc := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+			Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				VIPService: &gateway.VIPServiceSpec{Name: "svc:web"}}}
+		sel := fakeSelector{{Name: "east", Namespace: "default", Tailnet: "company.ts.net", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1}}
+		if c := meta.FindStatusCondition(Services(svc, src, sel, now).Conditions, ConditionVIPServiceReady); c == nil ||
+			c.Status != metav1.ConditionFalse || c.Reason != "NoServingHost" {
+			t.Errorf("hosts %+v: VIPServiceReady %+v, want False NoServingHost", hosts, c)
+		}
+		eps := endpointsObject()
+		eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
+		if vs := Endpoints(eps, src, now).VIPServices; len(vs) != 1 || vs[0].Status != "Pending" {
+			t.Errorf("hosts %+v: vipServices %+v, want Pending", hosts, vs)
+		}
+	}
+	eps := endpointsObject()
+	eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
+	if vs := Endpoints(eps, sources(), now).VIPServices; len(vs) != 1 || vs[0].Status != "Registered" {
+		t.Errorf("served: vipServices %+v, want Registered", vs)
+	}
+}
+
+// selectedEndpoints[].lastSelected is when an object joined the selection and vipServices[].lastUpdated
+// when the Service's entry last changed: both kept from the stored status while unchanged.
+func TestSelectionAndVIPTimestamps(t *testing.T) {
+	svc := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+	sel := fakeSelector{{Name: "east", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1}}
+	svc.Status = Services(svc, sources(), sel, now)
+	if got := svc.Status.SelectedEndpoints[0].LastSelected; got == nil || !got.Time.Equal(now) {
+		t.Fatalf("newly selected: lastSelected %v, want %v", got, now)
+	}
+	later := now.Add(time.Hour)
+	sel = append(sel, SelectedEndpoints{Name: "west", Namespace: "default", Labels: map[string]string{"app": "web"}, Total: 1})
+	st := Services(svc, sources(), sel, later)
+	if a, b := st.SelectedEndpoints[0].LastSelected, st.SelectedEndpoints[1].LastSelected; !a.Time.Equal(now) || !b.Time.Equal(later) {
+		t.Fatalf("lastSelected east %v (want %v, kept), west %v (want %v)", a, now, b, later)
+	}
+
+	eps := endpointsObject()
+	eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
+	eps.Status = Endpoints(eps, sources(), now)
+	if got := eps.Status.VIPServices[0].LastUpdated; got == nil || !got.Time.Equal(now) {
+		t.Fatalf("vipServices lastUpdated %v, want %v", got, now)
+	}
+	if got := Endpoints(eps, sources(), later).VIPServices[0].LastUpdated; !got.Time.Equal(now) {
+		t.Fatalf("unchanged entry: lastUpdated %v, want the stored %v", got, now)
+	}
+	src := sources()
+	tn := src.tailnets["company.ts.net"]
+	tn.Services[0].Hosts = nil // no longer served: Registered -> Pending
+	src.tailnets["company.ts.net"] = tn
+	if got := Endpoints(eps, src, later).VIPServices[0]; got.Status != "Pending" || !got.LastUpdated.Time.Equal(later) {
+		t.Fatalf("changed entry: %+v, want Pending updated at %v", got, later)
 	}
 }

@@ -57,6 +57,7 @@ var (
 			{Name: "Tailnet", Type: "string", Description: "The tailnet of the endpoints."},
 			{Name: "Endpoints", Type: "integer", Description: "Endpoints defined in the spec."},
 			{Name: "Healthy", Type: "integer", Description: "Endpoints whose health check passes."},
+			{Name: "Ready", Type: "string", Description: "The Ready condition."},
 			{Name: "Addresses", Type: "string", Priority: 1, Description: "Tailnet addresses of the endpoints."},
 			{Name: "Protocols", Type: "string", Priority: 1, Description: "Protocols of the endpoints."},
 		},
@@ -67,7 +68,7 @@ var (
 				protos = append(protos, string(e.Protocol))
 			}
 			return []any{o.Spec.Tailnet, int64(len(o.Spec.Endpoints)), int64(o.Status.HealthyEndpoints),
-				list(addrs), list(protos)}
+				conditionStatus(o.Status.Conditions, "Ready"), list(addrs), list(protos)}
 		},
 	}
 
@@ -86,11 +87,13 @@ var (
 		},
 		Validate:       validation.ValidateTailscaleServices,
 		ValidateUpdate: validation.ValidateTailscaleServicesUpdate,
+		Warnings:       validation.TailscaleServicesWarnings,
 		Columns: []metav1.TableColumnDefinition{
 			{Name: "VIP", Type: "string", Description: "The Tailscale VIP service."},
 			{Name: "Strategy", Type: "string", Description: "The load balancing strategy."},
 			{Name: "Backends", Type: "integer", Description: "Backends of the VIP service."},
 			{Name: "Healthy", Type: "integer", Description: "Healthy backends of the VIP service."},
+			{Name: "Ready", Type: "string", Description: "The Ready condition."},
 			{Name: "Addresses", Type: "string", Priority: 1, Description: "Addresses of the VIP service."},
 			{Name: "Selector", Type: "string", Priority: 1, Description: "Selector of TailscaleEndpoints."},
 		},
@@ -110,7 +113,7 @@ var (
 			if s := o.Status.VIPServiceStatus; s != nil {
 				backends, healthy, addrs = int64(s.BackendCount), int64(s.HealthyBackendCount), s.Addresses
 			}
-			return []any{vip, strategy, backends, healthy, list(addrs), selector}
+			return []any{vip, strategy, backends, healthy, conditionStatus(o.Status.Conditions, "Ready"), list(addrs), selector}
 		},
 	}
 

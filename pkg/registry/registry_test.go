@@ -81,7 +81,7 @@ func TestTableConvertor(t *testing.T) {
 	for _, col := range table.ColumnDefinitions {
 		headers = append(headers, col.Name)
 	}
-	wantHeaders := []string{"Name", "Tailnet", "Endpoints", "Healthy", "Age", "Addresses", "Protocols"}
+	wantHeaders := []string{"Name", "Tailnet", "Endpoints", "Healthy", "Ready", "Age", "Addresses", "Protocols"}
 	if len(headers) != len(wantHeaders) {
 		t.Fatalf("headers %v, want %v", headers, wantHeaders)
 	}
@@ -90,7 +90,7 @@ func TestTableConvertor(t *testing.T) {
 			t.Fatalf("headers %v, want %v", headers, wantHeaders)
 		}
 	}
-	want := []any{"web", "company.ts.net", int64(2), int64(1), "3d", "100.64.0.1,100.64.0.2", "HTTP,TCP"}
+	want := []any{"web", "company.ts.net", int64(2), int64(1), "Unknown", "3d", "100.64.0.1,100.64.0.2", "HTTP,TCP"}
 	row := table.Rows[0].Cells
 	for i := range want {
 		if row[i] != want[i] {
@@ -118,7 +118,8 @@ func TestTablesOfEveryKind(t *testing.T) {
 		},
 		"services": func() ([]any, error) {
 			tb, err := tableConvertor[gateway.TailscaleServices, *gateway.TailscaleServices]{kind: TailscaleServices}.ConvertToTable(ctx,
-				&gateway.TailscaleServices{Spec: gateway.TailscaleServicesSpec{VIPService: &gateway.VIPServiceSpec{Name: "svc:web"}}}, nil)
+				&gateway.TailscaleServices{Spec: gateway.TailscaleServicesSpec{VIPService: &gateway.VIPServiceSpec{Name: "svc:web"}},
+					Status: gateway.TailscaleServicesStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionFalse}}}}, nil)
 			return tb.Rows[0].Cells, err
 		},
 	} {
@@ -132,7 +133,7 @@ func TestTablesOfEveryKind(t *testing.T) {
 				t.Errorf("tailnet row %v", cells)
 			}
 		case "services":
-			if cells[1] != "svc:web" || cells[2] != "round-robin" || cells[3] != int64(0) {
+			if cells[1] != "svc:web" || cells[2] != "round-robin" || cells[3] != int64(0) || cells[5] != "False" {
 				t.Errorf("services row %v", cells)
 			}
 		}

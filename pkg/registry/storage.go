@@ -51,6 +51,8 @@ type Kind[T any, PT Object[T]] struct {
 
 	Validate       func(PT) field.ErrorList
 	ValidateUpdate func(obj, old PT) field.ErrorList
+	// Warnings, when set, returns the admission warnings of an object being created or updated.
+	Warnings func(PT) []string
 
 	// Columns and Cells make the kubectl table after NAME: the default columns first, then those
 	// with priority 1 that show under -o wide. AGE is placed between the two.

@@ -60,10 +60,17 @@ func (s strategy[T, PT]) ValidateUpdate(_ context.Context, obj, old runtime.Obje
 	return s.kind.ValidateUpdate(obj.(PT), old.(PT))
 }
 
-func (strategy[T, PT]) WarningsOnCreate(context.Context, runtime.Object) []string { return nil }
+// WarningsOnCreate returns the kind's warnings: kubectl prints them.
+func (s strategy[T, PT]) WarningsOnCreate(_ context.Context, obj runtime.Object) []string {
+	if s.kind.Warnings == nil {
+		return nil
+	}
+	return s.kind.Warnings(obj.(PT))
+}
 
-func (strategy[T, PT]) WarningsOnUpdate(context.Context, runtime.Object, runtime.Object) []string {
-	return nil
+// WarningsOnUpdate returns the kind's warnings of the new object.
+func (s strategy[T, PT]) WarningsOnUpdate(ctx context.Context, obj, _ runtime.Object) []string {
+	return s.WarningsOnCreate(ctx, obj)
 }
 
 func (strategy[T, PT]) AllowCreateOnUpdate(context.Context) bool { return false }
@@ -115,6 +122,11 @@ func keepMetadata(obj, old metav1.Object) {
 // objectMeta returns the ObjectMeta that obj embeds.
 func objectMeta(obj metav1.Object) *metav1.ObjectMeta {
 	return obj.(interface{ GetObjectMeta() metav1.Object }).GetObjectMeta().(*metav1.ObjectMeta)
+}
+
+// WarningsOnUpdate warns about nothing: status writes leave the spec as stored.
+func (statusStrategy[T, PT]) WarningsOnUpdate(context.Context, runtime.Object, runtime.Object) []string {
+	return nil
 }
 
 // ValidateUpdate accepts any status: it is written by the server's own controllers.

@@ -40,12 +40,12 @@ func TestKubectlTables(t *testing.T) {
 	ns := newNamespace(t, "tables")
 	kubectl(t, "apply", "-f", writeFile(t, endpointsManifest(ns, "web")))
 	out := kubectl(t, "get", "tailscaleendpoints", "-n", ns, "web")
-	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+AGE$`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^web\s+company\.ts\.net\s+1\s+0\s+\S+$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+READY\s+AGE$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^web\s+company\.ts\.net\s+1\s+0\s+(True|False|Unknown)\s+\S+$`).MatchString(out) {
 		t.Fatalf("kubectl get:\n%s", out)
 	}
 	out = kubectl(t, "get", "tsep", "-n", ns, "-o", "wide")
-	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+AGE\s+ADDRESSES\s+PROTOCOLS$`).MatchString(out) ||
+	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+READY\s+AGE\s+ADDRESSES\s+PROTOCOLS$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^web\s.*100\.64\.0\.10\s+HTTP$`).MatchString(out) {
 		t.Fatalf("kubectl get -o wide:\n%s", out)
 	}

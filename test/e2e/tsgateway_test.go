@@ -216,6 +216,10 @@ func TestTailscaleGatewayRoutes(t *testing.T) {
 		got, err = api.TailscaleGateways(ns).Get(c, "tsgw", metav1.GetOptions{})
 		return err == nil && readyReason(got, "Ready") == "True/GatewayConfigured" && got.Status.Tailnets[0].RoutesGenerated == 4, err
 	})
+	// Gateway API's Programmed and Accepted beside Ready.
+	if p, a := readyReason(got, tsgateway.ConditionProgrammed), readyReason(got, "Accepted"); p != "True/GatewayConfigured" || !strings.HasPrefix(a, "True/") {
+		t.Errorf("Programmed %s, Accepted %s; want both True", p, a)
+	}
 
 	// Routes whose stored form equals the generated one are not written again (the generator
 	// sets Gateway API's defaults itself).
@@ -284,7 +288,8 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 	for name, want := range map[string]string{"no-gateway": "False/GatewayNotFound", "no-tailnet": "False/TailnetNotFound"} {
 		eventually(t, name+" Ready="+want, func(c context.Context) (bool, error) {
 			got, err := api.TailscaleGateways(ns).Get(c, name, metav1.GetOptions{})
-			return err == nil && readyReason(got, "Ready") == want && readyReason(got, "TailnetsReady") == "False/TailnetNotFound", err
+			return err == nil && readyReason(got, "Ready") == want && readyReason(got, tsgateway.ConditionProgrammed) == want &&
+				readyReason(got, "TailnetsReady") == "False/TailnetNotFound", err
 		})
 	}
 	got, err := api.TailscaleGateways(ns).Get(ctx(t), "no-tailnet", metav1.GetOptions{})

@@ -100,17 +100,26 @@ func TestKubectlStrictFieldValidation(t *testing.T) {
 func TestKubectlTables(t *testing.T) {
 	kubectl(t, "apply", "-f", writeFile(t, strings.ReplaceAll(kubectlEndpoints, "kubectl-web", "table-web")))
 	out := kubectl(t, "get", "tailscaleendpoints", "-n", "kubectl", "table-web")
-	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+AGE$`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^table-web\s+company\.ts\.net\s+1\s+0\s+\S+$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+READY\s+AGE$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^table-web\s+company\.ts\.net\s+1\s+0\s+Unknown\s+\S+$`).MatchString(out) {
 		t.Fatalf("kubectl get:\n%s", out)
 	}
 	out = kubectl(t, "get", "tsep", "-n", "kubectl", "table-web", "-o", "wide")
-	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+AGE\s+ADDRESSES\s+PROTOCOLS$`).MatchString(out) ||
+	if !regexp.MustCompile(`(?m)^NAME\s+TAILNET\s+ENDPOINTS\s+HEALTHY\s+READY\s+AGE\s+ADDRESSES\s+PROTOCOLS$`).MatchString(out) ||
 		!strings.Contains(out, "100.64.0.10") {
 		t.Fatalf("kubectl get -o wide:\n%s", out)
 	}
 	if _, err := shared.Clientset(t).GatewayV1alpha1().TailscaleGateways("kubectl").Create(ctx(t), objects.Gateway("kubectl", "gw"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	svc := objects.Services("kubectl", "table-svc")
+	if _, err := shared.Clientset(t).GatewayV1alpha1().TailscaleServices("kubectl").Create(ctx(t), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out = kubectl(t, "get", "tssvc", "-n", "kubectl", "table-svc")
+	if !regexp.MustCompile(`(?m)^NAME\s+VIP\s+STRATEGY\s+BACKENDS\s+HEALTHY\s+READY\s+AGE$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^table-svc\s+\S+\s+\S+\s+\d+\s+\d+\s+(True|False|Unknown)\s+\S+$`).MatchString(out) {
+		t.Errorf("kubectl get tssvc:\n%s", out)
 	}
 	out = kubectl(t, "get", "tailscale", "-n", "kubectl")
 	for _, want := range []string{"tailscaleendpoints.gateway.tailscale.com/table-web", "tailscalegateway.gateway.tailscale.com/gw"} {

@@ -93,6 +93,7 @@ func TestMetricsAfterActivity(t *testing.T) {
 	if _, err := gw.TailscaleServices("vip").Create(ctx(t), vipServices("web", "svc:web"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	env.sim.SetServiceHost("svc:web", "api-server", true) // served: advertised, auto-approved by tag:web
 	(&vipEnv{simEnv: env.simEnv}).object(t, "web", "VIP service ready", func(o *v1alpha1.TailscaleServices) bool {
 		return meta.IsStatusConditionTrue(o.Status.Conditions, "VIPServiceReady")
 	})

@@ -198,6 +198,7 @@ func TestVIPServiceLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := env.service(t, "svc:web", "created", func(s tailnet.Service, ok bool) bool { return ok })
+	env.sim.SetServiceHost("svc:web", "api-server", true) // served: advertised, auto-approved by tag:web
 	refs := owners(t, s)
 	if len(refs) != 1 || refs[0].OperatorID != "op-a" || refs[0].Resource == nil || refs[0].Resource.UID != string(created.UID) ||
 		refs[0].Resource.Kind != "TailscaleServices" || s.Comment != "from web" || !slices.Equal(s.Ports, []string{"tcp:80"}) {
@@ -530,6 +531,16 @@ func TestEndpointsVIPServices(t *testing.T) {
 		t.Fatalf("registered service: %+v", s)
 	}
 	var got *v1alpha1.TailscaleEndpoints
+	// Until a host serves it, the Service exists but is Pending.
+	err = wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		o, err := eps.Get(c, "backends", metav1.GetOptions{})
+		got = o
+		return err == nil && len(o.Status.VIPServices) == 1 && o.Status.VIPServices[0].Status == "Pending", err
+	})
+	if err != nil {
+		t.Fatalf("status.vipServices before a host serves it: %v %+v", err, got.Status)
+	}
+	env.sim.SetServiceHost(s.Name, "api-server", true) // advertised, auto-approved by tag:web
 	err = wait.PollUntilContextTimeout(ctx(t), 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
 		o, err := eps.Get(c, "backends", metav1.GetOptions{})
 		got = o

@@ -221,8 +221,8 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 	case mode == EndpointModeProxy:
 		return nil, fmt.Errorf("--extension-endpoint-mode=proxy without a cluster needs --extension-proxy-address")
 	}
-	hookOpts := hook.Options{XDSAddress: advertise, Gateways: factory.Gateway().V1alpha1().TailscaleGateways().Lister(), Defaulter: scheme,
-		Creds: hookCreds}
+	hookOpts := hook.Options{XDSAddress: advertise, Gateways: factory.Gateway().V1alpha1().TailscaleGateways().Lister(),
+		Endpoints: factory.Gateway().V1alpha1().TailscaleEndpoints().Lister(), Defaulter: scheme, Creds: hookCreds}
 	if o.XDSTLS.Enabled() {
 		if hookOpts.XDSTLS, e.xdsCA, err = o.xdsClientTLS(advertise); err != nil {
 			return nil, err

@@ -36,6 +36,8 @@ type runners struct {
 	replicas *replicaSet
 	// policy decides tenancy for every runner and admission (tenancy.go).
 	policy *tenancy.Policy
+	// standalone: no Kubernetes API, so the TailscaleGateway controller does not run.
+	standalone bool
 }
 
 // newRunners builds the runners on the loopback client of loopback. collector may be nil (no
@@ -46,9 +48,10 @@ func newRunners(loopback, core *rest.Config, collector livestatus.Collector, ext
 		return nil, fmt.Errorf("creating loopback client: %w", err)
 	}
 	r := &runners{
-		client:    client,
-		factory:   informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTransform(dropManagedFields)),
-		collector: collector,
+		standalone: core == nil,
+		client:     client,
+		factory:    informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTransform(dropManagedFields)),
+		collector:  collector,
 	}
 	if r.policy, err = newPolicy(r.factory, ten); err != nil {
 		return nil, err
@@ -72,7 +75,7 @@ func (r *runners) overlays() *apiserver.Overlays {
 	if r.collector == nil {
 		return nil
 	}
-	return apiserver.NewOverlays(r.collector, r.writer.Selector())
+	return apiserver.NewOverlays(r.collector, r.writer.Selector(), r.standalone)
 }
 
 // install adds the post-start hooks that start the runners.

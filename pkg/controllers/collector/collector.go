@@ -7,10 +7,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -64,6 +66,7 @@ type Collector struct {
 
 	tailnetLister   listers.TailscaleTailnetLister
 	endpointsLister listers.TailscaleEndpointsLister
+	servicesLister  listers.TailscaleServicesLister
 	synced          []cache.InformerSynced
 	notify          livestatus.Notifier
 	policy          *tenancy.Policy
@@ -142,16 +145,20 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify li
 	}); err != nil {
 		return err
 	}
-	endpoints := gw.TailscaleEndpoints().Informer()
+	// Endpoints, and TailscaleServices (whose loadBalancing.healthCheck probes the endpoints
+	// they select), change the probe targets.
 	markDirty := func(any) { c.markTargetsDirty() }
-	if _, err := endpoints.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    markDirty,
-		UpdateFunc: func(old, obj any) { markDirty(obj) },
-		DeleteFunc: markDirty,
-	}); err != nil {
+	dirty := cache.ResourceEventHandlerFuncs{AddFunc: markDirty, UpdateFunc: func(_, obj any) { markDirty(obj) }, DeleteFunc: markDirty}
+	endpoints := gw.TailscaleEndpoints().Informer()
+	if _, err := endpoints.AddEventHandler(dirty); err != nil {
 		return err
 	}
-	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced}
+	c.servicesLister = gw.TailscaleServices().Lister()
+	services := gw.TailscaleServices().Informer()
+	if _, err := services.AddEventHandler(dirty); err != nil {
+		return err
+	}
+	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced, services.HasSynced}
 
 	c.tailnets.Subscribe(func(ch tailnet.Change) {
 		if ch.TagsChanged || len(ch.Added) > 0 || len(ch.Removed) > 0 {
@@ -346,8 +353,13 @@ func (c *Collector) updateTargets() {
 			continue
 		}
 		tailnetName, resolved := c.resolve(eps.Spec.Tailnet)
+		serviceCheck := c.serviceCheckOf(obj)
 		for _, ep := range eps.Spec.Endpoints {
-			check, ok := health.CheckFromAPI(ep.HealthCheck)
+			hc := ep.HealthCheck
+			if serviceCheck != nil {
+				hc = serviceCheck
+			}
+			check, ok := health.CheckFromAPI(hc)
 			if !ok {
 				continue
 			}
@@ -371,6 +383,38 @@ func (c *Collector) updateTargets() {
 	}
 	c.prober.Update(targets)
 	klog.V(2).InfoS("Updated probe targets", "targets", len(targets), "refusedByTailnet", refused)
+}
+
+// serviceCheckOf returns the enabled loadBalancing.healthCheck of the first TailscaleServices (by
+// name) of obj's namespace whose selector selects obj, converted to the internal version; nil when
+// none has one. It takes precedence over the endpoints' own checks: it is what the service that
+// balances over them calls healthy.
+func (c *Collector) serviceCheckOf(obj *v1alpha1.TailscaleEndpoints) *gateway.HealthCheckConfig {
+	if c.servicesLister == nil {
+		return nil
+	}
+	all, err := c.servicesLister.TailscaleServices(obj.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	slices.SortFunc(all, func(a, b *v1alpha1.TailscaleServices) int { return strings.Compare(a.Name, b.Name) })
+	for _, svc := range all {
+		lb := svc.Spec.LoadBalancing
+		if lb == nil || lb.HealthCheck == nil || lb.HealthCheck.Enabled == nil || !*lb.HealthCheck.Enabled || svc.Spec.Selector == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(svc.Spec.Selector)
+		if err != nil || !sel.Matches(labels.Set(obj.Labels)) {
+			continue
+		}
+		out := &gateway.HealthCheckConfig{}
+		if err := c.scheme.Convert(lb.HealthCheck, out, nil); err != nil {
+			utilruntime.HandleError(fmt.Errorf("converting the health check of TailscaleServices %s/%s: %w", svc.Namespace, svc.Name, err))
+			continue
+		}
+		return out
+	}
+	return nil
 }
 
 // convert copies what status needs out of a snapshot.

@@ -41,6 +41,8 @@ import (
 // (pkg/livestatus).
 const (
 	ConditionReady = "Ready"
+	// ConditionProgrammed is Gateway API's Programmed: the generated objects are applied.
+	ConditionProgrammed = "Programmed"
 
 	ReasonConfigured       = "GatewayConfigured"
 	ReasonGatewayNotFound  = "GatewayNotFound"
@@ -556,6 +558,7 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 		total += n
 	}
 	cond.Message = fmt.Sprintf("Gateway %s/%s has %d listeners; %d routes generated", gwNS, gwName, info.ListenerCount, total)
+	generated := cond
 	tailnetsReady := meta.FindStatusCondition(gw.Status.Conditions, "TailnetsReady")
 	switch {
 	case res.listeners.unboundReason != "":
@@ -578,6 +581,14 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 		cond.Message = tailnetsReady.Message
 	}
 	meta.SetStatusCondition(&st.Conditions, cond)
+	// Programmed (Gateway API's): what this TailscaleGateway generates is in place; unlike Ready,
+	// tailnets still connecting do not make it False.
+	programmed := cond
+	if cond.Reason == ReasonTailnetsNotReady {
+		programmed = generated
+	}
+	programmed.Type = ConditionProgrammed
+	meta.SetStatusCondition(&st.Conditions, programmed)
 	supported := metav1.Condition{Type: ConditionSupported, Status: metav1.ConditionTrue, Reason: ReasonAllSupported,
 		Message: "Every set field takes effect", ObservedGeneration: gw.Generation}
 	if u := Unsupported(gw); len(u) > 0 {

@@ -117,16 +117,7 @@ func LoadAssignment(cluster string, refs []backends.Ref, src Source, addr Addres
 // endpointsLocality is the locality of eps: its TCP endpoints on port, or all when none listens
 // on it (or port is zero).
 func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, priority uint32, addr Addresser) locality {
-	all := endpointset.Of(eps)
-	matching := all[:0:0]
-	for _, ep := range all {
-		if ep.Port == port {
-			matching = append(matching, ep)
-		}
-	}
-	if len(matching) == 0 {
-		matching = all
-	}
+	matching := endpointset.OnPort(endpointset.Of(eps), port)
 	l := locality{name: backends.KindEndpoints + "/" + eps.Namespace + "/" + eps.Name, weight: weight, priority: priority}
 	for _, ep := range matching {
 		if ep.Protocol == v1alpha1.ProtocolUDP {
@@ -136,7 +127,9 @@ func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, pri
 		if !ok {
 			continue
 		}
-		l.hosts = append(l.hosts, lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health))
+		h := lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health)
+		h.Metadata = backends.UpstreamMetadata(backends.UpstreamMatch(eps.Namespace, eps.Name, ep))
+		l.hosts = append(l.hosts, h)
 	}
 	return l
 }
@@ -183,7 +176,7 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 			locs = append(locs, locality{
 				name: "ExternalService/" + svc.Namespace + "/" + svc.Name + "/" + ext.Name, weight: w, priority: priorityOf(ext.Name),
 				// External services are not probed: Envoy treats UNKNOWN as healthy.
-				hosts: []*endpointv3.LbEndpoint{lbEndpoint(ext.Address, uint32(ext.Port), "", livestatus.Unknown)},
+				hosts: []*endpointv3.LbEndpoint{externalEndpoint(ext)},
 			})
 		}
 	}
@@ -214,6 +207,14 @@ func tierPriorities(svc *v1alpha1.TailscaleServices, strategy v1alpha1.LoadBalan
 		}
 		return 1
 	}
+}
+
+// externalEndpoint is the host of an external service: verified against the system CAs when it
+// speaks HTTPS or TLS (it has no tailnet name: its address is the SNI-less target).
+func externalEndpoint(ext v1alpha1.ExternalService) *endpointv3.LbEndpoint {
+	h := lbEndpoint(ext.Address, uint32(ext.Port), "", livestatus.Unknown)
+	h.Metadata = backends.UpstreamMetadata(backends.UpstreamMatch("", "", endpointset.Endpoint{Protocol: ext.Protocol}))
+	return h
 }
 
 func lbEndpoint(host string, port uint32, hostname, health string) *endpointv3.LbEndpoint {

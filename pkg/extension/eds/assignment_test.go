@@ -86,7 +86,10 @@ func TestLoadAssignment(t *testing.T) {
 		v1alpha1.EndpointStatus{Name: "tag-db-1", Address: "100.64.0.6:80", Status: "Unhealthy"},
 		v1alpha1.EndpointStatus{Name: "tag-db-2", Address: "[fd7a:115c:a1e0::7]:80", Status: "Healthy"},
 		v1alpha1.EndpointStatus{Name: "tag-bad", Address: "no-port", Status: "Healthy"})
-	all := []*v1alpha1.TailscaleEndpoints{east, west, other, discovered}
+	// Hosts carry how Envoy connects to them: TLS with the endpoint's CA, with the system CAs, or cleartext.
+	upstream := endpoints("upstream", nil, "secure 100.64.0.11 443 HTTPS Healthy", "tls 100.64.0.12 443 TLS Healthy", "grpc 100.64.0.13 443 gRPC Healthy")
+	upstream.Spec.Endpoints[0].TLS = &v1alpha1.UpstreamTLSConfig{CACertificate: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"}
+	all := []*v1alpha1.TailscaleEndpoints{east, west, other, discovered, upstream}
 	failover := &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
 		FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west"}}}
 	externals := []v1alpha1.ExternalService{
@@ -118,6 +121,7 @@ func TestLoadAssignment(t *testing.T) {
 		{"endpoints-no-port-match", []backends.Ref{ep("web-east", 9999)}},
 		{"endpoints-no-port", []backends.Ref{ep("web-west", 0)}},
 		{"endpoints-discovered", []backends.Ref{ep("tagged", 80)}},
+		{"endpoints-upstream-protocols", []backends.Ref{ep("upstream", 0)}},
 		{"services-round-robin", []backends.Ref{svc("rr", 1)}},
 		{"services-weighted", []backends.Ref{svc("weighted", 1)}},
 		{"services-zero-weight", []backends.Ref{svc("zero-weight", 1)}},

@@ -38,6 +38,8 @@ type ClusterSettings struct {
 	Gateway *v1alpha1.TailscaleGateway
 	// WeightedRefs is true when the rule's backendRefs to this API group carry unequal weights.
 	WeightedRefs bool
+	// Upstream is how the hosts are spoken to (TLS origination, HTTP version).
+	Upstream Upstream
 }
 
 // ShapeCluster returns a copy of in made an EDS cluster served by this project's xDS server
@@ -47,8 +49,9 @@ type ClusterSettings struct {
 //     localities and priorities), else from the TailscaleGateway's loadBalancing.strategy;
 //   - locality-weighted load balancing for the weighted strategy or unequal backendRef weights;
 //   - a healthy panic threshold of 0, so hosts that EDS marks UNHEALTHY never get traffic;
-//   - circuit breakers and outlier detection from the TailscaleGateway's circuitBreaker.
-func ShapeCluster(in *clusterv3.Cluster, objs []backends.Object, settings ClusterSettings) *clusterv3.Cluster {
+//   - circuit breakers and outlier detection from the TailscaleGateway's circuitBreaker;
+//   - TLS origination and the HTTP version of settings.Upstream (see applyUpstream).
+func ShapeCluster(in *clusterv3.Cluster, objs []backends.Object, settings ClusterSettings) (*clusterv3.Cluster, error) {
 	c := proto.Clone(in).(*clusterv3.Cluster)
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 	c.LoadAssignment = nil
@@ -96,7 +99,10 @@ func ShapeCluster(in *clusterv3.Cluster, objs []backends.Object, settings Cluste
 			applyCircuitBreaker(c, cb)
 		}
 	}
-	return c
+	if err := applyUpstream(c, settings.Upstream); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", c.Name, err)
+	}
+	return c, nil
 }
 
 // strategyOf returns the strategy of the first TailscaleServices of objs ("" when there is

@@ -71,6 +71,9 @@ type Options struct {
 	// XDSTLS, when set, is how Envoy authenticates to the xDS server and verifies it: the xDS
 	// cluster gets an UpstreamTlsContext from it.
 	XDSTLS *XDSClientTLS
+	// Endpoints, when set, lists TailscaleEndpoints: the protocols and CAs of those the
+	// TailscaleServices of a rule select (and of refs Envoy Gateway did not pass).
+	Endpoints listers.TailscaleEndpointsLister
 }
 
 // Server implements Envoy Gateway's extension service.
@@ -132,8 +135,14 @@ func (s *Server) PostClusterModify(_ context.Context, req *pb.PostClusterModifyR
 	clustersTotal.WithLabelValues(resultShaped).Inc()
 
 	refs, settings := s.resolve(cluster.Name, objs)
+	settings.Upstream = s.upstream(cluster.Name, refs, objs)
+	shaped, err := ShapeCluster(cluster, objs, settings)
+	if err != nil {
+		klog.ErrorS(err, "Cannot shape the cluster; leaving it without endpoints")
+		return &pb.PostClusterModifyResponse{Cluster: cluster}, nil
+	}
 	s.opts.Registrar.Register(cluster.Name, refs)
-	return &pb.PostClusterModifyResponse{Cluster: ShapeCluster(cluster, objs, settings)}, nil
+	return &pb.PostClusterModifyResponse{Cluster: shaped}, nil
 }
 
 // resolve returns the refs of the cluster's rule and its settings: from the HTTPRoute when the

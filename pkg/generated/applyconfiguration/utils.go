@@ -148,6 +148,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &gatewayv1alpha1.TailscaleTailnetStatusApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("TracingConfig"):
 		return &gatewayv1alpha1.TracingConfigApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("UpstreamTLSConfig"):
+		return &gatewayv1alpha1.UpstreamTLSConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("VIPServiceConfig"):
 		return &gatewayv1alpha1.VIPServiceConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("VIPServiceSelector"):

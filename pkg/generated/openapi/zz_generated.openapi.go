@@ -96,6 +96,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.TailscaleTailnetSpec{}.OpenAPIModelName():       schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref),
 		v1alpha1.TailscaleTailnetStatus{}.OpenAPIModelName():     schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetStatus(ref),
 		v1alpha1.TracingConfig{}.OpenAPIModelName():              schema_pkg_apis_gateway_v1alpha1_TracingConfig(ref),
+		v1alpha1.UpstreamTLSConfig{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_UpstreamTLSConfig(ref),
 		v1alpha1.VIPServiceConfig{}.OpenAPIModelName():           schema_pkg_apis_gateway_v1alpha1_VIPServiceConfig(ref),
 		v1alpha1.VIPServiceSelector{}.OpenAPIModelName():         schema_pkg_apis_gateway_v1alpha1_VIPServiceSelector(ref),
 		v1alpha1.VIPServiceSpec{}.OpenAPIModelName():             schema_pkg_apis_gateway_v1alpha1_VIPServiceSpec(ref),
@@ -2228,12 +2229,18 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpoint(ref common.ReferenceCall
 							},
 						},
 					},
+					"tls": {
+						SchemaProps: spec.SchemaProps{
+							Description: "TLS configures how Envoy verifies an HTTPS or TLS endpoint it connects to (TLS origination, SNI = tailscaleFQDN). Only for protocol HTTPS or TLS.",
+							Ref:         ref(v1alpha1.UpstreamTLSConfig{}.OpenAPIModelName()),
+						},
+					},
 				},
 				Required: []string{"name", "tailscaleIP", "tailscaleFQDN", "port", "protocol"},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.HealthCheckConfig{}.OpenAPIModelName()},
+			v1alpha1.HealthCheckConfig{}.OpenAPIModelName(), v1alpha1.UpstreamTLSConfig{}.OpenAPIModelName()},
 	}
 }
 
@@ -3258,6 +3265,26 @@ func schema_pkg_apis_gateway_v1alpha1_TracingConfig(ref common.ReferenceCallback
 		},
 		Dependencies: []string{
 			resource.Quantity{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_UpstreamTLSConfig(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "UpstreamTLSConfig configures the verification of an endpoint's server certificate.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"caCertificate": {
+						SchemaProps: spec.SchemaProps{
+							Description: "CACertificate is a PEM bundle of the certificate authorities that verify the endpoint's certificate, whose DNS names must include tailscaleFQDN. When empty, the system CAs of Envoy's image verify it (Tailscale HTTPS certificates are publicly trusted).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+			},
+		},
 	}
 }
 

@@ -244,6 +244,19 @@ type TailscaleEndpoint struct {
 	// Metadata holds additional labels describing the endpoint.
 	// +optional
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// TLS configures how Envoy verifies an HTTPS or TLS endpoint it connects to (TLS origination,
+	// SNI = tailscaleFQDN). Only for protocol HTTPS or TLS.
+	// +optional
+	TLS *UpstreamTLSConfig `json:"tls,omitempty"`
+}
+
+// UpstreamTLSConfig configures the verification of an endpoint's server certificate.
+type UpstreamTLSConfig struct {
+	// CACertificate is a PEM bundle of the certificate authorities that verify the endpoint's
+	// certificate, whose DNS names must include tailscaleFQDN. When empty, the system CAs of
+	// Envoy's image verify it (Tailscale HTTPS certificates are publicly trusted).
+	// +optional
+	CACertificate string `json:"caCertificate,omitempty"`
 }
 
 // HealthCheckConfig configures an active health check.

@@ -332,6 +332,11 @@ func (in TracingConfig) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in UpstreamTLSConfig) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.UpstreamTLSConfig"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in VIPServiceConfig) OpenAPIModelName() string {
 	return "com.tailscale.gateway.v1alpha1.VIPServiceConfig"
 }

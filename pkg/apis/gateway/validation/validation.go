@@ -3,7 +3,10 @@
 package validation
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"maps"
 	"net"
@@ -292,7 +295,61 @@ func validateEndpoint(ep *gateway.TailscaleEndpoint, fldPath *field.Path) field.
 	}
 	allErrs = append(allErrs, validateHealthCheck(ep.HealthCheck, fldPath.Child("healthCheck"))...)
 	allErrs = append(allErrs, metav1validation.ValidateLabels(ep.Metadata, fldPath.Child("metadata"))...)
+	allErrs = append(allErrs, validateUpstreamTLS(ep.TLS, ep.Protocol, fldPath.Child("tls"))...)
 	return allErrs
+}
+
+// maxCACertificateBytes bounds an endpoint's CA bundle.
+const maxCACertificateBytes = 64 << 10
+
+// validateUpstreamTLS validates an endpoint's tls: only for HTTPS and TLS endpoints, with a
+// caCertificate of PEM certificates only.
+func validateUpstreamTLS(t *gateway.UpstreamTLSConfig, protocol gateway.Protocol, fldPath *field.Path) field.ErrorList {
+	if t == nil {
+		return nil
+	}
+	var allErrs field.ErrorList
+	if protocol != gateway.ProtocolHTTPS && protocol != gateway.ProtocolTLS {
+		allErrs = append(allErrs, field.Forbidden(fldPath, "only for protocol HTTPS or TLS: Envoy originates TLS to those endpoints only"))
+	}
+	if t.CACertificate == "" {
+		return allErrs
+	}
+	caPath := fldPath.Child("caCertificate")
+	if len(t.CACertificate) > maxCACertificateBytes {
+		return append(allErrs, field.TooLong(caPath, "", maxCACertificateBytes))
+	}
+	if msg := checkCertificatesPEM([]byte(t.CACertificate)); msg != "" {
+		allErrs = append(allErrs, field.Invalid(caPath, "<PEM>", msg))
+	}
+	return allErrs
+}
+
+// checkCertificatesPEM returns why data is not a bundle of PEM X.509 certificates ("" when it
+// is). Only block types are named: a private key pasted by mistake is not echoed.
+func checkCertificatesPEM(data []byte) string {
+	n := 0
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Sprintf("holds a %q PEM block: only CERTIFICATE blocks are allowed", block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Sprintf("certificate %d does not parse: %v", n+1, err)
+		}
+		n++
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		return "holds data that is not PEM"
+	}
+	if n == 0 {
+		return "must hold at least one PEM CERTIFICATE block"
+	}
+	return ""
 }
 
 // validateHealthCheck validates a health check of an endpoint, a TailscaleServices or a TailscaleGateway.
@@ -637,17 +694,33 @@ func validateEndpointTemplate(tmpl *gateway.EndpointTemplate, selector *metav1.L
 		allErrs = append(allErrs, validateProxy(tmpl.Proxy, fldPath.Child("proxy"))...)
 	}
 	allErrs = append(allErrs, validatePortsBesideProxy(tmpl.Ports, tmpl.Proxy, fldPath.Child("ports"))...)
-	labelsPath := fldPath.Child("labels")
-	allErrs = append(allErrs, metav1validation.ValidateLabels(tmpl.Labels, labelsPath)...)
-	// Provisioned endpoints the selector does not select would be provisioned again and again.
-	// An invalid or missing selector is reported on spec.selector instead.
-	if selector != nil && (len(selector.MatchLabels) > 0 || len(selector.MatchExpressions) > 0) {
-		if sel, err := metav1.LabelSelectorAsSelector(selector); err == nil && !sel.Matches(labels.Set(tmpl.Labels)) {
-			allErrs = append(allErrs, field.Invalid(labelsPath, tmpl.Labels,
-				fmt.Sprintf("must match spec.selector (%s) so that the provisioned TailscaleEndpoints are selected", sel)))
-		}
-	}
+	allErrs = append(allErrs, metav1validation.ValidateLabels(tmpl.Labels, fldPath.Child("labels"))...)
 	return allErrs
+}
+
+// UnselectedTemplate returns why the TailscaleEndpoints spec.endpointTemplate provisions would
+// not be selected by spec.selector ("" when they would be, or when either is absent or invalid:
+// an invalid selector is reported by validation). spec/tailscale-services.md's Complete Example
+// is such a spec; it is accepted with this as a warning and a status condition.
+func UnselectedTemplate(spec *gateway.TailscaleServicesSpec) string {
+	tmpl, selector := spec.EndpointTemplate, spec.Selector
+	if tmpl == nil || selector == nil || (len(selector.MatchLabels) == 0 && len(selector.MatchExpressions) == 0) {
+		return ""
+	}
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil || sel.Matches(labels.Set(tmpl.Labels)) {
+		return ""
+	}
+	return fmt.Sprintf("spec.endpointTemplate.labels (%s) do not match spec.selector (%s): the TailscaleEndpoints the template provisions would not be selected, so it would serve nothing",
+		labels.Set(tmpl.Labels), sel)
+}
+
+// TailscaleServicesWarnings are the admission warnings of a TailscaleServices.
+func TailscaleServicesWarnings(o *gateway.TailscaleServices) []string {
+	if msg := UnselectedTemplate(&o.Spec); msg != "" {
+		return []string{msg}
+	}
+	return nil
 }
 
 // --- TailscaleGateway ---

@@ -1,6 +1,13 @@
 package validation
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -331,6 +338,23 @@ func TestValidateTailscaleEndpoints(t *testing.T) {
 		{name: "endpoint name too long", mutate: func(o *te) { o.Spec.Endpoints[2].Name = strings.Repeat("a", 64) }, want: []string{invalid(ep2 + ".name")}},
 		{name: "endpoint name 63 chars", mutate: func(o *te) { o.Spec.Endpoints[2].Name = strings.Repeat("a", 63) }},
 		{name: "endpoint name duplicate", mutate: func(o *te) { o.Spec.Endpoints[2].Name = "api-server" }, want: []string{duplicate(ep2 + ".name")}},
+		// Upstream TLS.
+		{name: "tls on an HTTP endpoint", mutate: func(o *te) { o.Spec.Endpoints[0].TLS = &gateway.UpstreamTLSConfig{} },
+			want: []string{forbidden(ep0 + ".tls")}},
+		{name: "tls with a CA on an HTTPS endpoint", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol, o.Spec.Endpoints[0].TLS = gateway.ProtocolHTTPS, &gateway.UpstreamTLSConfig{CACertificate: selfSignedPEM(t)}
+		}},
+		{name: "tls CA not PEM", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol, o.Spec.Endpoints[0].TLS = gateway.ProtocolTLS, &gateway.UpstreamTLSConfig{CACertificate: "not a certificate"}
+		}, want: []string{invalid(ep0 + ".tls.caCertificate")}},
+		{name: "tls CA with a private key", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol = gateway.ProtocolHTTPS
+			o.Spec.Endpoints[0].TLS = &gateway.UpstreamTLSConfig{CACertificate: selfSignedPEM(t) + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}
+		}, want: []string{invalid(ep0 + ".tls.caCertificate")}},
+		{name: "tls CA too long", mutate: func(o *te) {
+			o.Spec.Endpoints[0].Protocol = gateway.ProtocolHTTPS
+			o.Spec.Endpoints[0].TLS = &gateway.UpstreamTLSConfig{CACertificate: strings.Repeat(selfSignedPEM(t), 200)}
+		}, want: []string{tooLong(ep0 + ".tls.caCertificate")}},
 		// Tailscale IP.
 		{name: "ip empty", mutate: func(o *te) { o.Spec.Endpoints[0].TailscaleIP = "" }, want: []string{required(ep0 + ".tailscaleIP")}},
 		{name: "ip unparsable", mutate: func(o *te) { o.Spec.Endpoints[0].TailscaleIP = "api-server" }, want: []string{invalid(ep0 + ".tailscaleIP")}},
@@ -613,8 +637,9 @@ func TestValidateTailscaleServices(t *testing.T) {
 		{name: "template proxy connection type", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Proxy.ConnectionType = "sideways" }, want: []string{notSupported(tpl + ".proxy.connectionType")}},
 		{name: "template proxy port", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Proxy.Ports[0].Port = 70000 }, want: []string{invalid(tpl + ".proxy.ports[0].port")}},
 		{name: "template label key invalid", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Labels["bad key"] = "x" }, want: []string{invalid(tpl + ".labels")}},
-		{name: "template labels miss match label", mutate: func(o *tsvc) { delete(o.Spec.EndpointTemplate.Labels, "environment") }, want: []string{invalid(tpl + ".labels")}},
-		{name: "template labels fail expression", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Labels["region"] = "central" }, want: []string{invalid(tpl + ".labels")}},
+		// Accepted with a warning (TestTailscaleServicesWarnings).
+		{name: "template labels miss match label", mutate: func(o *tsvc) { delete(o.Spec.EndpointTemplate.Labels, "environment") }},
+		{name: "template labels fail expression", mutate: func(o *tsvc) { o.Spec.EndpointTemplate.Labels["region"] = "central" }},
 		{name: "template labels unchecked with invalid selector", mutate: func(o *tsvc) {
 			o.Spec.Selector.MatchExpressions[0].Operator = "Equals"
 			o.Spec.EndpointTemplate.Labels = nil
@@ -1072,6 +1097,8 @@ func TestSpecExamples(t *testing.T) {
 		obj  runtime.Object
 		// want lists the errors of examples that break the documents' own rules.
 		want []string
+		// warns: a TailscaleServices accepted with the UnselectedTemplate warning.
+		warns bool
 	}{
 		{
 			name: "workflow.md TailscaleTailnet",
@@ -1209,7 +1236,7 @@ func TestSpecExamples(t *testing.T) {
 					},
 				},
 			},
-			want: []string{invalid("spec.endpointTemplate.labels")},
+			warns: true,
 		},
 		{
 			// "region: auto" is not in the selector's "region In (east, west)".
@@ -1251,7 +1278,7 @@ func TestSpecExamples(t *testing.T) {
 					},
 				},
 			},
-			want: []string{invalid("spec.endpointTemplate.labels")},
+			warns: true,
 		},
 		{
 			name: "tailscale-services.md weighted, external services and basic selector snippets",
@@ -1492,6 +1519,9 @@ func TestSpecExamples(t *testing.T) {
 				errs = ValidateTailscaleEndpoints(obj)
 			case *gateway.TailscaleServices:
 				errs = ValidateTailscaleServices(obj)
+				if got := TailscaleServicesWarnings(obj); (len(got) > 0) != ex.warns {
+					t.Errorf("warnings %q, want a warning: %v", got, ex.warns)
+				}
 			case *gateway.TailscaleGateway:
 				errs = ValidateTailscaleGateway(obj)
 			default:
@@ -1499,5 +1529,38 @@ func TestSpecExamples(t *testing.T) {
 			}
 			checkErrors(t, errs, ex.want)
 		})
+	}
+}
+
+// selfSignedPEM is a PEM certificate of a fresh self-signed CA.
+func selfSignedPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// A template whose labels the selector does not match is accepted with a warning naming both.
+func TestTailscaleServicesWarnings(t *testing.T) {
+	obj := validServices()
+	if w := TailscaleServicesWarnings(obj); len(w) != 0 {
+		t.Errorf("matching template: warnings %q", w)
+	}
+	obj.Spec.EndpointTemplate.Labels["region"] = "auto"
+	w := TailscaleServicesWarnings(obj)
+	if len(w) != 1 || !strings.Contains(w[0], "region=auto") || !strings.Contains(w[0], "region in (east,west)") {
+		t.Errorf("template labels outside the selector: warnings %q, want one naming the labels and the selector", w)
+	}
+	obj.Spec.Selector = nil
+	if w := TailscaleServicesWarnings(obj); len(w) != 0 {
+		t.Errorf("without a selector (an error, not a warning): warnings %q", w)
 	}
 }

@@ -43,6 +43,9 @@ type TailscaleEndpointApplyConfiguration struct {
 	HealthCheck *HealthCheckConfigApplyConfiguration `json:"healthCheck,omitempty"`
 	// Metadata holds additional labels describing the endpoint.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// TLS configures how Envoy verifies an HTTPS or TLS endpoint it connects to (TLS origination,
+	// SNI = tailscaleFQDN). Only for protocol HTTPS or TLS.
+	TLS *UpstreamTLSConfigApplyConfiguration `json:"tls,omitempty"`
 }
 
 // TailscaleEndpointApplyConfiguration constructs a declarative configuration of the TailscaleEndpoint type for use with
@@ -118,5 +121,13 @@ func (b *TailscaleEndpointApplyConfiguration) WithMetadata(entries map[string]st
 	for k, v := range entries {
 		b.Metadata[k] = v
 	}
+	return b
+}
+
+// WithTLS sets the TLS field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the TLS field is set to the value of the last call.
+func (b *TailscaleEndpointApplyConfiguration) WithTLS(value *UpstreamTLSConfigApplyConfiguration) *TailscaleEndpointApplyConfiguration {
+	b.TLS = value
 	return b
 }
