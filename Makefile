@@ -5,7 +5,8 @@ DATA    := _output/local
 ADDR    ?= 127.0.0.1
 PORT    ?= 8443
 
-.PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean
+.PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean \
+	cluster-up cluster-down images chart
 
 all: build
 
@@ -19,7 +20,7 @@ run: build
 
 ## test: codegen verification, formatting, vet, unit, integration and e2e tests (the e2e suite runs
 ## kube-apiserver and kube-controller-manager, which tools builds when they are missing).
-test: verify tools fuzz
+test: verify tools chart fuzz
 	$(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz: every go test -fuzz target for FUZZTIME each (default 8s; FUZZTIME=10m make fuzz for a
@@ -47,6 +48,24 @@ bench:
 ## as a CRD of the same kube-apiserver (GET percentiles, LIST, watch event latency).
 bench-aggregation: tools
 	$(GO) test -run '^$$' -bench . -benchtime 5s -timeout 60m ./test/benchmark/aggregation/
+
+## cluster-up: a real single-node Kubernetes v1.36 cluster in the network namespace tsgw-node
+## (root; docs/cluster.md); KUBECONFIG=_output/cluster/admin.kubeconfig. cluster-down removes it.
+cluster-up:
+	hack/cluster-up.sh
+
+cluster-down:
+	hack/cluster-down.sh
+
+## images: OCI archives of tailscale-gateway-apiserver and tailscale-gateway-proxy for linux/amd64
+## and linux/arm64 in _output/images, tagged `git describe` (TAG, REGISTRY, PLATFORMS override).
+images:
+	hack/images.sh
+
+## chart: helm lint and helm template of charts/tailscale-gateway with its value combinations.
+chart:
+	hack/build-tools.sh helm
+	hack/verify-chart.sh
 
 codegen:
 	hack/update-codegen.sh
