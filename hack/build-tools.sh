@@ -7,6 +7,7 @@
 #                            for test/envoygateway), from its own module hack/tools/envoy-gateway
 #   containerd, containerd-shim-runc-v2, ctr
 #                            github.com/containerd/containerd/v2 from hack/tools/containerd
+#   runc                     github.com/opencontainers/runc with seccomp (cgo) from hack/tools/runc
 #   cni/bridge, cni/host-local, cni/loopback, cni/portmap
 #                            github.com/containernetworking/plugins from hack/tools/cni-plugins
 #   helm                     helm.sh/helm/v4/cmd/helm from hack/tools/helm
@@ -18,13 +19,14 @@
 # was built (recorded in a stamp file next to it). A cold build takes 10-20 minutes on two cores for
 # the Kubernetes binaries (they share most of it) and about as long again for envoy-gateway; see
 # docs/cluster.md for measured figures.
-# `cluster` names the set hack/cluster-up.sh needs; it also installs runc, iptables, conntrack and
-# nftables with apt-get when they are missing (as root only).
+# `cluster` names the set hack/cluster-up.sh needs; it also installs iptables, conntrack, nftables
+# and runc's build dependencies (gcc, pkg-config, libseccomp-dev) with apt-get when they are missing
+# (as root only).
 # Arguments name the binaries or groups to build (default: the e2e set, kube-apiserver
 # kube-controller-manager envoy-gateway); `make run` builds envoy-gateway only.
 set -o errexit -o nounset -o pipefail
 WANTED=" ${*:-kube-apiserver kube-controller-manager envoy-gateway} "
-CLUSTER_SET="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd containerd cni coredns helm"
+CLUSTER_SET="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd containerd runc cni coredns helm"
 WANTED=${WANTED/ cluster / ${CLUSTER_SET} }
 wanted() { [[ "${WANTED}" == *" $1 "* ]]; }
 
@@ -82,7 +84,8 @@ module_stamp() {
 }
 
 # build_from DIR STAMP OUT PACKAGE [GO BUILD FLAGS...]: builds PACKAGE in module DIR into OUT unless
-# OUT's stamp file holds STAMP. Static (CGO_ENABLED=0): the cluster's binaries run on any distribution.
+# OUT's stamp file holds STAMP. Static (CGO_ENABLED=0 unless the caller sets it): the cluster's
+# binaries run on any distribution.
 build_from() {
   local dir=$1 stamp=$2 out=$3 pkg=$4
   shift 4
@@ -94,7 +97,7 @@ build_from() {
   fi
   echo "build-tools: building ${out#"${ROOT}/"} ${stamp%% *}..."
   mkdir -p "$(dirname "${out}")"
-  (cd "${dir}" && CGO_ENABLED=0 go build -mod=readonly -buildvcs=false "$@" -o "${out}.tmp" "${pkg}")
+  (cd "${dir}" && CGO_ENABLED=${CGO_ENABLED:-0} go build -mod=readonly -buildvcs=false "$@" -o "${out}.tmp" "${pkg}")
   mv -f "${out}.tmp" "${out}"
   echo "${stamp}" >"${stampfile}"
 }
@@ -158,15 +161,25 @@ if wanted helm; then
     -ldflags "-X ${mod}/internal/version.version=${stamp%% *}"
 fi
 
-# The node's host packages (Debian): runc runs the containers, iptables/conntrack serve kube-proxy
-# and the CNI portmap plugin. Installed only as root and only when missing.
-if wanted containerd && [[ $(id -u) == 0 ]]; then
+# The node's host packages (Debian): iptables/conntrack/nftables serve kube-proxy and the CNI
+# portmap plugin; gcc, pkg-config and libseccomp build runc. Installed only as root and only when
+# missing.
+if wanted runc && [[ $(id -u) == 0 ]]; then
   missing=()
-  for cmd in runc:runc iptables:iptables conntrack:conntrack nft:nftables; do
-    command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd#*:}")
+  for probe in "command -v iptables:iptables" "command -v conntrack:conntrack" "command -v nft:nftables" \
+    "command -v gcc:gcc" "command -v pkg-config:pkg-config" "pkg-config --exists libseccomp:libseccomp-dev"; do
+    ${probe%%:*} >/dev/null 2>&1 || missing+=("${probe#*:}")
   done
   if ((${#missing[@]})); then
     echo "build-tools: apt-get install ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
+fi
+
+if wanted runc; then
+  # runc needs cgo (its nsexec is C) and libseccomp for the RuntimeDefault seccomp profile.
+  dir="${TOOLS}/runc" mod=github.com/opencontainers/runc
+  stamp=$(module_stamp "${dir}" "${mod}")
+  CGO_ENABLED=1 build_from "${dir}" "${stamp}" "${BIN}/runc" "${mod}" -tags seccomp \
+    -ldflags "-X main.version=${stamp%% *}"
 fi
