@@ -9,7 +9,8 @@
 #                                 10.250.0.2/32    (the node's InternalIP, advertise address, DNS)
 #                     cni0        10.244.0.1/24    (bridge: pods, CNI bridge + host-local + portmap)
 #                     Services    10.96.0.0/16     (kube-proxy, iptables mode, in the netns only)
-# The netns has no default route: pods reach the node, each other and Services, nothing else.
+# The netns has no default route, and only packets to 169.254.77.1 leave it: pods reach the node,
+# each other and Services, nothing else.
 # Every process of the node (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
 # kube-proxy, containerd, its shims and the pods) runs in that netns and under the cgroup
 # /tsgw-node of every cgroup hierarchy, which hack/cluster-down.sh empties and removes.
@@ -86,6 +87,12 @@ in_node ip link set "${NODE_VETH}" up
 # The node's own address: a /32 on the same device (the kernel here has no dummy devices); the host
 # has no route to it.
 in_node ip addr add "${NODE_IP}/32" dev "${NODE_VETH}"
+# The node's own processes (kube-apiserver calling the APIService's Service) need a route to the
+# Service range before kube-proxy's DNAT picks a pod; it points at the veth, and nothing but
+# traffic to the host's link-local address may leave through the veth (mangle POSTROUTING sees
+# the final output device, after DNAT rerouted Service traffic to the bridge).
+in_node ip route add "${SERVICE_CIDR}" dev "${NODE_VETH}"
+in_node iptables -w -t mangle -A POSTROUTING -o "${NODE_VETH}" ! -d "${HOST_ADDR}/30" -j DROP
 # Per-netns sysctls: forwarding between the bridge and the node, bridged traffic through iptables
 # (kube-proxy's Service rules apply to pod-to-pod-via-Service traffic on the same bridge).
 in_node sysctl -qw net.ipv4.ip_forward=1

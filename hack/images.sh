@@ -14,7 +14,8 @@
 # TAG defaults to `git describe --tags --always --dirty` (never latest) and is also injected as the
 # binaries' version (pkg/version, shown by --version); REGISTRY names the repository
 # (default ghcr.io/tailscale-gateway, the chart's default); PLATFORMS defaults to
-# "linux/amd64 linux/arm64". _output/images/TAG records the tag of the last build.
+# "linux/amd64 linux/arm64". _output/images/TAG records the tag of the last build. TRIMPATH=0 builds
+# without -trimpath, reusing the build cache of `go build`/`go test` in this checkout.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +30,8 @@ if [[ "${TAG}" == latest ]]; then
   exit 1
 fi
 mkdir -p "${OUT}"
+trimpath=-trimpath
+if [[ "${TRIMPATH:-1}" == 0 ]]; then trimpath=""; fi
 
 TOOL="${OUT}/bin/images"
 (cd hack/tools/images && CGO_ENABLED=0 go build -mod=readonly -o "${ROOT}/${TOOL}" .)
@@ -51,7 +54,7 @@ build_all() {
   for platform in ${PLATFORMS}; do
     mkdir -p "${dir}/${platform/\//-}"
     (cd "${module}" && CGO_ENABLED=0 GOOS=${platform%/*} GOARCH=${platform#*/} \
-      go build -mod=readonly -trimpath -ldflags "${ldflags}" -o "${ROOT}/${dir}/${platform/\//-}/" "$@")
+      go build -mod=readonly ${trimpath} -ldflags "${ldflags}" -o "${ROOT}/${dir}/${platform/\//-}/" "$@")
   done
 }
 
@@ -66,7 +69,7 @@ if [[ "${1:-}" == etcd ]]; then
   version=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
   for platform in ${PLATFORMS}; do
     mkdir -p "${OUT}/bin/${platform/\//-}"
-    CGO_ENABLED=0 GOOS=${platform%/*} GOARCH=${platform#*/} go build -mod=readonly -trimpath \
+    CGO_ENABLED=0 GOOS=${platform%/*} GOARCH=${platform#*/} go build -mod=readonly ${trimpath} \
       -ldflags "-s -w" -o "${OUT}/bin/${platform/\//-}/etcd" go.etcd.io/etcd/server/v3
   done
   assemble "tsgw.local/etcd:${version}" "${OUT}/etcd.tar" "${OUT}/bin" etcd
