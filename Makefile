@@ -4,6 +4,9 @@ BIN     := _output/bin
 DATA    := _output/local
 ADDR    ?= 127.0.0.1
 PORT    ?= 8443
+# The cluster suite (test/cluster) needs root: it runs in `make test` when make runs as root
+# (CLUSTER_TESTS=0 leaves it out; it then skips).
+CLUSTER_TESTS ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 .PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean \
 	cluster-up cluster-down images chart
@@ -18,10 +21,11 @@ build:
 run: build
 	DATA=$(DATA) ADDR=$(ADDR) PORT=$(PORT) hack/local-up.sh
 
-## test: codegen verification, formatting, vet, unit, integration and e2e tests (the e2e suite runs
-## kube-apiserver and kube-controller-manager, which tools builds when they are missing).
+## test: codegen verification, formatting, vet, chart lint, unit, integration and e2e tests (the e2e
+## suite runs kube-apiserver and kube-controller-manager, which tools builds when they are missing)
+## and, as root, the cluster suite on a real node (docs/cluster.md).
 test: verify tools chart fuzz
-	$(GO) test -count=1 -timeout 30m ./...
+	TSGW_CLUSTER=$(CLUSTER_TESTS) $(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz: every go test -fuzz target for FUZZTIME each (default 8s; FUZZTIME=10m make fuzz for a
 ## longer run). Failing inputs land in the package's testdata/fuzz/ and stay as regression cases.
@@ -29,9 +33,11 @@ fuzz:
 	GO=$(GO) hack/fuzz.sh
 
 ## tools: build kube-apiserver and kube-controller-manager v1.36 and envoy-gateway v1.9.1 into
-## $(BIN) unless up to date (hack/build-tools.sh; 10-20 min each when cold, seconds otherwise).
+## $(BIN) unless up to date (hack/build-tools.sh; 10-20 min each when cold, seconds otherwise),
+## and as root the cluster's tools (docs/cluster.md).
 tools:
-	hack/build-tools.sh
+	hack/build-tools.sh kube-apiserver kube-controller-manager envoy-gateway \
+		$(if $(filter 1,$(CLUSTER_TESTS)),cluster)
 
 verify:
 	hack/verify-codegen.sh

@@ -12,6 +12,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "${ROOT}/hack/cluster-lib.sh"
 
 require_root
+check_owner
 
 # cgroup_pids: every process in the node's cgroups, in any hierarchy.
 cgroup_pids() {
@@ -94,4 +95,5 @@ fi
 if [[ -d "${STATE}" ]]; then
   find "${STATE}" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
 fi
+rm -f "${OWNER_FILE}"
 echo "cluster-down: removed"

@@ -24,6 +24,17 @@ POD_GATEWAY=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_API_IP=10.96.0.1
 PAUSE_IMAGE=tsgw.local/pause:v1
+# The netns, cgroup and veth names are machine-wide: this file names the checkout whose cluster
+# holds them, so another checkout's cluster-up or cluster-down refuses instead of taking them over.
+OWNER_FILE=/run/tsgw-node.owner
+
+# check_owner: fails when the machine's cluster belongs to another state directory.
+check_owner() {
+  if [[ -f "${OWNER_FILE}" && "$(cat "${OWNER_FILE}")" != "${STATE}" ]]; then
+    echo "$(basename "$0"): the cluster of $(cat "${OWNER_FILE}") is up; run its hack/cluster-down.sh" >&2
+    exit 1
+  fi
+}
 
 # require_root: network namespaces, cgroups and containerd need root.
 require_root() {

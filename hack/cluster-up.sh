@@ -42,6 +42,7 @@ if [[ "${1:-}" == import ]]; then
   exit 0
 fi
 
+check_owner
 if [[ -e "${NETNS_PATH}" ]]; then
   if node_ready; then
     echo "cluster-up: the cluster is already up (KUBECONFIG=${ADMIN_KUBECONFIG})"
@@ -75,6 +76,8 @@ done
 # `ip netns add` makes /run/netns a mount point the first time; cluster-down undoes that when no
 # other namespace is left in it.
 if ! mountpoint -q /run/netns; then touch "${RUN}/netns-mount-created"; fi
+
+echo "${STATE}" >"${OWNER_FILE}"
 
 # --- network ------------------------------------------------------------------------------------
 ip netns add "${NETNS}"

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,6 +40,8 @@ var (
 	broughtUp bool   // this run brought the cluster up and tears it down
 	imageTag  string // the tag hack/images.sh gave the images
 	etcdTag   string
+
+	clusterLock *os.File // held for the life of the test process
 )
 
 func TestMain(m *testing.M) {
@@ -71,6 +74,16 @@ func requireCluster(t *testing.T) {
 // and imports the images.
 func setup() error {
 	ctx := context.Background()
+	// One cluster per machine (its netns and cgroup names are fixed): suites of other checkouts
+	// wait here until this process exits, which releases the lock.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "tsgw-cluster.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	clusterLock = lock // kept reachable: the finalizer of an unreachable *os.File closes it
 	out, err := run(ctx, time.Minute, "git", "-C", root, "describe", "--tags", "--always", "--dirty")
 	if err != nil {
 		return fmt.Errorf("git describe: %w\n%s", err, out)
