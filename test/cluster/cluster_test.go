@@ -51,6 +51,11 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "cluster-down: %v\n%s", err, out)
 			code = 1
 		}
+		// cluster-down must leave nothing of the cluster behind.
+		if left, err := leftovers(); err != nil || len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "after cluster-down: %v left on the machine (%v)\n", left, err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
@@ -111,6 +116,10 @@ func setup() error {
 	}
 	if broughtUp {
 		fmt.Printf("cluster: node Ready %s after hack/cluster-up.sh started\n", time.Since(start).Round(time.Second))
+	}
+	// The check TestMain runs after cluster-down must see a running cluster.
+	if left, err := leftovers(); err != nil || len(left) < 4 {
+		return fmt.Errorf("the leftover check sees only %v of the running cluster (%v)", left, err)
 	}
 	archives, err := filepath.Glob(filepath.Join(root, "_output", "images", "*.tar"))
 	if err != nil {
