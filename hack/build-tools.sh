@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
-# Builds the third-party binaries the e2e suite and the aggregation benchmarks run, into _output/bin:
-#   kube-apiserver           k8s.io/kubernetes/cmd/kube-apiserver
-#   kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager (ClusterRole aggregation
-#                            and namespace deletion for the e2e suite)
+# Builds the third-party binaries the e2e suite, the aggregation benchmarks and the test cluster
+# (hack/cluster-up.sh) run, into _output/bin:
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
+#                            k8s.io/kubernetes/cmd/<name> from hack/tools
 #   envoy-gateway            github.com/envoyproxy/gateway/cmd/envoy-gateway (standalone Envoy Gateway
 #                            for test/envoygateway), from its own module hack/tools/envoy-gateway
-# at the versions hack/tools/go.mod and hack/tools/envoy-gateway/go.mod require. A binary is rebuilt
-# only when it is missing or when its module's go.mod or go.sum changed since it was built (recorded
-# in a stamp file next to it). A cold build takes 10-20 minutes on two cores for the Kubernetes pair
-# (the second binary shares most of it) and about as long again for envoy-gateway.
-# etcd is not built: the e2e suite runs pkg/embeddedetcd in the test process.
-# Arguments name the binaries to build (default: all three); `make run` builds envoy-gateway only.
+#   containerd, containerd-shim-runc-v2, ctr
+#                            github.com/containerd/containerd/v2 from hack/tools/containerd
+#   runc                     github.com/opencontainers/runc with seccomp (cgo) from hack/tools/runc
+#   cni/bridge, cni/host-local, cni/loopback, cni/portmap
+#                            github.com/containernetworking/plugins from hack/tools/cni-plugins
+#   helm                     helm.sh/helm/v4/cmd/helm from hack/tools/helm
+#   coredns                  CoreDNS with the cluster's plugins only, from hack/tools/coredns
+#   etcd                     go.etcd.io/etcd/server/v3 at the main module's version (the e2e suite
+#                            embeds the same etcd with pkg/embeddedetcd)
+# Each group is its own module because their k8s.io/* and containerd requirements conflict.
+# A binary is rebuilt only when it is missing or when its module's go.mod or go.sum changed since it
+# was built (recorded in a stamp file next to it). A cold build takes 10-20 minutes on two cores for
+# the Kubernetes binaries (they share most of it) and about as long again for envoy-gateway; see
+# docs/cluster.md for measured figures.
+# `cluster` names the set hack/cluster-up.sh needs; it also installs iptables, conntrack, nftables
+# and runc's build dependencies (gcc, pkg-config, libseccomp-dev) with apt-get when they are missing
+# (as root only).
+# Arguments name the binaries or groups to build (default: the e2e set, kube-apiserver
+# kube-controller-manager envoy-gateway); `make run` builds envoy-gateway only.
 set -o errexit -o nounset -o pipefail
 WANTED=" ${*:-kube-apiserver kube-controller-manager envoy-gateway} "
+CLUSTER_SET="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd containerd runc cni coredns helm"
+WANTED=${WANTED/ cluster / ${CLUSTER_SET} }
 wanted() { [[ "${WANTED}" == *" $1 "* ]]; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,28 +68,118 @@ build() {
   "${out}" --version
 }
 
-wanted kube-apiserver && build kube-apiserver
-wanted kube-controller-manager && build kube-controller-manager
-wanted envoy-gateway || exit 0
+for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  if wanted "${name}"; then build "${name}"; fi
+done
+# module_stamp DIR MODULE: the version of MODULE that DIR/go.mod requires and the hash of DIR's
+# go.mod and go.sum; a binary built from DIR is current while its stamp file holds this.
+module_stamp() {
+  local dir=$1 module=$2 version
+  version=$(cd "${dir}" && go list -m -f '{{.Version}}' "${module}")
+  if [[ -z "${version}" ]]; then
+    echo "build-tools: ${dir}/go.mod does not require ${module}" >&2
+    return 1
+  fi
+  echo "${version} $(cat "${dir}/go.mod" "${dir}/go.sum" | sha256sum | cut -d' ' -f1)"
+}
 
-# Envoy Gateway: a separate module, because k8s.io/kubernetes above pins k8s.io/* to versions
-# Envoy Gateway does not build with.
-EG_TOOLS="${TOOLS}/envoy-gateway"
-EG_VERSION=$(cd "${EG_TOOLS}" && go list -m -f '{{.Version}}' github.com/envoyproxy/gateway)
-if [[ -z "${EG_VERSION}" ]]; then
-  echo "build-tools: hack/tools/envoy-gateway/go.mod does not require github.com/envoyproxy/gateway" >&2
-  exit 1
+# build_from DIR STAMP OUT PACKAGE [GO BUILD FLAGS...]: builds PACKAGE in module DIR into OUT unless
+# OUT's stamp file holds STAMP. Static (CGO_ENABLED=0 unless the caller sets it): the cluster's
+# binaries run on any distribution.
+build_from() {
+  local dir=$1 stamp=$2 out=$3 pkg=$4
+  shift 4
+  local stampfile
+  stampfile="$(dirname "${out}")/.$(basename "${out}").stamp"
+  if [[ -x "${out}" && -f "${stampfile}" && "$(cat "${stampfile}")" == "${stamp}" ]]; then
+    echo "build-tools: ${out} is ${stamp%% *}, up to date"
+    return
+  fi
+  echo "build-tools: building ${out#"${ROOT}/"} ${stamp%% *}..."
+  mkdir -p "$(dirname "${out}")"
+  (cd "${dir}" && CGO_ENABLED=${CGO_ENABLED:-0} go build -mod=readonly -buildvcs=false "$@" -o "${out}.tmp" "${pkg}")
+  mv -f "${out}.tmp" "${out}"
+  echo "${stamp}" >"${stampfile}"
+}
+
+if wanted envoy-gateway; then
+  # Envoy Gateway: a separate module, because k8s.io/kubernetes above pins k8s.io/* to versions
+  # Envoy Gateway does not build with.
+  EG_TOOLS="${TOOLS}/envoy-gateway"
+  EG_STAMP=$(module_stamp "${EG_TOOLS}" github.com/envoyproxy/gateway)
+  EG_VERSION=${EG_STAMP%% *}
+  eg_out="${BIN}/envoy-gateway" eg_stamp="${BIN}/.envoy-gateway.stamp"
+  if [[ -x "${eg_out}" && -f "${eg_stamp}" && "$(cat "${eg_stamp}")" == "${EG_STAMP}" ]]; then
+    echo "build-tools: ${eg_out} is ${EG_VERSION}, up to date"
+  else
+    echo "build-tools: building envoy-gateway ${EG_VERSION} (about 20 min when cold)..."
+    (cd "${EG_TOOLS}" && go build -mod=readonly -buildvcs=false \
+      -ldflags "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=${EG_VERSION}" \
+      -o "${eg_out}.tmp" github.com/envoyproxy/gateway/cmd/envoy-gateway)
+    mv -f "${eg_out}.tmp" "${eg_out}"
+    echo "${EG_STAMP}" >"${eg_stamp}"
+    "${eg_out}" version
+  fi
 fi
-EG_STAMP="${EG_VERSION} $(cat "${EG_TOOLS}/go.mod" "${EG_TOOLS}/go.sum" | sha256sum | cut -d' ' -f1)"
-eg_out="${BIN}/envoy-gateway" eg_stamp="${BIN}/.envoy-gateway.stamp"
-if [[ -x "${eg_out}" && -f "${eg_stamp}" && "$(cat "${eg_stamp}")" == "${EG_STAMP}" ]]; then
-  echo "build-tools: ${eg_out} is ${EG_VERSION}, up to date"
-else
-  echo "build-tools: building envoy-gateway ${EG_VERSION} (about 20 min when cold)..."
-  (cd "${EG_TOOLS}" && go build -mod=readonly -buildvcs=false \
-    -ldflags "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=${EG_VERSION}" \
-    -o "${eg_out}.tmp" github.com/envoyproxy/gateway/cmd/envoy-gateway)
-  mv -f "${eg_out}.tmp" "${eg_out}"
-  echo "${EG_STAMP}" >"${eg_stamp}"
-  "${eg_out}" version
+
+if wanted etcd; then
+  # etcd's own main package, at the version the main module already requires for pkg/embeddedetcd:
+  # the cluster's etcd and the e2e suite's embedded one are the same code and share the build cache.
+  build_from "${ROOT}" "$(module_stamp "${ROOT}" go.etcd.io/etcd/server/v3)" "${BIN}/etcd" \
+    go.etcd.io/etcd/server/v3
+fi
+
+if wanted containerd; then
+  dir="${TOOLS}/containerd" mod=github.com/containerd/containerd/v2
+  stamp=$(module_stamp "${dir}" "${mod}")
+  # The version package takes the module version; no_btrfs/no_devmapper/no_zfs leave out snapshotters
+  # that need C libraries (the cluster uses overlayfs).
+  flags=(-tags "no_btrfs no_devmapper no_zfs" -ldflags "-X ${mod}/version.Version=${stamp%% *}")
+  for name in containerd containerd-shim-runc-v2 ctr; do
+    build_from "${dir}" "${stamp}" "${BIN}/${name}" "${mod}/cmd/${name}" "${flags[@]}"
+  done
+fi
+
+if wanted cni; then
+  dir="${TOOLS}/cni-plugins" mod=github.com/containernetworking/plugins
+  stamp=$(module_stamp "${dir}" "${mod}")
+  for pkg in main/bridge ipam/host-local main/loopback meta/portmap; do
+    build_from "${dir}" "${stamp}" "${BIN}/cni/${pkg#*/}" "${mod}/plugins/${pkg}" \
+      -ldflags "-X ${mod}/pkg/utils/buildversion.BuildVersion=${stamp%% *}"
+  done
+fi
+
+if wanted coredns; then
+  build_from "${TOOLS}/coredns" "$(module_stamp "${TOOLS}/coredns" github.com/coredns/coredns)" \
+    "${BIN}/coredns" .
+fi
+
+if wanted helm; then
+  dir="${TOOLS}/helm" mod=helm.sh/helm/v4
+  stamp=$(module_stamp "${dir}" "${mod}")
+  build_from "${dir}" "${stamp}" "${BIN}/helm" "${mod}/cmd/helm" \
+    -ldflags "-X ${mod}/internal/version.version=${stamp%% *}"
+fi
+
+# The node's host packages (Debian): iptables/conntrack/nftables serve kube-proxy and the CNI
+# portmap plugin; gcc, pkg-config and libseccomp build runc. Installed only as root and only when
+# missing.
+if wanted runc && [[ $(id -u) == 0 ]]; then
+  missing=()
+  for probe in "command -v iptables:iptables" "command -v conntrack:conntrack" "command -v nft:nftables" \
+    "command -v gcc:gcc" "command -v pkg-config:pkg-config" "pkg-config --exists libseccomp:libseccomp-dev"; do
+    ${probe%%:*} >/dev/null 2>&1 || missing+=("${probe#*:}")
+  done
+  if ((${#missing[@]})); then
+    echo "build-tools: apt-get install ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
+if wanted runc; then
+  # runc needs cgo (its nsexec is C) and libseccomp for the RuntimeDefault seccomp profile.
+  dir="${TOOLS}/runc" mod=github.com/opencontainers/runc
+  stamp=$(module_stamp "${dir}" "${mod}")
+  CGO_ENABLED=1 build_from "${dir}" "${stamp}" "${BIN}/runc" "${mod}" -tags seccomp \
+    -ldflags "-X main.version=${stamp%% *}"
 fi
