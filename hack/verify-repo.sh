@@ -25,7 +25,8 @@ while IFS= read -r -d '' f; do
 done < <(git ls-files -z)
 
 # The patterns are spelled so that this script does not match itself.
-if hits=$(git grep -nIE '\.\./share[d]|/wor[k]/|/roo[t]/|/hom[e]/[a-z]' -- . 2>/dev/null); then
+# /home/nonroot is the home of the images' own user (hack/tools/images), not a build machine's.
+if hits=$(git grep -nIE '\.\./share[d]|/wor[k]/|/roo[t]/|/hom[e]/[a-z]' -- . 2>/dev/null | grep -v '/hom[e]/nonroot'); then
   echo "tracked files refer to paths outside the repository:" >&2
   echo "${hits}" >&2
   fail=1

@@ -18,6 +18,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/version"
 )
 
 // ProxyDeployOptions configure the controller that deploys tailscale-gateway-proxy for
@@ -35,9 +36,10 @@ type ProxyDeployOptions struct {
 	KeyCheckInterval time.Duration
 }
 
-// NewProxyDeployOptions returns the defaults.
+// NewProxyDeployOptions returns the defaults. The proxy image's default tag is this server's own
+// version: `make images` tags both images with the same `git describe`.
 func NewProxyDeployOptions() *ProxyDeployOptions {
-	return &ProxyDeployOptions{Enabled: true, Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:latest",
+	return &ProxyDeployOptions{Enabled: true, Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:" + version.Get().GitVersion,
 		PullPolicy: string(corev1.PullIfNotPresent), CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi",
 		MetricsInterval: requestcounts.DefaultInterval, KeyCheckInterval: proxydeploy.DefaultKeyCheckInterval}
 }
