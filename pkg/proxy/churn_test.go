@@ -90,6 +90,11 @@ func BenchmarkNewConnections(b *testing.B) {
 func checkChurn(t *testing.T, what string, r churn.Result) {
 	t.Helper()
 	t.Logf("%s: %v", what, r)
+	if r.Reset > 0 {
+		// Seen once in about 50,000 egress connections (client closing first); cause not found
+		// yet (docs/data-plane.md). Reported, not failed: it is no lost SYN.
+		t.Logf("%s: %d connections were reset", what, r.Reset)
+	}
 	if err := r.Err(); err != nil {
 		t.Errorf("%s: %v", what, err)
 	}
