@@ -210,8 +210,13 @@ func TestProxyModeSpeaksEachEndpointsProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
-	p, err := proxy.New(proxy.Options{Client: env.client, Node: n, EgressBindAddress: bind,
+	pn, err := node.Wrap(n)
+	if err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	defer pn.Close()
+	p, err := proxy.New(proxy.Options{Client: env.client, Node: pn, EgressBindAddress: bind,
 		Metrics: forward.NewMetrics(prometheus.NewRegistry()), Selection: proxy.Selection{Namespace: "sim", Endpoints: []string{"secure", "rpc"}}})
 	if err != nil {
 		t.Fatal(err)
