@@ -190,7 +190,7 @@ func TestUnsupported(t *testing.T) {
 	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
 	got := strings.Join(Unsupported(gw), " ")
 	// accessControl: the proxy enforces it; priority: only discovery's failover groups read it.
-	const noDiscovery = " (serviceDiscovery is not enabled on this and another tailnet)"
+	const noDiscovery = " (only discovery's failover groups read it and discovery is not enabled on this and another tailnet)"
 	want := "spec.loadBalancing.healthChecking spec.observability.metrics spec.tailnets[0].priority" + noDiscovery
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)

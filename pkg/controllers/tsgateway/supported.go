@@ -72,7 +72,7 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 		// priority orders the tailnets of a failover group, which discovery makes of a remote
 		// service found on several discovering tailnets: this one and at least one other.
 		if t.Priority != nil && (t.ServiceDiscovery == nil || !t.ServiceDiscovery.Enabled || len(discovering) < 2) {
-			out = append(out, p+".priority (serviceDiscovery is not enabled on this and another tailnet)")
+			out = append(out, p+".priority (only discovery's failover groups read it and discovery is not enabled on this and another tailnet)")
 		}
 	}
 	return out
