@@ -74,4 +74,19 @@ func TestServicesSupported(t *testing.T) {
 	if !strings.Contains(c.Message, "do not join as backends") {
 		t.Errorf("message does not say why the selector has no effect: %s", c.Message)
 	}
+
+	// secondaryEndpoints naming exactly the selected endpoints outside primaryEndpoints (as
+	// discovery's failover groups write it) is what is served: not listed.
+	obj.Spec.VIPService.AutoApprove, obj.Spec.ServiceDiscovery.VIPServiceSelector = nil, nil
+	web := map[string]string{"app": "web"}
+	sel := fakeSelector{{Name: "east", Namespace: "default", Labels: web}, {Name: "west", Namespace: "default", Labels: web}}
+	if c := supported(t, Services(obj, sources(), sel, now).Conditions, 4); c.Status != metav1.ConditionTrue {
+		t.Fatalf("secondaryEndpoints as served: %+v", c)
+	}
+	sel = append(sel, SelectedEndpoints{Name: "north", Namespace: "default", Labels: web})
+	c = supported(t, Services(obj, sources(), sel, now).Conditions, 4)
+	wantNames(t, c, "spec.loadBalancing.failoverConfig.secondaryEndpoints")
+	if !strings.Contains(c.Message, "[north west]") {
+		t.Errorf("message does not name what is secondary: %s", c.Message)
+	}
 }
