@@ -132,6 +132,7 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	conds := conditions{list: obj.Status.Conditions}
 	setTailnetSynced(&conds, obj.Spec.Tailnet, tn, haveTailnet, obj.Generation, now)
 	setAccepted(&conds, obj.Generation, now, admitted)
+	setSupported(&conds, IgnoredEndpointsFields(&obj.Spec), obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "EndpointsHealthy",
 		Message: conds.countOf(ConditionReady, st.HealthyEndpoints, st.TotalEndpoints, "endpoints healthy")}
 	switch {
@@ -373,6 +374,11 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	conds.set(vipReady, obj.Generation, now)
 	setAccepted(&conds, obj.Generation, now, admitted)
 	setTemplateSelected(&conds, obj, now)
+	names := make([]string, len(selected))
+	for i, e := range selected {
+		names[i] = e.Name
+	}
+	setSupported(&conds, IgnoredServicesFields(&obj.Spec, names), obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	switch {

@@ -29,13 +29,11 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 )
 
 // examplesDir is the examples directory relative to this package.
 const examplesDir = "../../examples"
-
-// autoProvisionedAnnotation marks TailscaleEndpoints created from a TailscaleServices endpointTemplate.
-const autoProvisionedAnnotation = "tailscale-gateway.com/auto-provisioned"
 
 // document is one YAML document of an example file.
 type document struct {
@@ -299,7 +297,7 @@ func TestExamplesSelectTheirEndpoints(t *testing.T) {
 
 	for _, ex := range examples {
 		eps, ok := ex.internal.(*gateway.TailscaleEndpoints)
-		if !ok || eps.Annotations[autoProvisionedAnnotation] != "true" {
+		if !ok || !autoprovision.IsAutoProvisioned(eps) {
 			continue
 		}
 		selected := false

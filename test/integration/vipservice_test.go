@@ -604,7 +604,7 @@ func TestAutoProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	auto := waitEndpoints(t, env, "web-auto", func(e *v1alpha1.TailscaleEndpoints, ok bool) bool { return ok })
-	if auto.Annotations["tailscale-gateway.com/auto-provisioned"] != "true" || len(auto.OwnerReferences) != 1 ||
+	if auto.Annotations["gateway.tailscale.com/auto-provisioned"] != "true" || len(auto.OwnerReferences) != 1 ||
 		auto.OwnerReferences[0].UID != created.UID || auto.Labels["app"] != "web" || auto.Spec.Tailnet != "sim" ||
 		len(auto.Spec.Ports) != 1 || auto.Spec.Ports[0].Port != 80 || *auto.Spec.Proxy.Replicas != 2 {
 		t.Fatalf("auto-provisioned endpoints: %+v", auto)

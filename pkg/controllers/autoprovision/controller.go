@@ -1,7 +1,7 @@
 // Package autoprovision creates the TailscaleEndpoints a TailscaleServices' endpointTemplate
 // describes when its selector matches none, and deletes it when it is no longer needed: when
 // other TailscaleEndpoints match, the template goes, or the TailscaleServices is deleted. The
-// created object is named "<service>-auto", annotated tailscale-gateway.com/auto-provisioned,
+// created object is named "<service>-auto", annotated gateway.tailscale.com/auto-provisioned,
 // and owned (ownerReference) by the TailscaleServices, so that Kubernetes' garbage collector
 // removes it in cluster mode; this controller deletes it itself too, since a standalone server
 // has no garbage collector.
@@ -34,8 +34,19 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
-// Annotation marks auto-provisioned TailscaleEndpoints.
-const Annotation = "tailscale-gateway.com/auto-provisioned"
+// Annotation marks auto-provisioned TailscaleEndpoints. LegacyAnnotation, the key of the API
+// contract and of earlier versions, is still read, so that objects they provisioned stay ours;
+// the controller replaces it with Annotation on its next write of such an object.
+const (
+	Annotation       = "gateway.tailscale.com/auto-provisioned"
+	LegacyAnnotation = "tailscale-gateway.com/auto-provisioned"
+)
+
+// IsAutoProvisioned reports whether obj carries Annotation or LegacyAnnotation "true".
+func IsAutoProvisioned(obj metav1.Object) bool {
+	a := obj.GetAnnotations()
+	return a[Annotation] == "true" || a[LegacyAnnotation] == "true"
+}
 
 // Suffix is appended to the TailscaleServices' name.
 const Suffix = "-auto"
@@ -150,7 +161,7 @@ func (c *Controller) work(ctx context.Context) {
 // ownedBy reports whether e is auto-provisioned for the TailscaleServices of uid (any uid when
 // uid is empty).
 func ownedBy(e *v1alpha1.TailscaleEndpoints, name string, uid types.UID) bool {
-	if e.Annotations[Annotation] != "true" {
+	if !IsAutoProvisioned(e) {
 		return false
 	}
 	for _, r := range e.OwnerReferences {
@@ -212,11 +223,17 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		// Left by an earlier TailscaleServices of the same name: replace it.
 		return c.delete(ctx, svc, existing)
 	}
-	if equality.Semantic.DeepEqual(existing.Spec, desired.Spec) && maps.Equal(existing.Labels, desired.Labels) {
+	if equality.Semantic.DeepEqual(existing.Spec, desired.Spec) && maps.Equal(existing.Labels, desired.Labels) &&
+		existing.Annotations[Annotation] == "true" && existing.Annotations[LegacyAnnotation] == "" {
 		return nil
 	}
 	out := existing.DeepCopy()
 	out.Spec, out.Labels = desired.Spec, desired.Labels
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[Annotation] = "true"
+	delete(out.Annotations, LegacyAnnotation)
 	if _, err := c.client.GatewayV1alpha1().TailscaleEndpoints(ns).Update(ctx, out, metav1.UpdateOptions{FieldManager: "tailscale-gateway-autoprovision"}); err != nil {
 		return fmt.Errorf("updating TailscaleEndpoints %s/%s: %w", ns, autoName, err)
 	}

@@ -101,7 +101,7 @@ type Input struct {
 // Wanted reports whether obj gets a proxy: it has spec.proxy, or it was auto-provisioned for a
 // TailscaleServices (whose VIP its proxies host), with the template's proxy or the defaults.
 func Wanted(obj *v1alpha1.TailscaleEndpoints) bool {
-	return obj.Spec.Proxy != nil || obj.Annotations[autoprovision.Annotation] == "true"
+	return obj.Spec.Proxy != nil || autoprovision.IsAutoProvisioned(obj)
 }
 
 // Replicas is the number of proxies of obj (1 by default).

@@ -201,4 +201,8 @@ func TestWanted(t *testing.T) {
 	if !Wanted(obj) || Replicas(obj) != 1 || ConnectionType(obj) != Bidirectional {
 		t.Fatal("an auto-provisioned object gets one bidirectional proxy")
 	}
+	obj.Annotations = map[string]string{autoprovision.LegacyAnnotation: "true"}
+	if !Wanted(obj) {
+		t.Fatal("an object auto-provisioned by an earlier version (legacy annotation) gets a proxy")
+	}
 }

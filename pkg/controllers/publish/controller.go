@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -274,10 +275,14 @@ func (c *Controller) applySlices(ctx context.Context, svc *corev1.Service, want 
 	ns := svc.Namespace
 	controller := true
 	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID, Controller: &controller}
-	have, err := c.kslices.EndpointSlices(ns).List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: SliceManager}))
+	have, err := c.kslices.EndpointSlices(ns).List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name}))
 	if err != nil {
 		return err
 	}
+	have = slices.DeleteFunc(have, func(s *discoveryv1.EndpointSlice) bool {
+		m := s.Labels[discoveryv1.LabelManagedBy]
+		return m != SliceManager && m != LegacySliceManager
+	})
 	byName := map[string]*discoveryv1.EndpointSlice{}
 	for _, s := range have {
 		byName[s.Name] = s
@@ -296,7 +301,7 @@ func (c *Controller) applySlices(ctx context.Context, svc *corev1.Service, want 
 			continue
 		}
 		if equality.Semantic.DeepEqual(cur.Endpoints, s.Endpoints) && equality.Semantic.DeepEqual(cur.Ports, s.Ports) &&
-			cur.AddressType == s.AddressType {
+			cur.AddressType == s.AddressType && cur.Labels[discoveryv1.LabelManagedBy] == SliceManager {
 			continue
 		}
 		if cur.AddressType != s.AddressType { // immutable
@@ -307,6 +312,7 @@ func (c *Controller) applySlices(ctx context.Context, svc *corev1.Service, want 
 		}
 		upd := cur.DeepCopy()
 		upd.Endpoints, upd.Ports = s.Endpoints, s.Ports
+		upd.Labels[discoveryv1.LabelManagedBy] = SliceManager // a slice of an earlier version
 		if _, err := client.Update(ctx, upd, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
 			errs = append(errs, fmt.Errorf("updating EndpointSlice %s/%s: %w", ns, s.Name, err))
 		}

@@ -37,8 +37,10 @@ const (
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	ManagedBy      = "tailscale-gateway"
 	// SliceManager is the EndpointSlices' endpointslice.kubernetes.io/managed-by: not the
-	// endpointslice controller's, which leaves them alone.
-	SliceManager = "publish.tailscale-gateway.com"
+	// endpointslice controller's, which leaves them alone. LegacySliceManager, the value of
+	// earlier versions, still marks slices as ours; the controller relabels them.
+	SliceManager       = "publish.gateway.tailscale.com"
+	LegacySliceManager = "publish.tailscale-gateway.com"
 	// LabelKind and LabelObject name the published object.
 	LabelKind   = "gateway.tailscale.com/backend-kind"
 	LabelObject = "gateway.tailscale.com/backend-name"

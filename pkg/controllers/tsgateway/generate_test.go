@@ -189,21 +189,36 @@ func TestUnsupported(t *testing.T) {
 	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
 	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
 	got := strings.Join(Unsupported(gw), " ")
-	// accessControl: the proxy enforces it; priority: discovery's failover groups order tailnets.
-	want := "spec.loadBalancing.healthChecking spec.observability.metrics"
+	// accessControl: the proxy enforces it; priority: only discovery's failover groups read it.
+	const noDiscovery = " (only discovery's failover groups read it and discovery is not enabled on this and another tailnet)"
+	want := "spec.loadBalancing.healthChecking spec.observability.metrics spec.tailnets[0].priority" + noDiscovery
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
 	second := *gw.Spec.Tailnets[0].DeepCopy()
 	second.Name = "other"
 	gw.Spec.Tailnets = append(gw.Spec.Tailnets, second)
+	want += " spec.tailnets[1].priority" + noDiscovery
 	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("two tailnets: got %s\nwant %s", got, want)
 	}
-	// With discovery, healthChecking is the health check of discovered remote services.
+	// With discovery, healthChecking is the health check of discovered remote services; priority
+	// orders the tailnets once discovery runs on both.
 	gw.Spec.Tailnets[1].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
+	want = "spec.observability.metrics spec.tailnets[0].priority" + noDiscovery + " spec.tailnets[1].priority" + noDiscovery
+	if got := strings.Join(Unsupported(gw), " "); got != want {
+		t.Fatalf("with discovery on one tailnet: got %s\nwant %s", got, want)
+	}
+	gw.Spec.Tailnets[0].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
 	if got, want := strings.Join(Unsupported(gw), " "), "spec.observability.metrics"; got != want {
-		t.Fatalf("with discovery: got %s\nwant %s", got, want)
+		t.Fatalf("with discovery on both: got %s\nwant %s", got, want)
+	}
+	// A direction not enabled generates nothing: its fields are listed.
+	gw.Spec.Tailnets[1].RouteGeneration.Ingress.Enabled = false
+	gw.Spec.Tailnets[1].RouteGeneration.Egress = &v1alpha1.EgressRouteConfig{PathPrefix: "/out/"}
+	want = "spec.observability.metrics spec.tailnets[1].routeGeneration.ingress (enabled is false) spec.tailnets[1].routeGeneration.egress (enabled is false)"
+	if got := strings.Join(Unsupported(gw), " "); got != want {
+		t.Fatalf("directions not enabled: got %s\nwant %s", got, want)
 	}
 }
 

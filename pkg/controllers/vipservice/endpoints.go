@@ -28,7 +28,12 @@ const EndpointsKind = "TailscaleEndpoints"
 // RegisteredAnnotation on a TailscaleEndpoints lists the Services registered for it
 // (JSON ["<tailnet>/svc:<name>", …]), written before they are created so that a Service
 // dropped from spec.serviceDiscovery.vipServices, or left when the object goes, is released.
-const RegisteredAnnotation = "tailscale-gateway.com/registered-vip-services"
+// LegacyRegisteredAnnotation, its key in earlier versions, is still read (so that what they
+// registered is released too) and dropped on the next write.
+const (
+	RegisteredAnnotation       = "gateway.tailscale.com/registered-vip-services"
+	LegacyRegisteredAnnotation = "tailscale-gateway.com/registered-vip-services"
+)
 
 // endpointsKeyPrefix marks TailscaleEndpoints keys in the queue.
 const endpointsKeyPrefix = "TailscaleEndpoints:"
@@ -42,7 +47,7 @@ func (c *Controller) enqueueEndpoints(obj any) {
 		return
 	}
 	// Only objects that register Services or did.
-	if wantsRegistration(e) || e.Annotations[RegisteredAnnotation] != "" || hasFinalizerOn(e.Finalizers) {
+	if wantsRegistration(e) || e.Annotations[RegisteredAnnotation] != "" || e.Annotations[LegacyRegisteredAnnotation] != "" || hasFinalizerOn(e.Finalizers) {
 		if key, err := cache.MetaNamespaceKeyFunc(e); err == nil {
 			c.queue.Add(endpointsKeyPrefix + key)
 		}
@@ -155,11 +160,15 @@ func (c *Controller) syncEndpoints(ctx context.Context, key string) error {
 	return errors.Join(err, c.writeEndpointsStatus(ctx, e, conflicts, err))
 }
 
-// registeredOf reads RegisteredAnnotation.
+// registeredOf reads RegisteredAnnotation and LegacyRegisteredAnnotation.
 func registeredOf(e *v1alpha1.TailscaleEndpoints) []string {
 	var out []string
-	if raw := e.Annotations[RegisteredAnnotation]; raw != "" {
-		_ = json.Unmarshal([]byte(raw), &out)
+	for _, k := range []string{RegisteredAnnotation, LegacyRegisteredAnnotation} {
+		var keys []string
+		if raw := e.Annotations[k]; raw != "" {
+			_ = json.Unmarshal([]byte(raw), &keys)
+		}
+		out = union(out, keys)
 	}
 	return out
 }
@@ -185,10 +194,12 @@ func (c *Controller) setRegistered(ctx context.Context, e *v1alpha1.TailscaleEnd
 		b, _ := json.Marshal(keys)
 		val = string(b)
 	}
-	if e.Annotations[RegisteredAnnotation] == val && hasFinalizerOn(e.Finalizers) == finalize {
+	_, legacy := e.Annotations[LegacyRegisteredAnnotation]
+	if e.Annotations[RegisteredAnnotation] == val && !legacy && hasFinalizerOn(e.Finalizers) == finalize {
 		return e, nil
 	}
 	out := e.DeepCopy()
+	delete(out.Annotations, LegacyRegisteredAnnotation)
 	if val == "" {
 		delete(out.Annotations, RegisteredAnnotation)
 	} else {

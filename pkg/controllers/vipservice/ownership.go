@@ -19,7 +19,11 @@ const (
 	// by several references; a reference whose heartbeat is older than the consumer TTL belongs
 	// to an installation that is gone and is removed by any other. References without a
 	// heartbeat (e.g. the Tailscale operator's) never expire.
-	HeartbeatAnnotation = "tailscale-gateway.com/owner-heartbeats"
+	HeartbeatAnnotation = "gateway.tailscale.com/owner-heartbeats"
+	// LegacyHeartbeatAnnotation is HeartbeatAnnotation's key in earlier versions: read (the later
+	// heartbeat of a reference wins), so that installations of both versions sharing a Service
+	// keep each other's references alive, and dropped when this version writes the Service.
+	LegacyHeartbeatAnnotation = "tailscale-gateway.com/owner-heartbeats"
 )
 
 // ownerAnnotationValue is the content of OwnerAnnotation, as the Tailscale operator writes it.
@@ -79,14 +83,17 @@ func parseOwners(annotations map[string]string) (owners, error) {
 		return o, fmt.Errorf("parsing annotation %s: %w", OwnerAnnotation, err)
 	}
 	o.present, o.refs = len(v.OwnerRefs) > 0, v.OwnerRefs
-	if hb := annotations[HeartbeatAnnotation]; hb != "" {
+	for _, key := range []string{HeartbeatAnnotation, LegacyHeartbeatAnnotation} {
 		var m map[string]string
-		if err := json.Unmarshal([]byte(hb), &m); err == nil {
+		if hb := annotations[key]; hb == "" || json.Unmarshal([]byte(hb), &m) != nil {
+			continue
+		}
+		if o.heartbeats == nil {
 			o.heartbeats = make(map[string]time.Time, len(m))
-			for k, s := range m {
-				if t, err := time.Parse(time.RFC3339, s); err == nil {
-					o.heartbeats[k] = t
-				}
+		}
+		for k, s := range m {
+			if t, err := time.Parse(time.RFC3339, s); err == nil && t.After(o.heartbeats[k]) {
+				o.heartbeats[k] = t
 			}
 		}
 	}
@@ -180,6 +187,7 @@ func (o owners) annotations(base map[string]string, ref OwnerRef, now time.Time,
 	}
 	delete(out, OwnerAnnotation)
 	delete(out, HeartbeatAnnotation)
+	delete(out, LegacyHeartbeatAnnotation)
 	if len(o.refs) == 0 {
 		return out
 	}

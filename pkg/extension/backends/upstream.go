@@ -17,7 +17,7 @@ const (
 	// TransportSocketMatchFilter is the metadata filter Envoy reads transport socket matches from.
 	TransportSocketMatchFilter = "envoy.transport_socket_match"
 	// TransportSocketMatchKey is this project's key in that filter.
-	TransportSocketMatchKey = "tailscale-gateway.com/upstream"
+	TransportSocketMatchKey = "gateway.tailscale.com/upstream"
 	// UpstreamPlaintext: HTTP, gRPC (h2c), TCP and unknown protocols are spoken in cleartext.
 	UpstreamPlaintext = "plaintext"
 	// UpstreamSystemCA: HTTPS and TLS endpoints without a caCertificate.

@@ -1,0 +1,93 @@
+package livestatus
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
+)
+
+// ConditionSupported says which set spec fields have no effect (reason FieldsNotSupported), so
+// that none is silently ignored. TailscaleGateway's is written by its controller
+// (pkg/controllers/tsgateway), with the same type and reasons; TailscaleTailnet has none, since
+// every field of its spec takes effect.
+const (
+	ConditionSupported       = "Supported"
+	ReasonAllFieldsSupported = "AllFieldsSupported"
+	ReasonFieldsNotSupported = "FieldsNotSupported"
+)
+
+// Ignored is a set field without effect: its path and why.
+type Ignored struct{ Path, Why string }
+
+func (i Ignored) String() string { return i.Path + " (" + i.Why + ")" }
+
+// IgnoredEndpointsFields returns the set fields of a TailscaleEndpoints spec that drive nothing.
+func IgnoredEndpointsFields(spec *gateway.TailscaleEndpointsSpec) []Ignored {
+	var out []Ignored
+	for i, ep := range spec.Endpoints {
+		p := fmt.Sprintf("spec.endpoints[%d]", i)
+		if ep.ExternalTarget != "" {
+			out = append(out, Ignored{p + ".externalTarget", "nothing forwards to targets outside the tailnet, traffic goes to tailscaleIP or tailscaleFQDN"})
+		}
+		if len(ep.Metadata) > 0 {
+			out = append(out, Ignored{p + ".metadata", "no component reads it"})
+		}
+	}
+	return out
+}
+
+// IgnoredServicesFields returns the set fields of a TailscaleServices spec that drive nothing,
+// given the names of the TailscaleEndpoints it selects. failoverConfig.secondaryEndpoints is
+// listed only when it differs from what is served as secondary anyway (every selected
+// TailscaleEndpoints outside primaryEndpoints), as discovery's failover groups write it.
+func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec, selected []string) []Ignored {
+	var out []Ignored
+	if v := spec.VIPService; v != nil && v.AutoApprove != nil {
+		out = append(out, Ignored{"spec.vipService.autoApprove", "no approval call is made, the tailnet policy's autoApprovers decide which hosts are approved"})
+	}
+	if lb := spec.LoadBalancing; lb != nil && lb.FailoverConfig != nil && len(lb.FailoverConfig.SecondaryEndpoints) > 0 {
+		fc := lb.FailoverConfig
+		var secondary []string
+		for _, n := range selected {
+			if !slices.Contains(fc.PrimaryEndpoints, n) {
+				secondary = append(secondary, n)
+			}
+		}
+		named := slices.Clone(fc.SecondaryEndpoints)
+		slices.Sort(named)
+		slices.Sort(secondary)
+		if !slices.Equal(slices.Compact(named), secondary) {
+			out = append(out, Ignored{"spec.loadBalancing.failoverConfig.secondaryEndpoints",
+				fmt.Sprintf("every selected TailscaleEndpoints outside primaryEndpoints is secondary: [%s]", strings.Join(secondary, " "))})
+		}
+	}
+	if sd := spec.ServiceDiscovery; sd != nil && sd.VIPServiceSelector != nil &&
+		(len(sd.VIPServiceSelector.Tags) > 0 || len(sd.VIPServiceSelector.ServiceNames) > 0) {
+		why := "Tailscale Services it matches do not join as backends, it only decides whether to attach to an existing spec.vipService.name"
+		if !sd.DiscoverVIPServices || spec.VIPService == nil {
+			why = "Tailscale Services it matches do not join as backends, and without discoverVIPServices and vipService it decides nothing"
+		}
+		out = append(out, Ignored{"spec.serviceDiscovery.vipServiceSelector", why})
+	}
+	return out
+}
+
+// setSupported sets the Supported condition from the ignored fields of an object.
+func setSupported(conds *conditions, ignored []Ignored, generation int64, now time.Time) {
+	c := metav1.Condition{Type: ConditionSupported, Status: metav1.ConditionTrue, Reason: ReasonAllFieldsSupported,
+		Message: "Every set field takes effect"}
+	if len(ignored) > 0 {
+		parts := make([]string, len(ignored))
+		for i, f := range ignored {
+			parts[i] = f.String()
+		}
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonFieldsNotSupported
+		c.Message = "Set but without effect: " + strings.Join(parts, "; ")
+	}
+	conds.set(c, generation, now)
+}

@@ -1,0 +1,89 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
+	"github.com/tailscale-gateway/tailscale-gateway/test/objects"
+)
+
+// checkSupported fails unless conds hold Supported with status want at generation, its message
+// naming every path of names.
+func checkSupported(t *testing.T, what string, conds []metav1.Condition, generation int64, want metav1.ConditionStatus, names ...string) {
+	t.Helper()
+	c := meta.FindStatusCondition(conds, livestatus.ConditionSupported)
+	if c == nil || c.Status != want || c.ObservedGeneration != generation {
+		t.Fatalf("%s: Supported %+v, want %s at generation %d", what, c, want, generation)
+	}
+	for _, n := range names {
+		if !strings.Contains(c.Message, n) {
+			t.Errorf("%s: Supported message does not name %s: %s", what, n, c.Message)
+		}
+	}
+}
+
+// TestSupportedConditionThroughTheAPI: a TailscaleEndpoints and a TailscaleServices read through
+// the API say which of their set fields have no effect (Supported=False, FieldsNotSupported), and
+// Supported=True at the new generation once those fields are cleared.
+func TestSupportedConditionThroughTheAPI(t *testing.T) {
+	s := framework.Start(t, "", func(o *server.Options) {
+		o.Collector = &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{}}
+	})
+	api := s.Clientset(t).GatewayV1alpha1()
+
+	eps := objects.Endpoints("web", "eps")
+	eps.Spec.Endpoints[1].Metadata = map[string]string{"team": "data"}
+	created, err := api.TailscaleEndpoints("web").Create(ctx(t), eps, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := api.TailscaleEndpoints("web").Get(ctx(t), "eps", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSupported(t, "endpoints", got.Status.Conditions, created.Generation, metav1.ConditionFalse, "spec.endpoints[1].metadata")
+	if c := meta.FindStatusCondition(got.Status.Conditions, livestatus.ConditionSupported); c.Reason != livestatus.ReasonFieldsNotSupported {
+		t.Fatalf("endpoints: reason %s", c.Reason)
+	}
+	got.Spec.Endpoints[1].Metadata = nil
+	updated, err := api.TailscaleEndpoints("web").Update(ctx(t), got, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated.Generation == created.Generation {
+		t.Fatal("clearing metadata did not make a new generation")
+	}
+	if got, err = api.TailscaleEndpoints("web").Get(ctx(t), "eps", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkSupported(t, "endpoints after clearing metadata", got.Status.Conditions, updated.Generation, metav1.ConditionTrue)
+
+	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints is set
+	svc.Spec.VIPService.AutoApprove = ptrTo(true)
+	createdSvc, err := api.TailscaleServices("web").Create(ctx(t), svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotSvc, err := api.TailscaleServices("web").Get(ctx(t), "svc", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSupported(t, "services", gotSvc.Status.Conditions, createdSvc.Generation, metav1.ConditionFalse,
+		"spec.vipService.autoApprove", "spec.loadBalancing.failoverConfig.secondaryEndpoints")
+	gotSvc.Spec.VIPService.AutoApprove = nil
+	gotSvc.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = nil
+	updatedSvc, err := api.TailscaleServices("web").Update(ctx(t), gotSvc, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotSvc, err = api.TailscaleServices("web").Get(ctx(t), "svc", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkSupported(t, "services after clearing", gotSvc.Status.Conditions, updatedSvc.Generation, metav1.ConditionTrue)
+}
