@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tailscale-gateway/tailscale-gateway/test/pki"
 )
 
 const (
@@ -46,6 +48,9 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if egCADir != "" {
+		os.RemoveAll(egCADir)
+	}
 	if broughtUp && os.Getenv("TSGW_CLUSTER_KEEP") != "1" {
 		if out, err := run(context.Background(), 5*time.Minute, filepath.Join(root, "hack", "cluster-down.sh")); err != nil {
 			fmt.Fprintf(os.Stderr, "cluster-down: %v\n%s", err, out)
@@ -235,11 +240,41 @@ func installChart(t *testing.T, ctx context.Context, tag string) {
 // helmInstall installs or upgrades the release to the images of tag (the test node has no volume
 // provisioner: etcd runs on emptyDir).
 func helmInstall(ctx context.Context, tag string) (string, error) {
+	egCA, err := envoyGatewayCA()
+	if err != nil {
+		return "", err
+	}
 	return runEnv(ctx, 10*time.Minute, nil, helm, "--kubeconfig", kubeconfig, "upgrade", "--install", release,
 		filepath.Join(root, "charts", "tailscale-gateway"), "-n", namespace, "--create-namespace",
 		"--set", "image.tag="+tag,
+		// No Envoy Gateway runs in this cluster yet: a CA of its own stands in for Envoy Gateway's,
+		// whose clients the extension's ports admit, and nothing is written to its namespace.
+		"--set-file", "extension.tls.envoyGatewayCA="+egCA, "--set", "envoyGateway.writeExtensionCA=false",
 		"--set", "etcd.image.repository=tsgw.local/etcd", "--set", "etcd.image.tag="+etcdTag,
 		"--set", "etcd.persistence.enabled=false")
+}
+
+var (
+	egCAOnce sync.Once
+	egCADir  string
+	egCAFile string
+	egCAErr  error
+)
+
+// envoyGatewayCA writes, once per run, a CA standing in for Envoy Gateway's and returns its file.
+func envoyGatewayCA() (string, error) {
+	egCAOnce.Do(func() {
+		if egCADir, egCAErr = os.MkdirTemp("", "tsgw-envoy-gateway-ca"); egCAErr != nil {
+			return
+		}
+		ca, err := pki.NewCA(egCADir, "envoy-gateway")
+		if err != nil {
+			egCAErr = err
+			return
+		}
+		egCAFile = ca.CertFile
+	})
+	return egCAFile, egCAErr
 }
 
 func kubectl(ctx context.Context, args ...string) (string, error) {
