@@ -14,7 +14,7 @@ LDFLAGS     := -X $(VERSION_PKG).gitVersion=$(GIT_VERSION) -X $(VERSION_PKG).git
 # (CLUSTER_TESTS=0 leaves it out; it then skips).
 CLUSTER_TESTS ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
-.PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean \
+.PHONY: all build run test verify tools fuzz unit integration bench bench-aggregation codegen clean artifacts \
 	cluster-up cluster-down images chart
 
 all: build
@@ -77,6 +77,11 @@ cluster-down:
 ## and linux/arm64 in _output/images, tagged `git describe` (TAG, REGISTRY, PLATFORMS override).
 images:
 	hack/images.sh
+
+## artifacts: artifacts/deploy and artifacts/envoy-gateway/rbac.yaml, rendered from the chart.
+artifacts:
+	hack/build-tools.sh helm
+	hack/render-artifacts.sh
 
 ## chart: helm lint and helm template of charts/tailscale-gateway with its value combinations.
 chart:

@@ -79,9 +79,30 @@ render secret --set apiService.certificate.source=secret --set apiService.certif
 has secret '^ +secretName: my-tls$'
 hasnt secret '^  name: (my-tls|tailscale-gateway-apiserver-tls)$'
 
+# The extension's certificates from an existing Secret: nothing generated, nothing looked up, so
+# this renders without Envoy Gateway's CA (artifacts/deploy uses it).
+"${HELM}" template tailscale-gateway "${CHART}" -n tailscale-gateway-system --set extension.tls.source=secret \
+  --set extension.tls.existingSecret=my-grpc >"${OUT}/grpcsecret.yaml" || fail "helm template (grpcsecret) failed"
+has grpcsecret '^ +secretName: my-grpc$'
+hasnt grpcsecret '^  name: (tailscale-gateway-apiserver-grpc-tls|tailscale-gateway-extension-ca)$'
+hasnt grpcsecret 'BEGIN'
+
+# The extension's certificates from cert-manager: two Certificates, cert-manager's Secrets projected
+# under the flags' file names, Envoy Gateway's CA still from the chart, no generated key.
+render grpccertmanager --set extension.tls.source=certManager \
+  --set extension.tls.certManager.issuerRef.name=ca-issuer --set extension.tls.certManager.issuerRef.kind=ClusterIssuer
+has grpccertmanager '^  name: tailscale-gateway-extension$'
+has grpccertmanager '^  name: tailscale-gateway-xds$'
+has grpccertmanager '^  secretName: tailscale-gateway-xds-tls$'
+has grpccertmanager '\{key: tls\.key, path: xds\.key\}'
+has grpccertmanager '^  envoy-gateway-ca\.crt: [A-Za-z0-9+/=]{100,}$'
+hasnt grpccertmanager '^  (extension|xds)\.key:'
+hasnt grpccertmanager '^  name: tailscale-gateway-extension-ca$'
+
 # Refused values.
 for bad in "image.tag=latest" "etcd.mode=external" "apiService.certificate.source=none" \
-  "apiService.certificate.source=secret" "oauth.clientId=only-the-id" "apiserver.replicas=0"; do
+  "apiService.certificate.source=secret" "oauth.clientId=only-the-id" "apiserver.replicas=0" \
+  "extension.tls.source=secret" "extension.tls.source=none" "extension.tls.source=certManager"; do
   if "${HELM}" template tailscale-gateway "${CHART}" "${EG[@]}" --set "${bad}" >/dev/null 2>&1; then
     fail "--set ${bad} was accepted"
   fi
@@ -90,4 +111,11 @@ done
 if "${HELM}" template tailscale-gateway "${CHART}" >/dev/null 2>&1; then
   fail "the extension was rendered without Envoy Gateway's CA"
 fi
-echo "verify-chart: charts/tailscale-gateway lints and renders"
+
+# artifacts/deploy and artifacts/envoy-gateway/rbac.yaml are the chart rendered (one source).
+HELM="${HELM}" "${ROOT}/hack/render-artifacts.sh" "${OUT}/artifacts" >/dev/null
+for f in deploy/tailscale-gateway.yaml envoy-gateway/rbac.yaml; do
+  diff -u "${ROOT}/artifacts/${f}" "${OUT}/artifacts/${f}" >&2 ||
+    fail "artifacts/${f} differs from the chart rendered: run make artifacts"
+done
+echo "verify-chart: charts/tailscale-gateway lints and renders; artifacts/ is the chart rendered"

@@ -5,6 +5,13 @@
 {{- define "tsgw.servingSecret" -}}
 {{- .Values.apiService.certificate.existingSecret | default "tailscale-gateway-apiserver-tls" -}}
 {{- end -}}
+{{- define "tsgw.grpcSecret" -}}
+{{- if eq .Values.extension.tls.source "secret" -}}
+{{- .Values.extension.tls.existingSecret -}}
+{{- else -}}
+{{- include "tsgw.apiserver" . }}-grpc-tls
+{{- end -}}
+{{- end -}}
 {{- define "tsgw.oauthSecret" -}}
 {{- .Values.oauth.existingSecret | default .Values.oauth.secretName -}}
 {{- end -}}

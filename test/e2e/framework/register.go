@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -54,7 +56,11 @@ func (e *Environment) register() error {
 	if _, err := e.Aggregator.ApiregistrationV1().APIServices().Patch(ctx, APIServiceName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("patching APIService %s: %w", APIServiceName, err)
 	}
-	return e.WaitForAPIService(ctx, apiregistrationv1.ConditionTrue)
+	if err := e.WaitForAPIService(ctx, apiregistrationv1.ConditionTrue); err != nil {
+		return err
+	}
+	// kubectl cached discovery while installing, before the group was served: drop it.
+	return os.RemoveAll(filepath.Join(e.Dir, "kubectl-cache"))
 }
 
 // WaitForAPIService waits until the APIService's Available condition has status.
