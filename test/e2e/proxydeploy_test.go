@@ -37,12 +37,16 @@ import (
 )
 
 // proxySim is a simulated tailnet with one device for the proxy tests, registered as the
-// TailscaleTailnet name with the tag tag:k8s-proxy. Control accepts a known node's restart
+// TailscaleTailnet name whose own devices carry tag:k8s-operator and whose proxies may carry
+// tag:k8s-proxy (the default), tag:web and tag:extra. Control accepts a known node's restart
 // without a key (NoAuthKeyCheck), as Tailscale's does, so a restart shows whether one is needed.
 func proxySim(t *testing.T, name string) (*tailnetsim.Tailnet, *tailnet.Client) {
 	t.Helper()
-	return startSimWith(t, name, tailnetsim.Options{NoAuthKeyCheck: true,
-		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}}, "tag:k8s-proxy")
+	return startSimSpec(t, name, tailnetsim.Options{NoAuthKeyCheck: true,
+		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}},
+		func(s *v1alpha1.TailscaleTailnetSpec) {
+			s.Tags, s.ProxyTags = []string{"tag:k8s-operator"}, []string{"tag:k8s-proxy", "tag:web", "tag:extra"}
+		})
 }
 
 // mintedKeys lists the descriptions and tags of the auth keys minted in sim.
@@ -176,7 +180,7 @@ func TestProxyDeployment(t *testing.T) {
 		t.Errorf("StatefulSet: replicas %d, serviceAccountName %s", *sts.Spec.Replicas, sts.Spec.Template.Spec.ServiceAccountName)
 	}
 	args := sts.Spec.Template.Spec.Containers[0].Args
-	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--tags=tag:k8s-proxy,tag:web", "--namespace=" + ns} {
+	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--tags=tag:web", "--namespace=" + ns} {
 		if !slices.Contains(args, want) {
 			t.Errorf("proxy args %v lack %s", args, want)
 		}
@@ -209,7 +213,7 @@ func TestProxyDeployment(t *testing.T) {
 		t.Fatalf("minted keys %v, want one", keys)
 	}
 	for desc, tags := range keys {
-		if !strings.HasSuffix(desc, "tailscale-gateway-proxy "+ns+"/backends") || !slices.Equal(tags, []string{"tag:k8s-proxy", "tag:web"}) {
+		if !strings.HasSuffix(desc, "tailscale-gateway-proxy "+ns+"/backends") || !slices.Equal(tags, []string{"tag:web"}) {
 			t.Errorf("minted key %q with tags %v", desc, tags)
 		}
 	}
@@ -254,7 +258,7 @@ func TestProxyDeployment(t *testing.T) {
 			return false, err
 		}
 		return *sts.Spec.Replicas == 1 && sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation] != hash &&
-			slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--tags=tag:extra,tag:k8s-proxy,tag:web"), nil
+			slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--tags=tag:extra,tag:web"), nil
 	})
 	eventually(t, "the removed replica's state Secret deleted and the Role narrowed", func(c context.Context) (bool, error) {
 		_, err := kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(1), metav1.GetOptions{})
@@ -337,9 +341,13 @@ func TestProxyDeployment(t *testing.T) {
 			return false, err
 		}
 		args := sts.Spec.Template.Spec.Containers[0].Args
-		return *sts.Spec.Replicas == 1 && slices.Contains(args, "--services=vip") &&
+		return *sts.Spec.Replicas == 1 && slices.Contains(args, "--services=vip") && slices.Contains(args, "--tags=tag:k8s-proxy") &&
 			!slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--endpoints") }), nil
 	})
+
+	// The tailnet admin narrows the proxies' tags: a proxy asking for tags now outside them goes
+	// (its keys revoked) and reports why; none is minted for it.
+	t.Run("proxyTags", func(t *testing.T) { checkProxyTagsNarrowed(t, sim, ns, "e2e-proxydeploy") })
 
 	// Deleting the TailscaleEndpoints: kube-controller-manager's garbage collector removes what
 	// it owned.
@@ -570,7 +578,7 @@ func keyStatus(c context.Context, sim *tailnetsim.Tailnet, id string) (int, erro
 // (state0 before all this) is untouched.
 func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, state0 *corev1.Secret) {
 	kube := env.Kube
-	wantTags := "tag:extra,tag:k8s-proxy,tag:web"
+	wantTags := "tag:extra,tag:web"
 	// next waits for the Secret to hold a key other than prev's and returns it.
 	next := func(what, prev string) *corev1.Secret {
 		t.Helper()
@@ -667,4 +675,59 @@ func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, st
 		}
 		return renewals == 3, nil
 	})
+}
+
+// checkProxyTagsNarrowed narrows the proxy tags of tailnet to tag:other, outside those of the
+// TailscaleEndpoints "backends" (tag:extra, tag:web): its proxy is removed, its key revoked in
+// the API, ProxyDeployed says TagsNotPermitted, and no key is minted with the refused tags.
+func checkProxyTagsNarrowed(t *testing.T, sim *tailnetsim.Tailnet, ns, tailnetName string) {
+	kube := env.Kube
+	n := proxydeploy.NamesOf("backends")
+	tnClient := viaKube(t).TailscaleTailnets()
+	tn, err := tnClient.Get(ctx(t), tailnetName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.Spec.ProxyTags = []string{"tag:other"}
+	if _, err := tnClient.Update(ctx(t), tn, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ProxyDeployed=False, TagsNotPermitted", func(c context.Context) (bool, error) {
+		cur, err := viaKube(t).TailscaleEndpoints(ns).Get(c, "backends", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == proxydeploy.ReasonTagsNotPermitted &&
+			strings.Contains(cond.Message, "tags [tag:extra, tag:web] are not among the proxy tags [tag:other]"), nil
+	})
+	eventually(t, "the refused proxy's StatefulSet and keys removed", func(c context.Context) (bool, error) {
+		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		keys, err := mintedKeys(c, sim)
+		if err != nil {
+			return false, err
+		}
+		for desc := range keys {
+			if strings.HasSuffix(desc, " tailscale-gateway-proxy "+ns+"/backends") {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	after, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for desc, tags := range after {
+		if _, old := before[desc]; !old && slices.ContainsFunc(tags, func(tag string) bool { return tag != "tag:other" }) {
+			t.Errorf("key %q minted with tags %v outside the bound", desc, tags)
+		}
+	}
 }

@@ -220,3 +220,19 @@ func (c *Controller) revoke(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	}
 	klog.FromContext(ctx).V(2).Info("Revoked an auth key of the proxy", "endpoints", klog.KObj(obj), "keyID", id, "why", why)
 }
+
+// revokeRecorded revokes the key whose ID Secret s records, if any, before s is deleted: a key
+// that leaves the cluster leaves the tailnet too. A key that cannot be revoked (the tailnet is
+// gone or its API fails) is logged and lapses at its expiry.
+func (c *Controller) revokeRecorded(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, s *corev1.Secret, why string) {
+	id := s.Annotations[AuthKeyIDAnnotation]
+	if id == "" {
+		return
+	}
+	api, _, err := c.apiOf(obj)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Revoking an auth key of the proxy", "endpoints", klog.KObj(obj), "keyID", id, "why", why)
+		return
+	}
+	c.revoke(ctx, obj, api, id, why)
+}

@@ -41,6 +41,7 @@ import (
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Event reasons.
@@ -52,6 +53,8 @@ const (
 	ReasonNoServices  = "ProxyNothingToServe"
 	ReasonApplyFailed = "ProxyApplyFailed"
 	ReasonKeyRenewed  = "ProxyAuthKeyRenewed"
+	// ReasonTagsRefused: the tags are outside the tailnet's spec.proxyTags.
+	ReasonTagsRefused = "ProxyTagsNotPermitted"
 )
 
 // DefaultResync is how often every TailscaleEndpoints is reconciled again.
@@ -255,6 +258,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 // errInvalid stops a sync at a spec no proxy can be deployed for.
 var errInvalid = errors.New("no proxy can be deployed for this spec")
 
+// errTagsNotPermitted stops a sync at tags the tailnet does not permit its proxies; it is
+// errInvalid too (retried when the object or the tailnet changes).
+var errTagsNotPermitted = fmt.Errorf("%w: the proxy's tags are not permitted", errInvalid)
+
 // deploy brings the proxy's objects for obj to what it asks for.
 func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
 	if len(obj.Name) > MaxNameLength {
@@ -268,7 +275,17 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid, "No proxy deployed: connectionType %q is not ingress, egress or bidirectional", ConnectionType(obj))
 		return fmt.Errorf("%w: connectionType %q is not ingress, egress or bidirectional", errInvalid, ConnectionType(obj))
 	}
-	in := Input{Endpoints: obj, Services: c.hostedServices(obj), Tags: c.tagsOf(obj)}
+	tags, err := c.tagsOf(obj)
+	if errors.Is(err, errTagsNotPermitted) {
+		// The proxy's tags are the tailnet admin's to bound: no key is minted, and a proxy
+		// deployed before the bound narrowed goes, its unused keys revoked.
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonTagsRefused, "No proxy deployed: %v", err)
+		return errors.Join(err, c.deleteAll(ctx, obj))
+	}
+	if err != nil {
+		return err
+	}
+	in := Input{Endpoints: obj, Services: c.hostedServices(obj), Tags: tags}
 	if !Serves(in) {
 		c.opts.Recorder.Event(obj, corev1.EventTypeNormal, ReasonNoServices, "The ingress proxy runs no replicas: no TailscaleServices selects these endpoints")
 	}
@@ -312,16 +329,24 @@ func hostedServices(obj *v1alpha1.TailscaleEndpoints, svcs listers.TailscaleServ
 	return slices.Compact(out)
 }
 
-// tagsOf are the TailscaleTailnet's tags and obj's, sorted.
-func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) []string {
-	tags := slices.Clone(obj.Spec.Tags)
-	if name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet); ok {
-		if t, err := c.tailnets.Get(name); err == nil {
-			tags = append(tags, t.Spec.Tags...)
-		}
+// tagsOf are the tags obj's proxy carries: obj's spec.tags when its TailscaleTailnet's
+// spec.proxyTags permit them all, else the tailnet's first proxy tag when obj names none
+// (tenancy.ProxyTagsFor). A tailnet not known yet is an error to retry; tags the tailnet does
+// not permit are errTagsNotPermitted.
+func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) ([]string, error) {
+	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
+	if !ok {
+		return nil, fmt.Errorf("tailnet %q is not known yet", obj.Spec.Tailnet)
 	}
-	slices.Sort(tags)
-	return slices.Compact(tags)
+	t, err := c.tailnets.Get(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading TailscaleTailnet %s: %w", name, err)
+	}
+	tags, err := tenancy.ProxyTagsFor(t, obj.Spec.Tags)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errTagsNotPermitted, err)
+	}
+	return tags, nil
 }
 
 // apply keeps the ServiceAccount, Role, RoleBinding and state Secrets.
@@ -406,6 +431,7 @@ func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleE
 		if !metav1.IsControlledBy(s, obj) {
 			continue
 		}
+		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
 		uid := s.UID
 		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
