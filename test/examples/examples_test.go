@@ -29,9 +29,9 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // examplesDir is the examples directory relative to this package.
