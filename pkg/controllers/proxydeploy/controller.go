@@ -1,11 +1,14 @@
 // Package proxydeploy deploys tailscale-gateway-proxy in cluster mode: for each
 // TailscaleEndpoints with spec.proxy, and each auto-provisioned one, it keeps,
 // in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
-// needs, one state Secret per replica, a Secret with an auth key minted once through the
-// tailnet's Tailscale API (minted again when its tags change or it expires or is revoked), a
-// StatefulSet of proxy.replicas, a Service exposing the egress listeners and, for more than one
-// replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a controller ownerReference to the TailscaleEndpoints, so
-// Kubernetes' garbage collector removes them with it, and the label
+// needs, one state Secret per replica and, until that replica has joined the tailnet, a Secret
+// with a single-use auth key of its own minted through the tailnet's Tailscale API (minted again
+// when its tags change or it expires or is revoked; revoked when the replica joins, is scaled
+// away, or the object or its proxy goes, which Finalizer holds the object for), a StatefulSet of
+// proxy.replicas, a Service exposing the egress listeners and, for more than one replica, a
+// PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a
+// controller ownerReference to the TailscaleEndpoints, so Kubernetes' garbage collector removes
+// them with it, and the label
 // app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
 // is not ours is left alone and reported with an Event.
 package proxydeploy
@@ -33,6 +36,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -76,9 +80,12 @@ type Options struct {
 	Client versioned.Interface
 	// Resync is the interval of the core informers (DefaultResync when zero).
 	Resync time.Duration
-	// KeyCheckInterval is how often each proxy's auth key is looked up in the Tailscale API
+	// KeyCheckInterval is how often each unused auth key is looked up in the Tailscale API
 	// (expired or revoked keys are minted again); DefaultKeyCheckInterval when zero.
 	KeyCheckInterval time.Duration
+	// EnrollmentCheckInterval is how often the state Secrets of replicas that have not joined
+	// yet are read; DefaultEnrollmentCheckInterval when zero.
+	EnrollmentCheckInterval time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -107,6 +114,9 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 	}
 	if opts.KeyCheckInterval <= 0 {
 		opts.KeyCheckInterval = DefaultKeyCheckInterval
+	}
+	if opts.EnrollmentCheckInterval <= 0 {
+		opts.EnrollmentCheckInterval = DefaultEnrollmentCheckInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -240,7 +250,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 				return err
 			}
 		}
-		return c.deleteAll(ctx, obj)
+		if err := c.deleteAll(ctx, obj); err != nil {
+			return err
+		}
+		return c.setFinalizer(ctx, obj, false)
 	}
 	err = c.deploy(ctx, obj)
 	if rerr := c.report(ctx, obj, err, true); rerr != nil {
@@ -292,8 +305,19 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if err := c.apply(ctx, obj); err != nil {
 		return err
 	}
-	keyErr := c.ensureAuthKey(ctx, obj, in.Tags)
-	if keyErr != nil && !errors.Is(keyErr, errRenewal) {
+	if err := c.setFinalizer(ctx, obj, true); err != nil {
+		return err
+	}
+	keyReplicas := Replicas(obj)
+	if !Serves(in) {
+		keyReplicas = 0 // no replica runs: none needs a key
+	}
+	pending, keyErr := c.ensureAuthKeys(ctx, obj, in.Tags, keyReplicas)
+	if pending {
+		// A replica's key is deleted once it has joined; its state Secret raises no event.
+		c.queue.AddAfter(obj.Namespace+"/"+obj.Name, c.opts.EnrollmentCheckInterval)
+	}
+	if keyErr != nil && !isOnly(keyErr, errRenewal) {
 		return keyErr
 	}
 	if err := c.applyWorkload(ctx, in); err != nil {
@@ -394,16 +418,18 @@ func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints
 			return err
 		}
 	}
-	// The state of replicas scaled away goes with them (a later scale-up enrolls new nodes):
-	// the Role of the previous scale names them.
-	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return isStateOf(NamesOf(obj.Name), name, replicas) })
+	// The state and auth key Secrets of replicas scaled away go with them (a later scale-up
+	// enrolls new nodes), the keys revoked: the Role of the previous scale names them. So does
+	// the key Secret earlier versions shared among replicas.
+	n := NamesOf(obj.Name)
+	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return name == n.SharedAuthKey || isReplicaSecretOf(n, name, replicas) })
 }
 
-// secretsOf returns the names of obj's auth key Secret and of the state Secrets its current
-// Role names.
+// secretsOf returns the names of the Secrets obj's current Role names (state and auth key
+// Secrets) and of the key Secret earlier versions shared among replicas.
 func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 	n := NamesOf(obj.Name)
-	names := []string{n.AuthKey}
+	names := []string{n.SharedAuthKey}
 	if role, err := c.core.Rbac().V1().Roles().Lister().Roles(obj.Namespace).Get(n.Base); err == nil && metav1.IsControlledBy(role, obj) {
 		for _, r := range role.Rules {
 			if slices.Contains(r.Resources, "secrets") {
@@ -441,9 +467,10 @@ func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleE
 	return nil
 }
 
-// isStateOf reports whether name is the state Secret of a replica at or beyond replicas.
-func isStateOf(n Names, name string, replicas int) bool {
-	rest, ok := strings.CutPrefix(name, n.Base+"-")
+// isReplicaSecretOf reports whether name is the state or auth key Secret of a replica at or
+// beyond replicas.
+func isReplicaSecretOf(n Names, name string, replicas int) bool {
+	rest, ok := strings.CutPrefix(strings.TrimSuffix(name, authKeySuffix), n.Base+"-")
 	if !ok {
 		return false
 	}
@@ -636,4 +663,37 @@ func asObjects[T metav1.Object](items []T) []metav1.Object {
 		out[i] = o
 	}
 	return out
+}
+
+// Finalizer holds a TailscaleEndpoints with a proxy until the auth keys minted for it are
+// revoked in the Tailscale API (the garbage collector would delete their Secrets, not the keys).
+const Finalizer = "gateway.tailscale.com/proxy-auth-keys"
+
+// setFinalizer adds (on) or removes Finalizer on obj; without a Client it does nothing.
+func (c *Controller) setFinalizer(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, on bool) error {
+	if c.opts.Client == nil || slices.Contains(obj.Finalizers, Finalizer) == on {
+		return nil
+	}
+	client := c.opts.Client.GatewayV1alpha1().TailscaleEndpoints(obj.Namespace)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		fresh, err := client.Get(ctx, obj.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fresh.UID != obj.UID || slices.Contains(fresh.Finalizers, Finalizer) == on {
+			return nil
+		}
+		if on {
+			fresh.Finalizers = append(fresh.Finalizers, Finalizer)
+		} else {
+			fresh.Finalizers = slices.DeleteFunc(fresh.Finalizers, func(f string) bool { return f == Finalizer })
+		}
+		if _, err := client.Update(ctx, fresh, metav1.UpdateOptions{FieldManager: "tailscale-gateway-proxydeploy"}); err != nil {
+			return fmt.Errorf("setting finalizer %s: %w", Finalizer, err)
+		}
+		return nil
+	})
 }
