@@ -92,11 +92,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logf receives control, DERP and tsnet logs; they are discarded when nil.
 	Logf logger.Logf
-	// NoAuthKeyCheck makes control accept registrations without AuthKey. testcontrol
-	// otherwise demands the key on every registration, also when a node it knows restarts
-	// from its state (Tailscale's control server does not), so a test of a restart that
-	// needs no key runs with this set: the node then proves its identity by its node key.
-	// New nodes join without a key too.
+	// NoAuthKeyCheck makes control accept a new node registering without any key. A node
+	// control knows re-registers without a key either way (as at Tailscale), and a key a
+	// node presents is checked either way.
 	NoAuthKeyCheck bool
 }
 
