@@ -14,13 +14,13 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
-// TestRestartKeepsTheNodeIdentityWithoutAKey runs on a tailnet of its own whose control server
-// does not demand the auth key on registration (tailnetsim.Options.NoAuthKeyCheck): testcontrol
-// otherwise asks for it again when a known node restarts, which Tailscale's control does not.
+// TestRestartKeepsTheNodeIdentityWithoutAKey runs on a tailnet of its own, whose control server,
+// as Tailscale's, lets a node it knows re-register without a key and refuses an unknown node
+// without one.
 func TestRestartKeepsTheNodeIdentityWithoutAKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sim, err := tailnetsim.Start(ctx, tailnetsim.Options{Devices: []tailnetsim.DeviceSpec{tailnetsim.AllProtocols("dev")}, NoAuthKeyCheck: true})
+	sim, err := tailnetsim.Start(ctx, tailnetsim.Options{Devices: []tailnetsim.DeviceSpec{tailnetsim.AllProtocols("dev")}})
 	if err != nil {
 		t.Fatal(err)
 	}

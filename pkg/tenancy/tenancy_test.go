@@ -1,6 +1,8 @@
 package tenancy
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -170,5 +172,37 @@ func TestResolveSharedDomain(t *testing.T) {
 	}
 	if got, ok := p.Resolve("b-dup"); !ok || got.Name != "b-dup" {
 		t.Errorf("by name: %v %v", got, ok)
+	}
+}
+
+func TestProxyTagsFor(t *testing.T) {
+	unset := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: "corp"}, Spec: v1alpha1.TailscaleTailnetSpec{Tags: []string{"tag:k8s-operator"}}}
+	bounded := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: "corp"}, Spec: v1alpha1.TailscaleTailnetSpec{
+		Tags: []string{"tag:k8s-operator"}, ProxyTags: []string{"tag:proxy", "tag:web", "tag:db"}}}
+	for _, tc := range []struct {
+		name      string
+		t         *v1alpha1.TailscaleTailnet
+		requested []string
+		want      []string
+		refused   string
+	}{
+		{name: "default bound, none asked", t: unset, want: []string{DefaultProxyTag}},
+		{name: "default bound, the operator's tag asked", t: unset, requested: []string{"tag:k8s-operator"}, refused: "tags [tag:k8s-operator] are not among the proxy tags [tag:k8s]"},
+		{name: "first proxy tag when none asked", t: bounded, want: []string{"tag:proxy"}},
+		{name: "asked within the bound", t: bounded, requested: []string{"tag:web", "tag:db", "tag:web"}, want: []string{"tag:db", "tag:web"}},
+		{name: "one outside", t: bounded, requested: []string{"tag:web", "tag:k8s-operator", "tag:admin"}, refused: "tags [tag:k8s-operator, tag:admin] are not among"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ProxyTagsFor(tc.t, tc.requested)
+			if tc.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.refused) {
+					t.Fatalf("got %v, %v; want an error containing %q", got, err, tc.refused)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+		})
 	}
 }

@@ -30,6 +30,12 @@ func startSim(t *testing.T, name string) *tailnet.Client {
 // tags, returning the simulator too.
 func startSimWith(t *testing.T, name string, opts tailnetsim.Options, tags ...string) (*tailnetsim.Tailnet, *tailnet.Client) {
 	t.Helper()
+	return startSimSpec(t, name, opts, func(s *v1alpha1.TailscaleTailnetSpec) { s.Tags = tags })
+}
+
+// startSimSpec is startSimWith with the TailscaleTailnet's spec completed by spec.
+func startSimSpec(t *testing.T, name string, opts tailnetsim.Options, spec func(*v1alpha1.TailscaleTailnetSpec)) (*tailnetsim.Tailnet, *tailnet.Client) {
+	t.Helper()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sim, err := tailnetsim.Start(sctx, opts)
@@ -43,8 +49,9 @@ func startSimWith(t *testing.T, name string, opts tailnetsim.Options, tags ...st
 		t.Fatal(err)
 	}
 	tn := &v1alpha1.TailscaleTailnet{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), APIBaseURL: sim.APIURL(), Tags: tags,
+		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), APIBaseURL: sim.APIURL(),
 			OAuthSecretName: secret.Name, OAuthSecretNamespace: framework.Namespace}}
+	spec(&tn.Spec)
 	if _, err := viaKube(t).TailscaleTailnets().Create(ctx(t), tn, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/app"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
@@ -37,12 +38,17 @@ import (
 )
 
 // proxySim is a simulated tailnet with one device for the proxy tests, registered as the
-// TailscaleTailnet name with the tag tag:k8s-proxy. Control accepts a known node's restart
-// without a key (NoAuthKeyCheck), as Tailscale's does, so a restart shows whether one is needed.
+// TailscaleTailnet name whose own devices carry tag:k8s-operator and whose proxies may carry
+// tag:k8s-proxy (the default), tag:web and tag:extra. Control checks minted keys as Tailscale's
+// does (single-use keys once, revoked keys never) and accepts a known node's restart without a
+// key, so a restart shows whether one is needed.
 func proxySim(t *testing.T, name string) (*tailnetsim.Tailnet, *tailnet.Client) {
 	t.Helper()
-	return startSimWith(t, name, tailnetsim.Options{NoAuthKeyCheck: true,
-		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}}, "tag:k8s-proxy")
+	return startSimSpec(t, name, tailnetsim.Options{
+		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}},
+		func(s *v1alpha1.TailscaleTailnetSpec) {
+			s.Tags, s.ProxyTags = []string{"tag:k8s-operator"}, []string{"tag:k8s-proxy", "tag:web", "tag:extra"}
+		})
 }
 
 // mintedKeys lists the descriptions and tags of the auth keys minted in sim.
@@ -139,17 +145,19 @@ func TestProxyDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keySecret, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.AuthKey, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var states []*corev1.Secret
+	var states, keySecrets []*corev1.Secret
 	for i := range 2 {
 		s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(i), metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		states = append(states, s)
+		var k *corev1.Secret
+		eventually(t, "the auth key Secret of replica "+fmt.Sprint(i), func(c context.Context) (bool, error) {
+			k, err = kube.CoreV1().Secrets(ns).Get(c, n.AuthKeySecret(i), metav1.GetOptions{})
+			return err == nil, nil
+		})
+		keySecrets = append(keySecrets, k)
 	}
 	pdb, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
@@ -167,7 +175,7 @@ func TestProxyDeployment(t *testing.T) {
 		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
 		return cond != nil && cond.Status == metav1.ConditionTrue && cond.Reason == proxydeploy.ReasonDeployed, nil
 	})
-	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecret, states[0], states[1], pdb} {
+	for _, m := range []metav1.Object{sts, svc, sa, role, rb, keySecrets[0], keySecrets[1], states[0], states[1], pdb} {
 		if err := owned(m); err != nil {
 			t.Error(err)
 		}
@@ -176,7 +184,7 @@ func TestProxyDeployment(t *testing.T) {
 		t.Errorf("StatefulSet: replicas %d, serviceAccountName %s", *sts.Spec.Replicas, sts.Spec.Template.Spec.ServiceAccountName)
 	}
 	args := sts.Spec.Template.Spec.Containers[0].Args
-	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--tags=tag:k8s-proxy,tag:web", "--namespace=" + ns} {
+	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--auth-key-secret=$(POD_NAME)-authkey", "--tags=tag:web", "--namespace=" + ns} {
 		if !slices.Contains(args, want) {
 			t.Errorf("proxy args %v lack %s", args, want)
 		}
@@ -198,34 +206,33 @@ func TestProxyDeployment(t *testing.T) {
 	if rb.RoleRef.Name != n.Base || len(rb.Subjects) != 1 || rb.Subjects[0].Name != n.Base {
 		t.Errorf("RoleBinding %v -> %v", rb.Subjects, rb.RoleRef)
 	}
-	if string(keySecret.Data[proxydeploy.AuthKeyKey]) != sim.AuthKey() {
-		t.Error("the auth key Secret does not hold the minted key")
+	// One key per replica, each its own.
+	key0, key1 := string(keySecrets[0].Data[proxydeploy.AuthKeyKey]), string(keySecrets[1].Data[proxydeploy.AuthKeyKey])
+	if key0 == "" || key1 == "" || key0 == key1 || key0 == sim.AuthKey() {
+		t.Error("the replicas' auth key Secrets do not hold two minted keys")
 	}
 	keys, err := mintedKeys(ctx(t), sim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 1 {
-		t.Fatalf("minted keys %v, want one", keys)
+	if len(keys) != 2 {
+		t.Fatalf("minted keys %v, want two", keys)
 	}
 	for desc, tags := range keys {
-		if !strings.HasSuffix(desc, "tailscale-gateway-proxy "+ns+"/backends") || !slices.Equal(tags, []string{"tag:k8s-proxy", "tag:web"}) {
+		if !strings.Contains(desc, " tailscale-gateway-proxy "+ns+"/backends replica ") || !slices.Equal(tags, []string{"tag:web"}) {
 			t.Errorf("minted key %q with tags %v", desc, tags)
 		}
 	}
-	// The key appears in no Event.
-	evs, err := kube.CoreV1().Events(ns).List(ctx(t), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range evs.Items {
-		if strings.Contains(e.Message, sim.AuthKey()) {
-			t.Errorf("Event %s shows the auth key", e.Reason)
-		}
-	}
+	seenKeys := []string{key0, key1}
+	// No key appears in an Event.
+	noKeyInEvents(t, ns, seenKeys)
 
-	// The proxy, run as replica 0 with what the pod would get.
-	t.Run("proxy", func(t *testing.T) { runDeployedProxy(t, sim, admin, ns, sts, egressPort) })
+	// The proxy, run as replica 0 with what the pod would get: it reads its key with its
+	// ServiceAccount, joins, and its key is used up, deleted and refused to anyone else.
+	t.Run("proxy", func(t *testing.T) {
+		runDeployedProxy(t, sim, admin, ns, sts, egressPort, keySecrets[0].Annotations[proxydeploy.AuthKeyIDAnnotation])
+	})
+	t.Run("replayed key refused", func(t *testing.T) { wantJoinRefused(t, sim, "replay-0", key0, "invalid key") })
 
 	// The extension's EDS (proxy endpoint mode, the default in a cluster) sends Envoy to the
 	// egress Service.
@@ -233,7 +240,8 @@ func TestProxyDeployment(t *testing.T) {
 		checkEDSDialsProxyService(t, ns, svc.Spec.ClusterIP, int32(web.HTTPPort), egressPort)
 	})
 
-	// An update rolls the StatefulSet; scaling down drops the state of the removed replica.
+	// An update rolls the StatefulSet; the key of replica 1, which has not joined, follows the
+	// tags; the joined replica 0 gets none.
 	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]
 	state0, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(0), metav1.GetOptions{})
 	if err != nil {
@@ -243,37 +251,63 @@ func TestProxyDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur.Spec.Proxy.Replicas = ptr.To[int32](1)
+	if !slices.Contains(cur.Finalizers, proxydeploy.Finalizer) {
+		t.Errorf("finalizers %v lack %s", cur.Finalizers, proxydeploy.Finalizer)
+	}
 	cur.Spec.Tags = []string{"tag:web", "tag:extra"}
 	if _, err := eps.Update(ctx(t), cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the StatefulSet rolled and scaled", func(c context.Context) (bool, error) {
+	eventually(t, "the StatefulSet rolled", func(c context.Context) (bool, error) {
 		sts, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
-		return *sts.Spec.Replicas == 1 && sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation] != hash &&
-			slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--tags=tag:extra,tag:k8s-proxy,tag:web"), nil
+		return sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation] != hash &&
+			slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--tags=tag:extra,tag:web"), nil
 	})
-	eventually(t, "the removed replica's state Secret deleted and the Role narrowed", func(c context.Context) (bool, error) {
-		_, err := kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(1), metav1.GetOptions{})
-		if !apierrors.IsNotFound(err) {
-			return false, nil
+
+	// The key's tags changed: it is minted again; so it is when it expires or is revoked.
+	var last1 *corev1.Secret
+	t.Run("authkey", func(t *testing.T) { last1 = checkKeyRenewal(t, sim, ns, keySecrets[1], state0, &seenKeys) })
+	if _, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.AuthKeySecret(0), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the joined replica 0 got an auth key Secret again: %v", err)
+	}
+
+	// Scaling down drops the state and the key of the removed replica, the key revoked.
+	cur, err = eps.Get(ctx(t), "backends", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Proxy.Replicas = ptr.To[int32](1)
+	if _, err := eps.Update(ctx(t), cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the removed replica's Secrets deleted and the Role narrowed", func(c context.Context) (bool, error) {
+		for _, name := range []string{n.StateSecret(1), n.AuthKeySecret(1)} {
+			if _, err := kube.CoreV1().Secrets(ns).Get(c, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return false, nil
+			}
 		}
 		role, err := kube.RbacV1().Roles(ns).Get(c, n.Base, metav1.GetOptions{})
 		return err == nil && slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
 			return slices.Equal(r.ResourceNames, []string{n.StateSecret(0)})
+		}) && slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Equal(r.ResourceNames, []string{n.AuthKeySecret(0)})
 		}), err
 	})
-
+	if last1 != nil {
+		id := last1.Annotations[proxydeploy.AuthKeyIDAnnotation]
+		eventually(t, "the removed replica's key "+id+" revoked", func(c context.Context) (bool, error) {
+			code, err := keyStatus(c, sim, id)
+			return code == http.StatusNotFound, err
+		})
+		wantJoinRefused(t, sim, "replay-1", string(last1.Data[proxydeploy.AuthKeyKey]), "unknown or revoked")
+	}
 	eventually(t, "the PodDisruptionBudget deleted at one replica", func(c context.Context) (bool, error) {
 		_, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(c, n.Base, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
-
-	// The key's tags changed: it is minted again; so it is when it expires or is revoked.
-	t.Run("authkey", func(t *testing.T) { checkKeyRenewal(t, sim, ns, keySecret, state0) })
 
 	// A foreign object of a proxy's name is left alone and reported.
 	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-proxy", Labels: map[string]string{"team": "theirs"}}}
@@ -337,15 +371,41 @@ func TestProxyDeployment(t *testing.T) {
 			return false, err
 		}
 		args := sts.Spec.Template.Spec.Containers[0].Args
-		return *sts.Spec.Replicas == 1 && slices.Contains(args, "--services=vip") &&
+		return *sts.Spec.Replicas == 1 && slices.Contains(args, "--services=vip") && slices.Contains(args, "--tags=tag:k8s-proxy") &&
 			!slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--endpoints") }), nil
 	})
 
-	// Deleting the TailscaleEndpoints: kube-controller-manager's garbage collector removes what
-	// it owned.
+	// The tailnet admin narrows the proxies' tags: a proxy asking for tags now outside them goes
+	// (its keys revoked) and reports why; none is minted for it.
+	t.Run("proxyTags", func(t *testing.T) { checkProxyTagsNarrowed(t, sim, ns, "e2e-proxydeploy") })
+
+	// Deleting the TailscaleEndpoints: its keys are revoked (the finalizer holds it until
+	// then), and kube-controller-manager's garbage collector removes what it owned. Deleting the
+	// TailscaleServices deletes the endpoints it provisioned, whose keys are revoked too.
 	if err := eps.Delete(ctx(t), "backends", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if err := viaKube(t).TailscaleServices(ns).Delete(ctx(t), "vip", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "every key minted for the namespace revoked and the objects gone", func(c context.Context) (bool, error) {
+		keys, err := mintedKeys(c, sim)
+		if err != nil {
+			return false, err
+		}
+		for desc := range keys {
+			if strings.Contains(desc, " tailscale-gateway-proxy "+ns+"/") {
+				return false, nil
+			}
+		}
+		for _, name := range []string{"backends", "vip-auto"} {
+			if _, err := eps.Get(c, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	noKeyInEvents(t, ns, seenKeys)
 	eventually(t, "the garbage collector to remove the proxy's objects", func(c context.Context) (bool, error) {
 		var left []string
 		check := func(kind string, err error) {
@@ -363,7 +423,7 @@ func TestProxyDeployment(t *testing.T) {
 		check("Role", err)
 		_, err = kube.RbacV1().RoleBindings(ns).Get(c, n.Base, metav1.GetOptions{})
 		check("RoleBinding", err)
-		_, err = kube.CoreV1().Secrets(ns).Get(c, n.AuthKey, metav1.GetOptions{})
+		_, err = kube.CoreV1().Secrets(ns).Get(c, n.AuthKeySecret(0), metav1.GetOptions{})
 		check("auth key Secret", err)
 		_, err = kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(0), metav1.GetOptions{})
 		check("state Secret", err)
@@ -375,12 +435,13 @@ func TestProxyDeployment(t *testing.T) {
 }
 
 // runDeployedProxy runs the proxy in-process as the kubelet would run replica 0 of sts: the
-// container's args with $(POD_NAME) expanded, a token of its ServiceAccount, the auth key
-// Secret as a file at the volume's path (here under a temporary directory). The test adds what
-// differs here: the kubeconfig, loopback-only listeners, the per-test control server. The
-// proxy then carries a request to the tailnet device, keeps its node state in its Secret, and
-// restarts as the same node without its auth key.
-func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, egressPort int32) {
+// container's args with $(POD_NAME) expanded, a token of its ServiceAccount (with which it reads
+// its auth key Secret). The test adds what differs here: the kubeconfig, loopback-only
+// listeners, the per-test control server. The proxy then carries a request to the tailnet
+// device, keeps its node state in its Secret and records its node ID there; the controller
+// deletes its auth key Secret and revokes the used key keyID; the proxy restarts as the same
+// node without a key.
+func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, egressPort int32, keyID string) {
 	pod := sts.Name + "-0"
 	pt := sts.Spec.Template.Spec
 	token, err := env.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx(t), pt.ServiceAccountName,
@@ -485,14 +546,22 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 	if err != nil || len(first) != 1 {
 		t.Fatalf("devices named %s: %v, %v", pod, first, err)
 	}
+	if got := string(state.Data[kubestate.NodeIDKey]); got != first[0] {
+		t.Errorf("the state Secret records node %q, the device is %s", got, first[0])
+	}
 	stop()
 
-	// Restart without the auth key: the node's state in its Secret is its identity.
-	for _, dir := range mounts {
-		if err := os.RemoveAll(filepath.Join(dir, proxydeploy.AuthKeyKey)); err != nil {
-			t.Fatal(err)
+	// The used key leaves the cluster and the tailnet.
+	eventually(t, "the joined replica's auth key Secret deleted and key "+keyID+" revoked", func(c context.Context) (bool, error) {
+		_, err := env.Kube.CoreV1().Secrets(ns).Get(c, pod+"-authkey", metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return false, nil
 		}
-	}
+		code, err := keyStatus(c, sim, keyID)
+		return code == http.StatusNotFound, err
+	})
+
+	// Restart without the auth key: the node's state in its Secret is its identity.
 	keysBefore, err := mintedKeys(ctx(t), sim)
 	if err != nil {
 		t.Fatal(err)
@@ -563,14 +632,15 @@ func keyStatus(c context.Context, sim *tailnetsim.Tailnet, id string) (int, erro
 	return resp.StatusCode, nil
 }
 
-// checkKeyRenewal follows the auth key Secret (first as it was created) after the object's tags
-// changed, then after its key expired and after it was revoked: each time a new key is minted
-// with the current tags into the same Secret, the replaced key is revoked, the Secret's
-// annotations record the new key's ID, tags and expiry (never the key), and the state Secret
-// (state0 before all this) is untouched.
-func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, state0 *corev1.Secret) {
+// checkKeyRenewal follows the auth key Secret of a replica that has not joined (first as it
+// was created) after the object's tags changed, then after its key expired and after it was
+// revoked: each time a new single-use key is minted with the current tags into the same
+// Secret, the replaced key is revoked, the Secret's annotations record the new key's ID, tags
+// and expiry (never the key), and the state Secret of the joined replica (state0 before all
+// this) is untouched. It returns the Secret as last renewed and adds the keys it saw to seen.
+func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, state0 *corev1.Secret, seen *[]string) *corev1.Secret {
 	kube := env.Kube
-	wantTags := "tag:extra,tag:k8s-proxy,tag:web"
+	wantTags := "tag:extra,tag:web"
 	// next waits for the Secret to hold a key other than prev's and returns it.
 	next := func(what, prev string) *corev1.Secret {
 		t.Helper()
@@ -586,15 +656,17 @@ func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, st
 		if got.UID != first.UID {
 			t.Errorf("the auth key Secret was recreated (UID %s, was %s)", got.UID, first.UID)
 		}
-		if string(got.Data[proxydeploy.AuthKeyKey]) != sim.AuthKey() {
-			t.Error("the renewed Secret does not hold the minted key")
+		key := string(got.Data[proxydeploy.AuthKeyKey])
+		if key == "" || slices.Contains(*seen, key) {
+			t.Error("the renewed Secret does not hold a newly minted key")
 		}
+		*seen = append(*seen, key)
 		exp, err := time.Parse(time.RFC3339, got.Annotations[proxydeploy.AuthKeyExpiresAnnotation])
-		if err != nil || time.Until(exp) < 80*24*time.Hour {
-			t.Errorf("expiry annotation %q: %v", got.Annotations[proxydeploy.AuthKeyExpiresAnnotation], err)
+		if err != nil || time.Until(exp) < 20*time.Hour || time.Until(exp) > 25*time.Hour {
+			t.Errorf("expiry annotation %q (a day from now): %v", got.Annotations[proxydeploy.AuthKeyExpiresAnnotation], err)
 		}
 		for k, v := range got.Annotations {
-			if strings.Contains(v, sim.AuthKey()) {
+			if strings.Contains(v, key) {
 				t.Errorf("annotation %s holds the key", k)
 			}
 		}
@@ -639,9 +711,9 @@ func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, st
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	next("a key minted after the revocation", id)
+	renewed = next("a key minted after the revocation", id)
 
-	// The node state is untouched: enrolled replicas keep their identity.
+	// The node state is untouched: the joined replica keeps its identity.
 	s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), state0.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -658,13 +730,98 @@ func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, st
 		}
 		renewals := 0
 		for _, e := range evs.Items {
-			if strings.Contains(e.Message, sim.AuthKey()) {
-				return false, fmt.Errorf("event %s shows the auth key", e.Reason)
-			}
 			if e.Reason == proxydeploy.ReasonKeyRenewed {
 				renewals += int(max(e.Count, 1))
 			}
 		}
 		return renewals == 3, nil
 	})
+	noKeyInEvents(t, ns, *seen)
+	return renewed
+}
+
+// noKeyInEvents fails t if an Event of ns shows one of keys.
+func noKeyInEvents(t *testing.T, ns string, keys []string) {
+	t.Helper()
+	evs, err := env.Kube.CoreV1().Events(ns).List(ctx(t), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		for _, k := range keys {
+			if strings.Contains(e.Message, k) {
+				t.Errorf("Event %s shows an auth key", e.Reason)
+			}
+		}
+	}
+}
+
+// wantJoinRefused fails t unless a node presenting key to sim's control is refused with why.
+func wantJoinRefused(t *testing.T, sim *tailnetsim.Tailnet, hostname, key, why string) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx(t), time.Minute)
+	defer cancel()
+	s, err := sim.NewNode(c, hostname, key)
+	if err == nil {
+		s.Close()
+		t.Fatalf("%s joined the tailnet with the key", hostname)
+	}
+	if !strings.Contains(err.Error(), why) {
+		t.Fatalf("%s refused for another reason: %v, want %q", hostname, err, why)
+	}
+}
+
+// checkProxyTagsNarrowed narrows the proxy tags of tailnet to tag:other, outside those of the
+// TailscaleEndpoints "backends" (tag:extra, tag:web): its proxy is removed, its key revoked in
+// the API, ProxyDeployed says TagsNotPermitted, and no key is minted with the refused tags.
+func checkProxyTagsNarrowed(t *testing.T, sim *tailnetsim.Tailnet, ns, tailnetName string) {
+	kube := env.Kube
+	n := proxydeploy.NamesOf("backends")
+	tnClient := viaKube(t).TailscaleTailnets()
+	tn, err := tnClient.Get(ctx(t), tailnetName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.Spec.ProxyTags = []string{"tag:other"}
+	if _, err := tnClient.Update(ctx(t), tn, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ProxyDeployed=False, TagsNotPermitted", func(c context.Context) (bool, error) {
+		cur, err := viaKube(t).TailscaleEndpoints(ns).Get(c, "backends", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == proxydeploy.ReasonTagsNotPermitted &&
+			strings.Contains(cond.Message, "tags [tag:web, tag:extra] are not among the proxy tags [tag:other]"), nil
+	})
+	eventually(t, "the refused proxy's StatefulSet and keys removed", func(c context.Context) (bool, error) {
+		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		keys, err := mintedKeys(c, sim)
+		if err != nil {
+			return false, err
+		}
+		for desc := range keys {
+			if strings.Contains(desc, " tailscale-gateway-proxy "+ns+"/backends ") {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	after, err := mintedKeys(ctx(t), sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for desc, tags := range after {
+		if _, old := before[desc]; !old && slices.ContainsFunc(tags, func(tag string) bool { return tag != "tag:other" }) {
+			t.Errorf("key %q minted with tags %v outside the bound", desc, tags)
+		}
+	}
 }

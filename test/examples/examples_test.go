@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -30,6 +31,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/validation"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // examplesDir is the examples directory relative to this package.
@@ -211,32 +213,48 @@ func TestExamplesAreUnique(t *testing.T) {
 func TestExamplesReferenceExistingTailnets(t *testing.T) {
 	examples := loadExamples(t)
 
-	names := map[string]bool{}   // TailscaleTailnet metadata.name
-	domains := map[string]bool{} // TailscaleTailnet spec.tailnet
+	names := map[string]*gateway.TailscaleTailnet{}   // TailscaleTailnet metadata.name
+	domains := map[string]*gateway.TailscaleTailnet{} // TailscaleTailnet spec.tailnet
 	for _, ex := range examples {
 		if tn, ok := ex.internal.(*gateway.TailscaleTailnet); ok {
-			names[tn.Name] = true
+			names[tn.Name] = tn
 			if tn.Spec.Tailnet != "" && tn.Spec.Tailnet != gateway.DefaultTailnet {
-				domains[tn.Spec.Tailnet] = true
+				domains[tn.Spec.Tailnet] = tn
 			}
 		}
 	}
-	// A tailnet field holds a TailscaleTailnet name or a tailnet domain matched against spec.tailnet.
-	checkTailnet := func(ex example, path, tailnet string) {
+	// A tailnet field holds a TailscaleTailnet name or a tailnet domain matched against
+	// spec.tailnet; the proxy tags asked beside it must be within its spec.proxyTags, as
+	// admission requires.
+	checkTailnet := func(ex example, path, tailnet string, tags []string) {
 		t.Helper()
-		if !names[tailnet] && !domains[tailnet] {
+		tn := names[tailnet]
+		if tn == nil {
+			tn = domains[tailnet]
+		}
+		if tn == nil {
 			t.Errorf("%s: %s %q is neither the name nor the spec.tailnet of a TailscaleTailnet in %s",
 				ex, path, tailnet, examplesDir)
+			return
+		}
+		bound := tn.Spec.ProxyTags
+		if len(bound) == 0 {
+			bound = []string{tenancy.DefaultProxyTag}
+		}
+		for _, tag := range tags {
+			if !slices.Contains(bound, tag) {
+				t.Errorf("%s: tag %s beside %s is not among the proxyTags %v of TailscaleTailnet %s", ex, tag, path, bound, tn.Name)
+			}
 		}
 	}
 
 	for _, ex := range examples {
 		switch o := ex.internal.(type) {
 		case *gateway.TailscaleEndpoints:
-			checkTailnet(ex, "spec.tailnet", o.Spec.Tailnet)
+			checkTailnet(ex, "spec.tailnet", o.Spec.Tailnet, o.Spec.Tags)
 		case *gateway.TailscaleServices:
 			if tmpl := o.Spec.EndpointTemplate; tmpl != nil {
-				checkTailnet(ex, "spec.endpointTemplate.tailnet", tmpl.Tailnet)
+				checkTailnet(ex, "spec.endpointTemplate.tailnet", tmpl.Tailnet, tmpl.Tags)
 			}
 		case *gateway.TailscaleGateway:
 			for i, tc := range o.Spec.Tailnets {
@@ -245,7 +263,7 @@ func TestExamplesReferenceExistingTailnets(t *testing.T) {
 				if ref.Kind != v1alpha1.TailscaleTailnetKind || ref.Group != gateway.GroupName {
 					t.Errorf("%s: %s references %s.%s, want TailscaleTailnet.%s", ex, path, ref.Kind, ref.Group, gateway.GroupName)
 				}
-				if !names[ref.Name] {
+				if names[ref.Name] == nil {
 					t.Errorf("%s: %s.name %q is not the name of a TailscaleTailnet in %s", ex, path, ref.Name, examplesDir)
 				}
 			}

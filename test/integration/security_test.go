@@ -146,3 +146,55 @@ func TestSecurityProbeLimits(t *testing.T) {
 	_, err = c.TailscaleServices("sec-limits").Create(ctx(t), svc, metav1.CreateOptions{})
 	wantRefused(t, err, "spec.loadBalancing.healthCheck.interval", "must be at least 1s")
 }
+
+// Finding 2: the tags a proxy carries are the tailnet admin's to bound (spec.proxyTags, or
+// tag:k8s when unset). A namespace editor asking for the operator's tag, or any tag outside the
+// bound, on a TailscaleEndpoints or a TailscaleServices' endpointTemplate is refused with the
+// field path, on create and on update; a malformed bound is refused too.
+func TestSecurityProxyTagsBoundedByTailnet(t *testing.T) {
+	c := shared.Clientset(t).GatewayV1alpha1()
+	bad := objects.Tailnet("sec-proxytags-bad")
+	bad.Spec.Tailnet = "proxytags-bad.ts.net"
+	bad.Spec.ProxyTags = []string{"tag:web", "web"}
+	_, err := c.TailscaleTailnets().Create(ctx(t), bad, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.proxyTags[1]", `must be "tag:<name>"`)
+
+	tn := objects.Tailnet("sec-proxytags")
+	tn.Spec.Tailnet = "proxytags.ts.net"
+	tn.Spec.ProxyTags = []string{"tag:proxy", "tag:web"}
+	if _, err := c.TailscaleTailnets().Create(ctx(t), tn, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ns := "sec-proxytags"
+	eps := objects.Endpoints(ns, "web")
+	eps.Spec.Tailnet = "sec-proxytags"
+	eps.Spec.Tags = []string{"tag:web", "tag:k8s-operator"}
+	_, err = c.TailscaleEndpoints(ns).Create(ctx(t), eps, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.tags[1]", "tag:k8s-operator is not among the tags TailscaleTailnet sec-proxytags permits its proxies")
+
+	eps.Spec.Tags = []string{"tag:web"}
+	created, err := c.TailscaleEndpoints(ns).Create(ctx(t), eps, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	widened := created.DeepCopy()
+	widened.Spec.Tags = []string{"tag:admin", "tag:web"}
+	_, err = c.TailscaleEndpoints(ns).Update(ctx(t), widened, metav1.UpdateOptions{})
+	wantRefused(t, err, "spec.tags[0]", "tag:admin is not among")
+
+	// Unset, the bound is tag:k8s alone.
+	def := objects.Tailnet("sec-proxytags-default")
+	def.Spec.Tailnet = "proxytags-default.ts.net"
+	if _, err := c.TailscaleTailnets().Create(ctx(t), def, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := objects.Services(ns, "auto")
+	svc.Spec.EndpointTemplate = &v1alpha1.EndpointTemplate{Tailnet: "sec-proxytags-default", Tags: []string{"tag:k8s", "tag:web"},
+		Labels: map[string]string{"service-type": "web"}}
+	_, err = c.TailscaleServices(ns).Create(ctx(t), svc, metav1.CreateOptions{})
+	wantRefused(t, err, "spec.endpointTemplate.tags[1]", "tag:web is not among the tags TailscaleTailnet sec-proxytags-default permits its proxies (spec.proxyTags: tag:k8s)")
+	svc.Spec.EndpointTemplate.Tags = []string{"tag:k8s"}
+	if _, err := c.TailscaleServices(ns).Create(ctx(t), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -94,6 +95,7 @@ type apiServer struct {
 	hosts       map[string]map[string]*serviceHost // service -> hostname -> host
 	keys        map[string]*keyJSON
 	keyOrder    []string
+	minted      []string // every key value minted, deleted or not
 	injections  []*injection
 	total       int64
 	counts      map[string]int64
@@ -636,6 +638,21 @@ type keyJSON struct {
 	Invalid       bool            `json:"invalid"`
 	Capabilities  keyCapabilities `json:"capabilities"`
 	UserID        string          `json:"userId"`
+
+	// usedBy is the node key that registered with a key that is not reusable ("" while unused).
+	usedBy string
+}
+
+// invalid reports what the API's "invalid" says of k at now: expired, or a single-use key
+// already used (a revoked key is deleted here).
+func (k *keyJSON) invalid(now time.Time) bool {
+	return k.expired(now) || (!k.Capabilities.Devices.Create.Reusable && k.usedBy != "")
+}
+
+// expired reports whether k's expiry has passed at now.
+func (k *keyJSON) expired(now time.Time) bool {
+	exp, err := time.Parse(time.RFC3339, k.Expires)
+	return err == nil && !now.Before(exp)
 }
 
 type createKeyRequest struct {
@@ -667,10 +684,11 @@ func (a *apiServer) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 		req.ExpirySeconds = 90 * 24 * 3600
 	}
 	now := a.now()
+	id := "k" + strings.ToUpper(a.randHex(6)) + "CNTRL"
 	k := &keyJSON{
-		ID:            "k" + strings.ToUpper(a.randHex(6)) + "CNTRL",
+		ID:            id,
 		KeyType:       "auth",
-		Key:           a.authKey,
+		Key:           "tskey-auth-" + id + "-" + a.randHex(16),
 		Description:   req.Description,
 		ExpirySeconds: req.ExpirySeconds,
 		Created:       formatTime(now),
@@ -682,8 +700,47 @@ func (a *apiServer) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.keys[k.ID] = k
 	a.keyOrder = append(a.keyOrder, k.ID)
+	a.minted = append(a.minted, k.Key)
 	a.mu.Unlock()
 	writeJSON(w, http.StatusOK, k)
+}
+
+// redeem decides a registration of nodeKey presenting key value with requestedTags, as
+// Tailscale's control plane does: the simulator's own key (AuthKey) always joins; any other
+// must be a key minted here and not deleted (revoked), not expired, not used by another node
+// when it is not reusable, and carrying every requested tag when it carries tags. A
+// single-use key is used up by the first node that joins with it.
+func (a *apiServer) redeem(value, nodeKey string, requestedTags []string) error {
+	if secureEqual(value, a.authKey) {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var k *keyJSON
+	for _, c := range a.keys {
+		if secureEqual(value, c.Key) {
+			k = c
+		}
+	}
+	switch {
+	case k == nil:
+		return errors.New("invalid key: unknown or revoked")
+	case k.expired(a.now()):
+		return errors.New("invalid key: expired")
+	case !k.Capabilities.Devices.Create.Reusable && k.usedBy != "" && k.usedBy != nodeKey:
+		return errors.New("invalid key: single-use key already used")
+	}
+	if keyTags := k.Capabilities.Devices.Create.Tags; len(keyTags) > 0 {
+		for _, t := range requestedTags {
+			if !slices.Contains(keyTags, t) {
+				return fmt.Errorf("requested tags [%s] are invalid or not permitted", strings.Join(requestedTags, ", "))
+			}
+		}
+	}
+	if !k.Capabilities.Devices.Create.Reusable {
+		k.usedBy = nodeKey
+	}
+	return nil
 }
 
 func (a *apiServer) handleListKeys(w http.ResponseWriter, r *http.Request) {
@@ -692,6 +749,7 @@ func (a *apiServer) handleListKeys(w http.ResponseWriter, r *http.Request) {
 	for _, id := range a.keyOrder {
 		k := *a.keys[id]
 		k.Key = ""
+		k.Invalid = k.invalid(a.now())
 		keys = append(keys, k)
 	}
 	a.mu.Unlock()
@@ -705,10 +763,7 @@ func (a *apiServer) handleGetKey(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		out = *k
 		out.Key = ""
-		// "invalid": expired (or revoked; a revoked key is deleted here).
-		if exp, err := time.Parse(time.RFC3339, k.Expires); err == nil && !a.now().Before(exp) {
-			out.Invalid = true
-		}
+		out.Invalid = k.invalid(a.now())
 	}
 	a.mu.Unlock()
 	if !ok {

@@ -493,7 +493,7 @@ func TestAPIKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Key != tn.AuthKey() || k.ID == "" || k.KeyType != "auth" || k.Description != "prober" ||
+	if k.Key == tn.AuthKey() || !strings.HasPrefix(k.Key, "tskey-auth-"+k.ID+"-") || k.ID == "" || k.KeyType != "auth" || k.Description != "prober" ||
 		!slices.Equal(k.Capabilities.Devices.Create.Tags, []string{"tag:prober"}) || !k.Capabilities.Devices.Create.Ephemeral ||
 		k.Expires.Sub(k.Created) != time.Hour {
 		t.Fatalf("created key = %+v", k)

@@ -1,14 +1,19 @@
 package tailnetsim
 
 import (
+	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"sync"
 	"time"
+	"unsafe"
 
 	"tailscale.com/derp/derpserver"
 	"tailscale.com/net/netaddr"
@@ -168,8 +173,10 @@ func (c *connTracker) state(nk key.NodePublic) (connected bool, lastSeen, create
 }
 
 // startControl starts a testcontrol server on an httptest listener on
-// 127.0.0.1 that requires authKey for registration; hold is its HoldMapRequest.
-func startControl(derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(), authKey, magicDNSSuffix string, logf logger.Logf) *testcontrol.Server {
+// 127.0.0.1 that requires authKey for registration, and any other key to pass redeem (when
+// set; see checkRegistrations); hold is its HoldMapRequest.
+func startControl(derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(), authKey, magicDNSSuffix string,
+	redeem func(key, nodeKey string, tags []string) error, logf logger.Logf) *testcontrol.Server {
 	control := &testcontrol.Server{
 		DERPMap:        derpMap,
 		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
@@ -184,6 +191,64 @@ func startControl(derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(
 	}
 	control.HTTPTestServer = httptest.NewUnstartedServer(control)
 	control.HTTPTestServer.Config.ErrorLog = logger.StdLogger(logf)
+	if redeem != nil {
+		if err := checkRegistrations(control, authKey, redeem); err != nil {
+			panic(err) // testcontrol changed shape: fails every test at start, loudly
+		}
+	}
 	control.HTTPTestServer.Start()
 	return control
+}
+
+// checkRegistrations puts redeem in front of control's /machine/register, which testcontrol
+// checks against one auth key only (RequireAuthKey): a registration presenting a key is refused
+// with redeem's error, or passed on carrying required (the key testcontrol requires); one
+// presenting none passes as required when control knows the node (a node with state
+// re-registering, which needs no key at Tailscale either), else unchanged (refused when a key is
+// required). testcontrol serves the registration, inside its Noise channel, from an unexported
+// ServeMux: that field is replaced through reflection, before the server starts.
+func checkRegistrations(control *testcontrol.Server, required string, redeem func(key, nodeKey string, tags []string) error) error {
+	control.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/generate_204", nil)) // builds the mux
+	field := reflect.ValueOf(control).Elem().FieldByName("mux")
+	if !field.IsValid() || field.Type() != reflect.TypeFor[*http.ServeMux]() {
+		return errors.New("tailnetsim: testcontrol.Server has no mux *http.ServeMux field: auth key checks need updating")
+	}
+	mux := (**http.ServeMux)(unsafe.Pointer(field.UnsafeAddr()))
+	inner := *mux
+	outer := http.NewServeMux()
+	outer.Handle("/", inner)
+	outer.HandleFunc("/machine/register", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		r.Body.Close()
+		var req tailcfg.RegisterRequest
+		if err != nil || json.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad register request", http.StatusBadRequest)
+			return
+		}
+		known := control.Node(req.NodeKey) != nil || (!req.OldNodeKey.IsZero() && control.Node(req.OldNodeKey) != nil)
+		switch {
+		case req.Auth != nil && req.Auth.AuthKey != "":
+			var tags []string
+			if req.Hostinfo != nil {
+				tags = req.Hostinfo.RequestTags
+			}
+			if err := redeem(req.Auth.AuthKey, req.NodeKey.String(), tags); err != nil {
+				b, _ := json.Marshal(tailcfg.RegisterResponse{Error: err.Error()})
+				w.WriteHeader(http.StatusOK)
+				w.Write(b)
+				return
+			}
+			req.Auth.AuthKey = required
+		case known:
+			req.Auth = &tailcfg.RegisterResponseAuth{AuthKey: required}
+		}
+		if body, err = json.Marshal(req); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		inner.ServeHTTP(w, r)
+	})
+	*mux = outer
+	return nil
 }

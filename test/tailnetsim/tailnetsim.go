@@ -10,9 +10,9 @@
 //	GET    /api/v2/device/{deviceId}                 id or nodeId
 //	POST   /api/v2/device/{deviceId}/tags            {"tags": [...]}: the tags the API reports
 //	GET    /api/v2/tailnet/{tailnet}/keys            list auth keys
-//	POST   /api/v2/tailnet/{tailnet}/keys            mint an auth key the control server accepts
-//	GET    /api/v2/tailnet/{tailnet}/keys/{keyId}      "invalid" once expired (ExpireAuthKey)
-//	DELETE /api/v2/tailnet/{tailnet}/keys/{keyId}      revokes: later GETs are 404
+//	POST   /api/v2/tailnet/{tailnet}/keys            mint an auth key of its own value, honouring reusable and tags
+//	GET    /api/v2/tailnet/{tailnet}/keys/{keyId}      "invalid" once expired (ExpireAuthKey) or, single-use, used
+//	DELETE /api/v2/tailnet/{tailnet}/keys/{keyId}      revokes: later GETs are 404, and control refuses the key
 //	GET    /api/v2/tailnet/{tailnet}/vip-services                  {"vipServices": [...]}
 //	GET    /api/v2/tailnet/{tailnet}/vip-services/{name}
 //	PUT    /api/v2/tailnet/{tailnet}/vip-services/{name}           create or update (an update must carry the allocated addrs)
@@ -26,10 +26,14 @@
 // or basic-auth user name). Errors are JSON {"message": ...} unless injected
 // otherwise. Wire samples of every response live in testdata/.
 //
-// Simplifications: testcontrol accepts a single auth key, so every minted
-// key carries the same value (AuthKey) and deleting a key does not stop it
-// from working; node tags come from tsnet.Server.AdvertiseTags, not from the
-// key. connectedToControl means "has a streaming map poll open on control";
+// Auth keys: each minted key is its own value, and control checks a
+// registration presenting one as Tailscale's does: refused once the key is
+// deleted (revoked) or expired, or, when it is not reusable, used by another
+// node; refused when the node asks for tags the key does not carry. A node
+// control knows re-registers without a key. AuthKey is the simulator's own
+// reusable key (its devices, tests). Simplifications: node tags come from
+// tsnet.Server.AdvertiseTags (checked against the key's), ownership of tags by
+// the OAuth client is not modelled. connectedToControl means "has a streaming map poll open on control";
 // lastSeen is omitted while connected. A service host is a device listed in
 // DeviceSpec.Services or set with SetServiceHost, or a node that advertises
 // the service (tsnet ListenService); it is "approved:auto" when it shares a
@@ -88,11 +92,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logf receives control, DERP and tsnet logs; they are discarded when nil.
 	Logf logger.Logf
-	// NoAuthKeyCheck makes control accept registrations without AuthKey. testcontrol
-	// otherwise demands the key on every registration, also when a node it knows restarts
-	// from its state (Tailscale's control server does not), so a test of a restart that
-	// needs no key runs with this set: the node then proves its identity by its node key.
-	// New nodes join without a key too.
+	// NoAuthKeyCheck makes control accept a new node registering without any key. A node
+	// control knows re-registers without a key either way (as at Tailscale), and a key a
+	// node presents is checked either way.
 	NoAuthKeyCheck bool
 }
 
@@ -207,7 +209,9 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 		requiredKey = ""
 	}
 	t.router = newServiceRouter(opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
-	t.control = startControl(t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
+	// t.api is set below, before any node registers.
+	redeem := func(key, nodeKey string, tags []string) error { return t.api.redeem(key, nodeKey, tags) }
+	t.control = startControl(t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, redeem, logger.WithPrefix(logf, "control: "))
 
 	t.api = newAPIServer(opts.TailnetName, opts.OAuthClientID, opts.OAuthClientSecret, opts.APIKey, t.authKey, opts.TokenTTL, time.Now, t.liveNodes)
 	// Set before any node joins, so before the router is used.
@@ -335,8 +339,9 @@ func (t *Tailnet) APIKey() string { return t.opts.APIKey }
 // ControlURL is the control server's URL (tsnet.Server.ControlURL).
 func (t *Tailnet) ControlURL() string { return t.control.BaseURL() }
 
-// AuthKey is the auth key the control server requires. Keys minted through
-// POST /api/v2/tailnet/-/keys carry this same value.
+// AuthKey is the simulator's own reusable auth key, which control always
+// accepts. Keys minted through POST /api/v2/tailnet/-/keys are each their own
+// value, checked as Tailscale checks them (see the package documentation).
 func (t *Tailnet) AuthKey() string { return t.authKey }
 
 // MagicDNSSuffix is the tailnet's MagicDNS domain.
@@ -503,6 +508,14 @@ func (t *Tailnet) SetDeviceTags(hostname string, tags ...string) { t.api.setTags
 // Service svc, as listed by GET .../services/{svc}/devices.
 func (t *Tailnet) SetServiceHost(svc, hostname string, hosting bool) {
 	t.api.setHost(svc, hostname, hosting)
+}
+
+// MintedAuthKeys returns the value of every auth key minted through the API so far, deleted or
+// not, for tests that look for them where they must not appear.
+func (t *Tailnet) MintedAuthKeys() []string {
+	t.api.mu.Lock()
+	defer t.api.mu.Unlock()
+	return slices.Clone(t.api.minted)
 }
 
 // ExpireAuthKey makes the auth key id expired from now on, as if its expiry had passed: the

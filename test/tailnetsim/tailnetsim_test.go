@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -292,6 +293,74 @@ func TestWrongAuthKey(t *testing.T) {
 		t.Fatal("node joined with a bogus auth key")
 	} else {
 		t.Logf("join with bogus key failed as expected: %v", err)
+	}
+}
+
+// TestMintedKeysAreCheckedAtRegistration checks control as Tailscale's refuses keys: a
+// single-use key replayed by a second node, a deleted (revoked) key and an expired key are
+// refused; a reusable key enrolls several nodes; the API reports a used single-use key invalid.
+func TestMintedKeysAreCheckedAtRegistration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tsnet nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	tn, err := Start(ctx, Options{Logf: quietLogf(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	keys := oauthClient(t, tn).Keys()
+	mint := func(reusable bool) *tailscale.Key {
+		t.Helper()
+		var req tailscale.CreateKeyRequest
+		req.Capabilities.Devices.Create.Reusable = reusable
+		req.Capabilities.Devices.Create.Preauthorized = true
+		k, err := keys.CreateAuthKey(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	join := func(hostname, key string) error {
+		t.Helper()
+		nctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		_, err := tn.NewNode(nctx, hostname, key)
+		return err
+	}
+	refused := func(hostname, key, why string) {
+		t.Helper()
+		if err := join(hostname, key); err == nil || !strings.Contains(err.Error(), why) {
+			t.Fatalf("%s joined or failed otherwise: %v, want %q", hostname, err, why)
+		}
+	}
+
+	once := mint(false)
+	if err := join("first", once.Key); err != nil {
+		t.Fatal(err)
+	}
+	refused("replay", once.Key, "single-use key already used")
+	if got, err := keys.Get(ctx, once.ID); err != nil || !got.Invalid {
+		t.Fatalf("a used single-use key: %+v, %v", got, err)
+	}
+
+	revoked := mint(false)
+	if err := keys.Delete(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	refused("revoked", revoked.Key, "unknown or revoked")
+
+	expired := mint(false)
+	if !tn.ExpireAuthKey(expired.ID) {
+		t.Fatal("no key to expire")
+	}
+	refused("expired", expired.Key, "expired")
+
+	shared := mint(true)
+	for _, h := range []string{"shared-1", "shared-2"} {
+		if err := join(h, shared.Key); err != nil {
+			t.Fatalf("%s with a reusable key: %v", h, err)
+		}
 	}
 }
 

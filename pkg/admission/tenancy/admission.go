@@ -1,12 +1,15 @@
 // Package tenancy is the admission plugin that refuses TailscaleEndpoints, TailscaleServices and
 // TailscaleGateways naming a tailnet whose spec.allowedNamespaces does not admit their namespace,
-// externalServices the server does not allow (pkg/tenancy decides both), and TailscaleTailnets
-// taking their OAuth Secret from outside the installation's namespace.
+// proxy tags outside the tailnet's spec.proxyTags, externalServices the server does not allow
+// (pkg/tenancy decides them), and TailscaleTailnets taking their OAuth Secret from outside the
+// installation's namespace.
 package tenancy
 
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -78,6 +81,9 @@ func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 			oldRef = old.Spec.Tailnet
 		}
 		checkRef(field.NewPath("spec", "tailnet"), obj.Spec.Tailnet, oldRef, hadOld)
+		if !hadOld || oldRef != obj.Spec.Tailnet || !slices.Equal(old.Spec.Tags, obj.Spec.Tags) {
+			errs = append(errs, p.checkProxyTags(ctx, field.NewPath("spec", "tags"), obj.Spec.Tailnet, obj.Spec.Tags)...)
+		}
 	case *gateway.TailscaleServices:
 		old, hadOld := a.GetOldObject().(*gateway.TailscaleServices)
 		if t := obj.Spec.EndpointTemplate; t != nil {
@@ -86,6 +92,9 @@ func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 				oldRef = old.Spec.EndpointTemplate.Tailnet
 			}
 			checkRef(field.NewPath("spec", "endpointTemplate", "tailnet"), t.Tailnet, oldRef, hadOld && old.Spec.EndpointTemplate != nil)
+			if !hadOld || old.Spec.EndpointTemplate == nil || oldRef != t.Tailnet || !slices.Equal(old.Spec.EndpointTemplate.Tags, t.Tags) {
+				errs = append(errs, p.checkProxyTags(ctx, field.NewPath("spec", "endpointTemplate", "tags"), t.Tailnet, t.Tags)...)
+			}
 		}
 		errs = append(errs, p.checkExternal(obj, old, isServer(a.GetUserInfo()))...)
 	case *gateway.TailscaleGateway:
@@ -121,6 +130,31 @@ func (p *Plugin) decide(ctx context.Context, namespace, ref string) tenancy.Deci
 		return p.policy.DecideFor(namespace, t)
 	}
 	return tenancy.Decision{Allowed: true} // decided once the tailnet exists
+}
+
+// checkProxyTags refuses those of tags (a proxy's, at path) that the tailnet ref does not permit
+// its proxies (spec.proxyTags). A tailnet not known yet decides nothing here: the controller
+// deploying the proxy checks again and deploys none.
+func (p *Plugin) checkProxyTags(ctx context.Context, path *field.Path, ref string, tags []string) field.ErrorList {
+	if ref == "" || len(tags) == 0 {
+		return nil
+	}
+	t, known := p.policy.Resolve(ref)
+	if !known && p.Lookup != nil {
+		t, known = p.Lookup(ctx, ref)
+	}
+	if !known {
+		return nil
+	}
+	var errs field.ErrorList
+	bound := tenancy.ProxyTags(t)
+	for i, tag := range tags {
+		if !slices.Contains(bound, tag) {
+			errs = append(errs, field.Forbidden(path.Index(i),
+				fmt.Sprintf("%s is not among the tags TailscaleTailnet %s permits its proxies (spec.proxyTags: %s)", tag, t.Name, strings.Join(bound, ", "))))
+		}
+	}
+	return errs
 }
 
 // isServer reports whether u is this server's own loopback identity (its controllers' writes).

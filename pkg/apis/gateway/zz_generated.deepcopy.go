@@ -1706,6 +1706,11 @@ func (in *TailscaleTailnetSpec) DeepCopyInto(out *TailscaleTailnetSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.ProxyTags != nil {
+		in, out := &in.ProxyTags, &out.ProxyTags
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.AllowedNamespaces != nil {
 		in, out := &in.AllowedNamespaces, &out.AllowedNamespaces
 		*out = new(AllowedNamespaces)

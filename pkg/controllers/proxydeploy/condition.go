@@ -25,6 +25,9 @@ const (
 	ReasonObjectConflict = "ObjectConflict"
 	// ReasonInvalidSpec: no proxy can be deployed for the spec.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonTagsNotPermitted: the object's tags are outside its tailnet's spec.proxyTags; no
+	// key is minted and no proxy deployed.
+	ReasonTagsNotPermitted = "TagsNotPermitted"
 	// ReasonDeployFailed: an API call failed; it is retried.
 	ReasonDeployFailed = "DeployFailed"
 )
@@ -40,6 +43,8 @@ func DeployedCondition(obj *v1alpha1.TailscaleEndpoints, err error) metav1.Condi
 	case errors.Is(err, errConflict):
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonObjectConflict
 		c.Message = err.Error() + ": it is left alone and the proxy is not deployed until it is gone"
+	case errors.Is(err, errTagsNotPermitted):
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonTagsNotPermitted, err.Error()
 	case errors.Is(err, errInvalid):
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonInvalidSpec, err.Error()
 	default:

@@ -1,11 +1,14 @@
 // Package proxydeploy deploys tailscale-gateway-proxy in cluster mode: for each
 // TailscaleEndpoints with spec.proxy, and each auto-provisioned one, it keeps,
 // in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
-// needs, one state Secret per replica, a Secret with an auth key minted once through the
-// tailnet's Tailscale API (minted again when its tags change or it expires or is revoked), a
-// StatefulSet of proxy.replicas, a Service exposing the egress listeners and, for more than one
-// replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a controller ownerReference to the TailscaleEndpoints, so
-// Kubernetes' garbage collector removes them with it, and the label
+// needs, one state Secret per replica and, until that replica has joined the tailnet, a Secret
+// with a single-use auth key of its own minted through the tailnet's Tailscale API (minted again
+// when its tags change or it expires or is revoked; revoked when the replica joins, is scaled
+// away, or the object or its proxy goes, which Finalizer holds the object for), a StatefulSet of
+// proxy.replicas, a Service exposing the egress listeners and, for more than one replica, a
+// PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a
+// controller ownerReference to the TailscaleEndpoints, so Kubernetes' garbage collector removes
+// them with it, and the label
 // app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
 // is not ours is left alone and reported with an Event.
 package proxydeploy
@@ -33,6 +36,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -41,6 +45,7 @@ import (
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
 // Event reasons.
@@ -52,6 +57,8 @@ const (
 	ReasonNoServices  = "ProxyNothingToServe"
 	ReasonApplyFailed = "ProxyApplyFailed"
 	ReasonKeyRenewed  = "ProxyAuthKeyRenewed"
+	// ReasonTagsRefused: the tags are outside the tailnet's spec.proxyTags.
+	ReasonTagsRefused = "ProxyTagsNotPermitted"
 )
 
 // DefaultResync is how often every TailscaleEndpoints is reconciled again.
@@ -73,9 +80,12 @@ type Options struct {
 	Client versioned.Interface
 	// Resync is the interval of the core informers (DefaultResync when zero).
 	Resync time.Duration
-	// KeyCheckInterval is how often each proxy's auth key is looked up in the Tailscale API
+	// KeyCheckInterval is how often each unused auth key is looked up in the Tailscale API
 	// (expired or revoked keys are minted again); DefaultKeyCheckInterval when zero.
 	KeyCheckInterval time.Duration
+	// EnrollmentCheckInterval is how often the state Secrets of replicas that have not joined
+	// yet are read; DefaultEnrollmentCheckInterval when zero.
+	EnrollmentCheckInterval time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -104,6 +114,9 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 	}
 	if opts.KeyCheckInterval <= 0 {
 		opts.KeyCheckInterval = DefaultKeyCheckInterval
+	}
+	if opts.EnrollmentCheckInterval <= 0 {
+		opts.EnrollmentCheckInterval = DefaultEnrollmentCheckInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -237,7 +250,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 				return err
 			}
 		}
-		return c.deleteAll(ctx, obj)
+		if err := c.deleteAll(ctx, obj); err != nil {
+			return err
+		}
+		return c.setFinalizer(ctx, obj, false)
 	}
 	err = c.deploy(ctx, obj)
 	if rerr := c.report(ctx, obj, err, true); rerr != nil {
@@ -255,6 +271,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 // errInvalid stops a sync at a spec no proxy can be deployed for.
 var errInvalid = errors.New("no proxy can be deployed for this spec")
 
+// errTagsNotPermitted stops a sync at tags the tailnet does not permit its proxies; it is
+// errInvalid too (retried when the object or the tailnet changes).
+var errTagsNotPermitted = fmt.Errorf("%w: the proxy's tags are not permitted", errInvalid)
+
 // deploy brings the proxy's objects for obj to what it asks for.
 func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
 	if len(obj.Name) > MaxNameLength {
@@ -268,15 +288,36 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid, "No proxy deployed: connectionType %q is not ingress, egress or bidirectional", ConnectionType(obj))
 		return fmt.Errorf("%w: connectionType %q is not ingress, egress or bidirectional", errInvalid, ConnectionType(obj))
 	}
-	in := Input{Endpoints: obj, Services: c.hostedServices(obj), Tags: c.tagsOf(obj)}
+	tags, err := c.tagsOf(obj)
+	if errors.Is(err, errTagsNotPermitted) {
+		// The proxy's tags are the tailnet admin's to bound: no key is minted, and a proxy
+		// deployed before the bound narrowed goes, its unused keys revoked.
+		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonTagsRefused, "No proxy deployed: %v", err)
+		return errors.Join(err, c.deleteAll(ctx, obj))
+	}
+	if err != nil {
+		return err
+	}
+	in := Input{Endpoints: obj, Services: c.hostedServices(obj), Tags: tags}
 	if !Serves(in) {
 		c.opts.Recorder.Event(obj, corev1.EventTypeNormal, ReasonNoServices, "The ingress proxy runs no replicas: no TailscaleServices selects these endpoints")
 	}
 	if err := c.apply(ctx, obj); err != nil {
 		return err
 	}
-	keyErr := c.ensureAuthKey(ctx, obj, in.Tags)
-	if keyErr != nil && !errors.Is(keyErr, errRenewal) {
+	if err := c.setFinalizer(ctx, obj, true); err != nil {
+		return err
+	}
+	keyReplicas := Replicas(obj)
+	if !Serves(in) {
+		keyReplicas = 0 // no replica runs: none needs a key
+	}
+	pending, keyErr := c.ensureAuthKeys(ctx, obj, in.Tags, keyReplicas)
+	if pending {
+		// A replica's key is deleted once it has joined; its state Secret raises no event.
+		c.queue.AddAfter(obj.Namespace+"/"+obj.Name, c.opts.EnrollmentCheckInterval)
+	}
+	if keyErr != nil && !isOnly(keyErr, errRenewal) {
 		return keyErr
 	}
 	if err := c.applyWorkload(ctx, in); err != nil {
@@ -312,16 +353,24 @@ func hostedServices(obj *v1alpha1.TailscaleEndpoints, svcs listers.TailscaleServ
 	return slices.Compact(out)
 }
 
-// tagsOf are the TailscaleTailnet's tags and obj's, sorted.
-func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) []string {
-	tags := slices.Clone(obj.Spec.Tags)
-	if name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet); ok {
-		if t, err := c.tailnets.Get(name); err == nil {
-			tags = append(tags, t.Spec.Tags...)
-		}
+// tagsOf are the tags obj's proxy carries: obj's spec.tags when its TailscaleTailnet's
+// spec.proxyTags permit them all, else the tailnet's first proxy tag when obj names none
+// (tenancy.ProxyTagsFor). A tailnet not known yet is an error to retry; tags the tailnet does
+// not permit are errTagsNotPermitted.
+func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) ([]string, error) {
+	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
+	if !ok {
+		return nil, fmt.Errorf("tailnet %q is not known yet", obj.Spec.Tailnet)
 	}
-	slices.Sort(tags)
-	return slices.Compact(tags)
+	t, err := c.tailnets.Get(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading TailscaleTailnet %s: %w", name, err)
+	}
+	tags, err := tenancy.ProxyTagsFor(t, obj.Spec.Tags)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errTagsNotPermitted, err)
+	}
+	return tags, nil
 }
 
 // apply keeps the ServiceAccount, Role, RoleBinding and state Secrets.
@@ -369,16 +418,18 @@ func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints
 			return err
 		}
 	}
-	// The state of replicas scaled away goes with them (a later scale-up enrolls new nodes):
-	// the Role of the previous scale names them.
-	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return isStateOf(NamesOf(obj.Name), name, replicas) })
+	// The state and auth key Secrets of replicas scaled away go with them (a later scale-up
+	// enrolls new nodes), the keys revoked: the Role of the previous scale names them. So does
+	// the key Secret earlier versions shared among replicas.
+	n := NamesOf(obj.Name)
+	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return name == n.SharedAuthKey || isReplicaSecretOf(n, name, replicas) })
 }
 
-// secretsOf returns the names of obj's auth key Secret and of the state Secrets its current
-// Role names.
+// secretsOf returns the names of the Secrets obj's current Role names (state and auth key
+// Secrets) and of the key Secret earlier versions shared among replicas.
 func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 	n := NamesOf(obj.Name)
-	names := []string{n.AuthKey}
+	names := []string{n.SharedAuthKey}
 	if role, err := c.core.Rbac().V1().Roles().Lister().Roles(obj.Namespace).Get(n.Base); err == nil && metav1.IsControlledBy(role, obj) {
 		for _, r := range role.Rules {
 			if slices.Contains(r.Resources, "secrets") {
@@ -406,6 +457,7 @@ func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleE
 		if !metav1.IsControlledBy(s, obj) {
 			continue
 		}
+		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
 		uid := s.UID
 		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -415,9 +467,10 @@ func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleE
 	return nil
 }
 
-// isStateOf reports whether name is the state Secret of a replica at or beyond replicas.
-func isStateOf(n Names, name string, replicas int) bool {
-	rest, ok := strings.CutPrefix(name, n.Base+"-")
+// isReplicaSecretOf reports whether name is the state or auth key Secret of a replica at or
+// beyond replicas.
+func isReplicaSecretOf(n Names, name string, replicas int) bool {
+	rest, ok := strings.CutPrefix(strings.TrimSuffix(name, authKeySuffix), n.Base+"-")
 	if !ok {
 		return false
 	}
@@ -610,4 +663,37 @@ func asObjects[T metav1.Object](items []T) []metav1.Object {
 		out[i] = o
 	}
 	return out
+}
+
+// Finalizer holds a TailscaleEndpoints with a proxy until the auth keys minted for it are
+// revoked in the Tailscale API (the garbage collector would delete their Secrets, not the keys).
+const Finalizer = "gateway.tailscale.com/proxy-auth-keys"
+
+// setFinalizer adds (on) or removes Finalizer on obj; without a Client it does nothing.
+func (c *Controller) setFinalizer(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, on bool) error {
+	if c.opts.Client == nil || slices.Contains(obj.Finalizers, Finalizer) == on {
+		return nil
+	}
+	client := c.opts.Client.GatewayV1alpha1().TailscaleEndpoints(obj.Namespace)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		fresh, err := client.Get(ctx, obj.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fresh.UID != obj.UID || slices.Contains(fresh.Finalizers, Finalizer) == on {
+			return nil
+		}
+		if on {
+			fresh.Finalizers = append(fresh.Finalizers, Finalizer)
+		} else {
+			fresh.Finalizers = slices.DeleteFunc(fresh.Finalizers, func(f string) bool { return f == Finalizer })
+		}
+		if _, err := client.Update(ctx, fresh, metav1.UpdateOptions{FieldManager: "tailscale-gateway-proxydeploy"}); err != nil {
+			return fmt.Errorf("setting finalizer %s: %w", Finalizer, err)
+		}
+		return nil
+	})
 }

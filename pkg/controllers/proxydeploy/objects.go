@@ -20,6 +20,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
@@ -49,8 +50,7 @@ const (
 // Paths and ports inside the proxy's pod.
 const (
 	// AuthKeyKey is the key of the auth key in its Secret.
-	AuthKeyKey    = "authkey"
-	authKeyDir    = "/etc/tailscale-gateway-proxy/auth"
+	AuthKeyKey    = kubestate.AuthKeyKey
 	stateDir      = "/var/lib/tailscale-gateway-proxy"
 	MetricsPort   = 9090
 	containerName = "proxy"
@@ -76,17 +76,23 @@ type Config struct {
 type Names struct {
 	// Base names the ServiceAccount, Role, RoleBinding, StatefulSet and Service.
 	Base string
-	// AuthKey is the Secret holding the auth key.
-	AuthKey string
+	// SharedAuthKey is the Secret of the reusable key earlier versions shared among replicas:
+	// deleted (its key revoked) when found.
+	SharedAuthKey string
 }
 
 // NamesOf returns the names of obj's objects.
 func NamesOf(name string) Names {
-	return Names{Base: name + nameSuffix, AuthKey: name + nameSuffix + "-authkey"}
+	return Names{Base: name + nameSuffix, SharedAuthKey: name + nameSuffix + "-authkey"}
 }
 
 // StateSecret is the state Secret of replica i, named like its pod.
 func (n Names) StateSecret(i int) string { return n.Base + "-" + strconv.Itoa(i) }
+
+// AuthKeySecret is the Secret holding the single-use auth key of replica i until it has joined.
+func (n Names) AuthKeySecret(i int) string { return n.StateSecret(i) + authKeySuffix }
+
+const authKeySuffix = "-authkey"
 
 // Input is what the objects of one TailscaleEndpoints are derived from.
 type Input struct {
@@ -150,13 +156,14 @@ func ServiceAccount(obj *v1alpha1.TailscaleEndpoints) *corev1.ServiceAccount {
 }
 
 // Role returns the least the proxies need: reading the objects they serve (the proxy lists and
-// watches them namespace-wide and picks its own), and getting and updating their own state
-// Secrets. They emit no Events and read the auth key from a mounted volume.
+// watches them namespace-wide and picks its own), getting and updating their own state Secrets
+// and getting their auth key Secrets. They emit no Events.
 func Role(obj *v1alpha1.TailscaleEndpoints) *rbacv1.Role {
 	n := NamesOf(obj.Name)
-	var states []string
+	var states, keys []string
 	for i := range Replicas(obj) {
 		states = append(states, n.StateSecret(i))
+		keys = append(keys, n.AuthKeySecret(i))
 	}
 	rules := []rbacv1.PolicyRule{{
 		APIGroups: []string{v1alpha1.GroupName},
@@ -167,6 +174,8 @@ func Role(obj *v1alpha1.TailscaleEndpoints) *rbacv1.Role {
 		rules = append(rules, rbacv1.PolicyRule{
 			APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: states,
 			Verbs: []string{"get", "update", "patch"},
+		}, rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: keys, Verbs: []string{"get"},
 		})
 	}
 	return &rbacv1.Role{ObjectMeta: metaOf(obj, n.Base), Rules: rules}
@@ -187,10 +196,10 @@ func StateSecret(obj *v1alpha1.TailscaleEndpoints, i int) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).StateSecret(i)), Type: corev1.SecretTypeOpaque}
 }
 
-// AuthKeySecret returns the Secret holding key, minted with tags; its annotations record the
-// tags, the key's ID and expiry, never the key.
-func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, key tailnet.AuthKey, tags []string) *corev1.Secret {
-	s := &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).AuthKey), Type: corev1.SecretTypeOpaque,
+// AuthKeySecret returns the Secret of replica i holding key, minted with tags; its annotations
+// record the tags, the key's ID and expiry, never the key.
+func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, i int, key tailnet.AuthKey, tags []string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).AuthKeySecret(i)), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{AuthKeyKey: []byte(key.Key)}}
 	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ","), AuthKeyIDAnnotation: key.ID}
 	if !key.Expires.IsZero() {
@@ -237,7 +246,7 @@ func Args(cfg Config, in Input) []string {
 		"--hostname=$(POD_NAME)",
 		"--state-secret=$(POD_NAME)",
 		"--state-dir=" + stateDir,
-		"--auth-key-file=" + authKeyDir + "/" + AuthKeyKey,
+		"--auth-key-secret=$(POD_NAME)" + authKeySuffix,
 		"--metrics-bind-address=:" + strconv.Itoa(MetricsPort),
 	}
 	if cfg.ControlURL != "" {
@@ -276,11 +285,8 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 			Args: Args(cfg, in),
 			Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
 				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}}},
-			Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
-			VolumeMounts: []corev1.VolumeMount{
-				{Name: "auth-key", MountPath: authKeyDir, ReadOnly: true},
-				{Name: "state", MountPath: stateDir},
-			},
+			Ports:        []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
+			VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: stateDir}},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/readyz", Port: intstr.FromString("metrics")}}},
 			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -290,10 +296,7 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			},
 		}},
-		Volumes: []corev1.Volume{
-			{Name: "auth-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: n.AuthKey}}},
-			{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		},
+		Volumes: []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 	}
 	sel := selectorOf(obj)
 	podLabels := map[string]string{}

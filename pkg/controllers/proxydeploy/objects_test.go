@@ -179,11 +179,12 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-func TestIsStateOf(t *testing.T) {
+func TestIsReplicaSecretOf(t *testing.T) {
 	n := NamesOf("x")
-	for name, want := range map[string]bool{"x-proxy-0": false, "x-proxy-2": true, "x-proxy-10": true, "x-proxy-authkey": false, "x-proxy-02": false, "y-proxy-5": false} {
-		if got := isStateOf(n, name, 2); got != want {
-			t.Errorf("isStateOf(%s) = %v, want %v", name, got, want)
+	for name, want := range map[string]bool{"x-proxy-0": false, "x-proxy-2": true, "x-proxy-10": true, "x-proxy-authkey": false, "x-proxy-02": false, "y-proxy-5": false,
+		"x-proxy-1-authkey": false, "x-proxy-2-authkey": true, "x-proxy-2-authkey-authkey": false} {
+		if got := isReplicaSecretOf(n, name, 2); got != want {
+			t.Errorf("isReplicaSecretOf(%s) = %v, want %v", name, got, want)
 		}
 	}
 }

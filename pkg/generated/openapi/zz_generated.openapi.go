@@ -3145,7 +3145,26 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Tags are the ACL tags given to every device and service the gateway creates in this tailnet: each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice.",
+							Description: "Tags are the ACL tags of the devices the server itself creates in this tailnet (its health-check prober): each \"tag:<name>\", the name starting with a letter and holding letters, digits and '-'; no tag twice. Proxies do not carry them: see proxyTags.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"proxyTags": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "ProxyTags bound the ACL tags any proxy of this tailnet may carry (the tailnet admin's choice): a TailscaleEndpoints' spec.tags and a TailscaleServices' spec.endpointTemplate.tags must be among them, and a proxy whose object names no tags carries the first. Each \"tag:<name>\" as in tags; no tag twice. Unset, [\"tag:k8s\"] (the Tailscale Kubernetes operator's default proxy tag). The OAuth client must own them.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	"tailscale.com/tsnet"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
@@ -36,14 +37,15 @@ type Options struct {
 	Services          []string
 	ServicesSelector  string
 
-	StateDir    string
-	StateSecret string
-	Hostname    string
-	ControlURL  string
-	AuthKeyFile string
-	AuthKey     string
-	Tags        []string
-	TSNetPort   uint16
+	StateDir      string
+	StateSecret   string
+	Hostname      string
+	ControlURL    string
+	AuthKeyFile   string
+	AuthKey       string
+	AuthKeySecret string
+	Tags          []string
+	TSNetPort     uint16
 
 	EgressBindAddress  string
 	MetricsBindAddress string
@@ -74,6 +76,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ControlURL, "control-url", o.ControlURL, "coordination server URL; empty means Tailscale's")
 	fs.StringVar(&o.AuthKeyFile, "auth-key-file", o.AuthKeyFile, "file holding the auth key that enrolls the node on its first start (not read afterwards)")
 	fs.StringVar(&o.AuthKey, "auth-key", o.AuthKey, "auth key for the first start; prefer --auth-key-file, command lines are visible to other processes")
+	fs.StringVar(&o.AuthKeySecret, "auth-key-secret", o.AuthKeySecret,
+		"Secret in --namespace holding the auth key (key \"authkey\") read, with --state-secret, when that holds no state yet; once joined, the node's ID is recorded in the state Secret")
 	fs.StringSliceVar(&o.Tags, "tags", o.Tags, "ACL tags requested at enrollment; hosting a Tailscale Service needs one")
 	fs.Uint16Var(&o.TSNetPort, "tsnet-port", o.TSNetPort, "UDP port of WireGuard; 0 picks one")
 	fs.StringVar(&o.EgressBindAddress, "egress-bind-address", o.EgressBindAddress, "IP the egress listeners bind to; empty binds every address")
@@ -133,6 +137,7 @@ func (o *Options) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := forward.NewMetrics(reg)
 
+	var store *kubestate.Store
 	nodeOpts := node.Options{Dir: o.StateDir, Hostname: o.Hostname, ControlURL: o.ControlURL,
 		AuthKey: o.AuthKey, AuthKeyFile: o.AuthKeyFile, Tags: o.Tags, Port: o.TSNetPort}
 	if o.StateSecret != "" {
@@ -140,13 +145,25 @@ func (o *Options) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("creating the core client: %w", err)
 		}
-		if nodeOpts.Store, err = kubestate.New(ctx, core, o.Namespace, o.StateSecret); err != nil {
+		if store, err = kubestate.New(ctx, core, o.Namespace, o.StateSecret); err != nil {
 			return err
+		}
+		nodeOpts.Store = store
+		if store.Empty() && o.AuthKeySecret != "" {
+			if nodeOpts.AuthKey, err = kubestate.ReadAuthKey(ctx, core, o.Namespace, o.AuthKeySecret); err != nil {
+				return err
+			}
 		}
 	}
 	srv, err := node.Start(ctx, nodeOpts)
 	if err != nil {
 		return err
+	}
+	if store != nil {
+		if err := markEnrolled(ctx, srv, store); err != nil {
+			closeNode(srv)
+			return err
+		}
 	}
 	nd, err := node.Wrap(srv)
 	if err != nil {
@@ -220,4 +237,18 @@ func serveMetrics(addr string, reg *prometheus.Registry, ready <-chan struct{}) 
 	}()
 	klog.InfoS("Serving metrics", "address", ln.Addr().String())
 	return func() { hs.Close() }, nil
+}
+
+// markEnrolled records the joined node's stable ID in its state Secret: the deploying controller
+// then removes the replica's single-use auth key.
+func markEnrolled(ctx context.Context, srv *tsnet.Server, store *kubestate.Store) error {
+	lc, err := srv.LocalClient()
+	if err != nil {
+		return fmt.Errorf("recording the node's enrollment: %w", err)
+	}
+	st, err := lc.StatusWithoutPeers(ctx)
+	if err != nil || st.Self == nil {
+		return fmt.Errorf("recording the node's enrollment: reading its status: %w", err)
+	}
+	return store.MarkEnrolled(string(st.Self.ID))
 }

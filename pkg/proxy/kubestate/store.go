@@ -108,6 +108,38 @@ func (s *Store) WriteState(id ipn.StateKey, bs []byte) error {
 	return nil
 }
 
+// NodeIDKey is the data key of the state Secret under which the proxy records its node's stable
+// ID once the node has joined: the controller that deploys the proxy deletes the replica's auth
+// key then (tailscale's own state keys never take this name).
+const NodeIDKey = "tailscale-gateway-node-id"
+
+// AuthKeyKey is the data key of the auth key in its Secret.
+const AuthKeyKey = "authkey"
+
+// MarkEnrolled records id, the node's stable ID, under NodeIDKey.
+func (s *Store) MarkEnrolled(id string) error {
+	return s.WriteState(ipn.StateKey(NodeIDKey), []byte(id))
+}
+
+// Enrolled reports whether the Secret data records a node that has joined (NodeIDKey).
+func Enrolled(data map[string][]byte) bool { return len(data[NodeIDKey]) > 0 }
+
+// ReadAuthKey reads the auth key (AuthKeyKey) of the Secret namespace/name. Its value never
+// appears in errors.
+func ReadAuthKey(ctx context.Context, client kubernetes.Interface, namespace, name string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("reading the auth key Secret %s/%s: %w", namespace, name, err)
+	}
+	key := strings.TrimSpace(string(s.Data[AuthKeyKey]))
+	if key == "" {
+		return "", fmt.Errorf("the auth key Secret %s/%s holds no %q", namespace, name, AuthKeyKey)
+	}
+	return key, nil
+}
+
 // Key maps a state key to a valid Secret data key ([-._a-zA-Z0-9]+): every other byte becomes '_'.
 func Key(id ipn.StateKey) string {
 	return strings.Map(func(r rune) rune {

@@ -85,12 +85,20 @@ type TailscaleTailnetSpec struct {
 	// http or https URL with a host.
 	// +optional
 	APIBaseURL string `json:"apiBaseURL,omitempty"`
-	// Tags are the ACL tags given to every device and service the gateway creates in this tailnet:
-	// each "tag:<name>", the name starting with a letter and holding letters, digits and
-	// '-'; no tag twice.
+	// Tags are the ACL tags of the devices the server itself creates in this tailnet (its
+	// health-check prober): each "tag:<name>", the name starting with a letter and holding
+	// letters, digits and '-'; no tag twice. Proxies do not carry them: see proxyTags.
 	// +optional
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
+	// ProxyTags bound the ACL tags any proxy of this tailnet may carry (the tailnet admin's
+	// choice): a TailscaleEndpoints' spec.tags and a TailscaleServices'
+	// spec.endpointTemplate.tags must be among them, and a proxy whose object names no tags
+	// carries the first. Each "tag:<name>" as in tags; no tag twice. Unset, ["tag:k8s"] (the
+	// Tailscale Kubernetes operator's default proxy tag). The OAuth client must own them.
+	// +optional
+	// +listType=atomic
+	ProxyTags []string `json:"proxyTags,omitempty"`
 	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
 	// TailscaleGateways may name this tailnet (modelled on Gateway API's
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created

@@ -153,6 +153,7 @@ func validateTailscaleTailnetSpec(spec *gateway.TailscaleTailnetSpec, fldPath *f
 		allErrs = append(allErrs, ValidateAPIBaseURL(spec.APIBaseURL, fldPath.Child("apiBaseURL"))...)
 	}
 	allErrs = append(allErrs, validateTags(spec.Tags, fldPath.Child("tags"))...)
+	allErrs = append(allErrs, validateTags(spec.ProxyTags, fldPath.Child("proxyTags"))...)
 	allErrs = append(allErrs, validateAllowedNamespaces(spec.AllowedNamespaces, fldPath.Child("allowedNamespaces"))...)
 	return allErrs
 }

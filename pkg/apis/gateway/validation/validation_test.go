@@ -199,6 +199,9 @@ func TestValidateTailscaleTailnet(t *testing.T) {
 		{name: "tag starts with digit", mutate: func(o *tn) { o.Spec.Tags[1] = "tag:1prod" }, want: []string{invalid("spec.tags[1]")}},
 		{name: "tag with underscore", mutate: func(o *tn) { o.Spec.Tags[1] = "tag:prod_1" }, want: []string{invalid("spec.tags[1]")}},
 		{name: "duplicate tag", mutate: func(o *tn) { o.Spec.Tags[2] = "tag:k8s-operator" }, want: []string{duplicate("spec.tags[2]")}},
+		{name: "proxy tags", mutate: func(o *tn) { o.Spec.ProxyTags = []string{"tag:k8s", "tag:web"} }},
+		{name: "proxy tag without prefix", mutate: func(o *tn) { o.Spec.ProxyTags = []string{"tag:k8s", "web"} }, want: []string{invalid("spec.proxyTags[1]")}},
+		{name: "proxy tag twice", mutate: func(o *tn) { o.Spec.ProxyTags = []string{"tag:k8s", "tag:k8s"} }, want: []string{duplicate("spec.proxyTags[1]")}},
 		{name: "allowedNamespaces all", mutate: func(o *tn) { o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromAll} }},
 		{name: "allowedNamespaces selector", mutate: func(o *tn) {
 			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromSelector,

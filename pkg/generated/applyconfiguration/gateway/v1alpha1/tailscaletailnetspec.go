@@ -36,10 +36,16 @@ type TailscaleTailnetSpecApplyConfiguration struct {
 	// APIBaseURL overrides the Tailscale API base URL (default https://api.tailscale.com): an absolute
 	// http or https URL with a host.
 	APIBaseURL *string `json:"apiBaseURL,omitempty"`
-	// Tags are the ACL tags given to every device and service the gateway creates in this tailnet:
-	// each "tag:<name>", the name starting with a letter and holding letters, digits and
-	// '-'; no tag twice.
+	// Tags are the ACL tags of the devices the server itself creates in this tailnet (its
+	// health-check prober): each "tag:<name>", the name starting with a letter and holding
+	// letters, digits and '-'; no tag twice. Proxies do not carry them: see proxyTags.
 	Tags []string `json:"tags,omitempty"`
+	// ProxyTags bound the ACL tags any proxy of this tailnet may carry (the tailnet admin's
+	// choice): a TailscaleEndpoints' spec.tags and a TailscaleServices'
+	// spec.endpointTemplate.tags must be among them, and a proxy whose object names no tags
+	// carries the first. Each "tag:<name>" as in tags; no tag twice. Unset, ["tag:k8s"] (the
+	// Tailscale Kubernetes operator's default proxy tag). The OAuth client must own them.
+	ProxyTags []string `json:"proxyTags,omitempty"`
 	// AllowedNamespaces says which namespaces' TailscaleEndpoints, TailscaleServices and
 	// TailscaleGateways may name this tailnet (modelled on Gateway API's
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
@@ -91,6 +97,16 @@ func (b *TailscaleTailnetSpecApplyConfiguration) WithAPIBaseURL(value string) *T
 func (b *TailscaleTailnetSpecApplyConfiguration) WithTags(values ...string) *TailscaleTailnetSpecApplyConfiguration {
 	for i := range values {
 		b.Tags = append(b.Tags, values[i])
+	}
+	return b
+}
+
+// WithProxyTags adds the given value to the ProxyTags field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the ProxyTags field.
+func (b *TailscaleTailnetSpecApplyConfiguration) WithProxyTags(values ...string) *TailscaleTailnetSpecApplyConfiguration {
+	for i := range values {
+		b.ProxyTags = append(b.ProxyTags, values[i])
 	}
 	return b
 }
