@@ -11,6 +11,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwapiv1a2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -46,6 +48,7 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 	if err := env.InstallGatewayAPICRDs(); err != nil {
 		t.Fatal(err)
 	}
+	installEnvoyGatewayCRD(t, "backends")
 	sim, _ := startSimWith(t, "e2e-publish", tailnetsim.Options{})
 	primary, err := sim.AddVirtualDevice("db-primary")
 	if err != nil {
@@ -98,6 +101,15 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 			return err == nil && len(got) == 2 && got[primaryPort] && got[replicaPort], err
 		})
 	}
+	// Envoy Gateway's Backend CRD is served: a Backend per port too, admitted by its schema.
+	both := []int32{primaryPort, replicaPort}
+	slices.Sort(both)
+	for _, name := range []string{"ts-ep-backend-services-tcp-5432", "ts-svc-db-tcp-5432"} {
+		eventually(t, "Backend "+name+" at both endpoints", func(c context.Context) (bool, error) {
+			got, err := backendPorts(c, ns, name)
+			return err == nil && slices.Equal(got, both), nil
+		})
+	}
 
 	// The replica's device goes offline: its EndpointSlices turn not ready, and back.
 	sim.SetAPIOnline("db-replica", false)
@@ -107,10 +119,18 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 			return err == nil && len(got) == 2 && got[primaryPort] && !got[replicaPort], err
 		})
 	}
+	eventually(t, "the replica out of the Backend", func(c context.Context) (bool, error) {
+		got, err := backendPorts(c, ns, "ts-ep-backend-services-tcp-5432")
+		return err == nil && slices.Equal(got, []int32{primaryPort}), nil
+	})
 	sim.ClearAPIOnline("db-replica")
 	eventually(t, "the replica ready again", func(c context.Context) (bool, error) {
 		got, err := slicesReady(c, ns, "ts-ep-backend-services")
 		return err == nil && len(got) == 2 && got[replicaPort], err
+	})
+	eventually(t, "the replica back in the Backend", func(c context.Context) (bool, error) {
+		got, err := backendPorts(c, ns, "ts-ep-backend-services-tcp-5432")
+		return err == nil && slices.Equal(got, both), nil
 	})
 
 	// An endpoint removed: its EndpointSlice goes.
@@ -136,6 +156,31 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 		got, lerr := slicesReady(c, ns, "ts-ep-backend-services")
 		return err != nil && lerr == nil && len(got) == 0, nil
 	})
+}
+
+// backendPorts returns the sorted ports of the endpoints of the published Backend name, when
+// each is at the proxy's address.
+func backendPorts(c context.Context, ns, name string) ([]int32, error) {
+	dyn, err := dynamic.NewForConfig(env.Admin)
+	if err != nil {
+		return nil, err
+	}
+	b, err := dyn.Resource(publish.BackendGVR).Namespace(ns).Get(c, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	eps, _, _ := unstructured.NestedSlice(b.Object, "spec", "endpoints")
+	var out []int32
+	for _, e := range eps {
+		addr, _, _ := unstructured.NestedString(e.(map[string]any), "ip", "address")
+		port, _, _ := unstructured.NestedInt64(e.(map[string]any), "ip", "port")
+		if addr != "192.0.2.10" {
+			return nil, fmt.Errorf("Backend %s: endpoint at %s", name, addr)
+		}
+		out = append(out, int32(port))
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // publishedAt returns the address and port of each published EndpointSlice of service.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,9 +26,15 @@ import (
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// installBackendTrafficPolicyCRD applies Envoy Gateway's BackendTrafficPolicy CRD from the
-// github.com/envoyproxy/gateway module go.mod requires.
+// installBackendTrafficPolicyCRD applies Envoy Gateway's BackendTrafficPolicy CRD.
 func installBackendTrafficPolicyCRD(t *testing.T) {
+	t.Helper()
+	installEnvoyGatewayCRD(t, "backendtrafficpolicies")
+}
+
+// installEnvoyGatewayCRD applies Envoy Gateway's CRD of resource (plural) from the
+// github.com/envoyproxy/gateway module go.mod requires, and waits until kube-apiserver serves it.
+func installEnvoyGatewayCRD(t *testing.T, resource string) {
 	t.Helper()
 	list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/envoyproxy/gateway")
 	list.Dir = env.Root
@@ -36,11 +43,11 @@ func installBackendTrafficPolicyCRD(t *testing.T) {
 		t.Fatalf("go list -m github.com/envoyproxy/gateway: %v", err)
 	}
 	crd := filepath.Join(strings.TrimSpace(string(out)), "charts", "gateway-helm", "charts", "crds", "crds", "generated",
-		"gateway.envoyproxy.io_backendtrafficpolicies.yaml")
+		"gateway.envoyproxy.io_"+resource+".yaml")
 	kubectl(t, "apply", "--server-side", "-f", crd)
-	eventually(t, "kube-apiserver to serve BackendTrafficPolicies", func(context.Context) (bool, error) {
-		_, err := env.Kube.Discovery().ServerResourcesForGroupVersion("gateway.envoyproxy.io/v1alpha1")
-		return err == nil, nil
+	eventually(t, "kube-apiserver to serve "+resource, func(context.Context) (bool, error) {
+		l, err := env.Kube.Discovery().ServerResourcesForGroupVersion("gateway.envoyproxy.io/v1alpha1")
+		return err == nil && slices.ContainsFunc(l.APIResources, func(r metav1.APIResource) bool { return r.Name == resource }), nil
 	})
 }
 

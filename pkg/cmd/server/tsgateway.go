@@ -92,6 +92,7 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 // else --backend-proxy-address. With neither, it is not published.
 type publisher struct {
 	kube    kubernetes.Interface
+	dyn     dynamic.Interface // Envoy Gateway Backends
 	proxy   publish.ProxyAddresser
 	factory kubeinformers.SharedInformerFactory
 	// proxies holds the deployed proxies' Services (nil without --proxy-deploy).
@@ -100,11 +101,15 @@ type publisher struct {
 
 // newPublisher returns nil when kube is nil (standalone), or when address is empty and no
 // proxies are deployed.
-func newPublisher(kube kubernetes.Interface, address string, deployed bool, factory informers.SharedInformerFactory) (*publisher, error) {
+func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, deployed bool, factory informers.SharedInformerFactory) (*publisher, error) {
 	if kube == nil || (address == "" && !deployed) {
 		return nil, nil
 	}
-	p := &publisher{kube: kube, factory: publish.NewKubeFactory(kube, 10*time.Minute)}
+	dyn, err := dynamic.NewForConfig(core)
+	if err != nil {
+		return nil, fmt.Errorf("creating dynamic client: %w", err)
+	}
+	p := &publisher{kube: kube, dyn: dyn, factory: publish.NewKubeFactory(kube, 10*time.Minute)}
 	var addr deployedOrStatic
 	if deployed {
 		p.proxies = proxydeploy.ManagedInformers(kube, informerResync)
@@ -158,7 +163,7 @@ func (p *publisher) build(factory informers.SharedInformerFactory, recorder reco
 	if p == nil {
 		return nil, nil
 	}
-	c, err := publish.New(p.kube, factory, p.factory, p.proxy, recorder)
+	c, err := publish.New(p.kube, p.dyn, factory, p.factory, p.proxy, recorder)
 	if err != nil || p.proxies == nil {
 		return c, err
 	}

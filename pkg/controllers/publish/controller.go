@@ -12,11 +12,14 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -46,6 +49,7 @@ const FieldManager = "tailscale-gateway-publish"
 // Controller keeps the published Services and EndpointSlices.
 type Controller struct {
 	kube      kubernetes.Interface
+	dyn       dynamic.Interface // nil: no Backends
 	proxy     ProxyAddresser
 	recorder  record.EventRecorder
 	endpoints listers.TailscaleEndpointsLister
@@ -58,14 +62,15 @@ type Controller struct {
 }
 
 // New returns a controller on factory's informers and kubeFactory's, which must select objects
-// labelled LabelManagedBy=ManagedBy (NewKubeFactory).
-func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, kubeFactory kubeinformers.SharedInformerFactory,
+// labelled LabelManagedBy=ManagedBy (NewKubeFactory). With dyn, it also publishes Envoy
+// Gateway Backends (DesiredBackends) wherever Envoy Gateway's Backend CRD is served.
+func New(kube kubernetes.Interface, dyn dynamic.Interface, factory informers.SharedInformerFactory, kubeFactory kubeinformers.SharedInformerFactory,
 	proxy ProxyAddresser, recorder record.EventRecorder) (*Controller, error) {
 	if proxy == nil || recorder == nil {
 		return nil, errors.New("publish: proxy and recorder are required")
 	}
 	gw := factory.Gateway().V1alpha1()
-	c := &Controller{kube: kube, proxy: proxy, recorder: recorder,
+	c := &Controller{kube: kube, dyn: dyn, proxy: proxy, recorder: recorder,
 		endpoints: gw.TailscaleEndpoints().Lister(), services: gw.TailscaleServices().Lister(),
 		kservices: kubeFactory.Core().V1().Services().Lister(), kslices: kubeFactory.Discovery().V1().EndpointSlices().Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -236,9 +241,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	default:
 		return nil
 	}
+	backendsErr := c.applyBackends(ctx, owner, ownerObj, members)
 	svc, slices := Desired(owner, members, c.proxy)
 	if len(svc.Spec.Ports) == 0 {
-		return c.deletePublished(ctx, ns, svc.Name, owner.UID)
+		return errors.Join(backendsErr, c.deletePublished(ctx, ns, svc.Name, owner.UID))
 	}
 	cur, err := c.kservices.Services(ns).Get(svc.Name)
 	switch {
@@ -263,7 +269,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			return err
 		}
 	}
-	return c.applySlices(ctx, cur, slices)
+	return errors.Join(backendsErr, c.applySlices(ctx, cur, slices))
 }
 
 func controlledBy(o metav1.Object, uid string) bool {
@@ -341,4 +347,70 @@ func (c *Controller) deletePublished(ctx context.Context, ns, name, uid string) 
 		return err
 	}
 	return nil
+}
+
+// EventBackendNameTaken is the Event reason when a Backend of a published name is not ours.
+const EventBackendNameTaken = "PublishedBackendNameTaken"
+
+// applyBackends creates, updates and deletes owner's Envoy Gateway Backends. Nothing is done
+// without a dynamic client or where the Backend CRD is not served (Envoy Gateway not installed,
+// or installed without it).
+func (c *Controller) applyBackends(ctx context.Context, owner Owner, ownerObj runtime.Object, members []*v1alpha1.TailscaleEndpoints) error {
+	if c.dyn == nil {
+		return nil
+	}
+	client := c.dyn.Resource(BackendGVR).Namespace(owner.Namespace)
+	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelKind: owner.Kind, LabelObject: owner.Name}).String()
+	existing, err := client.List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing Backends: %w", err)
+	}
+	want, err := DesiredBackends(owner, members, c.proxy)
+	if err != nil {
+		return err
+	}
+	have := map[string]*unstructured.Unstructured{}
+	for i := range existing.Items {
+		if controlledBy(&existing.Items[i], owner.UID) {
+			have[existing.Items[i].GetName()] = &existing.Items[i]
+		}
+	}
+	var errs []error
+	wanted := map[string]bool{}
+	for _, b := range want {
+		wanted[b.GetName()] = true
+		cur, ok := have[b.GetName()]
+		if !ok {
+			_, err := client.Create(ctx, b, metav1.CreateOptions{FieldManager: FieldManager})
+			if apierrors.IsAlreadyExists(err) {
+				c.recorder.Eventf(ownerObj, corev1.EventTypeWarning, EventBackendNameTaken, "Backend %s exists and is not published for this object: left alone", b.GetName())
+				continue
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("creating Backend %s/%s: %w", owner.Namespace, b.GetName(), err))
+			}
+			continue
+		}
+		if equality.Semantic.DeepEqual(cur.Object["spec"], b.Object["spec"]) {
+			continue
+		}
+		upd := cur.DeepCopy()
+		upd.Object["spec"] = b.Object["spec"]
+		if _, err := client.Update(ctx, upd, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+			errs = append(errs, fmt.Errorf("updating Backend %s/%s: %w", owner.Namespace, b.GetName(), err))
+		}
+	}
+	for name, cur := range have {
+		if wanted[name] {
+			continue
+		}
+		uid := cur.GetUID()
+		if err := client.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

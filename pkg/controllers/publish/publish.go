@@ -105,48 +105,68 @@ func Desired(owner Owner, members []*v1alpha1.TailscaleEndpoints, proxies ProxyA
 	}
 	seenPort := map[string]bool{}
 	var published []*discoveryv1.EndpointSlice
+	for _, e := range entriesOf(members, proxies) {
+		if !seenPort[e.portName] {
+			seenPort[e.portName] = true
+			svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: e.portName, Protocol: e.protocol,
+				Port: e.port, TargetPort: intstr.FromInt32(e.port)})
+		}
+		addrType := discoveryv1.AddressTypeIPv4
+		if e.proxy.Is6() {
+			addrType = discoveryv1.AddressTypeIPv6
+		}
+		ready := e.ready
+		pn, pp, egressPort := e.portName, e.protocol, e.egressPort
+		published = append(published, &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: cut(name+"-"+e.member+"-"+e.endpoint, 253), Namespace: owner.Namespace,
+				Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: SliceManager,
+					LabelManagedBy: ManagedBy}},
+			AddressType: addrType,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{e.proxy.String()},
+				Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &ready}}},
+			Ports: []discoveryv1.EndpointPort{{Name: &pn, Protocol: &pp, Port: &egressPort}},
+		})
+	}
+	slices.SortFunc(svc.Spec.Ports, func(a, b corev1.ServicePort) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(published, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+	return svc, published
+}
+
+// entry is one endpoint of a member as published: the proxy's egress listener for it.
+type entry struct {
+	member, endpoint string
+	portName         string // "<tcp|udp>-<endpoint port>"
+	protocol         corev1.Protocol
+	port             int32 // the endpoint's own port
+	proxy            netip.Addr
+	egressPort       int32
+	ready            bool // its live status is not Unhealthy
+	grpc             bool
+}
+
+// entriesOf returns the published endpoints of members, in the order of plan.EgressOf per member.
+func entriesOf(members []*v1alpha1.TailscaleEndpoints, proxies ProxyAddresser) []entry {
+	var out []entry
 	for _, m := range members {
 		proxy, ok := proxies.ProxyAddress(m)
 		if !ok {
 			continue
 		}
-		addrType := discoveryv1.AddressTypeIPv4
-		if proxy.Is6() {
-			addrType = discoveryv1.AddressTypeIPv6
-		}
-		health := map[string]string{}
-		proto := map[string]v1alpha1.Protocol{}
-		port := map[string]int32{}
+		eps := map[string]endpointset.Endpoint{}
 		for _, ep := range endpointset.Of(m) {
-			health[ep.Name], proto[ep.Name], port[ep.Name] = ep.Health, ep.Protocol, ep.Port
+			eps[ep.Name] = ep
 		}
 		egress, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{m})
 		for _, e := range egress {
-			epName := strings.TrimPrefix(e.Key, m.Namespace+"/"+m.Name+"/")
+			ep := eps[strings.TrimPrefix(e.Key, m.Namespace+"/"+m.Name+"/")]
 			protocol := corev1.ProtocolTCP
 			if e.Network == "udp" {
 				protocol = corev1.ProtocolUDP
 			}
-			portName := strings.ToLower(string(protocol)) + "-" + strconv.Itoa(int(port[epName]))
-			if !seenPort[portName] {
-				seenPort[portName] = true
-				svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: portName, Protocol: protocol,
-					Port: port[epName], TargetPort: intstr.FromInt32(port[epName])})
-			}
-			ready := health[epName] != livestatus.Unhealthy
-			pn, pp, egressPort := portName, protocol, e.Port
-			published = append(published, &discoveryv1.EndpointSlice{
-				ObjectMeta: metav1.ObjectMeta{Name: cut(name+"-"+m.Name+"-"+epName, 253), Namespace: owner.Namespace,
-					Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: SliceManager,
-						LabelManagedBy: ManagedBy}},
-				AddressType: addrType,
-				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{proxy.String()},
-					Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &ready}}},
-				Ports: []discoveryv1.EndpointPort{{Name: &pn, Protocol: &pp, Port: &egressPort}},
-			})
+			out = append(out, entry{member: m.Name, endpoint: ep.Name,
+				portName: strings.ToLower(string(protocol)) + "-" + strconv.Itoa(int(ep.Port)), protocol: protocol, port: ep.Port,
+				proxy: proxy, egressPort: e.Port, ready: ep.Health != livestatus.Unhealthy, grpc: ep.Protocol == v1alpha1.ProtocolGRPC})
 		}
 	}
-	slices.SortFunc(svc.Spec.Ports, func(a, b corev1.ServicePort) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(published, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
-	return svc, published
+	return out
 }

@@ -1,11 +1,14 @@
 package publish
 
 import (
+	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
@@ -83,5 +86,49 @@ func TestDesiredPerMember(t *testing.T) {
 	}
 	if len(slices) != 2 || got["10.96.0.1"] != "IPv4" || got["fd00::2"] != "IPv6" {
 		t.Fatalf("slices at %v, want a at 10.96.0.1 and b at fd00::2", got)
+	}
+}
+
+func TestDesiredBackends(t *testing.T) {
+	eps := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db", UID: "u"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "t", Endpoints: []v1alpha1.TailscaleEndpoint{
+			{Name: "primary", TailscaleIP: "100.64.0.1", TailscaleFQDN: "a.ts.net", Port: 5432, Protocol: v1alpha1.ProtocolTCP},
+			{Name: "replica", TailscaleIP: "100.64.0.2", TailscaleFQDN: "b.ts.net", Port: 5432, Protocol: v1alpha1.ProtocolTCP},
+			{Name: "dns", TailscaleIP: "100.64.0.3", TailscaleFQDN: "c.ts.net", Port: 53, Protocol: v1alpha1.ProtocolUDP},
+			{Name: "rpc", TailscaleIP: "100.64.0.4", TailscaleFQDN: "d.ts.net", Port: 50051, Protocol: v1alpha1.ProtocolGRPC},
+		}},
+		Status: v1alpha1.TailscaleEndpointsStatus{Endpoints: []v1alpha1.EndpointStatus{
+			{Name: "replica", Status: livestatus.Unhealthy}, {Name: "dns", Status: livestatus.Unhealthy}}}}
+	owner := Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}
+	bs, err := DesiredBackends(owner, []*v1alpha1.TailscaleEndpoints{eps}, StaticAddress(netip.MustParseAddr("10.0.0.9")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, b := range bs {
+		if b.GetKind() != "Backend" || b.GetAPIVersion() != "gateway.envoyproxy.io/v1alpha1" || b.GetOwnerReferences()[0].UID != "u" ||
+			b.GetLabels()[LabelObject] != "db" {
+			t.Errorf("%s: %v", b.GetName(), b.Object)
+		}
+		eps, _, _ := unstructured.NestedSlice(b.Object, "spec", "endpoints")
+		protos, _, _ := unstructured.NestedStringSlice(b.Object, "spec", "appProtocols")
+		got[b.GetName()] = fmt.Sprint(eps, protos)
+	}
+	at := func(ep string, port int32) string {
+		return fmt.Sprintf("map[ip:map[address:10.0.0.9 port:%d]]", ports.EgressPort("db", ep, port))
+	}
+	want := map[string]string{
+		// The replica is Unhealthy: left out.
+		"ts-ep-db-tcp-5432": "[" + at("primary", 5432) + "] []",
+		// Every endpoint of the port Unhealthy: all listed (a Backend needs one).
+		"ts-ep-db-udp-53": "[" + at("dns", 53) + "] []",
+		// gRPC only: HTTP/2 without TLS.
+		"ts-ep-db-tcp-50051": "[" + at("rpc", 50051) + "] [gateway.envoyproxy.io/h2c]",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("Backends:\n got %v\nwant %v", got, want)
+	}
+	if n := BackendName(KindServices, strings.Repeat("x", 80), "tcp-5432"); len(n) > 63 || !strings.HasPrefix(n, "ts-svc-") {
+		t.Errorf("long name %q", n)
 	}
 }

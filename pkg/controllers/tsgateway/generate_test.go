@@ -191,7 +191,7 @@ func TestUnsupported(t *testing.T) {
 	got := strings.Join(Unsupported(gw), " ")
 	// accessControl: the proxy enforces it; priority: only discovery's failover groups read it.
 	const noDiscovery = " (only discovery's failover groups read it and discovery is not enabled on this and another tailnet)"
-	want := "spec.loadBalancing.healthChecking spec.observability.metrics spec.tailnets[0].priority" + noDiscovery
+	want := "spec.loadBalancing.healthChecking spec.observability.metrics (no EnvoyProxy is generated for the Gateway) spec.tailnets[0].priority" + noDiscovery
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
@@ -205,18 +205,18 @@ func TestUnsupported(t *testing.T) {
 	// With discovery, healthChecking is the health check of discovered remote services; priority
 	// orders the tailnets once discovery runs on both.
 	gw.Spec.Tailnets[1].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
-	want = "spec.observability.metrics spec.tailnets[0].priority" + noDiscovery + " spec.tailnets[1].priority" + noDiscovery
+	want = "spec.observability.metrics (no EnvoyProxy is generated for the Gateway) spec.tailnets[0].priority" + noDiscovery + " spec.tailnets[1].priority" + noDiscovery
 	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("with discovery on one tailnet: got %s\nwant %s", got, want)
 	}
 	gw.Spec.Tailnets[0].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
-	if got, want := strings.Join(Unsupported(gw), " "), "spec.observability.metrics"; got != want {
+	if got, want := strings.Join(Unsupported(gw), " "), "spec.observability.metrics (no EnvoyProxy is generated for the Gateway)"; got != want {
 		t.Fatalf("with discovery on both: got %s\nwant %s", got, want)
 	}
 	// A direction not enabled generates nothing: its fields are listed.
 	gw.Spec.Tailnets[1].RouteGeneration.Ingress.Enabled = false
 	gw.Spec.Tailnets[1].RouteGeneration.Egress = &v1alpha1.EgressRouteConfig{PathPrefix: "/out/"}
-	want = "spec.observability.metrics spec.tailnets[1].routeGeneration.ingress (enabled is false) spec.tailnets[1].routeGeneration.egress (enabled is false)"
+	want = "spec.observability.metrics (no EnvoyProxy is generated for the Gateway) spec.tailnets[1].routeGeneration.ingress (enabled is false) spec.tailnets[1].routeGeneration.egress (enabled is false)"
 	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("directions not enabled: got %s\nwant %s", got, want)
 	}

@@ -36,23 +36,26 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	if lb := s.LoadBalancing; lb != nil && lb.HealthChecking != nil && len(discovering) == 0 {
 		out = append(out, "spec.loadBalancing.healthChecking")
 	}
+	// Envoy Gateway takes client TLS settings from a ClientTrafficPolicy and telemetry from an
+	// EnvoyProxy, both in the Gateway's namespace, which this controller does not write yet
+	// (docs/concepts/tailscalegateway.md says what they are to mean).
 	if sec := s.Security; sec != nil {
 		if sec.TLSMode != "" {
-			out = append(out, "spec.security.tlsMode")
+			out = append(out, "spec.security.tlsMode (no ClientTrafficPolicy is generated for the Gateway's listeners)")
 		}
 		if sec.MTLS != nil {
-			out = append(out, "spec.security.mtls")
+			out = append(out, "spec.security.mtls (no ClientTrafficPolicy is generated for the Gateway's listeners)")
 		}
 	}
 	if o := s.Observability; o != nil {
 		if o.Metrics != nil {
-			out = append(out, "spec.observability.metrics")
+			out = append(out, "spec.observability.metrics (no EnvoyProxy is generated for the Gateway)")
 		}
 		if o.Tracing != nil {
-			out = append(out, "spec.observability.tracing")
+			out = append(out, "spec.observability.tracing (no EnvoyProxy is generated for the Gateway)")
 		}
 		if o.Logging != nil {
-			out = append(out, "spec.observability.logging")
+			out = append(out, "spec.observability.logging (no EnvoyProxy is generated for the Gateway)")
 		}
 	}
 	for i, t := range s.Tailnets {
