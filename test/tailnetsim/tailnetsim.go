@@ -44,6 +44,7 @@ package tailnetsim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -94,6 +95,13 @@ type Options struct {
 	// needs no key runs with this set: the node then proves its identity by its node key.
 	// New nodes join without a key too.
 	NoAuthKeyCheck bool
+	// ListenAddr is the IP address control, DERP, STUN and the API listen on and that the DERP map
+	// names (127.0.0.1 when empty). Another address makes the tailnet reachable from elsewhere,
+	// such as the pods of a test cluster whose network namespace this process runs in.
+	ListenAddr string
+	// APITLS, when set, serves the API over TLS with this configuration (a client outside
+	// loopback sends it OAuth client secrets); plain HTTP otherwise.
+	APITLS *tls.Config
 }
 
 // Tailnet is a running simulated tailnet.
@@ -160,6 +168,12 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 3 * time.Minute
 	}
+	if opts.ListenAddr == "" {
+		opts.ListenAddr = "127.0.0.1"
+	}
+	if ip, err := netip.ParseAddr(opts.ListenAddr); err != nil || !ip.Is4() {
+		return nil, fmt.Errorf("tailnetsim: ListenAddr %q is not an IPv4 address", opts.ListenAddr)
+	}
 	logf := opts.Logf
 	if logf == nil {
 		logf = logger.Discard
@@ -197,7 +211,7 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 		}
 	}()
 
-	t.derp, err = startDERPAndSTUN(logger.WithPrefix(logf, "derp: "))
+	t.derp, err = startDERPAndSTUN(opts.ListenAddr, logger.WithPrefix(logf, "derp: "))
 	if err != nil {
 		return nil, fmt.Errorf("tailnetsim: %w", err)
 	}
@@ -207,13 +221,18 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 		requiredKey = ""
 	}
 	t.router = newServiceRouter(opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
-	t.control = startControl(t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
+	t.control, err = startControl(opts.ListenAddr, t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
+	if err != nil {
+		return nil, fmt.Errorf("tailnetsim: %w", err)
+	}
 
 	t.api = newAPIServer(opts.TailnetName, opts.OAuthClientID, opts.OAuthClientSecret, opts.APIKey, t.authKey, opts.TokenTTL, time.Now, t.liveNodes)
 	// Set before any node joins, so before the router is used.
 	t.router.control, t.router.api = t.control, t.api
 	t.api.changed = t.router.reconcile
-	t.apiSrv = httptest.NewServer(t.api)
+	if t.apiSrv, err = serveOn(opts.ListenAddr, t.api, opts.APITLS, nil); err != nil {
+		return nil, fmt.Errorf("tailnetsim: api: %w", err)
+	}
 
 	for _, spec := range opts.Devices {
 		spec.Tags = slices.Clone(spec.Tags)
