@@ -57,8 +57,8 @@ func testProxy(t *testing.T) {
 "endpoints":[{"name":"web","tailscaleIP":%q,"tailscaleFQDN":%q,"port":%d,"protocol":"HTTP"}]}}`,
 		egressObject, proxyNS, simTailnetN, ip, fqdn, port))
 	pod := waitProxyPodReady(t, ctx, egressObject, "")
-	t.Logf("proxy pod %s/%s: created to Ready %s (pod timestamps); TailscaleEndpoints applied to Ready seen %s",
-		pod.Namespace, pod.Name, pod.readyAfter(), time.Since(created).Round(time.Second))
+	t.Logf("proxy pod %s; TailscaleEndpoints applied to the pod Ready (seen by the test) %s",
+		pod.timeline(ctx), time.Since(created).Round(time.Second))
 	keys := waitDevice(t, ctx, sim, pod.Name)
 	want := "tailscale-gateway-proxy " + proxyNS + "/" + egressObject
 	if len(keys) != 1 || !strings.HasSuffix(keys[0], " "+want) {
@@ -93,7 +93,7 @@ func testProxy(t *testing.T) {
 		t.Fatalf("deleting the proxy pod: %v\n%s", err, out)
 	}
 	again := waitProxyPodReady(t, ctx, egressObject, pod.UID)
-	t.Logf("restarted proxy pod %s: created to Ready %s", again.Name, again.readyAfter())
+	t.Logf("restarted proxy pod %s", again.timeline(ctx))
 	waitNetcheckGet(t, ctx, client, egressURL, wantBody)
 	after, err := sim.devices(ctx, again.Name)
 	if err != nil || len(after) != 1 || after[0].NodeID != before[0].NodeID || after[0].NodeKey != before[0].NodeKey {
@@ -166,7 +166,7 @@ func exposeLocalService(t *testing.T, ctx context.Context, sim *simTailnet) {
 "tailnets":[{"name":"main","tailscaleTailnetRef":{"name":%q},"serviceDiscovery":{"enabled":true}}]}}`, gatewayName, proxyNS, simTailnetN))
 
 	host := waitProxyPodReady(t, ctx, hostObject, "")
-	t.Logf("VIP host proxy pod %s/%s: created to Ready %s", host.Namespace, host.Name, host.readyAfter())
+	t.Logf("VIP host proxy pod %s", host.timeline(ctx))
 	waitDevice(t, ctx, sim, host.Name)
 	devs, err := sim.devices(ctx, host.Name)
 	if err != nil || len(devs) != 1 {
@@ -187,10 +187,29 @@ func exposeLocalService(t *testing.T, ctx context.Context, sim *simTailnet) {
 // proxyPod is the part of a proxy pod the test reads.
 type proxyPod struct {
 	Namespace, Name, UID string
-	Created, Ready       time.Time
+	// Created, Started (its container) and Ready (through its probe) are the kubelet's and the
+	// API's timestamps, to the second.
+	Created, Started, Ready time.Time
 }
 
 func (p proxyPod) readyAfter() time.Duration { return p.Ready.Sub(p.Created) }
+
+// timeline is when the pod's container started and the proxy joined the tailnet (its log line
+// "Joined the tailnet") after the pod's creation, and when it was Ready.
+func (p proxyPod) timeline(ctx context.Context) string {
+	joined := "?"
+	out, err := kubectl(ctx, "-n", p.Namespace, "logs", p.Name, "--timestamps")
+	for _, line := range strings.Split(out, "\n") {
+		if stamp, rest, ok := strings.Cut(line, " "); ok && err == nil && strings.Contains(rest, "Joined the tailnet") {
+			if at, err := time.Parse(time.RFC3339Nano, stamp); err == nil {
+				joined = at.Sub(p.Created).Round(100 * time.Millisecond).String()
+			}
+			break
+		}
+	}
+	return fmt.Sprintf("%s/%s created; container started +%s, joined the tailnet +%s, Ready +%s",
+		p.Namespace, p.Name, p.Started.Sub(p.Created), joined, p.readyAfter())
+}
 
 // proxySelector selects the objects proxydeploy generates for the TailscaleEndpoints named
 // endpoints (its pods carry the pod labels, the rest the managed-by label), in whichever
@@ -237,7 +256,13 @@ func waitProxyPodReady(t *testing.T, ctx context.Context, endpoints, notUID stri
 						Type, Status       string
 						LastTransitionTime time.Time `json:"lastTransitionTime"`
 					}
-					ContainerStatuses []json.RawMessage
+					ContainerStatuses []struct {
+						State struct {
+							Running *struct {
+								StartedAt time.Time `json:"startedAt"`
+							}
+						}
+					}
 				}
 			}
 		}
@@ -251,12 +276,13 @@ func waitProxyPodReady(t *testing.T, ctx context.Context, endpoints, notUID stri
 				continue
 			}
 			for _, c := range p.Status.Conditions {
-				if c.Type == "Ready" && c.Status == "True" {
-					pod = proxyPod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Created: m.CreationTimestamp, Ready: c.LastTransitionTime}
+				if c.Type == "Ready" && c.Status == "True" && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil {
+					pod = proxyPod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Created: m.CreationTimestamp, Ready: c.LastTransitionTime,
+						Started: p.Status.ContainerStatuses[0].State.Running.StartedAt}
 					return true, ""
 				}
 			}
-			detail = append(detail, fmt.Sprintf("%s/%s: %s", m.Namespace, m.Name, p.Status.ContainerStatuses))
+			detail = append(detail, fmt.Sprintf("%s/%s: %+v", m.Namespace, m.Name, p.Status))
 		}
 		return false, fmt.Sprintf("%v; %s", detail, describeEndpoints(ctx, endpoints))
 	})
