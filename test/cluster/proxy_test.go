@@ -198,17 +198,22 @@ func (p proxyPod) readyAfter() time.Duration { return p.Ready.Sub(p.Created) }
 // "Joined the tailnet") after the pod's creation, and when it was Ready.
 func (p proxyPod) timeline(ctx context.Context) string {
 	joined := "?"
+	var errs []string
 	out, err := kubectl(ctx, "-n", p.Namespace, "logs", p.Name, "--timestamps")
 	for _, line := range strings.Split(out, "\n") {
-		if stamp, rest, ok := strings.Cut(line, " "); ok && err == nil && strings.Contains(rest, "Joined the tailnet") {
-			if at, err := time.Parse(time.RFC3339Nano, stamp); err == nil {
-				joined = at.Sub(p.Created).Round(100 * time.Millisecond).String()
-			}
-			break
+		stamp, rest, ok := strings.Cut(line, " ")
+		if !ok || err != nil {
+			continue
+		}
+		if strings.HasPrefix(rest, "E") {
+			errs = append(errs, rest)
+		}
+		if at, err := time.Parse(time.RFC3339Nano, stamp); err == nil && joined == "?" && strings.Contains(rest, "Joined the tailnet") {
+			joined = at.Sub(p.Created).Round(100 * time.Millisecond).String()
 		}
 	}
-	return fmt.Sprintf("%s/%s created; container started +%s, joined the tailnet +%s, Ready +%s",
-		p.Namespace, p.Name, p.Started.Sub(p.Created), joined, p.readyAfter())
+	return fmt.Sprintf("%s/%s created; container started +%s, joined the tailnet +%s, Ready +%s; %d error lines logged %q",
+		p.Namespace, p.Name, p.Started.Sub(p.Created), joined, p.readyAfter(), len(errs), errs[:min(len(errs), 5)])
 }
 
 // proxySelector selects the objects proxydeploy generates for the TailscaleEndpoints named
