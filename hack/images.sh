@@ -5,11 +5,12 @@
 # the machine's CA bundle. `ctr images import` and any OCI registry client read the archives.
 #
 #   hack/images.sh                 tailscale-gateway-apiserver and tailscale-gateway-proxy
-#   hack/images.sh test            those and tailnet-sim (the simulated tailnet the cluster tests use)
+#   hack/images.sh test            those, tailnet-sim (the simulated tailnet the cluster tests use) and
+#                                  netcheck (test/cluster/netcheck: the suite's HTTP client and server)
 #   hack/images.sh pause           the cluster's pause image only (hack/cluster-up.sh)
 #   hack/images.sh etcd            tsgw.local/etcd:<version>, the etcd the main module requires, for
 #                                  the chart's etcd StatefulSet in the test cluster
-#   hack/images.sh NAME...         the named cmd/NAME images
+#   hack/images.sh NAME...         the named cmd/NAME (or test/cluster/NAME) images
 #
 # TAG defaults to `git describe --tags --always --dirty` (never latest) and is also injected as the
 # binaries' version (pkg/version, shown by --version); REGISTRY names the repository
@@ -80,12 +81,18 @@ names=("$@")
 if ((${#names[@]} == 0)); then
   names=(tailscale-gateway-apiserver tailscale-gateway-proxy)
 elif [[ "${names[*]}" == test ]]; then
-  names=(tailscale-gateway-apiserver tailscale-gateway-proxy tailnet-sim)
+  names=(tailscale-gateway-apiserver tailscale-gateway-proxy tailnet-sim netcheck)
 fi
 pkgs=()
 for name in "${names[@]}"; do
-  [[ -d "cmd/${name}" ]] || { echo "images: no cmd/${name}" >&2; exit 1; }
-  pkgs+=("./cmd/${name}")
+  if [[ -d "cmd/${name}" ]]; then
+    pkgs+=("./cmd/${name}")
+  elif [[ -d "test/cluster/${name}" ]]; then
+    pkgs+=("./test/cluster/${name}")
+  else
+    echo "images: no cmd/${name} or test/cluster/${name}" >&2
+    exit 1
+  fi
 done
 build_all "${OUT}/bin" . "-s -w -X github.com/tailscale-gateway/tailscale-gateway/pkg/version.gitVersion=${TAG}" "${pkgs[@]}"
 for name in "${names[@]}"; do

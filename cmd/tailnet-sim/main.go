@@ -1,11 +1,13 @@
 // Command tailnet-sim runs a local simulated tailnet (see test/tailnetsim):
 // a control server, DERP/STUN, a few tsnet devices and a fake Tailscale API,
-// all on 127.0.0.1. It writes the API URL, OAuth credentials and device
-// addresses as JSON to -info-file and runs until interrupted.
+// all on 127.0.0.1 (or -listen-addr; the API over TLS with -api-tls-cert-file).
+// It writes the API URL, OAuth credentials and device addresses as JSON to
+// -info-file and runs until interrupted.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -36,9 +38,27 @@ func main() {
 	clientSecret := flag.String("oauth-client-secret", "", "OAuth client secret to accept (default: random)")
 	localUp := flag.String("local-up-dir", "", "write credentials, sim.env and live-examples.yaml for hack/local-up.sh to this directory")
 	flap := flag.Duration("flap", 0, "if set, flip api-server health, grpc-service serving and postgres online state at this interval")
+	listenAddr := flag.String("listen-addr", "127.0.0.1", "IPv4 address control, DERP, STUN and the API listen on (the admin API stays on -admin-addr)")
+	certFile := flag.String("api-tls-cert-file", "", "serve the API over TLS with this certificate (PEM; with -api-tls-key-file)")
+	keyFile := flag.String("api-tls-key-file", "", "private key of -api-tls-cert-file (PEM)")
+	noKeyCheck := flag.Bool("no-auth-key-check", false, "accept registrations without the auth key (a known node restarting from its state sends none, as with Tailscale's control server)")
 	klog.InitFlags(nil)
 	flag.Parse()
-	if err := run(*infoFile, *dir, *adminAddr, *clientID, *clientSecret, *localUp, *flap); err != nil {
+	opts := tailnetsim.Options{Dir: *dir, OAuthClientID: *clientID, OAuthClientSecret: *clientSecret,
+		ListenAddr: *listenAddr, NoAuthKeyCheck: *noKeyCheck}
+	if (*certFile == "") != (*keyFile == "") {
+		klog.ErrorS(nil, "-api-tls-cert-file and -api-tls-key-file go together")
+		os.Exit(2)
+	}
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			klog.ErrorS(err, "loading the API's certificate")
+			os.Exit(1)
+		}
+		opts.APITLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if err := run(*infoFile, *adminAddr, *localUp, *flap, opts); err != nil {
 		klog.ErrorS(err, "tailnet-sim failed")
 		klog.Flush()
 		os.Exit(1)
@@ -46,7 +66,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(infoFile, dir, adminAddr, clientID, clientSecret, localUp string, flap time.Duration) error {
+func run(infoFile, adminAddr, localUp string, flap time.Duration, opts tailnetsim.Options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -61,15 +81,11 @@ func run(infoFile, dir, adminAddr, clientID, clientSecret, localUp string, flap 
 
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	tn, err := tailnetsim.Start(startCtx, tailnetsim.Options{
-		Devices:           []tailnetsim.DeviceSpec{web, db, dns, grpcSvc, backup, laptop},
-		Dir:               dir,
-		OAuthClientID:     clientID,
-		OAuthClientSecret: clientSecret,
-		Logf: func(format string, args ...any) {
-			klog.V(4).Infof(format, args...)
-		},
-	})
+	opts.Devices = []tailnetsim.DeviceSpec{web, db, dns, grpcSvc, backup, laptop}
+	opts.Logf = func(format string, args ...any) {
+		klog.V(4).Infof(format, args...)
+	}
+	tn, err := tailnetsim.Start(startCtx, opts)
 	if err != nil {
 		return fmt.Errorf("start simulated tailnet: %w", err)
 	}

@@ -24,7 +24,8 @@ import (
 	"tailscale.com/types/logger"
 )
 
-// derpSTUN is an in-process DERP relay and STUN server bound to 127.0.0.1.
+// derpSTUN is an in-process DERP relay and STUN server bound to one address (127.0.0.1 unless
+// Options.ListenAddr says otherwise).
 //
 // It mirrors tstest/integration.RunDERPAndSTUN, which needs a testing.TB
 // (unavailable to cmd/tailnet-sim) and binds STUN on the wildcard address.
@@ -36,9 +37,9 @@ type derpSTUN struct {
 	derpMap *tailcfg.DERPMap
 }
 
-func startDERPAndSTUN(logf logger.Logf) (*derpSTUN, error) {
+func startDERPAndSTUN(addr string, logf logger.Logf) (*derpSTUN, error) {
 	d := &derpSTUN{derp: derpserver.New(key.NewNode(), logf)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		d.derp.Close()
 		return nil, fmt.Errorf("derp listen: %w", err)
@@ -50,7 +51,7 @@ func startDERPAndSTUN(logf logger.Logf) (*derpSTUN, error) {
 	d.httpSrv.Config.TLSNextProto = make(map[string]func(*http.Server, *tls.Conn, http.Handler))
 	d.httpSrv.StartTLS()
 
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp4", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("stun listen: %w", err)
@@ -68,13 +69,13 @@ func startDERPAndSTUN(logf logger.Logf) (*derpSTUN, error) {
 				Nodes: []*tailcfg.DERPNode{{
 					Name:             "1a",
 					RegionID:         1,
-					HostName:         "127.0.0.1",
-					IPv4:             "127.0.0.1",
+					HostName:         addr,
+					IPv4:             addr,
 					IPv6:             "none",
 					STUNPort:         pc.LocalAddr().(*net.UDPAddr).Port,
 					DERPPort:         ln.Addr().(*net.TCPAddr).Port,
 					InsecureForTests: true,
-					STUNTestIP:       "127.0.0.1",
+					STUNTestIP:       addr,
 				}},
 			},
 		},
@@ -172,11 +173,11 @@ func (c *connTracker) state(nk key.NodePublic) (connected bool, lastSeen, create
 	return c.streams[nk] > 0, c.lastSeen[nk], c.created[nk]
 }
 
-// startControl starts a testcontrol server on an httptest listener on
-// 127.0.0.1 that requires authKey for registration, and any other key to pass redeem (when
-// set; see checkRegistrations); hold is its HoldMapRequest.
-func startControl(derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(), authKey, magicDNSSuffix string,
-	redeem func(key, nodeKey string, tags []string) error, logf logger.Logf) *testcontrol.Server {
+// startControl starts a testcontrol server on an httptest listener on addr that requires
+// authKey for registration, and any other key to pass redeem (when set; see
+// checkRegistrations); hold is its HoldMapRequest.
+func startControl(addr string, derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(), authKey, magicDNSSuffix string,
+	redeem func(key, nodeKey string, tags []string) error, logf logger.Logf) (*testcontrol.Server, error) {
 	control := &testcontrol.Server{
 		DERPMap:        derpMap,
 		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
@@ -189,15 +190,39 @@ func startControl(derpMap *tailcfg.DERPMap, hold func(*tailcfg.MapRequest) func(
 		HoldMapRequest: hold,
 		Logf:           logf,
 	}
-	control.HTTPTestServer = httptest.NewUnstartedServer(control)
-	control.HTTPTestServer.Config.ErrorLog = logger.StdLogger(logf)
 	if redeem != nil {
 		if err := checkRegistrations(control, authKey, redeem); err != nil {
-			panic(err) // testcontrol changed shape: fails every test at start, loudly
+			return nil, err // testcontrol changed shape: fails every test at start, loudly
 		}
 	}
-	control.HTTPTestServer.Start()
-	return control
+	srv, err := serveOn(addr, control, nil, logf)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	control.HTTPTestServer = srv
+	return control, nil
+}
+
+// serveOn starts an httptest server of h on a free port of addr, over TLS with cfg when cfg is
+// not nil; logf (when not nil) receives its errors.
+func serveOn(addr string, h http.Handler, cfg *tls.Config, logf logger.Logf) (*httptest.Server, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		return nil, err
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener.Close()
+	srv.Listener = ln
+	if logf != nil {
+		srv.Config.ErrorLog = logger.StdLogger(logf)
+	}
+	if cfg != nil {
+		srv.TLS = cfg
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	return srv, nil
 }
 
 // checkRegistrations puts redeem in front of control's /machine/register, which testcontrol

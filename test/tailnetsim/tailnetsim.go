@@ -48,6 +48,7 @@ package tailnetsim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -96,6 +97,13 @@ type Options struct {
 	// control knows re-registers without a key either way (as at Tailscale), and a key a
 	// node presents is checked either way.
 	NoAuthKeyCheck bool
+	// ListenAddr is the IP address control, DERP, STUN and the API listen on and that the DERP map
+	// names (127.0.0.1 when empty). Another address makes the tailnet reachable from elsewhere,
+	// such as the pods of a test cluster whose network namespace this process runs in.
+	ListenAddr string
+	// APITLS, when set, serves the API over TLS with this configuration (a client outside
+	// loopback sends it OAuth client secrets); plain HTTP otherwise.
+	APITLS *tls.Config
 }
 
 // Tailnet is a running simulated tailnet.
@@ -162,6 +170,12 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 3 * time.Minute
 	}
+	if opts.ListenAddr == "" {
+		opts.ListenAddr = "127.0.0.1"
+	}
+	if ip, err := netip.ParseAddr(opts.ListenAddr); err != nil || !ip.Is4() {
+		return nil, fmt.Errorf("tailnetsim: ListenAddr %q is not an IPv4 address", opts.ListenAddr)
+	}
 	logf := opts.Logf
 	if logf == nil {
 		logf = logger.Discard
@@ -199,7 +213,7 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 		}
 	}()
 
-	t.derp, err = startDERPAndSTUN(logger.WithPrefix(logf, "derp: "))
+	t.derp, err = startDERPAndSTUN(opts.ListenAddr, logger.WithPrefix(logf, "derp: "))
 	if err != nil {
 		return nil, fmt.Errorf("tailnetsim: %w", err)
 	}
@@ -211,13 +225,18 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 	t.router = newServiceRouter(opts.MagicDNSSuffix, logger.WithPrefix(logf, "control: "))
 	// t.api is set below, before any node registers.
 	redeem := func(key, nodeKey string, tags []string) error { return t.api.redeem(key, nodeKey, tags) }
-	t.control = startControl(t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, redeem, logger.WithPrefix(logf, "control: "))
+	t.control, err = startControl(opts.ListenAddr, t.derp.derpMap, t.holdMapRequest, requiredKey, opts.MagicDNSSuffix, redeem, logger.WithPrefix(logf, "control: "))
+	if err != nil {
+		return nil, fmt.Errorf("tailnetsim: %w", err)
+	}
 
 	t.api = newAPIServer(opts.TailnetName, opts.OAuthClientID, opts.OAuthClientSecret, opts.APIKey, t.authKey, opts.TokenTTL, time.Now, t.liveNodes)
 	// Set before any node joins, so before the router is used.
 	t.router.control, t.router.api = t.control, t.api
 	t.api.changed = t.router.reconcile
-	t.apiSrv = httptest.NewServer(t.api)
+	if t.apiSrv, err = serveOn(opts.ListenAddr, t.api, opts.APITLS, nil); err != nil {
+		return nil, fmt.Errorf("tailnetsim: api: %w", err)
+	}
 
 	for _, spec := range opts.Devices {
 		spec.Tags = slices.Clone(spec.Tags)

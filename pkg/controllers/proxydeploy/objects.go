@@ -56,6 +56,13 @@ const (
 	containerName = "proxy"
 )
 
+// ReadinessPeriodSeconds is how often the kubelet asks a proxy's /readyz (a check in the
+// process, no I/O). The kubelet's first probe comes right after the container starts, before
+// the node has joined its tailnet (about 1-2 s), so the period is what a new or restarted proxy
+// waits beyond that before it is an endpoint of its egress Service: with Kubernetes' default of
+// 10 s, pods on the real-node cluster joined at +2 s and were Ready at +11 s (docs/cluster.md).
+const ReadinessPeriodSeconds = 2
+
 // MaxNameLength bounds a TailscaleEndpoints name with a proxy: the StatefulSet is named
 // "<name>-proxy" and its pods' controller-revision-hash label must stay within 63 characters.
 const MaxNameLength = 52 - len(nameSuffix)
@@ -288,7 +295,7 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 			Ports:        []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
 			VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: stateDir}},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/readyz", Port: intstr.FromString("metrics")}}},
+				Path: "/readyz", Port: intstr.FromString("metrics")}}, PeriodSeconds: ReadinessPeriodSeconds},
 			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/healthz", Port: intstr.FromString("metrics")}}},
 			SecurityContext: &corev1.SecurityContext{

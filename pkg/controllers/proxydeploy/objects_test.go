@@ -84,6 +84,20 @@ func TestGeneratedObjects(t *testing.T) {
 	}
 }
 
+// TestReadinessIsProbedSoonAfterTheProxyIsReady: the kubelet's first readiness probe fails
+// (the proxy has not joined its tailnet yet), so the period bounds how long a ready proxy waits
+// to become an endpoint of its Service; Kubernetes' default of 10 s is too long for that.
+func TestReadinessIsProbedSoonAfterTheProxyIsReady(t *testing.T) {
+	sts := StatefulSet(testConfig, Input{Endpoints: testEndpoints(Egress, 1)})
+	p := sts.Spec.Template.Spec.Containers[0].ReadinessProbe
+	if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.StrVal != "metrics" {
+		t.Fatalf("readiness probe %+v, want GET /readyz on the metrics port", p)
+	}
+	if p.PeriodSeconds == 0 || p.PeriodSeconds > 2 {
+		t.Errorf("readiness probe every %d s (0: Kubernetes' 10 s), want at most 2 s", p.PeriodSeconds)
+	}
+}
+
 func TestServicePortsAreTheDerivedEgressPorts(t *testing.T) {
 	obj := testEndpoints(Bidirectional, 1)
 	got := EgressPorts(obj)
