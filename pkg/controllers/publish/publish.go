@@ -9,8 +9,9 @@
 // The Service has one port per distinct (protocol, port) of the endpoints, named
 // "<tcp|udp>-<port>" with that port number, so a route's backendRef port is the endpoint's own
 // port. Each endpoint is one EndpointSlice (its egress port differs from the others'): address
-// the proxy's, port the endpoint's derived egress port (pkg/proxy/ports, as the proxy assigns it
-// for that object), conditions.ready false while its live status is Unhealthy.
+// the proxy's, port the endpoint's egress port recorded in the object's status (pkg/proxy/ports;
+// an endpoint without one is not published yet), conditions.ready false while its live status
+// is Unhealthy.
 package publish
 
 import (
@@ -120,7 +121,7 @@ func Desired(owner Owner, members []*v1alpha1.TailscaleEndpoints, proxies ProxyA
 		for _, ep := range endpointset.Of(m) {
 			health[ep.Name], proto[ep.Name], port[ep.Name] = ep.Health, ep.Protocol, ep.Port
 		}
-		egress, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{m})
+		egress, _, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{m})
 		for _, e := range egress {
 			epName := strings.TrimPrefix(e.Key, m.Namespace+"/"+m.Name+"/")
 			protocol := corev1.ProtocolTCP
