@@ -380,7 +380,7 @@ func TestProxyDeployment(t *testing.T) {
 // differs here: the kubeconfig, loopback-only listeners, the per-test control server. The
 // proxy then carries a request to the tailnet device, keeps its node state in its Secret, and
 // restarts as the same node without its auth key.
-func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, egressPort int32) {
+func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, egressPorts ...int32) {
 	pod := sts.Name + "-0"
 	pt := sts.Spec.Template.Spec
 	token, err := env.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx(t), pt.ServiceAccountName,
@@ -450,13 +450,18 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 	}
 	get := func(c context.Context) (bool, error) {
 		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := hc.Get("http://" + net.JoinHostPort("127.0.0.1", fmt.Sprint(egressPort)) + "/")
-		if err != nil {
-			return false, nil
+		for _, port := range egressPorts {
+			resp, err := hc.Get("http://" + net.JoinHostPort("127.0.0.1", fmt.Sprint(port)) + "/")
+			if err != nil {
+				return false, nil
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(b), "web-1") {
+				return false, nil
+			}
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), "web-1"), nil
+		return true, nil
 	}
 	nodeIDs := func(c context.Context) ([]string, error) {
 		devs, err := admin.Devices(c)
