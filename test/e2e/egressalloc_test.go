@@ -20,6 +20,7 @@ import (
 	egressctl "github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
+	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
@@ -208,4 +209,25 @@ func checkEDSNamesPorts(t *testing.T, ns, name, clusterIP string, port int32, eg
 	if err != nil {
 		t.Fatalf("the load assignment does not name %s at %s (last %s): %v", clusterIP, want, last, err)
 	}
+}
+
+// recordedPort waits for the egress port the allocator records for endpoint (port port) of the
+// TailscaleEndpoints ns/object and returns it.
+func recordedPort(t *testing.T, api gatewayv1alpha1.GatewayV1alpha1Interface, ns, object, endpoint string, port int32) int32 {
+	t.Helper()
+	var got int32
+	eventually(t, "the egress port of "+object+"/"+endpoint, func(c context.Context) (bool, error) {
+		obj, err := api.TailscaleEndpoints(ns).Get(c, object, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		_, rec := ports.Recorded(obj)
+		for k, p := range rec {
+			if k.Endpoint == endpoint && k.Port == port {
+				got = p
+			}
+		}
+		return got != 0, nil
+	})
+	return got
 }

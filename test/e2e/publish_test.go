@@ -18,7 +18,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -86,7 +85,7 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 	}
 
 	// The route's backendRef resolves: a Service with port 5432 and the proxy's listeners behind it.
-	primaryPort, replicaPort := ports.EgressPort("backend-services", "primary", 5432), ports.EgressPort("backend-services", "replica", 5432)
+	primaryPort, replicaPort := recordedPort(t, api, ns, "backend-services", "primary", 5432), recordedPort(t, api, ns, "backend-services", "replica", 5432)
 	eventually(t, "the published Service", func(c context.Context) (bool, error) {
 		s, err := env.Kube.CoreV1().Services(ns).Get(c, "ts-ep-backend-services", metav1.GetOptions{})
 		return err == nil && len(s.Spec.Ports) == 1 && s.Spec.Ports[0].Port == 5432 && s.Spec.Ports[0].Name == "tcp-5432" &&
@@ -198,7 +197,7 @@ func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
 	if ip := net.ParseIP(clusterIP); ip == nil || ip.IsLoopback() {
 		t.Fatalf("cluster IP %q", clusterIP)
 	}
-	httpPort, dnsPort := ports.EgressPort("web", "http", int32(web.HTTPPort)), ports.EgressPort("web", "dns", 53)
+	httpPort, dnsPort := recordedPort(t, api, ns, "web", "http", int32(web.HTTPPort)), recordedPort(t, api, ns, "web", "dns", 53)
 	want := []string{fmt.Sprintf("%s:%d", clusterIP, httpPort), fmt.Sprintf("%s:%d", clusterIP, dnsPort)}
 	slices.Sort(want)
 	for _, svc := range []string{publish.ServiceName(publish.KindEndpoints, "web"), publish.ServiceName(publish.KindServices, "web")} {
