@@ -43,8 +43,8 @@ func sameHashedPort(object string, port int32, n int) []string {
 // (before allocation one of them was not served) get two ports, recorded in status; the proxy
 // Service, the published EndpointSlices and the EDS name both; the deployed proxy carries a
 // request through each. The server then restarts: the allocation is unchanged, and a third
-// endpoint hashing to the same port gets a port of its own (the allocator rebuilt its state
-// from the records rather than starting empty).
+// endpoint hashing to the same port gets a port of its own. (That a restarted allocator loads
+// the records before it reconciles is TestControllerRecordsKeepsAndRestoresAllocations's.)
 func TestEgressPortsAllocatedEndToEnd(t *testing.T) {
 	sim, admin := proxySim(t, "e2e-egressalloc")
 	ns := newNamespace(t, "egressalloc")

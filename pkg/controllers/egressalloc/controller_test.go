@@ -84,7 +84,7 @@ func TestControllerRecordsKeepsAndRestoresAllocations(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewSimpleClientset()
 	api := client.GatewayV1alpha1().TailscaleEndpoints("ns")
-	scope := func(o *v1alpha1.TailscaleEndpoints) string { return "ns/" + o.Name + "-proxy" }
+	scope := func(*v1alpha1.TailscaleEndpoints) string { return "shared" }
 	names := sameHash("obj", 3)
 	if _, err := api.Create(ctx, endpointsObject("obj", names[0], names[1]), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -95,7 +95,7 @@ func TestControllerRecordsKeepsAndRestoresAllocations(t *testing.T) {
 		return len(recorded(o)) == 2 && c != nil && c.Status == metav1.ConditionTrue
 	})
 	first := recorded(obj)
-	if first[names[0]] == first[names[1]] || obj.Status.Egress.Proxy != "ns/obj-proxy" {
+	if first[names[0]] == first[names[1]] || obj.Status.Egress.Proxy != "shared" {
 		t.Fatalf("allocation %v on %s", first, obj.Status.Egress.Proxy)
 	}
 
@@ -109,9 +109,10 @@ func TestControllerRecordsKeepsAndRestoresAllocations(t *testing.T) {
 		return fmt.Sprint(recorded(o)) == fmt.Sprint(first)
 	})
 
-	// A restart (a new term of leadership): the allocation is kept, and a third endpoint whose
-	// earlier derived port is the first's gets another, which it would not if the new
-	// controller had not loaded the records.
+	// A restart (a new term of leadership), with a third endpoint added and another object of
+	// the same proxy created meanwhile, each hashing to the first endpoint's port. The
+	// allocation is kept, and both get other ports: the new controller loaded the records
+	// before reconciling anything (without them, whichever it reconciled first would take it).
 	stop()
 	cur, err := api.Get(ctx, "obj", metav1.GetOptions{})
 	if err != nil {
@@ -121,12 +122,25 @@ func TestControllerRecordsKeepsAndRestoresAllocations(t *testing.T) {
 	if _, err := api.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	var otherName string
+	for i := 0; otherName == ""; i++ {
+		if n := fmt.Sprintf("o%d", i); ports.EgressPort("another", n, 80) == first[names[0]] {
+			otherName = n
+		}
+	}
+	if _, err := api.Create(ctx, endpointsObject("another", otherName), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	stop = start(t, client, Options{Scope: scope})
 	defer stop()
 	obj = waitFor(t, client, "obj", "three ports", func(o *v1alpha1.TailscaleEndpoints) bool { return len(recorded(o)) == 3 })
 	got := recorded(obj)
 	if got[names[0]] != first[names[0]] || got[names[1]] != first[names[1]] || got[names[2]] == got[names[0]] || got[names[2]] == got[names[1]] {
 		t.Fatalf("after the restart %v, before %v", got, first)
+	}
+	another := recorded(waitFor(t, client, "another", "a port", func(o *v1alpha1.TailscaleEndpoints) bool { return len(recorded(o)) == 1 }))
+	if p := another[otherName]; p == got[names[0]] || p == got[names[1]] || p == got[names[2]] {
+		t.Fatalf("another object got port %d of %v", p, got)
 	}
 
 	// Endpoints removed: their ports are freed and no longer recorded; none left: no record
