@@ -103,7 +103,9 @@ func TestAllocationsAreStableUnderReorderingRemovalAndOtherObjects(t *testing.T)
 	_, before := ports.Recorded(obj)
 
 	// Reordered, and half the endpoints removed.
-	rand.Shuffle(len(obj.Spec.Endpoints), func(i, j int) { obj.Spec.Endpoints[i], obj.Spec.Endpoints[j] = obj.Spec.Endpoints[j], obj.Spec.Endpoints[i] })
+	rand.Shuffle(len(obj.Spec.Endpoints), func(i, j int) {
+		obj.Spec.Endpoints[i], obj.Spec.Endpoints[j] = obj.Spec.Endpoints[j], obj.Spec.Endpoints[i]
+	})
 	removed := obj.Spec.Endpoints[25:]
 	obj.Spec.Endpoints = obj.Spec.Endpoints[:25]
 	a.Allocate("p", obj)
