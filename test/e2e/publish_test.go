@@ -211,15 +211,19 @@ func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
 	}
 	// The proxy Service's ports are the published slices' ports: Envoy's connection to the
 	// cluster IP reaches the listener.
-	psvc, err := env.Kube.CoreV1().Services(ns).Get(ctx(t), proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []int32{httpPort, dnsPort} {
-		if !slices.ContainsFunc(psvc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
-			t.Errorf("the proxy Service lacks port %d: %v", p, psvc.Spec.Ports)
+	// Both follow the recorded allocation, each from its own controller: wait for the Service.
+	eventually(t, "the proxy Service carrying the published ports", func(c context.Context) (bool, error) {
+		psvc, err := env.Kube.CoreV1().Services(ns).Get(c, proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
+		if err != nil {
+			return false, err
 		}
-	}
+		for _, p := range []int32{httpPort, dnsPort} {
+			if !slices.ContainsFunc(psvc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 
 	// Without spec.proxy the proxy Service goes and --backend-proxy-address (192.0.2.10 in
 	// this suite) is used.
