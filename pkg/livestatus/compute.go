@@ -148,6 +148,7 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 	}
 	conds.set(ready, obj.Generation, now)
 	st.Conditions = conds.list
+	st.Egress = obj.Status.Egress // the allocator's record (pkg/controllers/egressalloc), stored as written
 	return st
 }
 

@@ -31,7 +31,7 @@ func benchEgress(b *testing.B) (viaProxy, direct func(context.Context) (net.Conn
 	d := e.devices["dev-a"]
 	key := namespace + "/" + name + "/echo"
 	poll(b, "the egress listener", func() bool { return e.proxy.Served().Egress[key] != "" })
-	addr := e.egressAddr(name, "echo", d.TCPPort)
+	addr := e.egressAddr(b, name, "echo", d.TCPPort)
 	var nd net.Dialer
 	viaProxy = func(ctx context.Context) (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) }
 	direct = func(ctx context.Context) (net.Conn, error) {

@@ -53,7 +53,7 @@ func (e *env) churnEgress(t testing.TB) func(context.Context) (net.Conn, error) 
 			t.Fatal(err)
 		}
 		e.waitServed(t, func(s proxy.Served) bool { return s.Egress[namespace+"/churn-egress/http"] != "" })
-		e.churnEgressAddr = e.egressAddr("churn-egress", "http", e.devices["dev-a"].HTTPPort)
+		e.churnEgressAddr = e.egressAddr(t, "churn-egress", "http", e.devices["dev-a"].HTTPPort)
 	}
 	var dialer net.Dialer
 	return func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", e.churnEgressAddr) }

@@ -20,7 +20,9 @@ import (
 	"tailscale.com/tsnet"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/fake"
+	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
@@ -138,6 +140,16 @@ func startEnv() (_ *env, err error) {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	e.stop, e.stopped = stop, make(chan struct{})
+	// The controllers' egress port allocator, on the same API, as the server runs it: the
+	// objects' egress ports are the ones it records in their status.
+	factory := informers.NewSharedInformerFactory(e.client, 0)
+	alloc, err := egressalloc.New(e.client, factory, egressalloc.Options{Scope: func(*v1alpha1.TailscaleEndpoints) string { return "test" }})
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	factory.Start(runCtx.Done())
+	go alloc.Run(runCtx)
 	go func() {
 		defer close(e.stopped)
 		_ = e.proxy.Run(runCtx)

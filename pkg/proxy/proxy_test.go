@@ -36,10 +36,25 @@ func (e *env) egressObject(name string) *v1alpha1.TailscaleEndpoints {
 	}
 }
 
-// egressAddr is where the proxy serves an egress endpoint: the bind address and the port
-// ports.EgressPort derives, nothing learnt from the proxy.
-func (e *env) egressAddr(object, endpoint string, port int) string {
-	return net.JoinHostPort(e.bind, fmt.Sprint(ports.EgressPort(object, endpoint, int32(port))))
+// egressAddr is where the proxy serves an egress endpoint: the bind address and the port the
+// allocator recorded in the object's status (waited for), nothing learnt from the proxy.
+func (e *env) egressAddr(t testing.TB, object, endpoint string, port int) string {
+	t.Helper()
+	var listener int32
+	poll(t, "the egress port of "+object+"/"+endpoint, func() bool {
+		obj, err := e.client.GatewayV1alpha1().TailscaleEndpoints(namespace).Get(tctx(t), object, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		_, recorded := ports.Recorded(obj)
+		for k, p := range recorded {
+			if k.Endpoint == endpoint && k.Port == int32(port) {
+				listener = p
+			}
+		}
+		return listener != 0
+	})
+	return net.JoinHostPort(e.bind, fmt.Sprint(listener))
 }
 
 func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
@@ -53,7 +68,7 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 	served := e.waitServed(t, func(s proxy.Served) bool {
 		return s.Egress[namespace+"/egress-all/grpc"] != "" && s.Egress[namespace+"/egress-all/dns"] != ""
 	})
-	if got, want := served.Egress[namespace+"/egress-all/dns"], "udp://"+e.egressAddr("egress-all", "dns", d.UDPPort); got != want {
+	if got, want := served.Egress[namespace+"/egress-all/dns"], "udp://"+e.egressAddr(t, "egress-all", "dns", d.UDPPort); got != want {
 		t.Errorf("UDP egress served on %s, want %s", got, want)
 	}
 
@@ -61,7 +76,7 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 		hc := &http.Client{Timeout: 10 * time.Second}
 		var body string
 		poll(t, "HTTP through the egress listener", func() bool {
-			resp, err := hc.Get("http://" + e.egressAddr("egress-all", "http", d.HTTPPort) + "/")
+			resp, err := hc.Get("http://" + e.egressAddr(t, "egress-all", "http", d.HTTPPort) + "/")
 			if err != nil {
 				return false
 			}
@@ -75,7 +90,7 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 		}
 	})
 	t.Run("TCP", func(t *testing.T) {
-		c, err := net.DialTimeout("tcp", e.egressAddr("egress-all", "echo", d.TCPPort), 5*time.Second)
+		c, err := net.DialTimeout("tcp", e.egressAddr(t, "egress-all", "echo", d.TCPPort), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +107,7 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 		}
 	})
 	t.Run("UDP", func(t *testing.T) {
-		c, err := net.Dial("udp", e.egressAddr("egress-all", "dns", d.UDPPort))
+		c, err := net.Dial("udp", e.egressAddr(t, "egress-all", "dns", d.UDPPort))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +135,7 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 		}
 	})
 	t.Run("gRPC", func(t *testing.T) {
-		conn, err := grpc.NewClient(e.egressAddr("egress-all", "grpc", d.GRPCPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(e.egressAddr(t, "egress-all", "grpc", d.GRPCPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,9 +148,10 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 		}
 	})
 	t.Run("metrics", func(t *testing.T) {
+		_, echoPort, _ := net.SplitHostPort(e.egressAddr(t, "egress-all", "echo", d.TCPPort))
 		for _, want := range []string{
-			`tailscale_gateway_proxy_connections_total{listener="egress/tcp/` + fmt.Sprint(ports.EgressPort("egress-all", "echo", int32(d.TCPPort))) + `",role="egress",target="proxy-test/egress-all/echo"} 1`,
-			`tailscale_gateway_proxy_bytes_total{direction="from_target",listener="egress/tcp/` + fmt.Sprint(ports.EgressPort("egress-all", "echo", int32(d.TCPPort))) + `",role="egress",target="proxy-test/egress-all/echo"} 250000`,
+			`tailscale_gateway_proxy_connections_total{listener="egress/tcp/` + echoPort + `",role="egress",target="proxy-test/egress-all/echo"} 1`,
+			`tailscale_gateway_proxy_bytes_total{direction="from_target",listener="egress/tcp/` + echoPort + `",role="egress",target="proxy-test/egress-all/echo"} 250000`,
 			`tailscale_gateway_proxy_active_connections{listener="egress/udp/`,
 		} {
 			poll(t, "metric "+want, func() bool { return strings.Contains(e.metricsText(t), want) })

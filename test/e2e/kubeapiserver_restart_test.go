@@ -21,7 +21,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/statuswriter"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
@@ -97,7 +96,7 @@ func TestKubeAPIServerRestart(t *testing.T) {
 		return err == nil && fmt.Sprint(health(o)) == fmt.Sprint(healthy), nil
 	})
 	service := publish.ServiceName(publish.KindEndpoints, "backends")
-	dbPort, webPort := ports.EgressPort("backends", "db", 5432), ports.EgressPort("backends", "web", 5432)
+	dbPort, webPort := recordedPort(t, viaKube(t), ns, "backends", "db", 5432), recordedPort(t, viaKube(t), ns, "backends", "web", 5432)
 	eventually(t, "the published EndpointSlices, ready", func(c context.Context) (bool, error) {
 		got, err := slicesReady(c, ns, service)
 		return err == nil && len(got) == 2 && got[dbPort] && got[webPort], nil

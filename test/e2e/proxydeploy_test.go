@@ -192,10 +192,15 @@ func TestProxyDeployment(t *testing.T) {
 	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--services") }) {
 		t.Errorf("an egress proxy hosts services: %v", args)
 	}
-	egressPort := ports.EgressPort("backends", "http", int32(web.HTTPPort))
-	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == egressPort && p.TargetPort.IntVal == egressPort }) {
-		t.Errorf("Service ports %v lack the egress port %d", svc.Spec.Ports, egressPort)
+	// The port the allocator records: the one earlier versions derived, free on this proxy.
+	egressPort := recordedPort(t, viaKube(t), ns, "backends", "http", int32(web.HTTPPort))
+	if egressPort != ports.EgressPort("backends", "http", int32(web.HTTPPort)) {
+		t.Errorf("egress port %d, want the earlier derived %d (an upgrade keeps it)", egressPort, ports.EgressPort("backends", "http", int32(web.HTTPPort)))
 	}
+	eventually(t, "the Service with the egress port", func(c context.Context) (bool, error) {
+		svc, err = kube.CoreV1().Services(ns).Get(c, n.Base, metav1.GetOptions{})
+		return err == nil && slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == egressPort && p.TargetPort.IntVal == egressPort }), err
+	})
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		t.Errorf("Service has no cluster IP: %q", svc.Spec.ClusterIP)
 	}
@@ -230,7 +235,7 @@ func TestProxyDeployment(t *testing.T) {
 	// The proxy, run as replica 0 with what the pod would get: it reads its key with its
 	// ServiceAccount, joins, and its key is used up, deleted and refused to anyone else.
 	t.Run("proxy", func(t *testing.T) {
-		runDeployedProxy(t, sim, admin, ns, sts, egressPort, keySecrets[0].Annotations[proxydeploy.AuthKeyIDAnnotation])
+		runDeployedProxy(t, sim, admin, ns, sts, keySecrets[0].Annotations[proxydeploy.AuthKeyIDAnnotation], egressPort)
 	})
 	t.Run("replayed key refused", func(t *testing.T) { wantJoinRefused(t, sim, "replay-0", key0, "invalid key") })
 
@@ -441,7 +446,7 @@ func TestProxyDeployment(t *testing.T) {
 // device, keeps its node state in its Secret and records its node ID there; the controller
 // deletes its auth key Secret and revokes the used key keyID; the proxy restarts as the same
 // node without a key.
-func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, egressPort int32, keyID string) {
+func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, keyID string, egressPorts ...int32) {
 	pod := sts.Name + "-0"
 	pt := sts.Spec.Template.Spec
 	token, err := env.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx(t), pt.ServiceAccountName,
@@ -511,13 +516,18 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 	}
 	get := func(c context.Context) (bool, error) {
 		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := hc.Get("http://" + net.JoinHostPort("127.0.0.1", fmt.Sprint(egressPort)) + "/")
-		if err != nil {
-			return false, nil
+		for _, port := range egressPorts {
+			resp, err := hc.Get("http://" + net.JoinHostPort("127.0.0.1", fmt.Sprint(port)) + "/")
+			if err != nil {
+				return false, nil
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(b), "web-1") {
+				return false, nil
+			}
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), "web-1"), nil
+		return true, nil
 	}
 	nodeIDs := func(c context.Context) ([]string, error) {
 		devs, err := admin.Devices(c)

@@ -20,7 +20,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -89,7 +88,7 @@ func TestPublishedBackendsFollowHealth(t *testing.T) {
 	}
 
 	// The route's backendRef resolves: a Service with port 5432 and the proxy's listeners behind it.
-	primaryPort, replicaPort := ports.EgressPort("backend-services", "primary", 5432), ports.EgressPort("backend-services", "replica", 5432)
+	primaryPort, replicaPort := recordedPort(t, api, ns, "backend-services", "primary", 5432), recordedPort(t, api, ns, "backend-services", "replica", 5432)
 	eventually(t, "the published Service", func(c context.Context) (bool, error) {
 		s, err := env.Kube.CoreV1().Services(ns).Get(c, "ts-ep-backend-services", metav1.GetOptions{})
 		return err == nil && len(s.Spec.Ports) == 1 && s.Spec.Ports[0].Port == 5432 && s.Spec.Ports[0].Name == "tcp-5432" &&
@@ -243,7 +242,7 @@ func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
 	if ip := net.ParseIP(clusterIP); ip == nil || ip.IsLoopback() {
 		t.Fatalf("cluster IP %q", clusterIP)
 	}
-	httpPort, dnsPort := ports.EgressPort("web", "http", int32(web.HTTPPort)), ports.EgressPort("web", "dns", 53)
+	httpPort, dnsPort := recordedPort(t, api, ns, "web", "http", int32(web.HTTPPort)), recordedPort(t, api, ns, "web", "dns", 53)
 	want := []string{fmt.Sprintf("%s:%d", clusterIP, httpPort), fmt.Sprintf("%s:%d", clusterIP, dnsPort)}
 	slices.Sort(want)
 	for _, svc := range []string{publish.ServiceName(publish.KindEndpoints, "web"), publish.ServiceName(publish.KindServices, "web")} {
@@ -257,15 +256,19 @@ func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
 	}
 	// The proxy Service's ports are the published slices' ports: Envoy's connection to the
 	// cluster IP reaches the listener.
-	psvc, err := env.Kube.CoreV1().Services(ns).Get(ctx(t), proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []int32{httpPort, dnsPort} {
-		if !slices.ContainsFunc(psvc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
-			t.Errorf("the proxy Service lacks port %d: %v", p, psvc.Spec.Ports)
+	// Both follow the recorded allocation, each from its own controller: wait for the Service.
+	eventually(t, "the proxy Service carrying the published ports", func(c context.Context) (bool, error) {
+		psvc, err := env.Kube.CoreV1().Services(ns).Get(c, proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
+		if err != nil {
+			return false, err
 		}
-	}
+		for _, p := range []int32{httpPort, dnsPort} {
+			if !slices.ContainsFunc(psvc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 
 	// Without spec.proxy the proxy Service goes and --backend-proxy-address (192.0.2.10 in
 	// this suite) is used.

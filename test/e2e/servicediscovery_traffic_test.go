@@ -25,7 +25,6 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
@@ -175,7 +174,7 @@ func TestDiscoveryTraffic(t *testing.T) {
 		return body == "hello from cluster A", nil
 	})
 	// A → B: through the egress listener of the discovered TailscaleEndpoints.
-	egress := "127.0.0.1:" + strconv.Itoa(int(ports.EgressPort(remote, "tcp-80", 80)))
+	egress := "127.0.0.1:" + strconv.Itoa(int(recordedPort(t, api, ns, remote, "tcp-80", 80)))
 	var nd net.Dialer
 	eventuallyShowing(t, "cluster A reaching B's Service through "+egress, func(_ context.Context, last *string) (bool, error) {
 		body, err := getVia(nd.DialContext, "http://"+egress+"/")

@@ -26,7 +26,7 @@ import (
 // tailnet endpoint; dialling that address as Envoy would reaches the simulated device through
 // the proxy's tsnet node. The proxy reads its TailscaleEndpoints from the server's API.
 func TestProxyModeCarriesTrafficToTheTailnet(t *testing.T) {
-	// A loopback address of its own: egress ports are derived from names, not chosen.
+	// A loopback address of its own: the ports are the allocator's, the address is chosen here.
 	bind := fmt.Sprintf("127.%d.%d.%d", 10+rand.IntN(200), rand.IntN(250), 1+rand.IntN(250))
 	env := startExtensionEnv(t, func(o *server.Options) {
 		o.Extension.EndpointMode, o.Extension.ProxyAddress = server.EndpointModeProxy, bind

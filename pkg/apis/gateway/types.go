@@ -383,6 +383,34 @@ type TailscaleEndpointsStatus struct {
 	// HealthyEndpoints is the number of endpoints whose health check passes.
 	// +optional
 	HealthyEndpoints int32 `json:"healthyEndpoints,omitempty"`
+	// Egress records the ports allocated to the endpoints' egress listeners on the proxy that
+	// serves them. An endpoint without a port here is not served for egress yet; condition
+	// EgressPortsAllocated says why.
+	// +optional
+	Egress *EgressAllocation `json:"egress,omitempty"`
+}
+
+// EgressAllocation is the egress ports of one TailscaleEndpoints, written by the controllers'
+// allocator only.
+type EgressAllocation struct {
+	// Proxy names the proxy (the allocation's scope) the ports are unique on.
+	Proxy string `json:"proxy"`
+	// Ports are the allocated ports, one per endpoint, endpoint port and protocol.
+	// +optional
+	// +listType=atomic
+	Ports []EgressPort `json:"ports,omitempty"`
+}
+
+// EgressPort is the egress listener port of one endpoint.
+type EgressPort struct {
+	// Endpoint is the endpoint's name.
+	Endpoint string `json:"endpoint"`
+	// Protocol is UDP for a UDP listener, else TCP.
+	Protocol Protocol `json:"protocol"`
+	// Port is the endpoint's own port.
+	Port int32 `json:"port"`
+	// ListenerPort is the proxy's local port for it.
+	ListenerPort int32 `json:"listenerPort"`
 }
 
 // EndpointStatus is the observed state of one endpoint.

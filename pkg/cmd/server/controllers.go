@@ -22,8 +22,11 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/egressalloc"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 )
 
@@ -194,11 +197,17 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		if err != nil {
 			return nil, err
 		}
+		egress, err := egressalloc.New(r.client, r.factory, egressalloc.Options{
+			Scope: egressScope(o.ProxyDeploy != nil && o.ProxyDeploy.Enabled), Workers: co.Workers})
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context) {
 			if deploy != nil {
 				go deploy(ctx)
 			}
 			go auto.Run(ctx, 2)
+			go egress.Run(ctx)
 			if gwRoutes != nil {
 				go gwRoutes.Run(ctx)
 			}
@@ -362,4 +371,20 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// SharedEgressProxy is the allocation scope (status.egress.proxy) of the TailscaleEndpoints
+// without a proxy of their own: the proxy run at --backend-proxy-address or
+// --extension-proxy-address serves them all, so their ports are unique across namespaces.
+const SharedEgressProxy = "shared"
+
+// egressScope names the proxy serving an object's egress: the one --proxy-deploy deploys for
+// it ("<namespace>/<name>-proxy"), else the shared one.
+func egressScope(deploys bool) func(*v1alpha1.TailscaleEndpoints) string {
+	return func(obj *v1alpha1.TailscaleEndpoints) string {
+		if deploys && proxydeploy.DeploysEgress(obj) {
+			return obj.Namespace + "/" + proxydeploy.NamesOf(obj.Name).Base
+		}
+		return SharedEgressProxy
+	}
 }

@@ -32,9 +32,16 @@ func TestServiceAddresser(t *testing.T) {
 	if err := idx.Add(svc); err != nil {
 		t.Fatal(err)
 	}
-	want := uint32(ports.EgressPort("backends", "api", 8080))
-	if host, port, ok := a.Address(obj, ep); !ok || host != "10.96.0.12" || port != want {
+	_, recorded := ports.Recorded(obj)
+	want := uint32(recorded[ports.Key{Endpoint: "api", Port: 8080}])
+	if host, port, ok := a.Address(obj, ep); !ok || host != "10.96.0.12" || port != want || want == 0 {
 		t.Fatalf("with the Service: %s:%d %v, want 10.96.0.12:%d", host, port, ok, want)
+	}
+	// Not allocated yet: no address at all (not the tailnet's, not a port nothing listens on).
+	pending := obj.DeepCopy()
+	pending.Status.Egress, pending.ResourceVersion = nil, "pending"
+	if host, port, ok := a.Address(pending, ep); ok {
+		t.Fatalf("an endpoint without an egress port has the address %s:%d", host, port)
 	}
 	// A Service of that name owned by another object (an earlier one of the same name) is not used.
 	other := obj.DeepCopy()

@@ -215,13 +215,14 @@ func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, i int, key tailnet.AuthKey,
 	return s
 }
 
-// EgressPorts are the Service ports of obj's egress listeners, as plan.EgressOf derives them
-// (pkg/proxy/ports), sorted by port; none for an ingress-only proxy.
+// EgressPorts are the Service ports of obj's egress listeners, at the ports recorded in its
+// status (plan.EgressOf, pkg/proxy/ports), sorted by name; none for an ingress-only proxy, and
+// none for an endpoint not allocated a port yet.
 func EgressPorts(obj *v1alpha1.TailscaleEndpoints) []corev1.ServicePort {
 	if !runsEgress(obj) {
 		return nil
 	}
-	egress, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	egress, _, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
 	var out []corev1.ServicePort
 	for _, e := range egress {
 		proto := corev1.ProtocolTCP

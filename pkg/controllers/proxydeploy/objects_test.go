@@ -17,6 +17,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
 
@@ -28,7 +29,15 @@ var testConfig = Config{
 	ControlURL: "https://control.example",
 }
 
+// testEndpoints is a TailscaleEndpoints with its egress ports allocated (pkg/egressalloc), as
+// the controllers' allocator records them.
 func testEndpoints(connectionType string, replicas int32) *v1alpha1.TailscaleEndpoints {
+	obj := unallocated(connectionType, replicas)
+	egressalloc.New(egressalloc.Options{}).Allocate("web/backends-proxy", obj)
+	return obj
+}
+
+func unallocated(connectionType string, replicas int32) *v1alpha1.TailscaleEndpoints {
 	return &v1alpha1.TailscaleEndpoints{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "backends", UID: "0a1b", Labels: map[string]string{"app": "web"}},
 		Spec: v1alpha1.TailscaleEndpointsSpec{
@@ -98,10 +107,14 @@ func TestReadinessIsProbedSoonAfterTheProxyIsReady(t *testing.T) {
 	}
 }
 
-func TestServicePortsAreTheDerivedEgressPorts(t *testing.T) {
+func TestServicePortsAreTheRecordedEgressPorts(t *testing.T) {
+	if p := EgressPorts(unallocated(Bidirectional, 1)); len(p) != 0 {
+		t.Fatalf("ports before any allocation: %v", p)
+	}
 	obj := testEndpoints(Bidirectional, 1)
 	got := EgressPorts(obj)
-	want := []int32{ports.EgressPort("backends", "api", 8080), ports.EgressPort("backends", "dns", 53)}
+	_, recorded := ports.Recorded(obj)
+	want := []int32{recorded[ports.Key{Endpoint: "api", Port: 8080}], recorded[ports.Key{Endpoint: "dns", Port: 53, UDP: true}]}
 	var have []int32
 	for _, p := range got {
 		have = append(have, p.Port)
@@ -111,7 +124,7 @@ func TestServicePortsAreTheDerivedEgressPorts(t *testing.T) {
 	}
 	slices.Sort(want)
 	slices.Sort(have)
-	if !slices.Equal(have, want) {
+	if !slices.Equal(have, want) || want[0] == 0 {
 		t.Fatalf("Service ports %v, want %v", have, want)
 	}
 	if p := EgressPorts(testEndpoints(Ingress, 1)); len(p) != 0 {

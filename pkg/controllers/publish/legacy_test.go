@@ -11,6 +11,7 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 )
 
 // An EndpointSlice published by an earlier version (LegacySliceManager) is still ours: updated
@@ -21,6 +22,7 @@ func TestLegacySliceManagerStillRecognised(t *testing.T) {
 	eps := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db", UID: "u"},
 		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "t", Endpoints: []v1alpha1.TailscaleEndpoint{
 			{Name: "primary", TailscaleIP: "100.64.0.1", TailscaleFQDN: "a.ts.net", Port: 5432, Protocol: v1alpha1.ProtocolTCP}}}}
+	egressalloc.New(egressalloc.Options{}).Allocate("shared", eps)
 	svc, want := Desired(Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}, []*v1alpha1.TailscaleEndpoints{eps},
 		StaticAddress(netip.MustParseAddr("10.0.0.9")))
 	svc.UID = "svc-uid"

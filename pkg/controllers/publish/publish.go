@@ -9,8 +9,9 @@
 // The Service has one port per distinct (protocol, port) of the endpoints, named
 // "<tcp|udp>-<port>" with that port number, so a route's backendRef port is the endpoint's own
 // port. Each endpoint is one EndpointSlice (its egress port differs from the others'): address
-// the proxy's, port the endpoint's derived egress port (pkg/proxy/ports, as the proxy assigns it
-// for that object), conditions.ready false while its live status is Unhealthy.
+// the proxy's, port the endpoint's egress port recorded in the object's status (pkg/proxy/ports;
+// an endpoint without one is not published yet), conditions.ready false while its live status
+// is Unhealthy.
 package publish
 
 import (
@@ -156,7 +157,7 @@ func entriesOf(members []*v1alpha1.TailscaleEndpoints, proxies ProxyAddresser) [
 		for _, ep := range endpointset.Of(m) {
 			eps[ep.Name] = ep
 		}
-		egress, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{m})
+		egress, _, _ := plan.EgressOf([]*v1alpha1.TailscaleEndpoints{m})
 		for _, e := range egress {
 			ep := eps[strings.TrimPrefix(e.Key, m.Namespace+"/"+m.Name+"/")]
 			protocol := corev1.ProtocolTCP

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	slices0 "slices"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
@@ -23,8 +25,14 @@ func TestDesired(t *testing.T) {
 			{Name: "dns", TailscaleIP: "100.64.0.3", TailscaleFQDN: "c.ts.net", Port: 53, Protocol: v1alpha1.ProtocolUDP},
 		}},
 		Status: v1alpha1.TailscaleEndpointsStatus{Endpoints: []v1alpha1.EndpointStatus{{Name: "replica", Status: livestatus.Unhealthy}}}}
-	svc, slices := Desired(Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}, []*v1alpha1.TailscaleEndpoints{eps},
-		StaticAddress(netip.MustParseAddr("10.0.0.9")))
+	owner := Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}
+	// Not allocated yet: nothing published.
+	if svc, slices := Desired(owner, []*v1alpha1.TailscaleEndpoints{eps}, StaticAddress(netip.MustParseAddr("10.0.0.9"))); len(svc.Spec.Ports) != 0 || len(slices) != 0 {
+		t.Fatalf("published before allocation: %v, %d slices", svc.Spec.Ports, len(slices))
+	}
+	egressalloc.New(egressalloc.Options{}).Allocate("shared", eps)
+	_, recorded := ports.Recorded(eps)
+	svc, slices := Desired(owner, []*v1alpha1.TailscaleEndpoints{eps}, StaticAddress(netip.MustParseAddr("10.0.0.9")))
 	if svc.Name != "ts-ep-db" || len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Name != "tcp-5432" || svc.Spec.Ports[1].Name != "udp-53" ||
 		svc.Spec.Selector != nil || svc.OwnerReferences[0].Kind != KindEndpoints {
 		t.Fatalf("service: %+v", svc)
@@ -35,8 +43,9 @@ func TestDesired(t *testing.T) {
 	for _, s := range slices {
 		ep := s.Name[strings.LastIndex(s.Name, "-")+1:]
 		want := map[string]int32{"primary": 5432, "replica": 5432, "dns": 53}[ep]
-		if got := *s.Ports[0].Port; got != ports.EgressPort("db", ep, want) {
-			t.Errorf("%s: port %d, want the proxy's %d", s.Name, got, ports.EgressPort("db", ep, want))
+		wantPort := recorded[ports.Key{Endpoint: ep, Port: want, UDP: ep == "dns"}]
+		if got := *s.Ports[0].Port; got != wantPort || got == 0 {
+			t.Errorf("%s: port %d, want the recorded %d", s.Name, got, wantPort)
 		}
 		if s.Endpoints[0].Addresses[0] != "10.0.0.9" || *s.Endpoints[0].Conditions.Ready != (ep != "replica") {
 			t.Errorf("%s: %+v", s.Name, s.Endpoints[0])
@@ -72,6 +81,7 @@ func TestDesiredPerMember(t *testing.T) {
 				{Name: "e", TailscaleIP: ip, TailscaleFQDN: name + ".ts.net", Port: port, Protocol: v1alpha1.ProtocolTCP}}}}
 	}
 	members := []*v1alpha1.TailscaleEndpoints{member("a", "100.64.0.1", 80), member("b", "100.64.0.2", 80), member("c", "100.64.0.3", 8080)}
+	egressalloc.New(egressalloc.Options{}).Allocate("shared", members...)
 	proxies := byName{"a": netip.MustParseAddr("10.96.0.1"), "b": netip.MustParseAddr("fd00::2")}
 	svc, slices := Desired(Owner{Kind: KindServices, Namespace: "ns", Name: "web", UID: "u"}, members, proxies)
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "tcp-80" {
@@ -80,7 +90,8 @@ func TestDesiredPerMember(t *testing.T) {
 	got := map[string]string{}
 	for _, s := range slices {
 		got[s.Endpoints[0].Addresses[0]] = string(s.AddressType)
-		if *s.Ports[0].Port != ports.EgressPort(strings.Split(s.Name, "-")[3], "e", 80) {
+		m := members[slices0.IndexFunc(members, func(m *v1alpha1.TailscaleEndpoints) bool { return m.Name == strings.Split(s.Name, "-")[3] })]
+		if _, recorded := ports.Recorded(m); *s.Ports[0].Port != recorded[ports.Key{Endpoint: "e", Port: 80}] {
 			t.Errorf("%s: port %d", s.Name, *s.Ports[0].Port)
 		}
 	}

@@ -40,6 +40,10 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &gatewayv1alpha1.BackendConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("CircuitBreakerConfig"):
 		return &gatewayv1alpha1.CircuitBreakerConfigApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("EgressAllocation"):
+		return &gatewayv1alpha1.EgressAllocationApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("EgressPort"):
+		return &gatewayv1alpha1.EgressPortApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("EgressRouteConfig"):
 		return &gatewayv1alpha1.EgressRouteConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("EndpointStatus"):

@@ -38,6 +38,8 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.AllowedNamespaces{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_AllowedNamespaces(ref),
 		v1alpha1.BackendConfig{}.OpenAPIModelName():              schema_pkg_apis_gateway_v1alpha1_BackendConfig(ref),
 		v1alpha1.CircuitBreakerConfig{}.OpenAPIModelName():       schema_pkg_apis_gateway_v1alpha1_CircuitBreakerConfig(ref),
+		v1alpha1.EgressAllocation{}.OpenAPIModelName():           schema_pkg_apis_gateway_v1alpha1_EgressAllocation(ref),
+		v1alpha1.EgressPort{}.OpenAPIModelName():                 schema_pkg_apis_gateway_v1alpha1_EgressPort(ref),
 		v1alpha1.EgressRouteConfig{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_EgressRouteConfig(ref),
 		v1alpha1.EndpointStatus{}.OpenAPIModelName():             schema_pkg_apis_gateway_v1alpha1_EndpointStatus(ref),
 		v1alpha1.EndpointTemplate{}.OpenAPIModelName():           schema_pkg_apis_gateway_v1alpha1_EndpointTemplate(ref),
@@ -360,6 +362,95 @@ func schema_pkg_apis_gateway_v1alpha1_CircuitBreakerConfig(ref common.ReferenceC
 		},
 		Dependencies: []string{
 			v1.Duration{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_EgressAllocation(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "EgressAllocation is the egress ports of one TailscaleEndpoints, written by the controllers' allocator only.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"proxy": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Proxy names the proxy (the allocation's scope) the ports are unique on.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"ports": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Ports are the allocated ports, one per endpoint, endpoint port and protocol.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.EgressPort{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"proxy"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.EgressPort{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_EgressPort(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "EgressPort is the egress listener port of one endpoint.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"endpoint": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Endpoint is the endpoint's name.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"protocol": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Protocol is UDP for a UDP listener, else TCP.\n\nPossible enum values:\n - `\"HTTP\"`\n - `\"HTTPS\"`\n - `\"TCP\"`\n - `\"TLS\"`\n - `\"UDP\"`\n - `\"gRPC\"`",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+							Enum:        []interface{}{"HTTP", "HTTPS", "TCP", "TLS", "UDP", "gRPC"},
+						},
+					},
+					"port": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Port is the endpoint's own port.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"listenerPort": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ListenerPort is the proxy's local port for it.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+				},
+				Required: []string{"endpoint", "protocol", "port", "listenerPort"},
+			},
+		},
 	}
 }
 
@@ -2540,11 +2631,17 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpointsStatus(ref common.Refere
 							Format:      "int32",
 						},
 					},
+					"egress": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Egress records the ports allocated to the endpoints' egress listeners on the proxy that serves them. An endpoint without a port here is not served for egress yet; condition EgressPortsAllocated says why.",
+							Ref:         ref(v1alpha1.EgressAllocation{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.EndpointStatus{}.OpenAPIModelName(), v1alpha1.VIPServiceStatus{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName()},
+			v1alpha1.EgressAllocation{}.OpenAPIModelName(), v1alpha1.EndpointStatus{}.OpenAPIModelName(), v1alpha1.VIPServiceStatus{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName()},
 	}
 }
 

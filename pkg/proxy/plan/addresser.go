@@ -10,9 +10,9 @@ import (
 
 // EgressAddresser makes Envoy dial tailscale-gateway-proxy's egress listener of an endpoint
 // (the extension's `proxy` endpoint mode) instead of its tailnet address: Host, the address of a
-// proxy serving the endpoint's TailscaleEndpoints, and the endpoint's egress port as EgressOf
-// assigns it for that object alone. It is exact for a proxy per TailscaleEndpoints; a proxy that
-// serves several objects may lose a port collision across them (EgressOf reports those).
+// proxy serving the endpoint's TailscaleEndpoints, and the endpoint's egress port recorded in
+// the object's status (pkg/proxy/ports). An endpoint with none yet has no address (Address's
+// ok is false), so Envoy is sent nowhere rather than to a port nothing listens on.
 type EgressAddresser struct {
 	// Host is an IP address Envoy can reach the proxy at: 127.0.0.1 for a local proxy, the
 	// proxy Service's cluster IP in a cluster.
@@ -44,7 +44,7 @@ func (a *EgressAddresser) portsOf(obj *v1alpha1.TailscaleEndpoints) map[string]i
 	if as, ok := a.ports[key]; ok && as.resourceVersion == obj.ResourceVersion && obj.ResourceVersion != "" {
 		return as.ports
 	}
-	egress, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	egress, _, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
 	ports := make(map[string]int32, len(egress))
 	for _, e := range egress {
 		if e.Network == "tcp" {

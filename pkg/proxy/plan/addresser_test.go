@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
@@ -20,7 +21,13 @@ func TestEgressAddresserMatchesTheProxysListeners(t *testing.T) {
 		Status: v1alpha1.TailscaleEndpointsStatus{Endpoints: []v1alpha1.EndpointStatus{{Name: "found", Address: "100.64.0.9:22"}}},
 	}
 	a := &EgressAddresser{Host: "10.96.0.20"}
-	listeners, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	if _, _, ok := a.Address(obj, endpointset.Of(obj)[0]); ok {
+		t.Fatal("an endpoint without an allocated port has an address")
+	}
+	egressalloc.New(egressalloc.Options{}).Allocate("p", obj)
+	obj.ResourceVersion = "8"
+	_, recorded := ports.Recorded(obj)
+	listeners, _, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
 	for _, ep := range endpointset.Of(obj) {
 		host, port, ok := a.Address(obj, ep)
 		if ep.Protocol == v1alpha1.ProtocolUDP {
@@ -29,7 +36,7 @@ func TestEgressAddresserMatchesTheProxysListeners(t *testing.T) {
 			}
 			continue
 		}
-		want := ports.EgressPort(obj.Name, ep.Name, ep.Port)
+		want := recorded[ports.Key{Endpoint: ep.Name, Port: ep.Port}]
 		if !ok || host != "10.96.0.20" || int32(port) != want {
 			t.Errorf("%s: Address = %s:%d %v, want 10.96.0.20:%d", ep.Name, host, port, ok, want)
 		}

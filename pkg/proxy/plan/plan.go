@@ -29,7 +29,7 @@ type Egress struct {
 	Key string
 	// Network is "tcp" or "udp".
 	Network string
-	// Port is the local port, ports.EgressPort of the endpoint.
+	// Port is the local port recorded for the endpoint (pkg/proxy/ports).
 	Port int32
 	// Target is the tailnet address dialled, host:port.
 	Target string
@@ -63,49 +63,47 @@ type Plan struct {
 	// Problems are parts of the objects that cannot be served, one sentence each.
 	Problems []string
 	// PortConflicts counts the egress endpoints left out because another endpoint holds
-	// their derived port (each is also a problem).
+	// their recorded port (each is also a problem).
 	PortConflicts int
 }
 
 // EgressOf returns the egress listeners of objs: one per endpoint (declared or discovered)
-// with an address, on the endpoint's derived port, UDP for UDP endpoints and TCP otherwise,
-// sorted by network and port. Endpoints losing a port collision are left out and reported: they
-// are the only problems it reports.
-func EgressOf(objs []*v1alpha1.TailscaleEndpoints) (out []Egress, problems []string) {
-	type entry struct {
-		key, target string
-	}
-	entries := map[ports.Endpoint]entry{}
+// with an address, on the port recorded in its object's status (ports.Recorded), UDP for UDP
+// endpoints and TCP otherwise, sorted by network and port. Endpoints without a recorded port
+// (not allocated yet) and those losing a port conflict are left out, each reported in problems;
+// conflicts counts the latter.
+func EgressOf(objs []*v1alpha1.TailscaleEndpoints) (out []Egress, problems []string, conflicts int) {
+	targets := map[ports.Endpoint]string{}
+	recorded := map[ports.Endpoint]int32{}
 	var eps []ports.Endpoint
 	for _, obj := range objs {
-		for _, ep := range endpointset.Of(obj) {
-			host := ep.IP
-			if host == "" {
-				host = strings.TrimSuffix(ep.FQDN, ".")
+		_, byKey := ports.Recorded(obj)
+		for _, w := range ports.Wanted(obj) {
+			pe := ports.Endpoint{Object: obj.Namespace + "/" + obj.Name, Key: w.Key}
+			targets[pe] = w.Target
+			if p, ok := byKey[w.Key]; ok {
+				recorded[pe] = p
 			}
-			if host == "" || ep.Port <= 0 {
-				continue
-			}
-			pe := ports.Endpoint{Object: obj.Name, Endpoint: ep.Name, Port: ep.Port, UDP: ep.Protocol == v1alpha1.ProtocolUDP}
-			if _, dup := entries[pe]; dup {
-				continue
-			}
-			entries[pe] = entry{key: obj.Namespace + "/" + obj.Name + "/" + ep.Name, target: net.JoinHostPort(host, strconv.Itoa(int(ep.Port)))}
 			eps = append(eps, pe)
 		}
 	}
-	assigned, conflicts := ports.Assign(eps)
-	for _, c := range conflicts {
-		problems = append(problems, fmt.Sprintf("egress endpoint %s/%s (port %d) is not served: its derived port %d is taken by another endpoint",
-			c.Object, c.Endpoint, c.Port, ports.EgressPort(c.Object, c.Endpoint, c.Port)))
+	assigned, pending, lost := ports.Assign(eps, func(e ports.Endpoint) (int32, bool) {
+		p, ok := recorded[e]
+		return p, ok
+	})
+	for _, e := range pending {
+		problems = append(problems, fmt.Sprintf("egress endpoint %s/%s (port %d) is not served: no egress port is allocated to it yet", e.Object, e.Endpoint, e.Port))
+	}
+	for _, e := range lost {
+		problems = append(problems, fmt.Sprintf("egress endpoint %s/%s (port %d) is not served: its egress port %d is taken by another endpoint",
+			e.Object, e.Endpoint, e.Port, recorded[e]))
 	}
 	for pe, port := range assigned {
 		network := "tcp"
 		if pe.UDP {
 			network = "udp"
 		}
-		e := entries[pe]
-		out = append(out, Egress{Key: e.key, Network: network, Port: port, Target: e.target})
+		out = append(out, Egress{Key: pe.Object + "/" + pe.Endpoint, Network: network, Port: port, Target: targets[pe]})
 	}
 	slices.SortFunc(out, func(a, b Egress) int {
 		if a.Network != b.Network {
@@ -113,7 +111,7 @@ func EgressOf(objs []*v1alpha1.TailscaleEndpoints) (out []Egress, problems []str
 		}
 		return int(a.Port - b.Port)
 	})
-	return out, problems
+	return out, problems, len(lost)
 }
 
 // ServicesOf returns the Service ports of svc, a TailscaleServices with spec.vipService:
@@ -262,8 +260,7 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 	eps = slices.DeleteFunc(slices.Clone(eps), func(e *v1alpha1.TailscaleEndpoints) bool {
 		return !admitted("TailscaleEndpoints", e, e.Status.Conditions)
 	})
-	p.Egress, p.Problems = EgressOf(eps)
-	p.PortConflicts = len(p.Problems) // EgressOf reports port conflicts only
+	p.Egress, p.Problems, p.PortConflicts = EgressOf(eps)
 	p.Problems = append(p.Problems, refused...)
 	claimed := map[string]string{}
 	for _, svc := range svcs {

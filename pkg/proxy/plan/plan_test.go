@@ -10,6 +10,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
@@ -24,25 +25,34 @@ func ep(name, ip string, port int32, proto v1alpha1.Protocol) v1alpha1.Tailscale
 	return v1alpha1.TailscaleEndpoint{Name: name, TailscaleIP: ip, TailscaleFQDN: name + ".example.ts.net", Port: port, Protocol: proto}
 }
 
-func TestEgressPortsDoNotMoveWhenEndpointsChange(t *testing.T) {
+func TestEgressListensOnTheRecordedPortsOnly(t *testing.T) {
 	obj := endpoints("backends", ep("web", "100.64.0.1", 80, v1alpha1.ProtocolHTTP), ep("dns", "100.64.0.2", 53, v1alpha1.ProtocolUDP))
-	before, problems := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	// Not allocated yet: no listener, and the plan says why.
+	if got, problems, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj}); len(got) != 0 || len(problems) != 2 ||
+		!strings.Contains(problems[0], "no egress port is allocated") {
+		t.Fatalf("EgressOf before allocation = %v, %v", got, problems)
+	}
+	alloc := egressalloc.New(egressalloc.Options{})
+	alloc.Allocate("p", obj)
+	before, problems, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
 	if len(problems) != 0 || len(before) != 2 {
 		t.Fatalf("EgressOf = %v, %v", before, problems)
 	}
+	_, recorded := ports.Recorded(obj)
 	want := map[string]Egress{
-		"ns/backends/web": {Key: "ns/backends/web", Network: "tcp", Port: ports.EgressPort("backends", "web", 80), Target: "100.64.0.1:80"},
-		"ns/backends/dns": {Key: "ns/backends/dns", Network: "udp", Port: ports.EgressPort("backends", "dns", 53), Target: "100.64.0.2:53"},
+		"ns/backends/web": {Key: "ns/backends/web", Network: "tcp", Port: recorded[ports.Key{Endpoint: "web", Port: 80}], Target: "100.64.0.1:80"},
+		"ns/backends/dns": {Key: "ns/backends/dns", Network: "udp", Port: recorded[ports.Key{Endpoint: "dns", Port: 53, UDP: true}], Target: "100.64.0.2:53"},
 	}
 	for _, e := range before {
-		if want[e.Key] != e {
+		if want[e.Key] != e || e.Port == 0 {
 			t.Errorf("egress %v, want %v", e, want[e.Key])
 		}
 	}
 	// Reordered, with a new endpoint in front and a discovered one in status.
 	obj.Spec.Endpoints = append([]v1alpha1.TailscaleEndpoint{ep("api", "100.64.0.3", 8080, v1alpha1.ProtocolTCP)}, obj.Spec.Endpoints[1], obj.Spec.Endpoints[0])
 	obj.Status.Endpoints = []v1alpha1.EndpointStatus{{Name: "found", Address: "100.64.0.9:22", Status: "Healthy"}}
-	after, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
+	alloc.Allocate("p", obj)
+	after, _, _ := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
 	if len(after) != 4 {
 		t.Fatalf("EgressOf after = %v", after)
 	}
@@ -50,34 +60,29 @@ func TestEgressPortsDoNotMoveWhenEndpointsChange(t *testing.T) {
 		if w, ok := want[e.Key]; ok && w != e {
 			t.Errorf("egress %s moved: %v -> %v", e.Key, w, e)
 		}
-		if e.Key == "ns/backends/found" && (e.Target != "100.64.0.9:22" || e.Port != ports.EgressPort("backends", "found", 22)) {
+		if e.Key == "ns/backends/found" && e.Target != "100.64.0.9:22" {
 			t.Errorf("discovered endpoint: %v", e)
 		}
 	}
 }
 
+// A proxy serving objects allocated on different proxies (moved, or a hand-edited status) can
+// meet one port twice: one endpoint keeps it, the other is reported.
 func TestEgressReportsPortConflicts(t *testing.T) {
-	// Find two endpoint names colliding on one port.
-	seen := map[int32]string{}
-	var a, b string
-	for i := 0; a == ""; i++ {
-		n := fmt.Sprintf("e%d", i)
-		p := ports.EgressPort("obj", n, 80)
-		if prev, ok := seen[p]; ok {
-			a, b = prev, n
-		}
-		seen[p] = n
+	a := endpoints("a", ep("x", "100.64.0.1", 80, v1alpha1.ProtocolTCP))
+	b := endpoints("b", ep("x", "100.64.0.2", 80, v1alpha1.ProtocolTCP))
+	// Ranges of one port: both get it.
+	egressalloc.New(egressalloc.Options{Base: 20000, Span: 1}).Allocate("one", a)
+	egressalloc.New(egressalloc.Options{Base: 20000, Span: 1}).Allocate("other", b)
+	objs := []*v1alpha1.TailscaleEndpoints{b, a}
+	got, problems, conflicts := EgressOf(objs)
+	if len(got) != 1 || got[0].Key != "ns/a/x" || len(problems) != 1 || conflicts != 1 {
+		t.Fatalf("EgressOf = %v, %v, %d; want ns/a/x and one problem", got, problems, conflicts)
 	}
-	obj := endpoints("obj", ep(b, "100.64.0.1", 80, v1alpha1.ProtocolTCP), ep(a, "100.64.0.2", 80, v1alpha1.ProtocolTCP))
-	got, problems := EgressOf([]*v1alpha1.TailscaleEndpoints{obj})
-	if len(got) != 1 || len(problems) != 1 {
-		t.Fatalf("EgressOf = %v, %v; want one listener and one problem", got, problems)
+	if !strings.Contains(problems[0], "ns/b/x ") {
+		t.Errorf("problem %q should name ns/b/x", problems[0])
 	}
-	loser := max(a, b)
-	if !strings.Contains(problems[0], "obj/"+loser+" ") {
-		t.Errorf("problem %q should name %s", problems[0], loser)
-	}
-	if p := Build([]*v1alpha1.TailscaleEndpoints{obj}, nil, nil, tenancy.ExternalServices{}); p.PortConflicts != 1 || len(p.Egress) != 1 {
+	if p := Build(objs, nil, nil, tenancy.ExternalServices{}); p.PortConflicts != 1 || len(p.Egress) != 1 {
 		t.Errorf("Build: %d conflicts, %d listeners; want 1 and 1", p.PortConflicts, len(p.Egress))
 	}
 }
@@ -163,6 +168,7 @@ func TestBuildTenancy(t *testing.T) {
 	ok := endpoints("ok", v1alpha1.TailscaleEndpoint{Name: "a", TailscaleIP: "100.64.0.1", Port: 80})
 	no := endpoints("no", v1alpha1.TailscaleEndpoint{Name: "b", TailscaleIP: "100.64.0.2", Port: 80})
 	no.Status.Conditions = refused
+	egressalloc.New(egressalloc.Options{}).Allocate("p", ok, no)
 	svc := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}, Spec: v1alpha1.TailscaleServicesSpec{
 		VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:s", Ports: []string{"tcp:80"}},
 		ServiceDiscovery: &v1alpha1.ServiceDiscoverySpec{ExternalServices: []v1alpha1.ExternalService{

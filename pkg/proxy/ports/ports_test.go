@@ -1,12 +1,15 @@
 package ports
 
 import (
-	"fmt"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 )
 
-func TestEgressPortIsStableAndInRange(t *testing.T) {
-	// Golden values: changing the derivation moves every deployed egress address.
+func TestEgressPortIsTheEarlierDerivation(t *testing.T) {
+	// Golden values: the ports earlier versions listened on, which the allocator offers first.
 	golden := []struct {
 		object, endpoint string
 		port             int32
@@ -21,47 +24,47 @@ func TestEgressPortIsStableAndInRange(t *testing.T) {
 			t.Errorf("EgressPort(%q, %q, %d) = %d, want %d", g.object, g.endpoint, g.port, got, g.want)
 		}
 	}
-	for i := range 10000 {
-		p := EgressPort(fmt.Sprintf("obj-%d", i%7), fmt.Sprintf("ep-%d", i), int32(i%65535+1))
-		if p < EgressBase || p >= EgressBase+EgressSpan {
-			t.Fatalf("port %d outside [%d, %d)", p, EgressBase, EgressBase+EgressSpan)
-		}
+}
+
+func TestRecordedReadsTheStatusOnly(t *testing.T) {
+	obj := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "backends"},
+		Spec: v1alpha1.TailscaleEndpointsSpec{Endpoints: []v1alpha1.TailscaleEndpoint{
+			{Name: "web", TailscaleIP: "100.64.0.1", Port: 80},
+			{Name: "dns", TailscaleIP: "100.64.0.2", Port: 53, Protocol: v1alpha1.ProtocolUDP},
+			{Name: "noaddr", Port: 81},
+		}}}
+	if proxy, got := Recorded(obj); proxy != "" || len(got) != 0 {
+		t.Fatalf("before any allocation: %q %v", proxy, got)
+	}
+	want := []Want{{Key{"web", 80, false}, "100.64.0.1:80"}, {Key{"dns", 53, true}, "100.64.0.2:53"}}
+	if got := Wanted(obj); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("Wanted = %v, want %v", got, want)
+	}
+	obj.Status.Egress = &v1alpha1.EgressAllocation{Proxy: "p", Ports: []v1alpha1.EgressPort{
+		{Endpoint: "web", Protocol: v1alpha1.ProtocolTCP, Port: 80, ListenerPort: 20000},
+		{Endpoint: "dns", Protocol: v1alpha1.ProtocolUDP, Port: 53, ListenerPort: 20000},
+		{Endpoint: "bad", Protocol: v1alpha1.ProtocolTCP, Port: 1, ListenerPort: 80}, // outside the range
+	}}
+	proxy, got := Recorded(obj)
+	if proxy != "p" || len(got) != 2 || got[Key{"web", 80, false}] != 20000 || got[Key{"dns", 53, true}] != 20000 {
+		t.Errorf("Recorded = %q %v", proxy, got)
 	}
 }
 
-func TestEgressPortDependsOnlyOnItsInputs(t *testing.T) {
-	a := EgressPort("backends", "web", 80)
-	if EgressPort("backends", "web", 8080) == a && EgressPort("other", "web", 80) == a && EgressPort("backends", "api", 80) == a {
-		t.Fatal("the port ignores its inputs")
-	}
-}
-
-func TestAssignResolvesCollisionsIndependentlyOfOrder(t *testing.T) {
-	// Find two endpoints that collide.
-	var a, b Endpoint
-	seen := map[int32]Endpoint{}
-	for i := 0; ; i++ {
-		ep := Endpoint{Object: "obj", Endpoint: fmt.Sprintf("ep-%d", i), Port: 80}
-		p := EgressPort(ep.Object, ep.Endpoint, ep.Port)
-		if prev, ok := seen[p]; ok {
-			a, b = prev, ep
-			break
-		}
-		seen[p] = ep
-	}
-	if less(b, a) {
-		a, b = b, a
-	}
-	other := Endpoint{Object: "obj", Endpoint: "other", Port: 443}
-	udp := b
-	udp.UDP = true
-	for _, order := range [][]Endpoint{{a, b, other, udp}, {udp, other, b, a}} {
-		got, conflicts := Assign(order)
-		if got[a] != EgressPort(a.Object, a.Endpoint, a.Port) || got[other] == 0 || got[udp] == 0 {
+func TestAssignLeavesOutPendingAndConflictsIndependentlyOfOrder(t *testing.T) {
+	a := Endpoint{Object: "ns/a", Key: Key{Endpoint: "x", Port: 80}}
+	b := Endpoint{Object: "ns/b", Key: Key{Endpoint: "x", Port: 80}}
+	udp := Endpoint{Object: "ns/b", Key: Key{Endpoint: "u", Port: 53, UDP: true}}
+	none := Endpoint{Object: "ns/c", Key: Key{Endpoint: "x", Port: 80}}
+	recorded := map[Endpoint]int32{a: 20000, b: 20000, udp: 20000}
+	lookup := func(e Endpoint) (int32, bool) { p, ok := recorded[e]; return p, ok }
+	for _, order := range [][]Endpoint{{a, b, udp, none}, {none, udp, b, a}} {
+		got, pending, conflicts := Assign(order, lookup)
+		if len(got) != 2 || got[a] != 20000 || got[udp] != 20000 {
 			t.Errorf("Assign(%v) = %v", order, got)
 		}
-		if _, ok := got[b]; ok || len(conflicts) != 1 || conflicts[0] != b {
-			t.Errorf("Assign(%v): %v should lose the collision with %v, conflicts %v", order, b, a, conflicts)
+		if len(pending) != 1 || pending[0] != none || len(conflicts) != 1 || conflicts[0] != b {
+			t.Errorf("Assign(%v): pending %v, conflicts %v", order, pending, conflicts)
 		}
 	}
 }

@@ -87,7 +87,21 @@ func BenchmarkProxyProcessAt1000Connections(b *testing.B) {
 	}()
 	pid := cmd.Process.Pid
 
-	addr := net.JoinHostPort(bind, strconv.Itoa(int(ports.EgressPort("bench", "echo", int32(dev.TCPPort)))))
+	// The egress port the server's allocator records for the endpoint.
+	var egressPort int32
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		o, err := srv.Clientset(b).GatewayV1alpha1().TailscaleEndpoints("bench").Get(c, "bench", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		_, rec := ports.Recorded(o)
+		egressPort = rec[ports.Key{Endpoint: "echo", Port: int32(dev.TCPPort)}]
+		return egressPort != 0, nil
+	})
+	if err != nil {
+		b.Fatalf("waiting for the egress port: %v", err)
+	}
+	addr := net.JoinHostPort(bind, strconv.Itoa(int(egressPort)))
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
 		resp, err := http.Get("http://" + metricsAddr + "/readyz")
 		if err != nil {

@@ -42,6 +42,16 @@ func (in CircuitBreakerConfig) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in EgressAllocation) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.EgressAllocation"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in EgressPort) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.EgressPort"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in EgressRouteConfig) OpenAPIModelName() string {
 	return "com.tailscale.gateway.v1alpha1.EgressRouteConfig"
 }

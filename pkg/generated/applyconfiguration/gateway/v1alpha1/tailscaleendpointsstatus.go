@@ -37,6 +37,10 @@ type TailscaleEndpointsStatusApplyConfiguration struct {
 	TotalEndpoints *int32 `json:"totalEndpoints,omitempty"`
 	// HealthyEndpoints is the number of endpoints whose health check passes.
 	HealthyEndpoints *int32 `json:"healthyEndpoints,omitempty"`
+	// Egress records the ports allocated to the endpoints' egress listeners on the proxy that
+	// serves them. An endpoint without a port here is not served for egress yet; condition
+	// EgressPortsAllocated says why.
+	Egress *EgressAllocationApplyConfiguration `json:"egress,omitempty"`
 }
 
 // TailscaleEndpointsStatusApplyConfiguration constructs a declarative configuration of the TailscaleEndpointsStatus type for use with
@@ -97,5 +101,13 @@ func (b *TailscaleEndpointsStatusApplyConfiguration) WithTotalEndpoints(value in
 // If called multiple times, the HealthyEndpoints field is set to the value of the last call.
 func (b *TailscaleEndpointsStatusApplyConfiguration) WithHealthyEndpoints(value int32) *TailscaleEndpointsStatusApplyConfiguration {
 	b.HealthyEndpoints = &value
+	return b
+}
+
+// WithEgress sets the Egress field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Egress field is set to the value of the last call.
+func (b *TailscaleEndpointsStatusApplyConfiguration) WithEgress(value *EgressAllocationApplyConfiguration) *TailscaleEndpointsStatusApplyConfiguration {
+	b.Egress = value
 	return b
 }
