@@ -24,6 +24,8 @@ POD_GATEWAY=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_API_IP=10.96.0.1
 PAUSE_IMAGE=tsgw.local/pause:v1
+# kube-router's health endpoint, in the node's netns.
+KUBE_ROUTER_HEALTH_PORT=20244
 # The netns, cgroup and veth names are machine-wide: this file names the checkout whose cluster
 # holds them, so another checkout's cluster-up or cluster-down refuses instead of taking them over.
 OWNER_FILE=/run/tsgw-node.owner
@@ -89,4 +91,10 @@ wait_for() {
 node_ready() {
   [[ $(kubectl --kubeconfig "${ADMIN_KUBECONFIG}" get node "${NODE_NAME}" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+
+# enforcer_running: kube-router, the NetworkPolicy enforcer cluster-up starts, runs (a cluster
+# made by an older cluster-up has none).
+enforcer_running() {
+  [[ -f "${RUN}/kube-router.pid" ]] && kill -0 "$(cat "${RUN}/kube-router.pid")" 2>/dev/null
 }

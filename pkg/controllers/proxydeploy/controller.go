@@ -3,8 +3,9 @@
 // in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
 // needs, one state Secret per replica, a Secret with an auth key minted once through the
 // tailnet's Tailscale API (minted again when its tags change or it expires or is revoked), a
-// StatefulSet of proxy.replicas, a Service exposing the egress listeners and, for more than one
-// replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a controller ownerReference to the TailscaleEndpoints, so
+// StatefulSet of proxy.replicas, a Service exposing the egress listeners, a NetworkPolicy that
+// admits to them only Envoy Gateway's Envoy pods and the namespaces the tailnet admits
+// (networkpolicy.go) and, for more than one replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a controller ownerReference to the TailscaleEndpoints, so
 // Kubernetes' garbage collector removes them with it, and the label
 // app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
 // is not ours is left alone and reported with an Event.
@@ -78,6 +79,9 @@ type Options struct {
 	KeyCheckInterval time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// NetworkPolicy, when set, has every proxy protected by a NetworkPolicy (networkpolicy.go);
+	// nil keeps none and deletes ours.
+	NetworkPolicy *NetworkPolicyConfig
 }
 
 // Controller reconciles the proxies' objects.
@@ -154,6 +158,7 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		{core.Rbac().V1().Roles().Informer(), owned},
 		{core.Rbac().V1().RoleBindings().Informer(), owned},
 		{core.Policy().V1().PodDisruptionBudgets().Informer(), owned},
+		{core.Networking().V1().NetworkPolicies().Informer(), owned},
 	}
 	for _, h := range handlers {
 		fn := h.fn
@@ -315,13 +320,24 @@ func hostedServices(obj *v1alpha1.TailscaleEndpoints, svcs listers.TailscaleServ
 // tagsOf are the TailscaleTailnet's tags and obj's, sorted.
 func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 	tags := slices.Clone(obj.Spec.Tags)
-	if name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet); ok {
-		if t, err := c.tailnets.Get(name); err == nil {
-			tags = append(tags, t.Spec.Tags...)
-		}
+	if t := c.tailnetOf(obj); t != nil {
+		tags = append(tags, t.Spec.Tags...)
 	}
 	slices.Sort(tags)
 	return slices.Compact(tags)
+}
+
+// tailnetOf is the TailscaleTailnet obj's spec.tailnet names, or nil when none is known.
+func (c *Controller) tailnetOf(obj *v1alpha1.TailscaleEndpoints) *v1alpha1.TailscaleTailnet {
+	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
+	if !ok {
+		return nil
+	}
+	t, err := c.tailnets.Get(name)
+	if err != nil {
+		return nil
+	}
+	return t
 }
 
 // apply keeps the ServiceAccount, Role, RoleBinding and state Secrets.
@@ -428,7 +444,8 @@ func isStateOf(n Names, name string, replicas int) bool {
 	return i >= replicas
 }
 
-// applyWorkload keeps the Service and the StatefulSet.
+// applyWorkload keeps the Service, the NetworkPolicy and the StatefulSet (the policy before the
+// pods it protects).
 func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 	obj := in.Endpoints
 	core, apps := c.kube.CoreV1(), c.kube.AppsV1()
@@ -443,7 +460,11 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 		}); err != nil {
 		return err
 	}
-	if err := ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
+	sts := StatefulSet(c.opts.Config, in)
+	if err := c.applyNetworkPolicy(ctx, in, sts); err != nil {
+		return err
+	}
+	if err := ensure(ctx, c, obj, sts, c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
 		apps.StatefulSets(obj.Namespace).Create, apps.StatefulSets(obj.Namespace).Update,
 		func(cur, want *appsv1.StatefulSet) bool {
 			if ptrEq(cur.Spec.Replicas, want.Spec.Replicas) &&
@@ -466,19 +487,7 @@ func (c *Controller) applyBudget(ctx context.Context, in Input) error {
 	lister := c.core.Policy().V1().PodDisruptionBudgets().Lister().PodDisruptionBudgets(obj.Namespace)
 	want := PodDisruptionBudget(in)
 	if want == nil {
-		cur, err := lister.Get(NamesOf(obj.Name).Base)
-		if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(cur, obj)) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		uid := cur.UID
-		if err := pdbs.Delete(ctx, cur.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
-			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return fmt.Errorf("deleting PodDisruptionBudget %s: %w", cur.Name, err)
-		}
-		return nil
+		return deleteOurs(ctx, obj, "PodDisruptionBudget", NamesOf(obj.Name).Base, lister.Get, pdbs.Delete)
 	}
 	return ensure(ctx, c, obj, want, lister.Get, pdbs.Create, pdbs.Update,
 		func(cur, want *policyv1.PodDisruptionBudget) bool {
@@ -489,6 +498,24 @@ func (c *Controller) applyBudget(ctx context.Context, in Input) error {
 			cur.Spec.MaxUnavailable, cur.Spec.MinAvailable, cur.Spec.Selector = want.Spec.MaxUnavailable, nil, want.Spec.Selector
 			return true
 		})
+}
+
+// deleteOurs deletes the object name of kind when it exists and is ours.
+func deleteOurs[T metav1.Object](ctx context.Context, obj *v1alpha1.TailscaleEndpoints, kind, name string,
+	get func(string) (T, error), del func(context.Context, string, metav1.DeleteOptions) error) error {
+	cur, err := get(name)
+	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(cur, obj)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	uid := cur.GetUID()
+	if err := del(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
+		!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting %s %s: %w", kind, name, err)
+	}
+	return nil
 }
 
 func ptrEq(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
@@ -577,6 +604,9 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 	}
 	if items, err := l.Core().V1().Services().Lister().Services(ns).List(sel); err == nil {
 		add(c.kube.CoreV1().Services(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Networking().V1().NetworkPolicies().Lister().NetworkPolicies(ns).List(sel); err == nil {
+		add(c.kube.NetworkingV1().NetworkPolicies(ns).Delete, asObjects(items)...)
 	}
 	if items, err := l.Rbac().V1().RoleBindings().Lister().RoleBindings(ns).List(sel); err == nil {
 		add(c.kube.RbacV1().RoleBindings(ns).Delete, asObjects(items)...)
