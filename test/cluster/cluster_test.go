@@ -144,6 +144,7 @@ func TestChart(t *testing.T) {
 	if !t.Run("install", testHelmInstall) {
 		return
 	}
+	t.Run("networkpolicy", testProxyNetworkPolicy)
 	t.Run("upgrade", testHelmUpgradeNoDowntime)
 	t.Run("uninstall", testHelmUninstall)
 }

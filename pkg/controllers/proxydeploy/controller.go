@@ -280,6 +280,10 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if err := c.apply(ctx, obj); err != nil {
 		return err
 	}
+	// The policy exists before the auth key and the pods it protects.
+	if err := c.applyNetworkPolicy(ctx, in, StatefulSet(c.opts.Config, in)); err != nil {
+		return err
+	}
 	keyErr := c.ensureAuthKey(ctx, obj, in.Tags)
 	if keyErr != nil && !errors.Is(keyErr, errRenewal) {
 		return keyErr
@@ -444,8 +448,7 @@ func isStateOf(n Names, name string, replicas int) bool {
 	return i >= replicas
 }
 
-// applyWorkload keeps the Service, the NetworkPolicy and the StatefulSet (the policy before the
-// pods it protects).
+// applyWorkload keeps the Service and the StatefulSet.
 func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 	obj := in.Endpoints
 	core, apps := c.kube.CoreV1(), c.kube.AppsV1()
@@ -460,11 +463,7 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 		}); err != nil {
 		return err
 	}
-	sts := StatefulSet(c.opts.Config, in)
-	if err := c.applyNetworkPolicy(ctx, in, sts); err != nil {
-		return err
-	}
-	if err := ensure(ctx, c, obj, sts, c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
+	if err := ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
 		apps.StatefulSets(obj.Namespace).Create, apps.StatefulSets(obj.Namespace).Update,
 		func(cur, want *appsv1.StatefulSet) bool {
 			if ptrEq(cur.Spec.Replicas, want.Spec.Replicas) &&
