@@ -98,3 +98,9 @@ node_ready() {
 enforcer_running() {
   [[ -f "${RUN}/kube-router.pid" ]] && kill -0 "$(cat "${RUN}/kube-router.pid")" 2>/dev/null
 }
+
+# enforcer_chained: the node's FORWARD chain jumps to kube-router's (its rule's comment ends in
+# an ID of its own).
+enforcer_chained() {
+  in_node iptables -w -S FORWARD | grep -q -- '-j KUBE-ROUTER-FORWARD$'
+}

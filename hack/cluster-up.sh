@@ -446,9 +446,8 @@ start kube-router "${BIN}/kube-router" --kubeconfig "${STATE}/kube-router.kubeco
   --hostname-override "${NODE_NAME}" --run-firewall=true --run-router=false --run-service-proxy=false \
   --run-loadbalancer=false --enable-cni=false --service-cluster-ip-range "${SERVICE_CIDR}" \
   --health-port "${KUBE_ROUTER_HEALTH_PORT}" --metrics-port 0 --v=1
-# Healthy once its caches synced and its controllers run; its top-level chain is then in FORWARD.
+# Healthy once its caches synced and its controllers run; then FORWARD jumps to its chain.
 wait_for "kube-router" 120 in_node curl -fsS "http://127.0.0.1:${KUBE_ROUTER_HEALTH_PORT}/healthz"
-wait_for "kube-router's firewall" 60 in_node iptables -w -C FORWARD -m comment --comment "kube-router netpol" \
-  -j KUBE-ROUTER-FORWARD
+wait_for "kube-router's firewall" 60 enforcer_chained
 wait_for "CoreDNS" 60 in_node curl -fsS http://127.0.0.1:8181/ready
 echo "cluster-up: node ${NODE_NAME} Ready in $(($(date +%s) - start_time)) s; KUBECONFIG=${ADMIN_KUBECONFIG}"

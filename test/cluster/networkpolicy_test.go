@@ -43,9 +43,9 @@ const (
 // refused pod's packets reach the node: the refusal is the policy's.
 func testProxyNetworkPolicy(t *testing.T) {
 	ctx := t.Context()
-	if out, err := run(ctx, time.Minute, "nsenter", "--net=/run/netns/tsgw-node", "--", "iptables", "-w", "-C", "FORWARD",
-		"-m", "comment", "--comment", "kube-router netpol", "-j", "KUBE-ROUTER-FORWARD"); err != nil {
-		t.Fatalf("the cluster runs no NetworkPolicy enforcer (kube-router's chain is not in FORWARD; an older "+
+	if out, err := run(ctx, time.Minute, "nsenter", "--net=/run/netns/tsgw-node", "--", "iptables", "-w", "-S", "FORWARD"); err != nil ||
+		!strings.Contains(out, "-j KUBE-ROUTER-FORWARD\n") {
+		t.Fatalf("the cluster runs no NetworkPolicy enforcer (FORWARD does not jump to kube-router's chain; an older "+
 			"hack/cluster-up.sh made it: run hack/cluster-down.sh): %v\n%s", err, out)
 	}
 	createdEnvoyNS := false
