@@ -66,9 +66,13 @@ start() {
   for h in $(cgroup_hierarchies); do
     procs+=("${h}/${CGROUP}/system/cgroup.procs")
   done
-  # The shell joins the cgroups, then becomes CMD (same pid, recorded for cluster-down).
+  # The shell joins the cgroups, closes every descriptor but stdio (a caller's lock, such as
+  # `flock $TMPDIR/tsgw-cluster.lock make cluster-up`, must not stay held by the node's daemons),
+  # then becomes CMD (same pid, recorded for cluster-down).
   # shellcheck disable=SC2016
-  in_node bash -c 'for f in ${1}; do echo $$ >"${f}"; done; shift; exec "$@"' \
+  in_node bash -c 'for f in ${1}; do echo $$ >"${f}"; done
+    for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec ${fd}>&-"; fi; done
+    shift; exec "$@"' \
     "${name}" "${procs[*]}" "$@" >"${LOGS}/${name}.log" 2>&1 &
   echo $! >"${RUN}/${name}.pid"
 }
