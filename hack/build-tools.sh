@@ -12,6 +12,8 @@
 #                            github.com/containernetworking/plugins from hack/tools/cni-plugins
 #   helm                     helm.sh/helm/v4/cmd/helm from hack/tools/helm
 #   coredns                  CoreDNS with the cluster's plugins only, from hack/tools/coredns
+#   kube-router              github.com/cloudnativelabs/kube-router/v2 from hack/tools/kube-router:
+#                            the cluster's NetworkPolicy enforcer (its firewall only; docs/cluster.md)
 #   etcd                     go.etcd.io/etcd/server/v3 at the main module's version (the e2e suite
 #                            embeds the same etcd with pkg/embeddedetcd)
 # Each group is its own module because their k8s.io/* and containerd requirements conflict.
@@ -19,14 +21,14 @@
 # was built (recorded in a stamp file next to it). A cold build takes 10-20 minutes on two cores for
 # the Kubernetes binaries (they share most of it) and about as long again for envoy-gateway; see
 # docs/cluster.md for measured figures.
-# `cluster` names the set hack/cluster-up.sh needs; it also installs iptables, conntrack, nftables
-# and runc's build dependencies (gcc, pkg-config, libseccomp-dev) with apt-get when they are missing
-# (as root only).
+# `cluster` names the set hack/cluster-up.sh needs; it also installs iptables, conntrack, nftables,
+# ipset (kube-router) and runc's build dependencies (gcc, pkg-config, libseccomp-dev) with apt-get
+# when they are missing (as root only).
 # Arguments name the binaries or groups to build (default: the e2e set, kube-apiserver
 # kube-controller-manager envoy-gateway); `make run` builds envoy-gateway only.
 set -o errexit -o nounset -o pipefail
 WANTED=" ${*:-kube-apiserver kube-controller-manager envoy-gateway} "
-CLUSTER_SET="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd containerd runc cni coredns helm"
+CLUSTER_SET="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd containerd runc cni coredns helm kube-router"
 WANTED=${WANTED/ cluster / ${CLUSTER_SET} }
 wanted() { [[ "${WANTED}" == *" $1 "* ]]; }
 
@@ -154,6 +156,13 @@ if wanted coredns; then
     "${BIN}/coredns" .
 fi
 
+if wanted kube-router; then
+  dir="${TOOLS}/kube-router" mod=github.com/cloudnativelabs/kube-router/v2
+  stamp=$(module_stamp "${dir}" "${mod}")
+  build_from "${dir}" "${stamp}" "${BIN}/kube-router" "${mod}/cmd/kube-router" \
+    -ldflags "-X ${mod}/pkg/version.Version=${stamp%% *}"
+fi
+
 if wanted helm; then
   dir="${TOOLS}/helm" mod=helm.sh/helm/v4
   stamp=$(module_stamp "${dir}" "${mod}")
@@ -162,11 +171,12 @@ if wanted helm; then
 fi
 
 # The node's host packages (Debian): iptables/conntrack/nftables serve kube-proxy and the CNI
-# portmap plugin; gcc, pkg-config and libseccomp build runc. Installed only as root and only when
-# missing.
-if wanted runc && [[ $(id -u) == 0 ]]; then
+# portmap plugin; ipset serves kube-router (it runs the ipset command); gcc, pkg-config and
+# libseccomp build runc. Installed only as root and only when missing.
+if { wanted runc || wanted kube-router; } && [[ $(id -u) == 0 ]]; then
   missing=()
   for probe in "command -v iptables:iptables" "command -v conntrack:conntrack" "command -v nft:nftables" \
+    "command -v ipset:ipset" \
     "command -v gcc:gcc" "command -v pkg-config:pkg-config" "pkg-config --exists libseccomp:libseccomp-dev"; do
     ${probe%%:*} >/dev/null 2>&1 || missing+=("${probe#*:}")
   done

@@ -2,9 +2,9 @@
 # Removes the cluster hack/cluster-up.sh made (`make cluster-down`) and leaves the machine as it
 # found it: every process of the node is killed (they all live in the cgroup /tsgw-node), every
 # mount under the state directory is unmounted, the cgroups, the network namespace (with its
-# bridge, veths and iptables rules) and the host's veth are deleted, the host sysctls the kubelet
-# changed are restored, and the host paths the node created are removed. Safe to run twice; the
-# logs stay in _output/cluster/logs.
+# bridge, veths, iptables rules and kube-router's ipsets) and the host's veth are deleted, the
+# host sysctls the kubelet changed are restored, and the host paths the node created are removed.
+# Safe to run twice; the logs stay in _output/cluster/logs.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +26,7 @@ cgroup_pids() {
 
 # Ask the processes cluster-up started to stop (the kubelet and containerd first, so they stop
 # making new ones), then kill whatever remains in the cgroups: shims, pods and their children.
-for name in kubelet kube-proxy containerd coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in kubelet kube-proxy kube-router containerd coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
   pidfile="${RUN}/${name}.pid"
   if [[ -f "${pidfile}" ]]; then kill -TERM "$(cat "${pidfile}")" 2>/dev/null || true; fi
 done

@@ -24,6 +24,8 @@ POD_GATEWAY=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_API_IP=10.96.0.1
 PAUSE_IMAGE=tsgw.local/pause:v1
+# kube-router's health endpoint, in the node's netns.
+KUBE_ROUTER_HEALTH_PORT=20244
 # The netns, cgroup and veth names are machine-wide: this file names the checkout whose cluster
 # holds them, so another checkout's cluster-up or cluster-down refuses instead of taking them over.
 OWNER_FILE=/run/tsgw-node.owner
@@ -64,9 +66,13 @@ start() {
   for h in $(cgroup_hierarchies); do
     procs+=("${h}/${CGROUP}/system/cgroup.procs")
   done
-  # The shell joins the cgroups, then becomes CMD (same pid, recorded for cluster-down).
+  # The shell joins the cgroups, closes every descriptor but stdio (a caller's lock, such as
+  # `flock $TMPDIR/tsgw-cluster.lock make cluster-up`, must not stay held by the node's daemons),
+  # then becomes CMD (same pid, recorded for cluster-down).
   # shellcheck disable=SC2016
-  in_node bash -c 'for f in ${1}; do echo $$ >"${f}"; done; shift; exec "$@"' \
+  in_node bash -c 'for f in ${1}; do echo $$ >"${f}"; done
+    for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec ${fd}>&-"; fi; done
+    shift; exec "$@"' \
     "${name}" "${procs[*]}" "$@" >"${LOGS}/${name}.log" 2>&1 &
   echo $! >"${RUN}/${name}.pid"
 }
@@ -89,4 +95,16 @@ wait_for() {
 node_ready() {
   [[ $(kubectl --kubeconfig "${ADMIN_KUBECONFIG}" get node "${NODE_NAME}" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+
+# enforcer_running: kube-router, the NetworkPolicy enforcer cluster-up starts, runs (a cluster
+# made by an older cluster-up has none).
+enforcer_running() {
+  [[ -f "${RUN}/kube-router.pid" ]] && kill -0 "$(cat "${RUN}/kube-router.pid")" 2>/dev/null
+}
+
+# enforcer_chained: the node's FORWARD chain jumps to kube-router's (its rule's comment ends in
+# an ID of its own).
+enforcer_chained() {
+  in_node iptables -w -S FORWARD | grep -q -- '-j KUBE-ROUTER-FORWARD$'
 }

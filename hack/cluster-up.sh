@@ -12,7 +12,7 @@
 # The netns has no default route, and only packets to 169.254.77.1 leave it: pods reach the node,
 # each other and Services, nothing else.
 # Every process of the node (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-# kube-proxy, containerd, its shims and the pods) runs in that netns and under the cgroup
+# kube-proxy, kube-router (NetworkPolicies), containerd, its shims and the pods) runs in that netns and under the cgroup
 # /tsgw-node of every cgroup hierarchy, which hack/cluster-down.sh empties and removes.
 # State, logs and certificates live under _output/cluster (CLUSTER_DIR).
 #
@@ -44,11 +44,11 @@ fi
 
 check_owner
 if [[ -e "${NETNS_PATH}" ]]; then
-  if node_ready; then
+  if node_ready && enforcer_running; then
     echo "cluster-up: the cluster is already up (KUBECONFIG=${ADMIN_KUBECONFIG})"
     exit 0
   fi
-  echo "cluster-up: a previous cluster is half up; removing it first" >&2
+  echo "cluster-up: a previous cluster is half up or runs no NetworkPolicy enforcer; removing it first" >&2
   "${ROOT}/hack/cluster-down.sh"
 fi
 
@@ -404,5 +404,50 @@ EOF
 start kube-proxy "${BIN}/kube-proxy" --config "${STATE}/kube-proxy.yaml" --v=1
 
 wait_for "node ${NODE_NAME} Ready" 300 node_ready
+
+# --- NetworkPolicy enforcer: kube-router's firewall only -----------------------------------------
+# Its network policy controller (no router, no service proxy, no CNI file) enforces NetworkPolicies
+# with iptables rules and ipsets in the node's netns, which cluster-down deletes with them. Its own
+# identity: the kubelet's (Node authorizer) may not list NetworkPolicies or Namespaces. It needs
+# the Node object, so it starts once the node is registered. docs/cluster.md says why kube-router.
+cert kube-router ca /CN=system:kube-router "${client}"
+kubeconfig kube-router "https://${NODE_IP}:6443"
+kubectl --kubeconfig "${ADMIN_KUBECONFIG}" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:kube-router
+rules:
+  # kube-router's informers (it waits for all of them, firewall only or not).
+  - apiGroups: [""]
+    resources: ["pods", "namespaces", "nodes", "services", "endpoints"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["list", "watch"]
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["networkpolicies"]
+    verbs: ["list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:kube-router
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:kube-router
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: User
+    name: system:kube-router
+EOF
+start kube-router "${BIN}/kube-router" --kubeconfig "${STATE}/kube-router.kubeconfig" \
+  --hostname-override "${NODE_NAME}" --run-firewall=true --run-router=false --run-service-proxy=false \
+  --run-loadbalancer=false --enable-cni=false --service-cluster-ip-range "${SERVICE_CIDR}" \
+  --health-port "${KUBE_ROUTER_HEALTH_PORT}" --metrics-port 0 --v=1
+# Healthy once its caches synced and its controllers run; then FORWARD jumps to its chain.
+wait_for "kube-router" 120 in_node curl -fsS "http://127.0.0.1:${KUBE_ROUTER_HEALTH_PORT}/healthz"
+wait_for "kube-router's firewall" 60 enforcer_chained
 wait_for "CoreDNS" 60 in_node curl -fsS http://127.0.0.1:8181/ready
 echo "cluster-up: node ${NODE_NAME} Ready in $(($(date +%s) - start_time)) s; KUBECONFIG=${ADMIN_KUBECONFIG}"

@@ -145,6 +145,7 @@ func TestChart(t *testing.T) {
 		return
 	}
 	t.Run("proxy", testProxy)
+	t.Run("networkpolicy", testProxyNetworkPolicy)
 	t.Run("upgrade", testHelmUpgradeNoDowntime)
 	t.Run("uninstall", testHelmUninstall)
 }

@@ -204,6 +204,7 @@ func TestProxyDeployment(t *testing.T) {
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		t.Errorf("Service has no cluster IP: %q", svc.Spec.ClusterIP)
 	}
+	t.Run("networkpolicy", func(t *testing.T) { checkProxyNetworkPolicy(t, obj, "e2e-proxydeploy", egressPort) })
 	wantRules := proxydeploy.Role(obj).Rules
 	if fmt.Sprint(role.Rules) != fmt.Sprint(wantRules) {
 		t.Errorf("Role rules %v, want %v", role.Rules, wantRules)

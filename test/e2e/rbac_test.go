@@ -215,6 +215,7 @@ func TestServerPermissions(t *testing.T) {
 		{[]string{"watch", "secrets", "-n", "default"}, "no"},
 		{[]string{"create", "statefulsets.apps", "-n", "default"}, "yes"},
 		{[]string{"delete", "poddisruptionbudgets.policy", "-n", "default"}, "yes"},
+		{[]string{"update", "networkpolicies.networking.k8s.io", "-n", "default"}, "yes"},
 		{[]string{"create", "pods/eviction", "-n", "default"}, "no"},
 		{[]string{"create", "roles.rbac.authorization.k8s.io", "-n", "default"}, "yes"},
 		{[]string{"escalate", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},

@@ -61,12 +61,18 @@ type ControllerOptions struct {
 	Recorder record.EventRecorder
 }
 
+// serverNamespace is the namespace of the server's pod (POD_NAMESPACE), tailscale-gateway-system
+// outside one.
+func serverNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "tailscale-gateway-system"
+}
+
 // NewControllerOptions returns the defaults.
 func NewControllerOptions() *ControllerOptions {
-	ns := os.Getenv("POD_NAMESPACE")
-	if ns == "" {
-		ns = "tailscale-gateway-system"
-	}
+	ns := serverNamespace()
 	return &ControllerOptions{Enabled: true, Workers: vipservice.DefaultWorkers, Resync: vipservice.DefaultResync,
 		ConsumerTTL: vipservice.DefaultConsumerTTL, LeaderElect: true, LeaseNamespace: ns, LeaseName: "tailscale-gateway-controllers",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}

@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -34,6 +38,12 @@ type ProxyDeployOptions struct {
 	MetricsInterval time.Duration
 	// KeyCheckInterval is how often each proxy's auth key is looked up in the Tailscale API.
 	KeyCheckInterval time.Duration
+	// NetworkPolicy keeps a NetworkPolicy per proxy admitting Envoy Gateway's Envoy pods (in
+	// EnvoyGatewayNamespace) and the namespaces its tailnet admits to the egress ports, and this
+	// server's pods (ServerPodLabels in the namespace POD_NAMESPACE names) to the metrics port.
+	NetworkPolicy         bool
+	EnvoyGatewayNamespace string
+	ServerPodLabels       string
 }
 
 // NewProxyDeployOptions returns the defaults. The proxy image's default tag is this server's own
@@ -41,7 +51,9 @@ type ProxyDeployOptions struct {
 func NewProxyDeployOptions() *ProxyDeployOptions {
 	return &ProxyDeployOptions{Enabled: true, Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:" + version.Get().GitVersion,
 		PullPolicy: string(corev1.PullIfNotPresent), CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi",
-		MetricsInterval: requestcounts.DefaultInterval, KeyCheckInterval: proxydeploy.DefaultKeyCheckInterval}
+		MetricsInterval: requestcounts.DefaultInterval, KeyCheckInterval: proxydeploy.DefaultKeyCheckInterval,
+		NetworkPolicy: true, EnvoyGatewayNamespace: "envoy-gateway-system",
+		ServerPodLabels: "app.kubernetes.io/component=apiserver,app.kubernetes.io/name=tailscale-gateway"}
 }
 
 // AddFlags adds the flags to fs.
@@ -58,6 +70,12 @@ func (o *ProxyDeployOptions) AddFlags(fs *pflag.FlagSet) {
 		"Interval at which the deployed proxies' /metrics are scraped for TailscaleServices status.loadBalancingStatus.requestCounts (0: never).")
 	fs.DurationVar(&o.KeyCheckInterval, "proxy-auth-key-check-interval", o.KeyCheckInterval,
 		"Interval at which each deployed proxy's auth key is looked up in the Tailscale API; an expired, soon expiring or revoked key is minted again.")
+	fs.BoolVar(&o.NetworkPolicy, "proxy-network-policy", o.NetworkPolicy,
+		"Protect every deployed proxy with a NetworkPolicy: its egress ports admit only Envoy Gateway's Envoy pods (--envoy-gateway-namespace) and pods of the namespaces its TailscaleTailnet admits, its metrics port only this server's pods (--proxy-metrics-scraper-labels in the namespace POD_NAMESPACE names).")
+	fs.StringVar(&o.EnvoyGatewayNamespace, "envoy-gateway-namespace", o.EnvoyGatewayNamespace,
+		"Namespace of Envoy Gateway's Envoy pods (its own namespace, unless it runs them in the Gateways' namespaces), which the proxies' NetworkPolicies admit.")
+	fs.StringVar(&o.ServerPodLabels, "proxy-metrics-scraper-labels", o.ServerPodLabels,
+		"Labels (k=v,...) of this server's pods, which the proxies' NetworkPolicies admit to the metrics port.")
 }
 
 // Validate checks the options.
@@ -80,7 +98,30 @@ func (o *ProxyDeployOptions) Validate() []error {
 	if o.KeyCheckInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--proxy-auth-key-check-interval must be positive, got %s", o.KeyCheckInterval))
 	}
+	if o.NetworkPolicy {
+		if _, err := o.networkPolicy(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
+}
+
+// networkPolicy is the proxies' NetworkPolicy configuration, nil without --proxy-network-policy.
+func (o *ProxyDeployOptions) networkPolicy() (*proxydeploy.NetworkPolicyConfig, error) {
+	if !o.NetworkPolicy {
+		return nil, nil
+	}
+	if errs := validation.IsDNS1123Label(o.EnvoyGatewayNamespace); len(errs) > 0 {
+		return nil, fmt.Errorf("--envoy-gateway-namespace %q: %s", o.EnvoyGatewayNamespace, strings.Join(errs, "; "))
+	}
+	set, err := labels.ConvertSelectorToLabelsMap(o.ServerPodLabels)
+	if err == nil && len(set) == 0 {
+		err = errors.New("no label")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--proxy-metrics-scraper-labels %q: want k=v[,k=v...]: %w", o.ServerPodLabels, err)
+	}
+	return &proxydeploy.NetworkPolicyConfig{EnvoyGatewayNamespace: o.EnvoyGatewayNamespace, ServerNamespace: serverNamespace(), ServerLabels: set}, nil
 }
 
 func (o *ProxyDeployOptions) resources() (corev1.ResourceRequirements, error) {
@@ -121,12 +162,17 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	if err != nil {
 		return nil, err
 	}
+	np, err := o.networkPolicy()
+	if err != nil {
+		return nil, err
+	}
 	deploy, err := proxydeploy.New(kube, factory, proxydeploy.Options{
 		Config:           proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL},
 		Tailnets:         vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
 		Recorder:         recorder,
 		KeyCheckInterval: o.KeyCheckInterval,
 		Client:           client,
+		NetworkPolicy:    np,
 	})
 	if err != nil {
 		return nil, err

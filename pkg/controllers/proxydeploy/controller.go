@@ -5,8 +5,9 @@
 // with a single-use auth key of its own minted through the tailnet's Tailscale API (minted again
 // when its tags change or it expires or is revoked; revoked when the replica joins, is scaled
 // away, or the object or its proxy goes, which Finalizer holds the object for), a StatefulSet of
-// proxy.replicas, a Service exposing the egress listeners and, for more than one replica, a
-// PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a
+// proxy.replicas, a Service exposing the egress listeners, a NetworkPolicy that admits to them
+// only Envoy Gateway's Envoy pods and the namespaces the tailnet admits (networkpolicy.go) and,
+// for more than one replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a
 // controller ownerReference to the TailscaleEndpoints, so Kubernetes' garbage collector removes
 // them with it, and the label
 // app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
@@ -88,6 +89,9 @@ type Options struct {
 	EnrollmentCheckInterval time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// NetworkPolicy, when set, has every proxy protected by a NetworkPolicy (networkpolicy.go);
+	// nil keeps none and deletes ours.
+	NetworkPolicy *NetworkPolicyConfig
 }
 
 // Controller reconciles the proxies' objects.
@@ -167,6 +171,7 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		{core.Rbac().V1().Roles().Informer(), owned},
 		{core.Rbac().V1().RoleBindings().Informer(), owned},
 		{core.Policy().V1().PodDisruptionBudgets().Informer(), owned},
+		{core.Networking().V1().NetworkPolicies().Informer(), owned},
 	}
 	for _, h := range handlers {
 		fn := h.fn
@@ -308,6 +313,10 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if err := c.setFinalizer(ctx, obj, true); err != nil {
 		return err
 	}
+	// The policy exists before the auth keys and the pods it protects.
+	if err := c.applyNetworkPolicy(ctx, in, StatefulSet(c.opts.Config, in)); err != nil {
+		return err
+	}
 	keyReplicas := Replicas(obj)
 	if !Serves(in) {
 		keyReplicas = 0 // no replica runs: none needs a key
@@ -371,6 +380,19 @@ func (c *Controller) tagsOf(obj *v1alpha1.TailscaleEndpoints) ([]string, error) 
 		return nil, fmt.Errorf("%w: %w", errTagsNotPermitted, err)
 	}
 	return tags, nil
+}
+
+// tailnetOf is the TailscaleTailnet obj's spec.tailnet names, or nil when none is known.
+func (c *Controller) tailnetOf(obj *v1alpha1.TailscaleEndpoints) *v1alpha1.TailscaleTailnet {
+	name, ok := c.opts.Tailnets.Resolve(obj.Spec.Tailnet)
+	if !ok {
+		return nil
+	}
+	t, err := c.tailnets.Get(name)
+	if err != nil {
+		return nil
+	}
+	return t
 }
 
 // apply keeps the ServiceAccount, Role, RoleBinding and state Secrets.
@@ -519,19 +541,7 @@ func (c *Controller) applyBudget(ctx context.Context, in Input) error {
 	lister := c.core.Policy().V1().PodDisruptionBudgets().Lister().PodDisruptionBudgets(obj.Namespace)
 	want := PodDisruptionBudget(in)
 	if want == nil {
-		cur, err := lister.Get(NamesOf(obj.Name).Base)
-		if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(cur, obj)) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		uid := cur.UID
-		if err := pdbs.Delete(ctx, cur.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
-			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return fmt.Errorf("deleting PodDisruptionBudget %s: %w", cur.Name, err)
-		}
-		return nil
+		return deleteOurs(ctx, obj, "PodDisruptionBudget", NamesOf(obj.Name).Base, lister.Get, pdbs.Delete)
 	}
 	return ensure(ctx, c, obj, want, lister.Get, pdbs.Create, pdbs.Update,
 		func(cur, want *policyv1.PodDisruptionBudget) bool {
@@ -542,6 +552,24 @@ func (c *Controller) applyBudget(ctx context.Context, in Input) error {
 			cur.Spec.MaxUnavailable, cur.Spec.MinAvailable, cur.Spec.Selector = want.Spec.MaxUnavailable, nil, want.Spec.Selector
 			return true
 		})
+}
+
+// deleteOurs deletes the object name of kind when it exists and is ours.
+func deleteOurs[T metav1.Object](ctx context.Context, obj *v1alpha1.TailscaleEndpoints, kind, name string,
+	get func(string) (T, error), del func(context.Context, string, metav1.DeleteOptions) error) error {
+	cur, err := get(name)
+	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(cur, obj)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	uid := cur.GetUID()
+	if err := del(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
+		!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting %s %s: %w", kind, name, err)
+	}
+	return nil
 }
 
 func ptrEq(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
@@ -630,6 +658,9 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 	}
 	if items, err := l.Core().V1().Services().Lister().Services(ns).List(sel); err == nil {
 		add(c.kube.CoreV1().Services(ns).Delete, asObjects(items)...)
+	}
+	if items, err := l.Networking().V1().NetworkPolicies().Lister().NetworkPolicies(ns).List(sel); err == nil {
+		add(c.kube.NetworkingV1().NetworkPolicies(ns).Delete, asObjects(items)...)
 	}
 	if items, err := l.Rbac().V1().RoleBindings().Lister().RoleBindings(ns).List(sel); err == nil {
 		add(c.kube.RbacV1().RoleBindings(ns).Delete, asObjects(items)...)
