@@ -1,14 +1,19 @@
 package integration
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	gatewayclient "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
+	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
 )
 
 // A TailscaleServices' loadBalancing.healthCheck probes the endpoints it selects in place of their
@@ -47,10 +52,48 @@ func TestServiceHealthCheckTakesPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.waitFor(t, "web unhealthy by the service's check", func(o *v1alpha1.TailscaleEndpoints) bool { return web(o) == livestatus.Unhealthy })
+	waitLastHealthCheckAdvances(t, env.server, svcs, "sim", "web")
 
 	// Without the service, the endpoint's own check decides again.
 	if err := svcs.Delete(ctx(t), "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	env.waitFor(t, "web healthy by its own check again", func(o *v1alpha1.TailscaleEndpoints) bool { return web(o) == livestatus.Healthy })
+}
+
+// waitLastHealthCheckAdvances waits until the TailscaleServices name, read through the API, says
+// when its first selected TailscaleEndpoints was last probed, and until a later read says a later
+// time (the prober keeps probing); the stored object never carries it (computed on read only).
+func waitLastHealthCheckAdvances(t *testing.T, s *framework.Server, svcs gatewayclient.TailscaleServicesInterface, namespace, name string) {
+	t.Helper()
+	var first, last *metav1.Time
+	err := wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, time.Minute, true, func(c context.Context) (bool, error) {
+		o, err := svcs.Get(c, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if len(o.Status.SelectedEndpoints) == 0 || o.Status.SelectedEndpoints[0].HealthStatus == nil {
+			return false, nil
+		}
+		last = o.Status.SelectedEndpoints[0].HealthStatus.LastHealthCheck
+		if first == nil {
+			first = last
+		}
+		return last != nil && last.After(first.Time), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for healthStatus.lastHealthCheck to advance: %v (first %v, last %v)", err, first, last)
+	}
+	if d := time.Since(last.Time); d > time.Minute || d < -time.Second {
+		t.Fatalf("lastHealthCheck %v is not a recent probe (%v ago)", last, d)
+	}
+	// The status writer persists the selection (with healthStatus), never the probe time.
+	var raw string
+	err = wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		raw, _ = storedJSON(t, s, "/registry/gateway.tailscale.com/gateway.tailscale.com/tailscaleservices/"+namespace+"/"+name)
+		return strings.Contains(raw, `"healthStatus"`), nil
+	})
+	if err != nil || strings.Contains(raw, "lastHealthCheck") {
+		t.Fatalf("stored object (%v): %s, want healthStatus without lastHealthCheck", err, raw)
+	}
 }
