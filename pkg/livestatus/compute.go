@@ -62,7 +62,8 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			}
 		}
 		// A probe decides: the endpoint's own check, or the loadBalancing.healthCheck of a
-		// TailscaleServices selecting it, which this replica's collector runs in its place.
+		// TailscaleServices selecting it or the ingress defaultBackend.healthCheck of a
+		// TailscaleGateway routing to it, which this replica's collector runs in its place.
 		p, probed := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name))
 		if (probed && !p.Persisted) || (ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled) {
 			if ok := probed; ok && admitted.Allowed && p.Persisted {
