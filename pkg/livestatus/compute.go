@@ -379,11 +379,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	conds.set(vipReady, obj.Generation, now)
 	setAccepted(&conds, obj.Generation, now, admitted)
 	setTemplateSelected(&conds, obj, now)
-	names := make([]string, len(selected))
-	for i, e := range selected {
-		names[i] = e.Name
-	}
-	setSupported(&conds, IgnoredServicesFields(&obj.Spec, names), obj.Generation, now)
+	setSupported(&conds, IgnoredServicesFields(&obj.Spec), obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	switch {

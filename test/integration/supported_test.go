@@ -64,7 +64,7 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	}
 	checkSupported(t, "endpoints after clearing metadata", got.Status.Conditions, updated.Generation, metav1.ConditionTrue)
 
-	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints is set
+	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints takes effect: not listed
 	svc.Spec.VIPService.AutoApprove = ptrTo(true)
 	createdSvc, err := api.TailscaleServices("web").Create(ctx(t), svc, metav1.CreateOptions{})
 	if err != nil {
@@ -75,9 +75,8 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSupported(t, "services", gotSvc.Status.Conditions, createdSvc.Generation, metav1.ConditionFalse,
-		"spec.vipService.autoApprove", "spec.loadBalancing.failoverConfig.secondaryEndpoints")
+		"spec.vipService.autoApprove")
 	gotSvc.Spec.VIPService.AutoApprove = nil
-	gotSvc.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = nil
 	updatedSvc, err := api.TailscaleServices("web").Update(ctx(t), gotSvc, metav1.UpdateOptions{})
 	if err != nil {
 		t.Fatal(err)

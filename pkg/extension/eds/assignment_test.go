@@ -104,7 +104,13 @@ func TestLoadAssignment(t *testing.T) {
 			Weights: map[string]int32{"web-east": 0}}, ""),
 		services("failover-primary", failover, "primary"),
 		services("failover-secondary", failover, "secondary"),
-		services("failover-external", failover, "primary", externals[0]),
+		services("failover-external", &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+			FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west", "cdn"}}},
+			"primary", externals[0]),
+		// secondaryEndpoints names cdn only: web-west, selected but in neither tier, is left out.
+		services("failover-unnamed", &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+			FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"cdn"}}},
+			"primary", externals[0]),
 	}
 	src := objects{endpoints: all, services: svcs}
 	ep := func(name string, port int32) backends.Ref {
@@ -128,6 +134,7 @@ func TestLoadAssignment(t *testing.T) {
 		{"services-failover-primary", []backends.Ref{svc("failover-primary", 1)}},
 		{"services-failover-secondary", []backends.Ref{svc("failover-secondary", 1)}},
 		{"services-failover-external", []backends.Ref{svc("failover-external", 1)}},
+		{"services-failover-unnamed", []backends.Ref{svc("failover-unnamed", 1)}},
 		{"mixed-kinds", []backends.Ref{ep("other", 80), svc("rr", 3)}},
 		{"zero-ref-weight", []backends.Ref{ep("other", 80), svc("rr", 0)}},
 		{"missing-objects", []backends.Ref{ep("absent", 80), svc("absent", 1)}},

@@ -521,7 +521,8 @@ type FailoverConfig struct {
 	// +listType=set
 	PrimaryEndpoints []string `json:"primaryEndpoints,omitempty"`
 	// SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in
-	// primaryEndpoints, none of them also primary.
+	// primaryEndpoints, none of them also primary. Unset, every backend not named primary is
+	// secondary; set, a backend named in neither list gets no traffic.
 	// +optional
 	// +listType=set
 	SecondaryEndpoints []string `json:"secondaryEndpoints,omitempty"`
