@@ -26,15 +26,14 @@ type Ignored struct{ Path, Why string }
 func (i Ignored) String() string { return i.Path + " (" + i.Why + ")" }
 
 // IgnoredEndpointsFields returns the set fields of a TailscaleEndpoints spec that drive nothing.
+// endpoints[].metadata is not one: the extension's EDS puts it on the endpoint's Envoy host
+// (backends.EndpointMetadataFilter).
 func IgnoredEndpointsFields(spec *gateway.TailscaleEndpointsSpec) []Ignored {
 	var out []Ignored
 	for i, ep := range spec.Endpoints {
 		p := fmt.Sprintf("spec.endpoints[%d]", i)
 		if ep.ExternalTarget != "" {
 			out = append(out, Ignored{p + ".externalTarget", "nothing forwards to targets outside the tailnet, traffic goes to tailscaleIP or tailscaleFQDN"})
-		}
-		if len(ep.Metadata) > 0 {
-			out = append(out, Ignored{p + ".metadata", "no component reads it"})
 		}
 	}
 	return out

@@ -129,6 +129,7 @@ func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, pri
 		}
 		h := lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health)
 		h.Metadata = backends.UpstreamMetadata(backends.UpstreamMatch(eps.Namespace, eps.Name, ep))
+		backends.AddEndpointMetadata(h.Metadata, ep.Metadata)
 		l.hosts = append(l.hosts, h)
 	}
 	return l

@@ -89,6 +89,8 @@ func TestLoadAssignment(t *testing.T) {
 	// Hosts carry how Envoy connects to them: TLS with the endpoint's CA, with the system CAs, or cleartext.
 	upstream := endpoints("upstream", nil, "secure 100.64.0.11 443 HTTPS Healthy", "tls 100.64.0.12 443 TLS Healthy", "grpc 100.64.0.13 443 gRPC Healthy")
 	upstream.Spec.Endpoints[0].TLS = &v1alpha1.UpstreamTLSConfig{CACertificate: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"}
+	// spec.endpoints[].metadata is the host's gateway.tailscale.com/metadata filter metadata.
+	upstream.Spec.Endpoints[1].Metadata = map[string]string{"team": "payments", "tier": "gold"}
 	all := []*v1alpha1.TailscaleEndpoints{east, west, other, discovered, upstream}
 	failover := &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
 		FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west"}}}

@@ -2216,7 +2216,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpoint(ref common.ReferenceCall
 					},
 					"metadata": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Metadata holds additional labels describing the endpoint.",
+							Description: "Metadata holds additional labels describing the endpoint; Envoy reads them as its host's filter metadata gateway.tailscale.com/metadata.",
 							Type:        []string{"object"},
 							AdditionalProperties: &spec.SchemaOrBool{
 								Allows: true,

@@ -241,7 +241,8 @@ type TailscaleEndpoint struct {
 	// HealthCheck configures active health checking of the endpoint.
 	// +optional
 	HealthCheck *HealthCheckConfig `json:"healthCheck,omitempty"`
-	// Metadata holds additional labels describing the endpoint.
+	// Metadata holds additional labels describing the endpoint; Envoy reads them as its host's
+	// filter metadata gateway.tailscale.com/metadata.
 	// +optional
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// TLS configures how Envoy verifies an HTTPS or TLS endpoint it connects to (TLS origination,
