@@ -24,6 +24,8 @@ type Endpoint struct {
 	Discovered bool
 	// TLS is the spec's upstream TLS settings of the endpoint (nil when none).
 	TLS *v1alpha1.UpstreamTLSConfig
+	// Metadata is the spec's metadata of the endpoint (nil when none).
+	Metadata map[string]string
 }
 
 // Of returns the endpoints of obj: those of its spec, then those of its status that its
@@ -38,7 +40,7 @@ func Of(obj *v1alpha1.TailscaleEndpoints) []Endpoint {
 	for _, ep := range obj.Spec.Endpoints {
 		declared[ep.Name] = true
 		out = append(out, Endpoint{Name: ep.Name, IP: ep.TailscaleIP, FQDN: ep.TailscaleFQDN, Port: ep.Port,
-			Protocol: ep.Protocol, Health: healthOr(health[ep.Name]), TLS: ep.TLS})
+			Protocol: ep.Protocol, Health: healthOr(health[ep.Name]), TLS: ep.TLS, Metadata: ep.Metadata})
 	}
 	for _, s := range obj.Status.Endpoints {
 		if declared[s.Name] {

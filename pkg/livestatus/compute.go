@@ -62,7 +62,8 @@ func Endpoints(obj *gateway.TailscaleEndpoints, src Sources, now time.Time) gate
 			}
 		}
 		// A probe decides: the endpoint's own check, or the loadBalancing.healthCheck of a
-		// TailscaleServices selecting it, which this replica's collector runs in its place.
+		// TailscaleServices selecting it or the ingress defaultBackend.healthCheck of a
+		// TailscaleGateway routing to it, which this replica's collector runs in its place.
 		p, probed := src.Probe(ProbeKey(obj.Namespace, obj.Name, ep.Name))
 		if (probed && !p.Persisted) || (ep.HealthCheck != nil && ep.HealthCheck.Enabled != nil && *ep.HealthCheck.Enabled) {
 			if ok := probed; ok && admitted.Allowed && p.Persisted {
@@ -249,6 +250,9 @@ type SelectedEndpoints struct {
 	// Pending counts endpoints without a probe result yet (status Unknown or none).
 	Pending  int32
 	Machines []string
+	// Endpoints are the names of its endpoints, declared and discovered: the last part of their
+	// probe keys.
+	Endpoints []string
 }
 
 // EndpointsSelector lists TailscaleEndpoints of a namespace matching a selector, from memory.
@@ -293,8 +297,9 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 		pendingByName[e.Name] = e.Pending > 0
 		st.SelectedEndpoints = append(st.SelectedEndpoints, gateway.SelectedEndpoints{
 			Name: e.Name, Namespace: e.Namespace, Status: status, Labels: e.Labels, LastSelected: lastSelected(obj.Status.SelectedEndpoints, e, now),
-			Machines:     append([]string(nil), e.Machines...),
-			HealthStatus: &gateway.HealthStatus{HealthyMachines: e.Healthy, UnhealthyMachines: e.Total - e.Healthy},
+			Machines: append([]string(nil), e.Machines...),
+			HealthStatus: &gateway.HealthStatus{HealthyMachines: e.Healthy, UnhealthyMachines: e.Total - e.Healthy,
+				LastHealthCheck: lastHealthCheck(src, e)},
 		})
 		backends += e.Total
 		healthy += e.Healthy
@@ -375,11 +380,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	conds.set(vipReady, obj.Generation, now)
 	setAccepted(&conds, obj.Generation, now, admitted)
 	setTemplateSelected(&conds, obj, now)
-	names := make([]string, len(selected))
-	for i, e := range selected {
-		names[i] = e.Name
-	}
-	setSupported(&conds, IgnoredServicesFields(&obj.Spec, names), obj.Generation, now)
+	setSupported(&conds, IgnoredServicesFields(&obj.Spec), obj.Generation, now)
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "BackendsHealthy",
 		Message: fmt.Sprintf("%d of %d backends healthy", healthy, backends)}
 	switch {
@@ -623,6 +624,39 @@ func vipLastUpdated(stored []gateway.VIPServiceStatus, vs gateway.VIPServiceStat
 		}
 	}
 	return &metav1.Time{Time: now.Truncate(time.Second)}
+}
+
+// lastHealthCheck is the latest time this replica's prober checked an endpoint of e; nil when it
+// probes none of them (no check, none done yet, or another replica's shard).
+func lastHealthCheck(src Sources, e SelectedEndpoints) *metav1.Time {
+	var last time.Time
+	for _, name := range e.Endpoints {
+		if p, ok := src.Probe(ProbeKey(e.Namespace, e.Name, name)); ok && !p.Persisted && p.LastChecked.After(last) {
+			last = p.LastChecked
+		}
+	}
+	if last.IsZero() {
+		return nil
+	}
+	return &metav1.Time{Time: last}
+}
+
+// StripServices clears the fields of a TailscaleServices status that change on every probe:
+// healthStatus.lastHealthCheck is computed on read only.
+func StripServices(st *gateway.TailscaleServicesStatus) {
+	if len(st.SelectedEndpoints) == 0 {
+		return
+	}
+	sel := make([]gateway.SelectedEndpoints, len(st.SelectedEndpoints))
+	for i, e := range st.SelectedEndpoints {
+		if e.HealthStatus != nil && e.HealthStatus.LastHealthCheck != nil {
+			hs := *e.HealthStatus
+			hs.LastHealthCheck = nil
+			e.HealthStatus = &hs
+		}
+		sel[i] = e
+	}
+	st.SelectedEndpoints = sel
 }
 
 // lastSelected is when e joined the selection: the stored time while it stays selected, now when

@@ -626,3 +626,33 @@ func TestSelectionAndVIPTimestamps(t *testing.T) {
 		t.Fatalf("changed entry: %+v, want Pending updated at %v", got, later)
 	}
 }
+
+func TestServicesLastHealthCheck(t *testing.T) {
+	svc := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+	web := map[string]string{"app": "web"}
+	sel := fakeSelector{
+		{Name: "eps", Namespace: "default", Labels: web, Total: 2, Healthy: 2, Endpoints: []string{"api", "db"}},
+		{Name: "unprobed", Namespace: "default", Labels: web, Total: 1, Endpoints: []string{"x"}},
+		{Name: "remote", Namespace: "default", Labels: web, Total: 1, Endpoints: []string{"y"}},
+	}
+	src := sources()
+	latest := now.Add(-2 * time.Second)
+	src.probes["default/eps/api"] = Probe{Status: Healthy, LastChecked: now.Add(-9 * time.Second)}
+	src.probes["default/eps/db"] = Probe{Status: Unhealthy, LastChecked: latest}
+	src.probes["default/remote/y"] = Probe{Persisted: true} // another replica's shard
+
+	st := Services(svc, src, sel, now)
+	if got := st.SelectedEndpoints[0].HealthStatus.LastHealthCheck; got == nil || !got.Time.Equal(latest) {
+		t.Fatalf("lastHealthCheck %v, want the latest probe of its endpoints %v", got, latest)
+	}
+	for _, i := range []int{1, 2} {
+		if got := st.SelectedEndpoints[i].HealthStatus.LastHealthCheck; got != nil {
+			t.Fatalf("%s: lastHealthCheck %v, want none (no probe here)", st.SelectedEndpoints[i].Name, got)
+		}
+	}
+	StripServices(&st)
+	if got := st.SelectedEndpoints[0].HealthStatus; got.LastHealthCheck != nil || got.HealthyMachines != 2 {
+		t.Fatalf("stripped: %+v, want the counts without lastHealthCheck", got)
+	}
+}

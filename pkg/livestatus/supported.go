@@ -2,7 +2,6 @@ package livestatus
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +26,8 @@ type Ignored struct{ Path, Why string }
 func (i Ignored) String() string { return i.Path + " (" + i.Why + ")" }
 
 // IgnoredEndpointsFields returns the set fields of a TailscaleEndpoints spec that drive nothing.
+// endpoints[].metadata is not one: the extension's EDS puts it on the endpoint's Envoy host
+// (backends.EndpointMetadataFilter).
 func IgnoredEndpointsFields(spec *gateway.TailscaleEndpointsSpec) []Ignored {
 	var out []Ignored
 	for i, ep := range spec.Endpoints {
@@ -34,37 +35,15 @@ func IgnoredEndpointsFields(spec *gateway.TailscaleEndpointsSpec) []Ignored {
 		if ep.ExternalTarget != "" {
 			out = append(out, Ignored{p + ".externalTarget", "nothing forwards to targets outside the tailnet, traffic goes to tailscaleIP or tailscaleFQDN"})
 		}
-		if len(ep.Metadata) > 0 {
-			out = append(out, Ignored{p + ".metadata", "no component reads it"})
-		}
 	}
 	return out
 }
 
-// IgnoredServicesFields returns the set fields of a TailscaleServices spec that drive nothing,
-// given the names of the TailscaleEndpoints it selects. failoverConfig.secondaryEndpoints is
-// listed only when it differs from what is served as secondary anyway (every selected
-// TailscaleEndpoints outside primaryEndpoints), as discovery's failover groups write it.
-func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec, selected []string) []Ignored {
+// IgnoredServicesFields returns the set fields of a TailscaleServices spec that drive nothing.
+func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec) []Ignored {
 	var out []Ignored
 	if v := spec.VIPService; v != nil && v.AutoApprove != nil {
 		out = append(out, Ignored{"spec.vipService.autoApprove", "no approval call is made, the tailnet policy's autoApprovers decide which hosts are approved"})
-	}
-	if lb := spec.LoadBalancing; lb != nil && lb.FailoverConfig != nil && len(lb.FailoverConfig.SecondaryEndpoints) > 0 {
-		fc := lb.FailoverConfig
-		var secondary []string
-		for _, n := range selected {
-			if !slices.Contains(fc.PrimaryEndpoints, n) {
-				secondary = append(secondary, n)
-			}
-		}
-		named := slices.Clone(fc.SecondaryEndpoints)
-		slices.Sort(named)
-		slices.Sort(secondary)
-		if !slices.Equal(slices.Compact(named), secondary) {
-			out = append(out, Ignored{"spec.loadBalancing.failoverConfig.secondaryEndpoints",
-				fmt.Sprintf("every selected TailscaleEndpoints outside primaryEndpoints is secondary: [%s]", strings.Join(secondary, " "))})
-		}
 	}
 	if sd := spec.ServiceDiscovery; sd != nil && sd.VIPServiceSelector != nil &&
 		(len(sd.VIPServiceSelector.Tags) > 0 || len(sd.VIPServiceSelector.ServiceNames) > 0) {

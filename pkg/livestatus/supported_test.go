@@ -45,9 +45,8 @@ func TestEndpointsSupported(t *testing.T) {
 		t.Fatalf("nothing ignored set: %+v", c)
 	}
 	obj.Spec.Endpoints[0].ExternalTarget = "api.example.com:443"
-	obj.Spec.Endpoints[2].Metadata = map[string]string{"team": "web"}
-	wantNames(t, supported(t, Endpoints(obj, sources(), now).Conditions, 3),
-		"spec.endpoints[0].externalTarget", "spec.endpoints[2].metadata")
+	obj.Spec.Endpoints[2].Metadata = map[string]string{"team": "web"} // EDS host metadata: takes effect
+	wantNames(t, supported(t, Endpoints(obj, sources(), now).Conditions, 3), "spec.endpoints[0].externalTarget")
 }
 
 func TestServicesSupported(t *testing.T) {
@@ -66,27 +65,12 @@ func TestServicesSupported(t *testing.T) {
 		t.Fatalf("nothing ignored set: %+v", c)
 	}
 	obj.Spec.VIPService.AutoApprove = &no
+	// secondaryEndpoints takes effect (livestatus.FailoverTier): never listed.
 	obj.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = []string{"west"}
 	obj.Spec.ServiceDiscovery.VIPServiceSelector = &gateway.VIPServiceSelector{ServiceNames: []string{"svc:other"}}
 	c := supported(t, Services(obj, sources(), fakeSelector{}, now).Conditions, 4)
-	wantNames(t, c, "spec.vipService.autoApprove", "spec.loadBalancing.failoverConfig.secondaryEndpoints",
-		"spec.serviceDiscovery.vipServiceSelector")
+	wantNames(t, c, "spec.vipService.autoApprove", "spec.serviceDiscovery.vipServiceSelector")
 	if !strings.Contains(c.Message, "do not join as backends") {
 		t.Errorf("message does not say why the selector has no effect: %s", c.Message)
-	}
-
-	// secondaryEndpoints naming exactly the selected endpoints outside primaryEndpoints (as
-	// discovery's failover groups write it) is what is served: not listed.
-	obj.Spec.VIPService.AutoApprove, obj.Spec.ServiceDiscovery.VIPServiceSelector = nil, nil
-	web := map[string]string{"app": "web"}
-	sel := fakeSelector{{Name: "east", Namespace: "default", Labels: web}, {Name: "west", Namespace: "default", Labels: web}}
-	if c := supported(t, Services(obj, sources(), sel, now).Conditions, 4); c.Status != metav1.ConditionTrue {
-		t.Fatalf("secondaryEndpoints as served: %+v", c)
-	}
-	sel = append(sel, SelectedEndpoints{Name: "north", Namespace: "default", Labels: web})
-	c = supported(t, Services(obj, sources(), sel, now).Conditions, 4)
-	wantNames(t, c, "spec.loadBalancing.failoverConfig.secondaryEndpoints")
-	if !strings.Contains(c.Message, "[north west]") {
-		t.Errorf("message does not name what is secondary: %s", c.Message)
 	}
 }

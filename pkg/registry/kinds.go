@@ -85,6 +85,7 @@ var (
 			}
 			return fields.Set{"spec.vipService.name": name}
 		},
+		StripLive:      func(o *gateway.TailscaleServices) { livestatus.StripServices(&o.Status) },
 		Validate:       validation.ValidateTailscaleServices,
 		ValidateUpdate: validation.ValidateTailscaleServicesUpdate,
 		Warnings:       validation.TailscaleServicesWarnings,

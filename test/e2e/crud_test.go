@@ -143,4 +143,23 @@ func TestExamplesApplyThroughKubeAPIServer(t *testing.T) {
 	if n := len(strings.Split(strings.TrimSpace(out), "\n")); n < 10 {
 		t.Fatalf("kubectl get tailscale -A shows %d objects after applying examples/:\n%s", n, out)
 	}
+
+	// The contract's Gateway API objects, to kube-apiserver's Gateway API CRDs (strict field
+	// validation, kubectl's default: an unknown field fails the apply).
+	if err := env.InstallGatewayAPICRDs(); err != nil {
+		t.Fatal(err)
+	}
+	dir := env.Root + "/examples/gateway-api"
+	t.Cleanup(func() { _, _ = env.Kubectl(env.AdminKubeconfig, "delete", "-f", dir, "--wait=false") })
+	out = kubectl(t, "apply", "-f", dir)
+	for _, want := range []string{"gateway.gateway.networking.k8s.io/main-gateway", "httproute.gateway.networking.k8s.io/api-route",
+		"tcproute.gateway.networking.k8s.io/database-route", "httproute.gateway.networking.k8s.io/web-route"} {
+		if !strings.Contains(out, want+" created") && !strings.Contains(out, want+" unchanged") && !strings.Contains(out, want+" configured") {
+			t.Errorf("kubectl apply -f examples/gateway-api did not apply %s:\n%s", want, out)
+		}
+	}
+	out = kubectl(t, "get", "httproute", "api-route", "-n", "default", "-o", "jsonpath={.spec.rules[0].backendRefs[0].kind}")
+	if out != "TailscaleEndpoints" {
+		t.Errorf("stored api-route's backendRef kind %q, want TailscaleEndpoints", out)
+	}
 }

@@ -167,8 +167,10 @@ func TestExtensionServesLiveHealthAndFailoverOverEDS(t *testing.T) {
 	_, err = env.client.GatewayV1alpha1().TailscaleServices("sim").Create(ctx(t), &v1alpha1.TailscaleServices{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "sim", Name: "web"},
 		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: web},
+			// No secondaryEndpoints: every selected TailscaleEndpoints not primary is secondary,
+			// west and the member joining later alike.
 			LoadBalancing: &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover, FailoverConfig: &v1alpha1.FailoverConfig{
-				PrimaryEndpoints: []string{"east"}, SecondaryEndpoints: []string{"west"}, FailbackDelay: &metav1.Duration{Duration: failback}}}},
+				PrimaryEndpoints: []string{"east"}, FailbackDelay: &metav1.Duration{Duration: failback}}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

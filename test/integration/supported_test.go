@@ -38,7 +38,8 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	api := s.Clientset(t).GatewayV1alpha1()
 
 	eps := objects.Endpoints("web", "eps")
-	eps.Spec.Endpoints[1].Metadata = map[string]string{"team": "data"}
+	eps.Spec.Endpoints[1].ExternalTarget = "db.internal.example.com:5432"
+	eps.Spec.Endpoints[0].Metadata = map[string]string{"team": "data"} // takes effect: not listed
 	created, err := api.TailscaleEndpoints("web").Create(ctx(t), eps, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -47,24 +48,27 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSupported(t, "endpoints", got.Status.Conditions, created.Generation, metav1.ConditionFalse, "spec.endpoints[1].metadata")
+	checkSupported(t, "endpoints", got.Status.Conditions, created.Generation, metav1.ConditionFalse, "spec.endpoints[1].externalTarget")
+	if c := meta.FindStatusCondition(got.Status.Conditions, livestatus.ConditionSupported); strings.Contains(c.Message, "metadata") {
+		t.Fatalf("endpoints: metadata takes effect but is listed: %s", c.Message)
+	}
 	if c := meta.FindStatusCondition(got.Status.Conditions, livestatus.ConditionSupported); c.Reason != livestatus.ReasonFieldsNotSupported {
 		t.Fatalf("endpoints: reason %s", c.Reason)
 	}
-	got.Spec.Endpoints[1].Metadata = nil
+	got.Spec.Endpoints[1].ExternalTarget = ""
 	updated, err := api.TailscaleEndpoints("web").Update(ctx(t), got, metav1.UpdateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if updated.Generation == created.Generation {
-		t.Fatal("clearing metadata did not make a new generation")
+		t.Fatal("clearing externalTarget did not make a new generation")
 	}
 	if got, err = api.TailscaleEndpoints("web").Get(ctx(t), "eps", metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	checkSupported(t, "endpoints after clearing metadata", got.Status.Conditions, updated.Generation, metav1.ConditionTrue)
+	checkSupported(t, "endpoints after clearing externalTarget", got.Status.Conditions, updated.Generation, metav1.ConditionTrue)
 
-	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints is set
+	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints takes effect: not listed
 	svc.Spec.VIPService.AutoApprove = ptrTo(true)
 	createdSvc, err := api.TailscaleServices("web").Create(ctx(t), svc, metav1.CreateOptions{})
 	if err != nil {
@@ -75,9 +79,8 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSupported(t, "services", gotSvc.Status.Conditions, createdSvc.Generation, metav1.ConditionFalse,
-		"spec.vipService.autoApprove", "spec.loadBalancing.failoverConfig.secondaryEndpoints")
+		"spec.vipService.autoApprove")
 	gotSvc.Spec.VIPService.AutoApprove = nil
-	gotSvc.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = nil
 	updatedSvc, err := api.TailscaleServices("web").Update(ctx(t), gotSvc, metav1.UpdateOptions{})
 	if err != nil {
 		t.Fatal(err)

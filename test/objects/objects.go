@@ -49,7 +49,9 @@ func Services(ns, name string) *v1alpha1.TailscaleServices {
 			LoadBalancing: &v1alpha1.LoadBalancingConfig{
 				Strategy: v1alpha1.StrategyFailover,
 				FailoverConfig: &v1alpha1.FailoverConfig{
-					PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west"},
+					// Endpoints(ns, "web"), which the selector selects, is secondary: a backend
+					// named in neither tier would get no traffic.
+					PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west", "web"},
 				},
 			},
 		},

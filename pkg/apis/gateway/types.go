@@ -246,7 +246,8 @@ type TailscaleEndpoint struct {
 	// HealthCheck configures active health checking of the endpoint.
 	// +optional
 	HealthCheck *HealthCheckConfig `json:"healthCheck,omitempty"`
-	// Metadata holds additional labels describing the endpoint.
+	// Metadata holds additional labels describing the endpoint; Envoy reads them as its host's
+	// filter metadata gateway.tailscale.com/metadata.
 	// +optional
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// TLS configures how Envoy verifies an HTTPS or TLS endpoint it connects to (TLS origination,
@@ -553,7 +554,8 @@ type FailoverConfig struct {
 	// +listType=set
 	PrimaryEndpoints []string `json:"primaryEndpoints,omitempty"`
 	// SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in
-	// primaryEndpoints, none of them also primary.
+	// primaryEndpoints, none of them also primary. Unset, every backend not named primary is
+	// secondary; set, a backend named in neither list gets no traffic.
 	// +optional
 	// +listType=set
 	SecondaryEndpoints []string `json:"secondaryEndpoints,omitempty"`

@@ -22,6 +22,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/install"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/health"
@@ -67,6 +68,7 @@ type Collector struct {
 	tailnetLister   listers.TailscaleTailnetLister
 	endpointsLister listers.TailscaleEndpointsLister
 	servicesLister  listers.TailscaleServicesLister
+	gatewaysLister  listers.TailscaleGatewayLister
 	synced          []cache.InformerSynced
 	notify          livestatus.Notifier
 	policy          *tenancy.Policy
@@ -158,7 +160,14 @@ func (c *Collector) Configure(factory informers.SharedInformerFactory, notify li
 	if _, err := services.AddEventHandler(dirty); err != nil {
 		return err
 	}
-	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced, services.HasSynced}
+	// TailscaleGateways' routeGeneration.ingress.defaultBackend.healthCheck probes the endpoints
+	// their ingress routes reach.
+	c.gatewaysLister = gw.TailscaleGateways().Lister()
+	gateways := gw.TailscaleGateways().Informer()
+	if _, err := gateways.AddEventHandler(dirty); err != nil {
+		return err
+	}
+	c.synced = []cache.InformerSynced{tailnets.HasSynced, endpoints.HasSynced, services.HasSynced, gateways.HasSynced}
 
 	c.tailnets.Subscribe(func(ch tailnet.Change) {
 		if ch.TagsChanged || len(ch.Added) > 0 || len(ch.Removed) > 0 {
@@ -338,6 +347,7 @@ func (c *Collector) updateTargets() {
 	}
 	var targets []health.Target
 	var refused int
+	gatewayChecks := c.gatewayChecks()
 	for _, obj := range all {
 		if c.owns != nil && !c.owns(obj.Namespace, obj.Name) {
 			continue
@@ -354,6 +364,9 @@ func (c *Collector) updateTargets() {
 		}
 		tailnetName, resolved := c.resolve(eps.Spec.Tailnet)
 		serviceCheck := c.serviceCheckOf(obj)
+		if serviceCheck == nil {
+			serviceCheck = c.internalCheck(gatewayChecks[obj.Namespace+"/"+obj.Name], "TailscaleGateway routeGeneration", obj)
+		}
 		for _, ep := range eps.Spec.Endpoints {
 			hc := ep.HealthCheck
 			if serviceCheck != nil {
@@ -407,14 +420,66 @@ func (c *Collector) serviceCheckOf(obj *v1alpha1.TailscaleEndpoints) *gateway.He
 		if err != nil || !sel.Matches(labels.Set(obj.Labels)) {
 			continue
 		}
-		out := &gateway.HealthCheckConfig{}
-		if err := c.scheme.Convert(lb.HealthCheck, out, nil); err != nil {
-			utilruntime.HandleError(fmt.Errorf("converting the health check of TailscaleServices %s/%s: %w", svc.Namespace, svc.Name, err))
-			continue
+		if out := c.internalCheck(lb.HealthCheck, "TailscaleServices "+svc.Name, obj); out != nil {
+			return out
 		}
-		return out
 	}
 	return nil
+}
+
+// internalCheck converts hc, the check of what source names for obj, to the internal version;
+// nil when hc is nil or does not convert.
+func (c *Collector) internalCheck(hc *v1alpha1.HealthCheckConfig, source string, obj *v1alpha1.TailscaleEndpoints) *gateway.HealthCheckConfig {
+	if hc == nil {
+		return nil
+	}
+	out := &gateway.HealthCheckConfig{}
+	if err := c.scheme.Convert(hc, out, nil); err != nil {
+		utilruntime.HandleError(fmt.Errorf("converting the health check of %s for %s/%s: %w", source, obj.Namespace, obj.Name, err))
+		return nil
+	}
+	return out
+}
+
+// gatewayChecks returns, by "namespace/name", the TailscaleEndpoints that the generated ingress
+// routes of a TailscaleGateway reach, with its enabled
+// spec.tailnets[].routeGeneration.ingress.defaultBackend.healthCheck (tsgateway.DefaultBackendChecks).
+// Where several TailscaleGateways reach one, the first by namespace and name wins. A
+// TailscaleGateway that a tailnet configuration's tailnet does not admit is skipped for it.
+func (c *Collector) gatewayChecks() map[string]*v1alpha1.HealthCheckConfig {
+	out := map[string]*v1alpha1.HealthCheckConfig{}
+	if c.gatewaysLister == nil {
+		return out
+	}
+	gws, err := c.gatewaysLister.List(labels.Everything())
+	if err != nil {
+		return out
+	}
+	slices.SortFunc(gws, func(a, b *v1alpha1.TailscaleGateway) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for _, gw := range gws {
+		in := tsgateway.Input{Gateway: gw, Tailnets: map[string]*v1alpha1.TailscaleTailnet{}}
+		for _, t := range gw.Spec.Tailnets {
+			if d := c.policy.Decide(gw.Namespace, t.TailscaleTailnetRef.Name); !d.Allowed {
+				continue
+			}
+			if tn, err := c.tailnetLister.Get(t.TailscaleTailnetRef.Name); err == nil {
+				in.Tailnets[tn.Name] = tn
+			}
+		}
+		if len(in.Tailnets) == 0 {
+			continue
+		}
+		in.Endpoints, _ = c.endpointsLister.TailscaleEndpoints(gw.Namespace).List(labels.Everything())
+		in.Services, _ = c.servicesLister.TailscaleServices(gw.Namespace).List(labels.Everything())
+		for name, hc := range tsgateway.DefaultBackendChecks(in) {
+			if _, seen := out[gw.Namespace+"/"+name]; !seen {
+				out[gw.Namespace+"/"+name] = hc
+			}
+		}
+	}
+	return out
 }
 
 // convert copies what status needs out of a snapshot.

@@ -251,8 +251,10 @@ func (w *Writer) sync(ctx context.Context, k key) error {
 		}
 		var computed gateway.TailscaleServicesStatus
 		err = reconcile(w.scheme, obj, &gateway.TailscaleServices{}, func(in *gateway.TailscaleServices) bool {
+			livestatus.StripServices(&in.Status)
 			computed = livestatus.Services(in, w.sources, w.Selector(), now)
 			w.scheduleFailback(k, in, computed, now)
+			livestatus.StripServices(&computed)
 			return setIfChanged(&in.Status, computed)
 		}, func(out *v1alpha1.TailscaleServices) error {
 			_, err := c.TailscaleServices(k.namespace).UpdateStatus(ctx, out, opts)
@@ -352,10 +354,12 @@ func (s endpointsSelector) SelectEndpoints(namespace string, selector labels.Sel
 			Total: max(int32(len(e.Spec.Endpoints)), e.Status.TotalEndpoints), Healthy: e.Status.HealthyEndpoints}
 		for _, ep := range e.Spec.Endpoints {
 			sel.Machines = append(sel.Machines, strings.TrimSuffix(ep.TailscaleFQDN, "."))
+			sel.Endpoints = append(sel.Endpoints, ep.Name)
 		}
 		// Endpoints discovered by tag are in status only (after the declared ones).
 		for _, st := range e.Status.Endpoints[min(len(e.Spec.Endpoints), len(e.Status.Endpoints)):] {
 			sel.Machines = append(sel.Machines, st.Name)
+			sel.Endpoints = append(sel.Endpoints, st.Name)
 		}
 		sel.Pending = pendingEndpoints(e)
 		out = append(out, sel)

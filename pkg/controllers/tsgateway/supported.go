@@ -11,7 +11,8 @@ import (
 // ConditionSupported says which set fields have no effect yet (reason FieldsNotSupported), so
 // that none is silently ignored. loadBalancing.strategy and loadBalancing.circuitBreaker are
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
-// routeGeneration by this controller, security.accessControl by the proxy hosting the listeners'
+// routeGeneration by this controller (its ingress defaultBackend.healthCheck by the collector's
+// prober, see DefaultBackendChecks), security.accessControl by the proxy hosting the listeners'
 // Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol),
 // tailnets[].serviceDiscovery by pkg/controllers/discovery, and tailnets[].priority by the
 // failover groups discovery makes of a remote service found on several tailnets (so it is
@@ -60,9 +61,6 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	}
 	for i, t := range s.Tailnets {
 		p := fmt.Sprintf("spec.tailnets[%d]", i)
-		if rg := t.RouteGeneration; rg != nil && rg.Ingress != nil && rg.Ingress.DefaultBackend != nil && rg.Ingress.DefaultBackend.HealthCheck != nil {
-			out = append(out, p+".routeGeneration.ingress.defaultBackend.healthCheck")
-		}
 		// Routes are generated only for an enabled direction: its other fields wait for enabled.
 		if rg := t.RouteGeneration; rg != nil && rg.Ingress != nil && !rg.Ingress.Enabled &&
 			(rg.Ingress.HostPattern != "" || rg.Ingress.PathPrefix != "" || rg.Ingress.DefaultBackend != nil || len(rg.Ingress.Filters) > 0) {

@@ -129,6 +129,7 @@ func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, pri
 		}
 		h := lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health)
 		h.Metadata = backends.UpstreamMetadata(backends.UpstreamMatch(eps.Namespace, eps.Name, ep))
+		backends.AddEndpointMetadata(h.Metadata, ep.Metadata)
 		l.hosts = append(l.hosts, h)
 	}
 	return l
@@ -160,21 +161,23 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 	if sel, err := metav1.LabelSelectorAsSelector(svc.Spec.Selector); err == nil && svc.Spec.Selector != nil {
 		for _, eps := range src.SelectEndpoints(svc.Namespace, sel) {
 			w := weightOf(eps.Name, nil)
-			if w == 0 {
+			prio, inTier := priorityOf(eps.Name)
+			if w == 0 || !inTier {
 				continue
 			}
-			locs = append(locs, endpointsLocality(eps, ref.Port, w, priorityOf(eps.Name), addr))
+			locs = append(locs, endpointsLocality(eps, ref.Port, w, prio, addr))
 		}
 	}
 	if sd := svc.Spec.ServiceDiscovery; sd != nil {
 		for _, ext := range sd.ExternalServices {
 			w := weightOf(ext.Name, ext.Weight)
+			prio, inTier := priorityOf(ext.Name)
 			// EDS hosts are IP addresses: Envoy rejects a load assignment holding a hostname.
-			if w == 0 || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil || !(tenancy.GeneratedByGateway(svc) || src.AllowsExternal(ext.Address)) {
+			if w == 0 || !inTier || ext.Protocol == v1alpha1.ProtocolUDP || net.ParseIP(ext.Address) == nil || !(tenancy.GeneratedByGateway(svc) || src.AllowsExternal(ext.Address)) {
 				continue
 			}
 			locs = append(locs, locality{
-				name: "ExternalService/" + svc.Namespace + "/" + svc.Name + "/" + ext.Name, weight: w, priority: priorityOf(ext.Name),
+				name: "ExternalService/" + svc.Namespace + "/" + svc.Name + "/" + ext.Name, weight: w, priority: prio,
 				// External services are not probed: Envoy treats UNKNOWN as healthy.
 				hosts: []*endpointv3.LbEndpoint{externalEndpoint(ext)},
 			})
@@ -183,29 +186,29 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 	return locs, failover
 }
 
-// tierPriorities maps a backend name to its priority: under the failover strategy the active
-// tier (status.loadBalancingStatus.failoverStatus.activeTier, primary when unset) is priority 0
-// and the other tier 1; backends not named as primary are in the secondary tier. Other
-// strategies put everything at priority 0.
-func tierPriorities(svc *v1alpha1.TailscaleServices, strategy v1alpha1.LoadBalancingStrategy) func(string) uint32 {
+// tierPriorities maps a backend name to its priority and whether it takes part: under the
+// failover strategy the active tier (status.loadBalancingStatus.failoverStatus.activeTier, primary
+// when unset) is priority 0 and the other tier 1, tiers as livestatus.FailoverTier places them (a
+// backend in neither tier, when secondaryEndpoints is set, takes no part). Other strategies put
+// everything at priority 0.
+func tierPriorities(svc *v1alpha1.TailscaleServices, strategy v1alpha1.LoadBalancingStrategy) func(string) (uint32, bool) {
 	lb := svc.Spec.LoadBalancing
 	if strategy != v1alpha1.StrategyFailover || lb == nil || lb.FailoverConfig == nil || len(lb.FailoverConfig.PrimaryEndpoints) == 0 {
-		return func(string) uint32 { return 0 }
+		return func(string) (uint32, bool) { return 0, true }
 	}
 	active := livestatus.TierPrimary
 	if ls := svc.Status.LoadBalancingStatus; ls != nil && ls.FailoverStatus != nil && ls.FailoverStatus.ActiveTier == livestatus.TierSecondary {
 		active = livestatus.TierSecondary
 	}
-	primaries := lb.FailoverConfig.PrimaryEndpoints
-	return func(name string) uint32 {
-		tier := livestatus.TierSecondary
-		if slices.Contains(primaries, name) {
-			tier = livestatus.TierPrimary
+	fc := lb.FailoverConfig
+	return func(name string) (uint32, bool) {
+		switch livestatus.FailoverTier(fc.PrimaryEndpoints, fc.SecondaryEndpoints, name) {
+		case "":
+			return 0, false
+		case active:
+			return 0, true
 		}
-		if tier == active {
-			return 0
-		}
-		return 1
+		return 1, true
 	}
 }
 

@@ -89,6 +89,8 @@ func TestLoadAssignment(t *testing.T) {
 	// Hosts carry how Envoy connects to them: TLS with the endpoint's CA, with the system CAs, or cleartext.
 	upstream := endpoints("upstream", nil, "secure 100.64.0.11 443 HTTPS Healthy", "tls 100.64.0.12 443 TLS Healthy", "grpc 100.64.0.13 443 gRPC Healthy")
 	upstream.Spec.Endpoints[0].TLS = &v1alpha1.UpstreamTLSConfig{CACertificate: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"}
+	// spec.endpoints[].metadata is the host's gateway.tailscale.com/metadata filter metadata.
+	upstream.Spec.Endpoints[1].Metadata = map[string]string{"team": "payments", "tier": "gold"}
 	all := []*v1alpha1.TailscaleEndpoints{east, west, other, discovered, upstream}
 	failover := &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
 		FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west"}}}
@@ -104,7 +106,13 @@ func TestLoadAssignment(t *testing.T) {
 			Weights: map[string]int32{"web-east": 0}}, ""),
 		services("failover-primary", failover, "primary"),
 		services("failover-secondary", failover, "secondary"),
-		services("failover-external", failover, "primary", externals[0]),
+		services("failover-external", &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+			FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"web-west", "cdn"}}},
+			"primary", externals[0]),
+		// secondaryEndpoints names cdn only: web-west, selected but in neither tier, is left out.
+		services("failover-unnamed", &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyFailover,
+			FailoverConfig: &v1alpha1.FailoverConfig{PrimaryEndpoints: []string{"web-east"}, SecondaryEndpoints: []string{"cdn"}}},
+			"primary", externals[0]),
 	}
 	src := objects{endpoints: all, services: svcs}
 	ep := func(name string, port int32) backends.Ref {
@@ -128,6 +136,7 @@ func TestLoadAssignment(t *testing.T) {
 		{"services-failover-primary", []backends.Ref{svc("failover-primary", 1)}},
 		{"services-failover-secondary", []backends.Ref{svc("failover-secondary", 1)}},
 		{"services-failover-external", []backends.Ref{svc("failover-external", 1)}},
+		{"services-failover-unnamed", []backends.Ref{svc("failover-unnamed", 1)}},
 		{"mixed-kinds", []backends.Ref{ep("other", 80), svc("rr", 3)}},
 		{"zero-ref-weight", []backends.Ref{ep("other", 80), svc("rr", 0)}},
 		{"missing-objects", []backends.Ref{ep("absent", 80), svc("absent", 1)}},

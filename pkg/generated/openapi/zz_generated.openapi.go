@@ -758,7 +758,7 @@ func schema_pkg_apis_gateway_v1alpha1_FailoverConfig(ref common.ReferenceCallbac
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in primaryEndpoints, none of them also primary.",
+							Description: "SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in primaryEndpoints, none of them also primary. Unset, every backend not named primary is secondary; set, a backend named in neither list gets no traffic.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -2307,7 +2307,7 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleEndpoint(ref common.ReferenceCall
 					},
 					"metadata": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Metadata holds additional labels describing the endpoint.",
+							Description: "Metadata holds additional labels describing the endpoint; Envoy reads them as its host's filter metadata gateway.tailscale.com/metadata.",
 							Type:        []string{"object"},
 							AdditionalProperties: &spec.SchemaOrBool{
 								Allows: true,

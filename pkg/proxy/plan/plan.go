@@ -163,8 +163,9 @@ func policyOf(svc *v1alpha1.TailscaleServices) balance.Policy {
 
 // backendsOf lists the backends of one Service port. Weights follow the extension's EDS:
 // spec.loadBalancing.weights by TailscaleEndpoints (or external service) name under the
-// weighted strategy, else 1 (an external service's own weight first). Under failover, a
-// backend not named in failoverConfig.primaryEndpoints is secondary.
+// weighted strategy, else 1 (an external service's own weight first). Under failover, tiers are
+// livestatus.FailoverTier's: a backend not named primary is secondary, or, when
+// failoverConfig.secondaryEndpoints is set, only those it names are and the others are left out.
 func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleEndpoints, port int32) []balance.Backend {
 	lb := svc.Spec.LoadBalancing
 	weightOf := func(name string, own *int32) int32 {
@@ -179,14 +180,24 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 		}
 		return w
 	}
-	var primaries []string
-	if lb != nil && lb.FailoverConfig != nil {
-		primaries = lb.FailoverConfig.PrimaryEndpoints
+	var primaries, secondaries []string
+	if lb != nil && lb.FailoverConfig != nil && lb.Strategy == v1alpha1.StrategyFailover {
+		primaries, secondaries = lb.FailoverConfig.PrimaryEndpoints, lb.FailoverConfig.SecondaryEndpoints
 	}
-	secondary := func(name string) bool { return len(primaries) > 0 && !slices.Contains(primaries, name) }
+	// tier is livestatus.FailoverTier's under the failover strategy: "" (no part) for a backend
+	// in neither tier when secondaryEndpoints is set.
+	tier := func(name string) string {
+		if len(primaries) == 0 {
+			return livestatus.TierPrimary
+		}
+		return livestatus.FailoverTier(primaries, secondaries, name)
+	}
 
 	var out []balance.Backend
 	for _, obj := range selected {
+		if tier(obj.Name) == "" {
+			continue
+		}
 		all := endpointset.Of(obj)
 		matching := slices.DeleteFunc(slices.Clone(all), func(ep endpointset.Endpoint) bool { return ep.Port != port })
 		if len(matching) == 0 {
@@ -203,7 +214,7 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 			out = append(out, balance.Backend{
 				Key: obj.Namespace + "/" + obj.Name + "/" + ep.Name, Group: obj.Name,
 				Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(int(ep.Port))), Tailnet: true,
-				Weight: weightOf(obj.Name, nil), Secondary: secondary(obj.Name), Unhealthy: ep.Health == livestatus.Unhealthy,
+				Weight: weightOf(obj.Name, nil), Secondary: tier(obj.Name) == livestatus.TierSecondary, Unhealthy: ep.Health == livestatus.Unhealthy,
 			})
 		}
 	}
@@ -211,13 +222,13 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 		// As for endpoints: the external services on the Service port when any is, else all.
 		onPort := slices.ContainsFunc(sd.ExternalServices, func(e v1alpha1.ExternalService) bool { return e.Port == port })
 		for _, ext := range sd.ExternalServices {
-			if ext.Protocol == v1alpha1.ProtocolUDP || ext.Address == "" || ext.Port <= 0 || (onPort && ext.Port != port) {
+			if ext.Protocol == v1alpha1.ProtocolUDP || ext.Address == "" || ext.Port <= 0 || (onPort && ext.Port != port) || tier(ext.Name) == "" {
 				continue
 			}
 			out = append(out, balance.Backend{
 				Key: svc.Namespace + "/" + svc.Name + "/external/" + ext.Name, Group: ext.Name,
 				Network: "tcp", Address: net.JoinHostPort(ext.Address, strconv.Itoa(int(ext.Port))), Tailnet: IsTailnetAddress(ext.Address),
-				Weight: weightOf(ext.Name, ext.Weight), Secondary: secondary(ext.Name),
+				Weight: weightOf(ext.Name, ext.Weight), Secondary: tier(ext.Name) == livestatus.TierSecondary,
 			})
 		}
 	}

@@ -139,6 +139,23 @@ func TestServicesOfBackendsWeightsAndTiers(t *testing.T) {
 			t.Errorf("weights apply to the weighted strategy only: %v", be)
 		}
 	}
+	groups := func(bes []balance.Backend) string {
+		var out []string
+		for _, be := range bes {
+			out = append(out, fmt.Sprintf("%s:%v", be.Group, be.Secondary))
+		}
+		return strings.Join(out, " ")
+	}
+	// secondaryEndpoints names west only: legacy, in neither tier, is left out.
+	if g := groups(got[0].Backends); g != "east:false west:true" {
+		t.Errorf("tiers with secondaryEndpoints [west]: %s, want east primary, west secondary, legacy absent", g)
+	}
+	// Without secondaryEndpoints every backend not named primary is secondary.
+	svc.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = nil
+	got, _ = ServicesOf(svc, []*v1alpha1.TailscaleEndpoints{east, west})
+	if g := groups(got[0].Backends); g != "east:false west:true legacy:true" {
+		t.Errorf("tiers without secondaryEndpoints: %s", g)
+	}
 }
 
 func TestBuildRefusesASecondClaimOfAServicePort(t *testing.T) {

@@ -31,7 +31,8 @@ type FailoverConfigApplyConfiguration struct {
 	// failover. Names (DNS labels) of TailscaleEndpoints or external services, each once.
 	PrimaryEndpoints []string `json:"primaryEndpoints,omitempty"`
 	// SecondaryEndpoints receive traffic when no primary endpoint is healthy. Names as in
-	// primaryEndpoints, none of them also primary.
+	// primaryEndpoints, none of them also primary. Unset, every backend not named primary is
+	// secondary; set, a backend named in neither list gets no traffic.
 	SecondaryEndpoints []string `json:"secondaryEndpoints,omitempty"`
 	// FailbackDelay is how long primaries must be healthy again before traffic returns to them; not
 	// negative.

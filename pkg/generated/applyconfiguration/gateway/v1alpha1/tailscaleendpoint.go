@@ -41,7 +41,8 @@ type TailscaleEndpointApplyConfiguration struct {
 	ExternalTarget *string `json:"externalTarget,omitempty"`
 	// HealthCheck configures active health checking of the endpoint.
 	HealthCheck *HealthCheckConfigApplyConfiguration `json:"healthCheck,omitempty"`
-	// Metadata holds additional labels describing the endpoint.
+	// Metadata holds additional labels describing the endpoint; Envoy reads them as its host's
+	// filter metadata gateway.tailscale.com/metadata.
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// TLS configures how Envoy verifies an HTTPS or TLS endpoint it connects to (TLS origination,
 	// SNI = tailscaleFQDN). Only for protocol HTTPS or TLS.
