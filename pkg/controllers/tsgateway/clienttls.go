@@ -171,6 +171,13 @@ func (c *Controller) applyClientTLS(ctx context.Context, gw *v1alpha1.TailscaleG
 		}
 		return nil
 	}
+	if apierrors.IsForbidden(err) {
+		// Not granted (an older RBAC): nothing can be written or cleaned up; say so when asked.
+		if want != nil {
+			res.failure = "ClientTrafficPolicies may not be listed (RBAC): get, list, create, update and delete of clienttrafficpolicies.gateway.envoyproxy.io are needed"
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("listing ClientTrafficPolicies: %w", err)
 	}

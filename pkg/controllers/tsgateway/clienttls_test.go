@@ -2,14 +2,17 @@ package tsgateway
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynfake "k8s.io/client-go/dynamic/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -252,5 +255,27 @@ func TestGenerateListenersStrictTLS(t *testing.T) {
 	in.Gateway.Spec.Security.TLSMode = TLSModePermissive
 	if out := GenerateListeners(in); len(out.Listeners) != 2 || len(out.Skipped) != 0 {
 		t.Errorf("permissive published %d, skipped %v", len(out.Listeners), out.Skipped)
+	}
+}
+
+// Without RBAC on ClientTrafficPolicies the reconcile goes on: a wanted policy is reported, and
+// a TailscaleGateway not asking for one is not held up.
+func TestApplyClientTLSForbidden(t *testing.T) {
+	c, _ := clientTLSController()
+	c.dyn.(*dynfake.FakeDynamicClient).PrependReactor("list", "clienttrafficpolicies", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(ClientTrafficPolicyGVR.GroupResource(), "", errors.New("no RBAC"))
+	})
+	gw := mtlsGateway(TLSModeStrict)
+	var res clientTLSResult
+	if err := c.applyClientTLS(context.Background(), gw, &res); err != nil {
+		t.Fatal(err)
+	}
+	if cond := clientTLSCondition(gw, res); cond.Reason != ReasonClientTLSFailed || !strings.Contains(cond.Message, "RBAC") {
+		t.Errorf("condition %+v", cond)
+	}
+	gw.Spec.Security = nil
+	res = clientTLSResult{}
+	if err := c.applyClientTLS(context.Background(), gw, &res); err != nil || res.failure != "" {
+		t.Errorf("not asked: %v, %q", err, res.failure)
 	}
 }
