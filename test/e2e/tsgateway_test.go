@@ -284,9 +284,10 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 			GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "absent"},
 			Tailnets:   []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-tailnet"}, Spec: v1alpha1.TailscaleGatewaySpec{
-			GatewayRef: v1alpha1.LocalPolicyTargetReference{Name: "present"},
-			Security:   &v1alpha1.SecurityConfig{TLSMode: "strict"},
-			Tailnets:   []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
+			GatewayRef:    v1alpha1.LocalPolicyTargetReference{Name: "present"},
+			Security:      &v1alpha1.SecurityConfig{TLSMode: "strict"},
+			Observability: &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}},
+			Tailnets:      []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 	} {
 		if _, err := api.TailscaleGateways(ns).Create(ctx(t), o, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -304,7 +305,12 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c := meta.FindStatusCondition(got.Status.Conditions, tsgateway.ConditionSupported); c == nil ||
-		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.security.tlsMode") {
+		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.observability.metrics") || strings.Contains(c.Message, "spec.security") {
 		t.Fatalf("Supported: %+v", c)
+	}
+	// tlsMode strict without mtls validates no client certificate: said so.
+	if c := meta.FindStatusCondition(got.Status.Conditions, tsgateway.ConditionClientTLS); c == nil ||
+		c.Reason != tsgateway.ReasonClientTLSRefused || !strings.Contains(c.Message, "strict needs security.mtls") {
+		t.Fatalf("%s: %+v", tsgateway.ConditionClientTLS, c)
 	}
 }

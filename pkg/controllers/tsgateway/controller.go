@@ -312,6 +312,8 @@ type result struct {
 	applied map[string]int32
 	// listeners is what the Gateway's listeners got on the tailnets.
 	listeners listenerResult
+	// clientTLS is the ClientTrafficPolicy of security.mtls.
+	clientTLS clientTLSResult
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -356,6 +358,15 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	if err := c.applyPolicies(ctx, gw, &res); err != nil {
 		return err
+	}
+	if err := c.applyClientTLS(ctx, gw, &res.clientTLS); err != nil {
+		return err
+	}
+	// Client certificates asked for and not validated make the TailscaleGateway not Ready.
+	for _, p := range []string{res.clientTLS.refused, res.clientTLS.conflict, res.clientTLS.failure} {
+		if p != "" {
+			res.failures = append(res.failures, "client TLS: "+p)
+		}
 	}
 	if err := c.applyListeners(ctx, gw, in.Tailnets, &res.listeners); err != nil {
 		return err
@@ -597,6 +608,7 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 	}
 	meta.SetStatusCondition(&st.Conditions, supported)
 	meta.SetStatusCondition(&st.Conditions, listenersCondition(gw, res.listeners))
+	meta.SetStatusCondition(&st.Conditions, clientTLSCondition(gw, res.clientTLS))
 
 	// lastReconciled moves only with a change, or the status would be rewritten on every pass.
 	if old := gw.Status.GatewayInfo; old != nil {

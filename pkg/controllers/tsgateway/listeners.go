@@ -80,6 +80,8 @@ type ListenerOutput struct {
 	Problems []string
 	// NoEnvoyService: the Gateway has listeners but Envoy Gateway's Service for it is not found.
 	NoEnvoyService bool
+	// Skipped are the plaintext listeners tlsMode strict keeps off the tailnets, with why.
+	Skipped []string
 }
 
 // ServiceName is the Tailscale Service of a Gateway listener: "svc:gateway-<gateway>-<listener>-<port>",
@@ -179,7 +181,8 @@ func listenerLabels(gw *v1alpha1.TailscaleGateway, tailnet, generated string) ma
 // ServiceName(...) on the listener's port, its one external service the Envoy Service on the same
 // port, the access rule as annotations — and per tailnet one gateway-proxy TailscaleEndpoints
 // (spec.proxy ingress-only, in that tailnet) that its selector picks, so that the proxy deployed
-// for it hosts them all. It is pure: the same input gives the same output, in a stable order.
+// for it hosts them all. With tlsMode strict only HTTPS and TLS listeners are published; the
+// others are named in Skipped. It is pure: the same input gives the same output, in a stable order.
 func GenerateListeners(in ListenerInput) ListenerOutput {
 	gw := in.Gateway
 	var out ListenerOutput
@@ -209,6 +212,10 @@ func GenerateListeners(in ListenerInput) ListenerOutput {
 		proxyName := ProxyObjectName(gw.Name, t.Name)
 		var services []*v1alpha1.TailscaleServices
 		for _, l := range in.Listeners {
+			if StrictTLS(gw) && l.Protocol != gwapiv1.HTTPSProtocolType && l.Protocol != gwapiv1.TLSProtocolType {
+				out.Skipped = append(out.Skipped, fmt.Sprintf("listener %s (%s, port %d) on %s", l.Name, l.Protocol, l.Port, t.Name))
+				continue
+			}
 			if l.Protocol == gwapiv1.UDPProtocolType {
 				out.Problems = append(out.Problems, fmt.Sprintf("listener %s (UDP, port %d) is not served on the tailnet: tsnet hosts TCP Service ports only", l.Name, l.Port))
 				continue

@@ -240,5 +240,8 @@ func listenersCondition(gw *v1alpha1.TailscaleGateway, res listenerResult) metav
 	case len(res.out.Listeners) == 0:
 		cond.Reason, cond.Message = ReasonNoListeners, fmt.Sprintf("Gateway %s/%s has no listeners, or no tailnet of spec.tailnets exists", gwNS, gwName)
 	}
+	if len(res.out.Skipped) > 0 && res.managed && res.unboundReason == "" && res.gwFound {
+		cond.Message += "; not published (tlsMode strict publishes HTTPS and TLS listeners only): " + strings.Join(res.out.Skipped, "; ")
+	}
 	return cond
 }

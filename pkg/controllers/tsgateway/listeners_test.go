@@ -177,11 +177,12 @@ func TestFindEnvoyService(t *testing.T) {
 	}
 }
 
-func TestUnsupportedNoLongerListsAccessControl(t *testing.T) {
+func TestUnsupportedNoLongerListsSecurity(t *testing.T) {
 	gw := listenersInput().Gateway
 	gw.Spec.Security.TLSMode = "strict"
+	gw.Spec.Security.MTLS = &v1alpha1.MTLSConfig{Enabled: true, CertificateRef: &v1alpha1.SecretReference{Name: "ca"}}
 	got := strings.Join(Unsupported(gw), ",")
-	if strings.Contains(got, "accessControl") || !strings.Contains(got, "spec.security.tlsMode") {
+	if strings.Contains(got, "spec.security") {
 		t.Errorf("Unsupported = %s", got)
 	}
 }

@@ -12,7 +12,8 @@ import (
 // that none is silently ignored. loadBalancing.strategy and loadBalancing.circuitBreaker are
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
 // routeGeneration by this controller (its ingress defaultBackend.healthCheck by the collector's
-// prober, see DefaultBackendChecks), security.accessControl by the proxy hosting the listeners'
+// prober, see DefaultBackendChecks), security.tlsMode and security.mtls by the
+// ClientTrafficPolicy it generates (GenerateClientTLS), security.accessControl by the proxy hosting the listeners'
 // Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol),
 // tailnets[].serviceDiscovery by pkg/controllers/discovery, and tailnets[].priority by the
 // failover groups discovery makes of a remote service found on several tailnets (so it is
@@ -37,17 +38,9 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	if lb := s.LoadBalancing; lb != nil && lb.HealthChecking != nil && len(discovering) == 0 {
 		out = append(out, "spec.loadBalancing.healthChecking")
 	}
-	// Envoy Gateway takes client TLS settings from a ClientTrafficPolicy and telemetry from an
-	// EnvoyProxy, both in the Gateway's namespace, which this controller does not write yet
-	// (docs/concepts/tailscalegateway.md says what they are to mean).
-	if sec := s.Security; sec != nil {
-		if sec.TLSMode != "" {
-			out = append(out, "spec.security.tlsMode (no ClientTrafficPolicy is generated for the Gateway's listeners)")
-		}
-		if sec.MTLS != nil {
-			out = append(out, "spec.security.mtls (no ClientTrafficPolicy is generated for the Gateway's listeners)")
-		}
-	}
+	// Envoy Gateway takes telemetry from an EnvoyProxy, which this controller does not write
+	// yet (docs/concepts/tailscalegateway.md says what it is to mean). security.tlsMode and
+	// security.mtls are the ClientTrafficPolicy of clienttls.go and the listeners published.
 	if o := s.Observability; o != nil {
 		if o.Metrics != nil {
 			out = append(out, "spec.observability.metrics (no EnvoyProxy is generated for the Gateway)")
