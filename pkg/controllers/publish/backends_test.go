@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 )
 
@@ -39,6 +40,7 @@ func TestApplyBackends(t *testing.T) {
 			{Name: "replica", TailscaleIP: "100.64.0.2", TailscaleFQDN: "b.ts.net", Port: 5432, Protocol: v1alpha1.ProtocolTCP},
 			{Name: "dns", TailscaleIP: "100.64.0.3", TailscaleFQDN: "c.ts.net", Port: 53, Protocol: v1alpha1.ProtocolUDP},
 		}}}
+	egressalloc.New(egressalloc.Options{}).Allocate("shared", eps)
 	owner := Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}
 	client := dyn.Resource(BackendGVR).Namespace("ns")
 	endpointsOf := func(name string) int {

@@ -111,6 +111,8 @@ func TestDesiredBackends(t *testing.T) {
 		Status: v1alpha1.TailscaleEndpointsStatus{Endpoints: []v1alpha1.EndpointStatus{
 			{Name: "replica", Status: livestatus.Unhealthy}, {Name: "dns", Status: livestatus.Unhealthy}}}}
 	owner := Owner{Kind: KindEndpoints, Namespace: "ns", Name: "db", UID: "u"}
+	egressalloc.New(egressalloc.Options{}).Allocate("shared", eps)
+	_, recorded := ports.Recorded(eps)
 	bs, err := DesiredBackends(owner, []*v1alpha1.TailscaleEndpoints{eps}, StaticAddress(netip.MustParseAddr("10.0.0.9")))
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +128,7 @@ func TestDesiredBackends(t *testing.T) {
 		got[b.GetName()] = fmt.Sprint(eps, protos)
 	}
 	at := func(ep string, port int32) string {
-		return fmt.Sprintf("map[ip:map[address:10.0.0.9 port:%d]]", ports.EgressPort("db", ep, port))
+		return fmt.Sprintf("map[ip:map[address:10.0.0.9 port:%d]]", recorded[ports.Key{Endpoint: ep, Port: port, UDP: ep == "dns"}])
 	}
 	want := map[string]string{
 		// The replica is Unhealthy: left out.
