@@ -5,7 +5,10 @@
 # the machine's CA bundle. `ctr images import` and any OCI registry client read the archives.
 #
 #   hack/images.sh                 tailscale-gateway-apiserver and tailscale-gateway-proxy
-#   hack/images.sh test            those and tailnet-sim (the simulated tailnet the cluster tests use)
+#   hack/images.sh test            those, tailnet-sim (the simulated tailnet the cluster tests use) and
+#                                  envoy-gateway
+#   hack/images.sh envoy-gateway   tsgw.local/envoy-gateway:<version>, Envoy Gateway's cmd/envoy-gateway
+#                                  at the version hack/tools/envoy-gateway pins, for the cluster suite
 #   hack/images.sh pause           the cluster's pause image only (hack/cluster-up.sh)
 #   hack/images.sh etcd            tsgw.local/etcd:<version>, the etcd the main module requires, for
 #                                  the chart's etcd StatefulSet in the test cluster
@@ -76,11 +79,26 @@ if [[ "${1:-}" == etcd ]]; then
   exit 0
 fi
 
+# envoy_gateway: Envoy Gateway's own binary (no Envoy: that image is not built here), from its module
+# hack/tools/envoy-gateway, tagged with the version that module pins.
+envoy_gateway() {
+  local dir=hack/tools/envoy-gateway version
+  version=$(cd "${dir}" && go list -m -f '{{.Version}}' github.com/envoyproxy/gateway)
+  build_all "${OUT}/bin" "${dir}" \
+    "-s -w -X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=${version}" \
+    github.com/envoyproxy/gateway/cmd/envoy-gateway
+  assemble "tsgw.local/envoy-gateway:${version}" "${OUT}/envoy-gateway.tar" "${OUT}/bin" envoy-gateway
+}
+
 names=("$@")
 if ((${#names[@]} == 0)); then
   names=(tailscale-gateway-apiserver tailscale-gateway-proxy)
 elif [[ "${names[*]}" == test ]]; then
+  envoy_gateway
   names=(tailscale-gateway-apiserver tailscale-gateway-proxy tailnet-sim)
+elif [[ "${names[*]}" == envoy-gateway ]]; then
+  envoy_gateway
+  exit 0
 fi
 pkgs=()
 for name in "${names[@]}"; do
