@@ -232,7 +232,7 @@ spec:
 // certificate, carries the EDS cluster the hook made, pointing at our xDS server, which serves it.
 func testEnvoyGatewayGateway(t *testing.T) {
 	ctx := t.Context()
-	deleteEnvoyGatewayObjects(t) // a run interrupted before its cleanup
+	deleteEnvoyGatewayObjects(t)       // a run interrupted before its cleanup
 	defer deleteEnvoyGatewayObjects(t) // before t.Context ends
 	defer func() {
 		if t.Failed() {
