@@ -363,14 +363,14 @@ func testEnvoyGatewayGateway(t *testing.T) {
 	t.Logf("our EDS serves %s: %v", rule, cla.LoadAssignment(rule))
 
 	// The hook port over the cluster network: Envoy Gateway's certificate is admitted, Envoy's (same
-	// CA, CN envoy) and none are refused.
+	// CA, CN "*", DNS SAN *.envoy-gateway-system) and none are refused.
 	hookAddr := net.JoinHostPort(ourIP, "5005")
 	hookHost := "tailscale-gateway-apiserver." + namespace + ".svc"
 	if err := callHook(ctx, hookAddr, clientTLS(t, "envoy-gateway", "tailscale-gateway-extension-ca", hookHost)); err != nil {
 		t.Errorf("the hook with Envoy Gateway's certificate: %v", err)
 	}
 	if err := callHook(ctx, hookAddr, clientTLS(t, "envoy", "tailscale-gateway-extension-ca", hookHost)); err == nil {
-		t.Error("the hook port admitted Envoy's certificate (CN envoy)")
+		t.Error("the hook port admitted Envoy's certificate")
 	}
 	anon := clientTLS(t, "", "tailscale-gateway-extension-ca", hookHost)
 	if err := callHook(ctx, hookAddr, anon); err == nil {
