@@ -115,7 +115,9 @@ if wanted envoy-gateway; then
     echo "build-tools: ${eg_out} is ${EG_VERSION}, up to date"
   else
     echo "build-tools: building envoy-gateway ${EG_VERSION} (about 20 min when cold)..."
-    (cd "${EG_TOOLS}" && go build -mod=readonly -buildvcs=false \
+    # Static and -trimpath like its image (hack/images.sh envoy-gateway): both links share one
+    # compilation in the build cache.
+    (cd "${EG_TOOLS}" && CGO_ENABLED=0 go build -mod=readonly -buildvcs=false -trimpath \
       -ldflags "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=${EG_VERSION}" \
       -o "${eg_out}.tmp" github.com/envoyproxy/gateway/cmd/envoy-gateway)
     mv -f "${eg_out}.tmp" "${eg_out}"

@@ -6,7 +6,10 @@
 #
 #   hack/images.sh                 tailscale-gateway-apiserver and tailscale-gateway-proxy
 #   hack/images.sh test            those, tailnet-sim (the simulated tailnet the cluster tests use) and
-#                                  netcheck (test/cluster/netcheck: the suite's HTTP client and server)
+#                                  envoy-gateway and netcheck (test/cluster/netcheck: the suite's HTTP
+#                                  client and server)
+#   hack/images.sh envoy-gateway   tsgw.local/envoy-gateway:<version>, Envoy Gateway's cmd/envoy-gateway
+#                                  at the version hack/tools/envoy-gateway pins, for the cluster suite
 #   hack/images.sh pause           the cluster's pause image only (hack/cluster-up.sh)
 #   hack/images.sh etcd            tsgw.local/etcd:<version>, the etcd the main module requires, for
 #                                  the chart's etcd StatefulSet in the test cluster
@@ -77,11 +80,26 @@ if [[ "${1:-}" == etcd ]]; then
   exit 0
 fi
 
+# envoy_gateway: Envoy Gateway's own binary (no Envoy: that image is not built here), from its module
+# hack/tools/envoy-gateway, tagged with the version that module pins.
+envoy_gateway() {
+  local dir=hack/tools/envoy-gateway version
+  version=$(cd "${dir}" && go list -m -f '{{.Version}}' github.com/envoyproxy/gateway)
+  build_all "${OUT}/bin" "${dir}" \
+    "-s -w -X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=${version}" \
+    github.com/envoyproxy/gateway/cmd/envoy-gateway
+  assemble "tsgw.local/envoy-gateway:${version}" "${OUT}/envoy-gateway.tar" "${OUT}/bin" envoy-gateway
+}
+
 names=("$@")
 if ((${#names[@]} == 0)); then
   names=(tailscale-gateway-apiserver tailscale-gateway-proxy)
 elif [[ "${names[*]}" == test ]]; then
+  envoy_gateway
   names=(tailscale-gateway-apiserver tailscale-gateway-proxy tailnet-sim netcheck)
+elif [[ "${names[*]}" == envoy-gateway ]]; then
+  envoy_gateway
+  exit 0
 fi
 pkgs=()
 for name in "${names[@]}"; do

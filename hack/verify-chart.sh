@@ -49,7 +49,7 @@ hasnt default 'client_secret'
 # written for Envoy Gateway.
 has default -- '--extension-tls-cert-file=/var/run/tailscale-gateway/grpc-tls/extension\.crt$'
 has default -- '--extension-client-names=envoy-gateway$'
-has default -- '--xds-client-names=envoy$'
+has default -- '--xds-client-names=\*\.envoy-gateway-system$'
 has default -- '--xds-server-ca-file=/var/run/tailscale-gateway/grpc-tls/ca\.crt$'
 has default '^  name: tailscale-gateway-apiserver-grpc-tls$'
 has default '^  name: tailscale-gateway-extension-ca$'

@@ -22,8 +22,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/tailscale-gateway/tailscale-gateway/test/pki"
 )
 
 const (
@@ -48,9 +46,6 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if egCADir != "" {
-		os.RemoveAll(egCADir)
-	}
 	if broughtUp && os.Getenv("TSGW_CLUSTER_KEEP") != "1" {
 		if out, err := run(context.Background(), 5*time.Minute, filepath.Join(root, "hack", "cluster-down.sh")); err != nil {
 			fmt.Fprintf(os.Stderr, "cluster-down: %v\n%s", err, out)
@@ -137,17 +132,20 @@ func setup() error {
 	return nil
 }
 
-// TestChart runs the chart's life cycle in order on the one cluster: install, upgrade with readers,
-// uninstall. A failed install stops it.
+// TestChart runs the chart's life cycle in order on the one cluster, in the order a user installs:
+// Envoy Gateway (its CA), our chart, our extension registered in Envoy Gateway, upgrade with
+// readers, uninstall. A failed install stops it.
 func TestChart(t *testing.T) {
 	requireCluster(t)
-	if !t.Run("install", testHelmInstall) {
+	if !t.Run("envoy-gateway", testEnvoyGatewayInstall) || !t.Run("install", testHelmInstall) {
 		return
 	}
 	t.Run("proxy", testProxy)
 	t.Run("networkpolicy", testProxyNetworkPolicy)
+	t.Run("envoy-gateway-extension", testEnvoyGatewayExtension)
 	t.Run("upgrade", testHelmUpgradeNoDowntime)
 	t.Run("uninstall", testHelmUninstall)
+	t.Run("envoy-gateway-uninstall", testEnvoyGatewayUninstall)
 }
 
 // testHelmInstall installs the chart from the local images and waits for what a user waits for:
@@ -240,43 +238,14 @@ func installChart(t *testing.T, ctx context.Context, tag string) {
 }
 
 // helmInstall installs or upgrades the release to the images of tag (the test node has no volume
-// provisioner: etcd runs on emptyDir).
+// provisioner: etcd runs on emptyDir). The chart reads Envoy Gateway's CA from its Secret
+// (testEnvoyGatewayInstall ran first) and writes ours into Envoy Gateway's namespace.
 func helmInstall(ctx context.Context, tag string) (string, error) {
-	egCA, err := envoyGatewayCA()
-	if err != nil {
-		return "", err
-	}
 	return runEnv(ctx, 10*time.Minute, nil, helm, "--kubeconfig", kubeconfig, "upgrade", "--install", release,
 		filepath.Join(root, "charts", "tailscale-gateway"), "-n", namespace, "--create-namespace",
 		"--set", "image.tag="+tag,
-		// No Envoy Gateway runs in this cluster yet: a CA of its own stands in for Envoy Gateway's,
-		// whose clients the extension's ports admit, and nothing is written to its namespace.
-		"--set-file", "extension.tls.envoyGatewayCA="+egCA, "--set", "envoyGateway.writeExtensionCA=false",
 		"--set", "etcd.image.repository=tsgw.local/etcd", "--set", "etcd.image.tag="+etcdTag,
 		"--set", "etcd.persistence.enabled=false")
-}
-
-var (
-	egCAOnce sync.Once
-	egCADir  string
-	egCAFile string
-	egCAErr  error
-)
-
-// envoyGatewayCA writes, once per run, a CA standing in for Envoy Gateway's and returns its file.
-func envoyGatewayCA() (string, error) {
-	egCAOnce.Do(func() {
-		if egCADir, egCAErr = os.MkdirTemp("", "tsgw-envoy-gateway-ca"); egCAErr != nil {
-			return
-		}
-		ca, err := pki.NewCA(egCADir, "envoy-gateway")
-		if err != nil {
-			egCAErr = err
-			return
-		}
-		egCAFile = ca.CertFile
-	})
-	return egCAFile, egCAErr
 }
 
 func kubectl(ctx context.Context, args ...string) (string, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 
@@ -49,6 +50,8 @@ type Options struct {
 	NodeID, NodeCluster string
 	// MaxRecvMsgSize bounds one response; default 64 MiB.
 	MaxRecvMsgSize int
+	// Dialer, when set, opens the connections (e.g. inside another network namespace).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Client is a connection to an xDS server; each Watch is its own ADS stream on it.
@@ -68,8 +71,12 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if size == 0 {
 		size = 64 << 20
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(size)))
+	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(size))}
+	if opts.Dialer != nil {
+		dialOpts = append(dialOpts, grpc.WithContextDialer(opts.Dialer))
+	}
+	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("dialing xDS server %s: %w", addr, err)
 	}
