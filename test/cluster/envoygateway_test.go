@@ -497,4 +497,3 @@ func dialNode(ctx context.Context, addr string) (net.Conn, error) {
 	r := <-done // DialContext ends with ctx
 	return r.conn, r.err
 }
-

@@ -50,8 +50,8 @@ type simTailnet struct {
 }
 
 // startSim starts the simulated tailnet (the tailnet-sim binary hack/images.sh test built) and
-// stops it when t ends. Control accepts a known node's restart without a key, as Tailscale's
-// does (-no-auth-key-check), so a restart shows whether a new key was minted.
+// stops it when t ends. Control admits a new node only with a valid minted key, and a known node
+// restarting from its state without one, as Tailscale's does.
 func startSim(t *testing.T) *simTailnet {
 	t.Helper()
 	dir := t.TempDir()
@@ -70,7 +70,7 @@ func startSim(t *testing.T) *simTailnet {
 	info := filepath.Join(dir, "info.json")
 	bin := filepath.Join(root, "_output", "images", "bin", "linux-"+runtime.GOARCH, "tailnet-sim")
 	cmd := exec.Command("nsenter", "--net="+nodeNetns, bin, "-listen-addr", nodeIP,
-		"-api-tls-cert-file", cert.CertFile, "-api-tls-key-file", cert.KeyFile, "-no-auth-key-check",
+		"-api-tls-cert-file", cert.CertFile, "-api-tls-key-file", cert.KeyFile,
 		"-info-file", info, "-dir", dir)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
