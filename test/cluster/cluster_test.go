@@ -129,6 +129,15 @@ func setup() error {
 	if out, err := run(ctx, 10*time.Minute, filepath.Join(root, "hack", "cluster-up.sh"), args...); err != nil {
 		return fmt.Errorf("importing images: %w\n%s", err, out)
 	}
+	// A node under pressure (the kubelet evicts below 1% free disk) schedules nothing: say so
+	// rather than let the first install time out.
+	taints, err := kubectl(ctx, "get", "nodes", "-o", "jsonpath={.items[*].spec.taints[*].key}")
+	if err != nil {
+		return fmt.Errorf("reading the node's taints: %w\n%s", err, taints)
+	}
+	if strings.Contains(taints, "pressure") {
+		return fmt.Errorf("the node is tainted %q: free disk or memory on this machine and run again", taints)
+	}
 	return nil
 }
 
