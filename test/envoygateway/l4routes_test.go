@@ -13,6 +13,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/test/envoygateway"
@@ -24,7 +25,8 @@ import (
 const proxyIP = "10.96.0.50"
 
 // l4Endpoints is the spec's backend-services TailscaleEndpoints (its TCPRoute example), with an
-// endpoint per route kind, each with the health given.
+// endpoint per route kind, each with the health given and its egress port allocated as the
+// server's allocator records it.
 func l4Endpoints(health map[string]string) *v1alpha1.TailscaleEndpoints {
 	e := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backend-services", UID: "uid-backend-services"},
 		Spec: v1alpha1.TailscaleEndpointsSpec{Tailnet: "main", Endpoints: []v1alpha1.TailscaleEndpoint{
@@ -37,6 +39,7 @@ func l4Endpoints(health map[string]string) *v1alpha1.TailscaleEndpoints {
 	for _, ep := range e.Spec.Endpoints {
 		e.Status.Endpoints = append(e.Status.Endpoints, v1alpha1.EndpointStatus{Name: ep.Name, Status: health[ep.Name]})
 	}
+	egressalloc.New(egressalloc.Options{}).Allocate("shared", e)
 	return e
 }
 
@@ -161,8 +164,9 @@ func TestEnvoyGatewayRoutesL4AndGRPCToPublishedBackends(t *testing.T) {
 	}
 
 	// A cluster per route, at the proxy's egress listeners of the endpoints.
+	_, recorded := ports.Recorded(l4Endpoints(nil))
 	at := func(ep string, port int32) string {
-		return fmt.Sprintf("%s:%d", proxyIP, ports.EgressPort("backend-services", ep, port))
+		return fmt.Sprintf("%s:%d", proxyIP, recorded[ports.Key{Endpoint: ep, Port: port, UDP: ep == "dns"}])
 	}
 	clusterOf := map[string]string{
 		"TCPRoute": "tcproute/" + ns + "/database-route/rule/-1", "TLSRoute": "tlsroute/" + ns + "/api-route/rule/-1",
