@@ -54,7 +54,9 @@ func startServerOn(t *testing.T, sim *tailnetsim.Tailnet, configure ...func(*ser
 	_, err := env.client.GatewayV1alpha1().TailscaleTailnets().Create(ctx(t), &v1alpha1.TailscaleTailnet{
 		ObjectMeta: metav1.ObjectMeta{Name: "sim"},
 		Spec: v1alpha1.TailscaleTailnetSpec{Tailnet: sim.TailnetName(), OAuthSecretName: "ts-oauth",
-			APIBaseURL: sim.APIURL(), Tags: []string{"tag:prober"}},
+			APIBaseURL: sim.APIURL(), Tags: []string{"tag:prober"},
+			// The tags the tests' objects ask for (spec.tags, endpointTemplate.tags).
+			ProxyTags: []string{"tag:k8s", "tag:web"}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
