@@ -8,15 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
 )
 
@@ -79,19 +76,7 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(proxy.Options{Client: env.client, Node: gwNode, Metrics: forward.NewMetrics(prometheus.NewRegistry()),
-		Retry: 200 * time.Millisecond, Selection: proxy.Selection{Namespace: "sim", Services: []string{"web"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); _ = p.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		<-stopped
-		gwNode.Close()
-	})
+	runProxy(t, env, gwNode, "web")
 
 	// One connection per request: each answer names the device the proxy chose. Now and then
 	// (about one connection in 100-500 here) a new connection to the VIP stalls inside tsnet

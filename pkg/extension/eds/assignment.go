@@ -210,8 +210,9 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 	// backends of the object's own Service (the proxy hosting it dials them), not of EDS.
 	if _, direct := addr.(Direct); direct {
 		for _, d := range svc.Status.DiscoveredVIPServices {
-			w := weightOf(d.Name, nil)
-			prio, inTier := priorityOf(d.Name)
+			name := strings.TrimPrefix(d.Name, "svc:") // weights and tiers name it by its label
+			w := weightOf(name, nil)
+			prio, inTier := priorityOf(name)
 			if w == 0 || !inTier {
 				continue
 			}

@@ -233,9 +233,10 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 	// Tailscale Services discovered by spec.serviceDiscovery.vipServiceSelector (status, written
 	// from the tailnet's API by live status): each Service's VIP on the port, else on each of its
 	// TCP ports, dialled through the node. Only tailnet addresses are taken, whatever a status
-	// write says.
+	// write says. Weights and tiers name a Service by its label, "db" for svc:db.
 	for _, d := range svc.Status.DiscoveredVIPServices {
-		if tier(d.Name) == "" {
+		name := strings.TrimPrefix(d.Name, "svc:")
+		if tier(name) == "" {
 			continue
 		}
 		addr := ""
@@ -249,9 +250,9 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 		}
 		for _, p := range endpointset.ServicePorts(d.Ports, port) {
 			out = append(out, balance.Backend{
-				Key: svc.Namespace + "/" + svc.Name + "/vip/" + d.Name + "/" + strconv.Itoa(int(p)), Group: d.Name,
+				Key: svc.Namespace + "/" + svc.Name + "/vip/" + d.Name + "/" + strconv.Itoa(int(p)), Group: name,
 				Network: "tcp", Address: net.JoinHostPort(addr, strconv.Itoa(int(p))), Tailnet: true,
-				Weight: weightOf(d.Name, nil), Secondary: tier(d.Name) == livestatus.TierSecondary,
+				Weight: weightOf(name, nil), Secondary: tier(name) == livestatus.TierSecondary,
 			})
 		}
 	}

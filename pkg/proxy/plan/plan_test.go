@@ -348,7 +348,7 @@ func sortedCopy(s []string) []string {
 func TestDiscoveredVIPServicesAreBackends(t *testing.T) {
 	svc := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}, Spec: v1alpha1.TailscaleServicesSpec{
 		VIPService:    &v1alpha1.VIPServiceSpec{Name: "svc:s", Ports: []string{"tcp:80"}},
-		LoadBalancing: &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyWeighted, Weights: map[string]int32{"svc:db": 3}}}}
+		LoadBalancing: &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyWeighted, Weights: map[string]int32{"db": 3}}}}
 	svc.Status.DiscoveredVIPServices = []v1alpha1.DiscoveredVIPService{
 		{Name: "svc:web2", Addresses: []string{"fd7a:115c:a1e0::7", "100.100.0.7"}, Ports: []string{"tcp:80", "tcp:443"}},
 		{Name: "svc:db", Addresses: []string{"100.100.0.8"}, Ports: []string{"tcp:5432", "tcp:5433", "udp:53"}},
@@ -365,7 +365,7 @@ func TestDiscoveredVIPServicesAreBackends(t *testing.T) {
 		}
 		backends = append(backends, fmt.Sprintf("%s=%s*%d", b.Group, b.Address, b.Weight))
 	}
-	want := "svc:web2=100.100.0.7:80*1,svc:db=100.100.0.8:5432*3,svc:db=100.100.0.8:5433*3"
+	want := "web2=100.100.0.7:80*1,db=100.100.0.8:5432*3,db=100.100.0.8:5433*3"
 	if strings.Join(backends, ",") != want {
 		t.Errorf("backends %v, want %s", backends, want)
 	}
