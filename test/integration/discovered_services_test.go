@@ -150,6 +150,30 @@ func TestVIPServiceSelectorDiscoversServicesOfItsOwnTailnet(t *testing.T) {
 	}
 }
 
+// proxyNode starts the proxy's node on env's tailnet and a tailnet client, "client", to which
+// the proxy's Service svc at vip is routed.
+func proxyNode(t *testing.T, env *simEnv, svc, vip string) (*tsnet.Server, *node.Node, *tsnet.Server) {
+	t.Helper()
+	c := ctx(t)
+	gw, err := node.Start(c, node.Options{Dir: t.TempDir(), Hostname: "gw-proxy", ControlURL: env.sim.ControlURL(),
+		AuthKey: env.sim.AuthKey(), Tags: []string{"tag:gateway"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwNode, err := node.Wrap(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := env.sim.NewNode(c, "client", env.sim.AuthKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.sim.RouteService(c, svc, vip, gw, client); err != nil {
+		t.Fatal(err)
+	}
+	return gw, gwNode, client
+}
+
 // runProxy runs a proxy on n hosting the TailscaleServices services of namespace sim, against
 // env's server, until the test ends; then it closes n.
 func runProxy(t *testing.T, env *simEnv, n *node.Node, services ...string) {
@@ -200,23 +224,8 @@ func TestDiscoveredVIPServiceTakesTrafficThroughTheProxy(t *testing.T) {
 
 	// The proxy's node, a tailnet client routed to svc:front on the proxy, and a node serving
 	// svc:shared-api at the address sim's API gave it, routed from the proxy's node.
-	gw, err := node.Start(c, node.Options{Dir: t.TempDir(), Hostname: "gw-proxy", ControlURL: env.sim.ControlURL(),
-		AuthKey: env.sim.AuthKey(), Tags: []string{"tag:gateway"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwNode, err := node.Wrap(gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := env.sim.NewNode(c, "client", env.sim.AuthKey())
-	if err != nil {
-		t.Fatal(err)
-	}
 	const vip = "100.99.1.1"
-	if err := env.sim.RouteService(c, "svc:front", vip, gw, client); err != nil {
-		t.Fatal(err)
-	}
+	gw, gwNode, client := proxyNode(t, env, "svc:front", vip)
 	hostSrv, err := env.sim.NewNode(c, "shared-api-host", env.sim.AuthKey())
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
 )
 
 // TestProxyFollowsTheServersHealthAndFailback runs the proxy against the whole server: its
@@ -59,23 +58,8 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	}
 
 	// The proxy's node, a tailnet client, and the VIP made routable to the proxy.
-	gw, err := node.Start(c, node.Options{Dir: t.TempDir(), Hostname: "gw-proxy", ControlURL: env.sim.ControlURL(),
-		AuthKey: env.sim.AuthKey(), Tags: []string{"tag:gateway"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := env.sim.NewNode(c, "client", env.sim.AuthKey())
-	if err != nil {
-		t.Fatal(err)
-	}
 	const vip = "100.99.1.1"
-	if err := env.sim.RouteService(c, "svc:web", vip, gw, client); err != nil {
-		t.Fatal(err)
-	}
-	gwNode, err := node.Wrap(gw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, gwNode, client := proxyNode(t, env, "svc:web", vip)
 	runProxy(t, env, gwNode, "web")
 
 	// One connection per request: each answer names the device the proxy chose. Now and then
