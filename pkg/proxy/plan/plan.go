@@ -284,15 +284,25 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 	eps = slices.DeleteFunc(slices.Clone(eps), func(e *v1alpha1.TailscaleEndpoints) bool {
 		return !admitted("TailscaleEndpoints", e, e.Status.Conditions)
 	})
+	// Endpoints whose externalTarget the rule refuses, for egress and as Service backends; each
+	// reported once.
 	var targetProblems []string
+	reported := map[string]bool{}
+	allowTargets := func(e *v1alpha1.TailscaleEndpoints) *v1alpha1.TailscaleEndpoints {
+		e, dropped := WithTargetsAllowed(e, external.For(e))
+		for _, d := range dropped {
+			if !reported[d] {
+				reported[d] = true
+				targetProblems = append(targetProblems, d)
+			}
+		}
+		return e
+	}
 	for i, e := range eps {
-		var dropped []string
-		eps[i], dropped = WithTargetsAllowed(e, external.For(e))
-		targetProblems = append(targetProblems, dropped...)
+		eps[i] = allowTargets(e)
 	}
 	p.Egress, p.Problems, p.PortConflicts = EgressOf(eps)
 	p.Problems = append(p.Problems, refused...)
-	p.Problems = append(p.Problems, targetProblems...)
 	claimed := map[string]string{}
 	for _, svc := range svcs {
 		if !admitted("TailscaleServices", svc, svc.Status.Conditions) {
@@ -303,7 +313,7 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 		p.Problems = append(p.Problems, dropped...)
 		selected := slices.DeleteFunc(slices.Clone(selectOf(svc)), func(e *v1alpha1.TailscaleEndpoints) bool { return tenancy.Refused(e.Status.Conditions) })
 		for i, e := range selected {
-			selected[i], _ = WithTargetsAllowed(e, external.For(e)) // reported with the egress
+			selected[i] = allowTargets(e)
 		}
 		out, problems := ServicesOf(svc, selected)
 		p.Problems = append(p.Problems, problems...)
@@ -316,6 +326,7 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 			p.Services = append(p.Services, s)
 		}
 	}
+	p.Problems = append(p.Problems, targetProblems...)
 	return p
 }
 

@@ -332,7 +332,12 @@ func TestExternalTargetIsForwardedTo(t *testing.T) {
 		t.Errorf("externalServices off: backends %s, want %s", got, want)
 	}
 	if len(off.Problems) != 1 || !strings.Contains(off.Problems[0], "endpoint api is not served") {
-		t.Errorf("externalServices off: problems %q, want api's", off.Problems)
+		t.Errorf("externalServices off: problems %q, want api's once", off.Problems)
+	}
+	// A proxy hosting the Service only (no egress for the object) reports it too.
+	svcOnly := Build(nil, []*v1alpha1.TailscaleServices{svc}, selectOf, tenancy.ExternalServices{})
+	if len(svcOnly.Problems) != 1 || !strings.Contains(svcOnly.Problems[0], "endpoint api is not served") {
+		t.Errorf("Service only, externalServices off: problems %q, want api's", svcOnly.Problems)
 	}
 }
 
