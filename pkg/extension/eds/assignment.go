@@ -78,6 +78,15 @@ func targetAllowed(src Source, eps *v1alpha1.TailscaleEndpoints, ep endpointset.
 	return err == nil && (endpointset.IsTailnetHost(host) || src.AllowsExternal(host))
 }
 
+// tlsName is the host name of ep, the SNI and certificate name of TLS to it (AutoHostSni): the
+// externalTarget's host when that is a name (the target answers for itself), else tailscaleFQDN.
+func tlsName(ep endpointset.Endpoint) string {
+	if host, _, err := net.SplitHostPort(ep.ExternalTarget); err == nil && net.ParseIP(host) == nil {
+		return strings.TrimSuffix(host, ".")
+	}
+	return strings.TrimSuffix(ep.FQDN, ".")
+}
+
 // locality is one group of hosts: the endpoints of one object reached through one backendRef.
 type locality struct {
 	name     string // sub-zone: "<Kind>/<namespace>/<name>"
@@ -149,7 +158,7 @@ func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, pri
 		if !ok {
 			continue
 		}
-		h := lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health)
+		h := lbEndpoint(host, p, tlsName(ep), ep.Health)
 		h.Metadata = backends.UpstreamMetadata(backends.UpstreamMatch(eps.Namespace, eps.Name, ep))
 		backends.AddEndpointMetadata(h.Metadata, ep.Metadata)
 		l.hosts = append(l.hosts, h)

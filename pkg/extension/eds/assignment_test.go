@@ -224,6 +224,17 @@ func TestExternalTargetDirect(t *testing.T) {
 	if want := want[1:]; !slices.Equal(got, want) {
 		t.Errorf("externalServices refused: hosts %v, want %v", got, want)
 	}
+	// TLS to the host names the target when it is a name (the proxy's egress listener dials it),
+	// else the endpoint's tailscaleFQDN.
+	var names []string
+	for _, l := range LoadAssignment("c", ref, objects{endpoints: []*v1alpha1.TailscaleEndpoints{obj}}, proxyAddresser{}).Endpoints {
+		for _, h := range l.LbEndpoints {
+			names = append(names, h.GetEndpoint().GetHostname())
+		}
+	}
+	if want := []string{"ip.tail1234.ts.net", "api.internal.example.com", "vip.tail1234.ts.net", "plain.tail1234.ts.net"}; !slices.Equal(names, want) {
+		t.Errorf("host names %v, want %v", names, want)
+	}
 }
 
 // Direct: Tailscale Services in status.discoveredVIPServices are a locality each, their VIPs on
