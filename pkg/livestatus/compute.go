@@ -317,6 +317,22 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 	}
 
 	tn, haveTailnet, admitted := tailnetFor(src, obj.Namespace, tailnetRef)
+	switch {
+	case !admitted.Allowed:
+		// Nothing of a tailnet that refuses the namespace is shown, nor served.
+	case haveTailnet && tn.Synced:
+		st.DiscoveredVIPServices = DiscoverVIPServices(&obj.Spec, tn)
+	default:
+		// The tailnet is not known or its last poll failed: keep what was discovered before,
+		// never drop backends on an API outage.
+		// Matched again, so that a selector edited meanwhile still applies.
+		var known Tailnet
+		for _, d := range obj.Status.DiscoveredVIPServices {
+			known.Services = append(known.Services, Service{Name: d.Name, DNSName: d.DNSName, Addrs: d.Addresses, Ports: d.Ports, Tags: d.Tags})
+		}
+		st.DiscoveredVIPServices = DiscoverVIPServices(&obj.Spec, known)
+	}
+	backends += int32(len(st.DiscoveredVIPServices))
 	vipReady := metav1.Condition{Type: ConditionVIPServiceReady, Status: metav1.ConditionUnknown, Reason: "NoVIPService",
 		Message: "spec.vipService is not set"}
 	if v := obj.Spec.VIPService; v != nil {

@@ -127,3 +127,35 @@ func discoveredPort(obj *gateway.TailscaleEndpoints, name string) int32 {
 	}
 	return DefaultDiscoveredPort
 }
+
+// DiscoverVIPServices returns the Tailscale Services of tn that spec's
+// serviceDiscovery.vipServiceSelector matches, sorted by name: with discoverVIPServices set, a
+// Service named in serviceNames or carrying one of tags, other than spec.vipService.name (the
+// object's own Service is never its own backend). Names compare with or without "svc:".
+func DiscoverVIPServices(spec *gateway.TailscaleServicesSpec, tn Tailnet) []gateway.DiscoveredVIPService {
+	sd := spec.ServiceDiscovery
+	if sd == nil || !sd.DiscoverVIPServices || sd.VIPServiceSelector == nil {
+		return nil
+	}
+	sel := sd.VIPServiceSelector
+	label := func(name string) string { return strings.TrimPrefix(name, "svc:") }
+	own := ""
+	if spec.VIPService != nil {
+		own = label(spec.VIPService.Name)
+	}
+	var out []gateway.DiscoveredVIPService
+	for _, s := range tn.Services {
+		if label(s.Name) == own {
+			continue
+		}
+		named := slices.ContainsFunc(sel.ServiceNames, func(n string) bool { return label(n) == label(s.Name) })
+		tagged := slices.ContainsFunc(s.Tags, func(t string) bool { return slices.Contains(sel.Tags, t) })
+		if !named && !tagged {
+			continue
+		}
+		out = append(out, gateway.DiscoveredVIPService{Name: "svc:" + label(s.Name), DNSName: s.DNSName,
+			Addresses: slices.Clone(s.Addrs), Ports: slices.Clone(s.Ports), Tags: slices.Clone(s.Tags)})
+	}
+	slices.SortFunc(out, func(a, b gateway.DiscoveredVIPService) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

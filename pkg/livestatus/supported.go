@@ -1,7 +1,6 @@
 package livestatus
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -25,19 +24,10 @@ type Ignored struct{ Path, Why string }
 
 func (i Ignored) String() string { return i.Path + " (" + i.Why + ")" }
 
-// IgnoredEndpointsFields returns the set fields of a TailscaleEndpoints spec that drive nothing.
-// endpoints[].metadata is not one: the extension's EDS puts it on the endpoint's Envoy host
-// (backends.EndpointMetadataFilter).
-func IgnoredEndpointsFields(spec *gateway.TailscaleEndpointsSpec) []Ignored {
-	var out []Ignored
-	for i, ep := range spec.Endpoints {
-		p := fmt.Sprintf("spec.endpoints[%d]", i)
-		if ep.ExternalTarget != "" {
-			out = append(out, Ignored{p + ".externalTarget", "nothing forwards to targets outside the tailnet, traffic goes to tailscaleIP or tailscaleFQDN"})
-		}
-	}
-	return out
-}
+// IgnoredEndpointsFields returns the set fields of a TailscaleEndpoints spec that drive nothing:
+// none now. endpoints[].metadata goes on the endpoint's Envoy host (backends.EndpointMetadataFilter),
+// endpoints[].externalTarget is where the proxy forwards the endpoint's traffic (ports.Wanted).
+func IgnoredEndpointsFields(*gateway.TailscaleEndpointsSpec) []Ignored { return nil }
 
 // IgnoredServicesFields returns the set fields of a TailscaleServices spec that drive nothing.
 func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec) []Ignored {
@@ -45,13 +35,9 @@ func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec) []Ignored {
 	if v := spec.VIPService; v != nil && v.AutoApprove != nil {
 		out = append(out, Ignored{"spec.vipService.autoApprove", "no approval call is made, the tailnet policy's autoApprovers decide which hosts are approved"})
 	}
-	if sd := spec.ServiceDiscovery; sd != nil && sd.VIPServiceSelector != nil &&
+	if sd := spec.ServiceDiscovery; sd != nil && sd.VIPServiceSelector != nil && !sd.DiscoverVIPServices &&
 		(len(sd.VIPServiceSelector.Tags) > 0 || len(sd.VIPServiceSelector.ServiceNames) > 0) {
-		why := "Tailscale Services it matches do not join as backends, it only decides whether to attach to an existing spec.vipService.name"
-		if !sd.DiscoverVIPServices || spec.VIPService == nil {
-			why = "Tailscale Services it matches do not join as backends, and without discoverVIPServices and vipService it decides nothing"
-		}
-		out = append(out, Ignored{"spec.serviceDiscovery.vipServiceSelector", why})
+		out = append(out, Ignored{"spec.serviceDiscovery.vipServiceSelector", "discoverVIPServices is false: no Tailscale Service is discovered"})
 	}
 	return out
 }

@@ -41,12 +41,13 @@ func wantNames(t *testing.T, c *metav1.Condition, paths ...string) {
 
 func TestEndpointsSupported(t *testing.T) {
 	obj := endpointsObject()
-	if c := supported(t, Endpoints(obj, sources(), now).Conditions, 3); c.Status != metav1.ConditionTrue || c.Reason != ReasonAllFieldsSupported {
-		t.Fatalf("nothing ignored set: %+v", c)
-	}
+	// externalTarget is where the proxy forwards (ports.Wanted), metadata the EDS host's
+	// metadata: both take effect, nothing is listed.
 	obj.Spec.Endpoints[0].ExternalTarget = "api.example.com:443"
-	obj.Spec.Endpoints[2].Metadata = map[string]string{"team": "web"} // EDS host metadata: takes effect
-	wantNames(t, supported(t, Endpoints(obj, sources(), now).Conditions, 3), "spec.endpoints[0].externalTarget")
+	obj.Spec.Endpoints[2].Metadata = map[string]string{"team": "web"}
+	if c := supported(t, Endpoints(obj, sources(), now).Conditions, 3); c.Status != metav1.ConditionTrue || c.Reason != ReasonAllFieldsSupported {
+		t.Fatalf("externalTarget and metadata set: %+v", c)
+	}
 }
 
 func TestServicesSupported(t *testing.T) {
@@ -67,10 +68,14 @@ func TestServicesSupported(t *testing.T) {
 	obj.Spec.VIPService.AutoApprove = &no
 	// secondaryEndpoints takes effect (livestatus.FailoverTier): never listed.
 	obj.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = []string{"west"}
+	// With discoverVIPServices, the Services the selector matches join as backends: not listed.
 	obj.Spec.ServiceDiscovery.VIPServiceSelector = &gateway.VIPServiceSelector{ServiceNames: []string{"svc:other"}}
+	wantNames(t, supported(t, Services(obj, sources(), fakeSelector{}, now).Conditions, 4), "spec.vipService.autoApprove")
+	// Without it, the selector discovers nothing.
+	obj.Spec.ServiceDiscovery.DiscoverVIPServices = false
 	c := supported(t, Services(obj, sources(), fakeSelector{}, now).Conditions, 4)
 	wantNames(t, c, "spec.vipService.autoApprove", "spec.serviceDiscovery.vipServiceSelector")
-	if !strings.Contains(c.Message, "do not join as backends") {
+	if !strings.Contains(c.Message, "discoverVIPServices is false") {
 		t.Errorf("message does not say why the selector has no effect: %s", c.Message)
 	}
 }

@@ -302,7 +302,7 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 			continue
 		}
 		p.egress[name] = l
-		klog.InfoS("Serving egress", "listener", name, "address", l.addr, "target", e.Key, "tailnetAddress", e.Target)
+		klog.InfoS("Serving egress", "listener", name, "address", l.addr, "target", e.Key, "dials", e.Target)
 	}
 
 	wantSvc := map[string]plan.Service{}

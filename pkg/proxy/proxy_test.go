@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -73,18 +72,7 @@ func TestEgressCarriesHTTPTCPUDPAndGRPC(t *testing.T) {
 	}
 
 	t.Run("HTTP", func(t *testing.T) {
-		hc := &http.Client{Timeout: 10 * time.Second}
-		var body string
-		poll(t, "HTTP through the egress listener", func() bool {
-			resp, err := hc.Get("http://" + e.egressAddr(t, "egress-all", "http", d.HTTPPort) + "/")
-			if err != nil {
-				return false
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			body = string(b)
-			return resp.StatusCode == http.StatusOK
-		})
+		body := pollGet(t, "http://"+e.egressAddr(t, "egress-all", "http", d.HTTPPort)+"/")
 		if body != "hello from dev-a\n" {
 			t.Errorf("body %q", body)
 		}

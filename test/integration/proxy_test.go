@@ -8,16 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
 )
 
 // TestProxyFollowsTheServersHealthAndFailback runs the proxy against the whole server: its
@@ -62,36 +58,9 @@ func TestProxyFollowsTheServersHealthAndFailback(t *testing.T) {
 	}
 
 	// The proxy's node, a tailnet client, and the VIP made routable to the proxy.
-	gw, err := node.Start(c, node.Options{Dir: t.TempDir(), Hostname: "gw-proxy", ControlURL: env.sim.ControlURL(),
-		AuthKey: env.sim.AuthKey(), Tags: []string{"tag:gateway"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := env.sim.NewNode(c, "client", env.sim.AuthKey())
-	if err != nil {
-		t.Fatal(err)
-	}
 	const vip = "100.99.1.1"
-	if err := env.sim.RouteService(c, "svc:web", vip, gw, client); err != nil {
-		t.Fatal(err)
-	}
-	gwNode, err := node.Wrap(gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Options{Client: env.client, Node: gwNode, Metrics: forward.NewMetrics(prometheus.NewRegistry()),
-		Retry: 200 * time.Millisecond, Selection: proxy.Selection{Namespace: "sim", Services: []string{"web"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); _ = p.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		<-stopped
-		gwNode.Close()
-	})
+	_, gwNode, client := proxyNode(t, env, "svc:web", vip)
+	runProxy(t, env, gwNode, "web")
 
 	// One connection per request: each answer names the device the proxy chose. Now and then
 	// (about one connection in 100-500 here) a new connection to the VIP stalls inside tsnet

@@ -4,9 +4,11 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
@@ -30,7 +32,9 @@ func checkSupported(t *testing.T, what string, conds []metav1.Condition, generat
 
 // TestSupportedConditionThroughTheAPI: a TailscaleEndpoints and a TailscaleServices read through
 // the API say which of their set fields have no effect (Supported=False, FieldsNotSupported), and
-// Supported=True at the new generation once those fields are cleared.
+// Supported=True at the new generation once those fields are cleared. externalTarget and
+// metadata take effect: never listed. An externalTarget outside the tailnet is refused (422)
+// while externalServices are off, as here.
 func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	s := framework.Start(t, "", func(o *server.Options) {
 		o.Collector = &framework.ScriptedCollector{Tailnets: map[string]livestatus.Tailnet{}}
@@ -39,7 +43,12 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 
 	eps := objects.Endpoints("web", "eps")
 	eps.Spec.Endpoints[1].ExternalTarget = "db.internal.example.com:5432"
-	eps.Spec.Endpoints[0].Metadata = map[string]string{"team": "data"} // takes effect: not listed
+	_, err := api.TailscaleEndpoints("web").Create(ctx(t), eps, metav1.CreateOptions{})
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.endpoints[1].externalTarget") {
+		t.Fatalf("externalTarget outside the tailnet with externalServices off: err = %v, want 422 naming it", err)
+	}
+	eps.Spec.Endpoints[1].ExternalTarget = "db.company.ts.net:5432"
+	eps.Spec.Endpoints[0].Metadata = map[string]string{"team": "data"}
 	created, err := api.TailscaleEndpoints("web").Create(ctx(t), eps, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -48,28 +57,10 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSupported(t, "endpoints", got.Status.Conditions, created.Generation, metav1.ConditionFalse, "spec.endpoints[1].externalTarget")
-	if c := meta.FindStatusCondition(got.Status.Conditions, livestatus.ConditionSupported); strings.Contains(c.Message, "metadata") {
-		t.Fatalf("endpoints: metadata takes effect but is listed: %s", c.Message)
-	}
-	if c := meta.FindStatusCondition(got.Status.Conditions, livestatus.ConditionSupported); c.Reason != livestatus.ReasonFieldsNotSupported {
-		t.Fatalf("endpoints: reason %s", c.Reason)
-	}
-	got.Spec.Endpoints[1].ExternalTarget = ""
-	updated, err := api.TailscaleEndpoints("web").Update(ctx(t), got, metav1.UpdateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if updated.Generation == created.Generation {
-		t.Fatal("clearing externalTarget did not make a new generation")
-	}
-	if got, err = api.TailscaleEndpoints("web").Get(ctx(t), "eps", metav1.GetOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	checkSupported(t, "endpoints after clearing externalTarget", got.Status.Conditions, updated.Generation, metav1.ConditionTrue)
+	checkSupported(t, "endpoints with externalTarget and metadata", got.Status.Conditions, created.Generation, metav1.ConditionTrue)
 
 	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints takes effect: not listed
-	svc.Spec.VIPService.AutoApprove = ptrTo(true)
+	svc.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{VIPServiceSelector: &v1alpha1.VIPServiceSelector{Tags: []string{"tag:shared"}}}
 	createdSvc, err := api.TailscaleServices("web").Create(ctx(t), svc, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -79,8 +70,8 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSupported(t, "services", gotSvc.Status.Conditions, createdSvc.Generation, metav1.ConditionFalse,
-		"spec.vipService.autoApprove")
-	gotSvc.Spec.VIPService.AutoApprove = nil
+		"spec.serviceDiscovery.vipServiceSelector (discoverVIPServices is false")
+	gotSvc.Spec.ServiceDiscovery.DiscoverVIPServices = true // the selector now discovers
 	updatedSvc, err := api.TailscaleServices("web").Update(ctx(t), gotSvc, metav1.UpdateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -88,5 +79,5 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	if gotSvc, err = api.TailscaleServices("web").Get(ctx(t), "svc", metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	checkSupported(t, "services after clearing", gotSvc.Status.Conditions, updatedSvc.Generation, metav1.ConditionTrue)
+	checkSupported(t, "services discovering", gotSvc.Status.Conditions, updatedSvc.Generation, metav1.ConditionTrue)
 }

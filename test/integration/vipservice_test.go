@@ -82,12 +82,7 @@ func startVIPEnv(t *testing.T, sim *tailnetsim.Tailnet, id string) *vipEnv {
 	} else {
 		env = startServerOn(t, sim, withControllers(id, events))
 	}
-	admin, err := tailnet.NewClient(tailnet.ClientOptions{Tailnet: env.sim.TailnetName(), BaseURL: env.sim.APIURL(),
-		Credentials: tailnet.Credentials{APIKey: env.sim.APIKey()}, Transport: tailnet.TransportOptions{RequestsPerSecond: -1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &vipEnv{simEnv: env, events: events, admin: admin, id: id}
+	return &vipEnv{simEnv: env, events: events, admin: adminClient(t, env.sim), id: id}
 }
 
 func vipServices(name, svc string) *v1alpha1.TailscaleServices {

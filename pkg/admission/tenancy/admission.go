@@ -8,6 +8,7 @@ package tenancy
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tenancy"
 )
 
@@ -84,6 +86,7 @@ func (p *Plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 		if !hadOld || oldRef != obj.Spec.Tailnet || !slices.Equal(old.Spec.Tags, obj.Spec.Tags) {
 			errs = append(errs, p.checkProxyTags(ctx, field.NewPath("spec", "tags"), obj.Spec.Tailnet, obj.Spec.Tags)...)
 		}
+		errs = append(errs, p.checkTargets(obj, old, isServer(a.GetUserInfo()))...)
 	case *gateway.TailscaleServices:
 		old, hadOld := a.GetOldObject().(*gateway.TailscaleServices)
 		if t := obj.Spec.EndpointTemplate; t != nil {
@@ -165,6 +168,37 @@ func isServer(u user.Info) bool {
 // errGatewayExternal refuses externalServices on an object controlled by a TailscaleGateway from
 // anyone but the server: the proxy dials those without --allow-external-services.
 const errGatewayExternal = "externalServices of a TailscaleServices controlled by a TailscaleGateway are written by the server's TailscaleGateway controller only"
+
+// checkTargets refuses endpoints' externalTargets outside the tailnet that the externalServices
+// rule does not allow (the proxy would dial them from its host); on update only targets that are
+// new. The server's own writes of objects a TailscaleGateway controls pass, as for
+// externalServices.
+func (p *Plugin) checkTargets(obj, old *gateway.TailscaleEndpoints, server bool) field.ErrorList {
+	if server && tenancy.GeneratedByGateway(obj) {
+		return nil
+	}
+	known := map[string]bool{}
+	if old != nil {
+		for _, ep := range old.Spec.Endpoints {
+			known[ep.ExternalTarget] = true
+		}
+	}
+	rule := p.policy.ExternalServices()
+	var errs field.ErrorList
+	for i, ep := range obj.Spec.Endpoints {
+		if ep.ExternalTarget == "" || known[ep.ExternalTarget] {
+			continue
+		}
+		host, _, err := net.SplitHostPort(ep.ExternalTarget)
+		if err != nil || endpointset.IsTailnetHost(host) {
+			continue // validation reports a malformed one
+		}
+		if err := rule.Check(host); err != nil {
+			errs = append(errs, field.Forbidden(field.NewPath("spec", "endpoints").Index(i).Child("externalTarget"), err.Error()))
+		}
+	}
+	return errs
+}
 
 // checkExternal refuses externalServices the server does not allow; on update only those whose
 // address is new. On an object controlled by a TailscaleGateway (tenancy.GeneratedByGateway)

@@ -2,6 +2,8 @@ package tenancy
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -159,5 +161,36 @@ func TestExternalServicesOfGatewayListeners(t *testing.T) {
 				t.Fatalf("err = %v, want refused %v", err, tc.wantRefused)
 			}
 		})
+	}
+}
+
+// An endpoint's externalTarget outside the tailnet is an address the proxy dials from its host:
+// refused (422, naming the field) while externalServices are off, as an externalServices address
+// is; tailnet targets pass, and an update keeping a target admitted earlier passes.
+func TestExternalTargetOutsideTheTailnet(t *testing.T) {
+	p := plugin(t)
+	withTargets := func(targets ...string) *gateway.TailscaleEndpoints {
+		obj := endpoints("any", "open")
+		for i, tg := range targets {
+			obj.Spec.Endpoints = append(obj.Spec.Endpoints, gateway.TailscaleEndpoint{Name: fmt.Sprintf("e%d", i), ExternalTarget: tg})
+		}
+		return obj
+	}
+	if err := validate(p, withTargets("db.corp.ts.net:5432", "100.64.0.9:80", "[fd7a:115c:a1e0::9]:80"), nil, "any", ""); err != nil {
+		t.Errorf("tailnet targets refused: %v", err)
+	}
+	err := validate(p, withTargets("db.corp.ts.net:5432", "api.internal.example.com:8080", "10.0.0.5:443"), nil, "any", "")
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.endpoints[1].externalTarget") ||
+		!strings.Contains(err.Error(), "spec.endpoints[2].externalTarget") || strings.Contains(err.Error(), "spec.endpoints[0]") {
+		t.Fatalf("targets outside the tailnet: err = %v, want 422 naming endpoints[1] and [2] only", err)
+	}
+	old := withTargets("10.0.0.5:443")
+	if err := validate(p, withTargets("10.0.0.5:443"), old, "any", ""); err != nil {
+		t.Errorf("update keeping an admitted target: %v", err)
+	}
+	allowed := New(tenancy.New(listers.NewTailscaleTailnetLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})), nil,
+		tenancy.ExternalServices{Allowed: true}), func() bool { return true })
+	if err := validate(allowed, withTargets("api.internal.example.com:8080"), nil, "any", ""); err != nil {
+		t.Errorf("externalServices allowed: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ package eds
 import (
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -45,15 +46,45 @@ type Addresser interface {
 }
 
 // Direct makes Envoy dial the tailnet address itself: for Envoy nodes that route 100.64.0.0/10
-// and fd7a:115c:a1e0::/48 through a subnet router or a Tailscale sidecar.
+// and fd7a:115c:a1e0::/48 through a subnet router or a Tailscale sidecar. An endpoint with an
+// externalTarget is dialled there when it is an IP address; a hostname one has no address (EDS
+// hosts are IP addresses), only the proxy's egress listener resolves it.
 type Direct struct{}
 
 // Address implements Addresser.
 func (Direct) Address(_ *v1alpha1.TailscaleEndpoints, ep endpointset.Endpoint) (string, uint32, bool) {
+	if ep.ExternalTarget != "" {
+		host, port, err := net.SplitHostPort(ep.ExternalTarget)
+		p, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil || p == 0 || net.ParseIP(host) == nil {
+			return "", 0, false
+		}
+		return host, uint32(p), true
+	}
 	if ep.IP == "" || ep.Port <= 0 {
 		return "", 0, false
 	}
 	return ep.IP, uint32(ep.Port), true
+}
+
+// targetAllowed reports whether ep's traffic may go where it says: an externalTarget outside
+// the tailnet only as the externalServices rule allows (always on objects a TailscaleGateway
+// generates, as their externalServices).
+func targetAllowed(src Source, eps *v1alpha1.TailscaleEndpoints, ep endpointset.Endpoint) bool {
+	if ep.ExternalTarget == "" || tenancy.GeneratedByGateway(eps) {
+		return true
+	}
+	host, _, err := net.SplitHostPort(ep.ExternalTarget)
+	return err == nil && (endpointset.IsTailnetHost(host) || src.AllowsExternal(host))
+}
+
+// tlsName is the host name of ep, the SNI and certificate name of TLS to it (AutoHostSni): the
+// externalTarget's host when that is a name (the target answers for itself), else tailscaleFQDN.
+func tlsName(ep endpointset.Endpoint) string {
+	if host, _, err := net.SplitHostPort(ep.ExternalTarget); err == nil && net.ParseIP(host) == nil {
+		return strings.TrimSuffix(host, ".")
+	}
+	return strings.TrimSuffix(ep.FQDN, ".")
 }
 
 // locality is one group of hosts: the endpoints of one object reached through one backendRef.
@@ -79,7 +110,7 @@ func LoadAssignment(cluster string, refs []backends.Ref, src Source, addr Addres
 		switch ref.Kind {
 		case backends.KindEndpoints:
 			if eps, ok := src.TailscaleEndpoints(ref.Namespace, ref.Name); ok {
-				locs = append(locs, endpointsLocality(eps, ref.Port, ref.Weight, 0, addr))
+				locs = append(locs, endpointsLocality(eps, ref.Port, ref.Weight, 0, src, addr))
 			}
 		case backends.KindServices:
 			if svc, ok := src.TailscaleServices(ref.Namespace, ref.Name); ok {
@@ -116,18 +147,18 @@ func LoadAssignment(cluster string, refs []backends.Ref, src Source, addr Addres
 
 // endpointsLocality is the locality of eps: its TCP endpoints on port, or all when none listens
 // on it (or port is zero).
-func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, priority uint32, addr Addresser) locality {
+func endpointsLocality(eps *v1alpha1.TailscaleEndpoints, port int32, weight, priority uint32, src Source, addr Addresser) locality {
 	matching := endpointset.OnPort(endpointset.Of(eps), port)
 	l := locality{name: backends.KindEndpoints + "/" + eps.Namespace + "/" + eps.Name, weight: weight, priority: priority}
 	for _, ep := range matching {
-		if ep.Protocol == v1alpha1.ProtocolUDP {
+		if ep.Protocol == v1alpha1.ProtocolUDP || !targetAllowed(src, eps, ep) {
 			continue // HTTPRoute traffic is TCP
 		}
 		host, p, ok := addr.Address(eps, ep)
 		if !ok {
 			continue
 		}
-		h := lbEndpoint(host, p, strings.TrimSuffix(ep.FQDN, "."), ep.Health)
+		h := lbEndpoint(host, p, tlsName(ep), ep.Health)
 		h.Metadata = backends.UpstreamMetadata(backends.UpstreamMatch(eps.Namespace, eps.Name, ep))
 		backends.AddEndpointMetadata(h.Metadata, ep.Metadata)
 		l.hosts = append(l.hosts, h)
@@ -165,7 +196,7 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 			if w == 0 || !inTier {
 				continue
 			}
-			locs = append(locs, endpointsLocality(eps, ref.Port, w, prio, addr))
+			locs = append(locs, endpointsLocality(eps, ref.Port, w, prio, src, addr))
 		}
 	}
 	if sd := svc.Spec.ServiceDiscovery; sd != nil {
@@ -181,6 +212,28 @@ func servicesLocalities(svc *v1alpha1.TailscaleServices, ref backends.Ref, src S
 				// External services are not probed: Envoy treats UNKNOWN as healthy.
 				hosts: []*endpointv3.LbEndpoint{externalEndpoint(ext)},
 			})
+		}
+	}
+	// Tailscale Services discovered by vipServiceSelector: their VIPs are tailnet addresses, which
+	// only an Envoy that routes the tailnet itself (Direct) reaches. Through proxies they are
+	// backends of the object's own Service (the proxy hosting it dials them), not of EDS.
+	if _, direct := addr.(Direct); direct {
+		for _, d := range svc.Status.DiscoveredVIPServices {
+			name := strings.TrimPrefix(d.Name, "svc:") // weights and tiers name it by its label
+			w := weightOf(name, nil)
+			prio, inTier := priorityOf(name)
+			if w == 0 || !inTier {
+				continue
+			}
+			l := locality{name: "VIPService/" + svc.Namespace + "/" + svc.Name + "/" + d.Name, weight: w, priority: prio}
+			for _, p := range endpointset.ServicePorts(d.Ports, ref.Port) {
+				for _, a := range d.Addresses {
+					if net.ParseIP(a) != nil && endpointset.IsTailnetHost(a) {
+						l.hosts = append(l.hosts, lbEndpoint(a, uint32(p), strings.TrimSuffix(d.DNSName, "."), livestatus.Unknown))
+					}
+				}
+			}
+			locs = append(locs, l)
 		}
 	}
 	return locs, failover

@@ -1,6 +1,7 @@
 package eds
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/backends"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/internal/golden"
 )
@@ -190,4 +192,72 @@ func TestLoadAssignmentWithoutExternalServices(t *testing.T) {
 	if got := zones(objects{services: svcs, noExternal: true}); len(got) != 0 {
 		t.Errorf("not allowed: localities %v, want none", got)
 	}
+}
+
+// hostsOf lists the hosts of a load assignment as "<sub-zone> <address>:<port>".
+func hostsOf(t *testing.T, refs []backends.Ref, src objects, addr Addresser) []string {
+	t.Helper()
+	var out []string
+	for _, l := range LoadAssignment("c", refs, src, addr).Endpoints {
+		for _, h := range l.LbEndpoints {
+			sa := h.GetEndpoint().GetAddress().GetSocketAddress()
+			out = append(out, fmt.Sprintf("%s %s:%d", l.Locality.SubZone, sa.GetAddress(), sa.GetPortValue()))
+		}
+	}
+	return out
+}
+
+// Direct: an endpoint's externalTarget is its host when it is an IP address; a hostname one has
+// none (only the proxy resolves it); one outside the tailnet only as externalServices allow.
+func TestExternalTargetDirect(t *testing.T) {
+	obj := endpoints("e", nil, "ip 100.64.0.1 80 HTTP Healthy", "name 100.64.0.2 80 HTTP Healthy", "vip 100.64.0.3 80 HTTP Healthy", "plain 100.64.0.4 80 HTTP Healthy")
+	obj.Spec.Endpoints[0].ExternalTarget = "192.0.2.7:8080"
+	obj.Spec.Endpoints[1].ExternalTarget = "api.internal.example.com:8080"
+	obj.Spec.Endpoints[2].ExternalTarget = "100.100.0.9:9000"
+	ref := []backends.Ref{{Kind: backends.KindEndpoints, Namespace: "web", Name: "e", Port: 80, Weight: 1}}
+	got := hostsOf(t, ref, objects{endpoints: []*v1alpha1.TailscaleEndpoints{obj}}, Direct{})
+	want := []string{"TailscaleEndpoints/web/e 192.0.2.7:8080", "TailscaleEndpoints/web/e 100.100.0.9:9000", "TailscaleEndpoints/web/e 100.64.0.4:80"}
+	if !slices.Equal(got, want) {
+		t.Errorf("hosts %v, want %v", got, want)
+	}
+	got = hostsOf(t, ref, objects{endpoints: []*v1alpha1.TailscaleEndpoints{obj}, noExternal: true}, Direct{})
+	if want := want[1:]; !slices.Equal(got, want) {
+		t.Errorf("externalServices refused: hosts %v, want %v", got, want)
+	}
+	// TLS to the host names the target when it is a name (the proxy's egress listener dials it),
+	// else the endpoint's tailscaleFQDN.
+	var names []string
+	for _, l := range LoadAssignment("c", ref, objects{endpoints: []*v1alpha1.TailscaleEndpoints{obj}}, proxyAddresser{}).Endpoints {
+		for _, h := range l.LbEndpoints {
+			names = append(names, h.GetEndpoint().GetHostname())
+		}
+	}
+	if want := []string{"ip.tail1234.ts.net", "api.internal.example.com", "vip.tail1234.ts.net", "plain.tail1234.ts.net"}; !slices.Equal(names, want) {
+		t.Errorf("host names %v, want %v", names, want)
+	}
+}
+
+// Direct: Tailscale Services in status.discoveredVIPServices are a locality each, their VIPs on
+// the ref's port; through a proxy (another Addresser) they are not EDS hosts.
+func TestDiscoveredVIPServicesDirect(t *testing.T) {
+	svc := services("s", nil, "")
+	svc.Status.DiscoveredVIPServices = []v1alpha1.DiscoveredVIPService{
+		{Name: "svc:db", Addresses: []string{"100.100.0.8", "fd7a:115c:a1e0::8"}, Ports: []string{"tcp:5432", "tcp:80"}},
+		{Name: "svc:forged", Addresses: []string{"10.0.0.1"}, Ports: []string{"tcp:80"}},
+	}
+	ref := []backends.Ref{{Kind: backends.KindServices, Namespace: "web", Name: "s", Port: 80, Weight: 1}}
+	got := hostsOf(t, ref, objects{services: []*v1alpha1.TailscaleServices{svc}}, Direct{})
+	want := []string{"VIPService/web/s/svc:db 100.100.0.8:80", "VIPService/web/s/svc:db fd7a:115c:a1e0::8:80"}
+	if !slices.Equal(got, want) {
+		t.Errorf("hosts %v, want %v", got, want)
+	}
+	if got := hostsOf(t, ref, objects{services: []*v1alpha1.TailscaleServices{svc}}, proxyAddresser{}); len(got) != 0 {
+		t.Errorf("through a proxy: hosts %v, want none", got)
+	}
+}
+
+type proxyAddresser struct{}
+
+func (proxyAddresser) Address(*v1alpha1.TailscaleEndpoints, endpointset.Endpoint) (string, uint32, bool) {
+	return "127.0.0.1", 10000, true
 }

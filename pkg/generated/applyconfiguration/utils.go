@@ -40,6 +40,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &gatewayv1alpha1.BackendConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("CircuitBreakerConfig"):
 		return &gatewayv1alpha1.CircuitBreakerConfigApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("DiscoveredVIPService"):
+		return &gatewayv1alpha1.DiscoveredVIPServiceApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("EgressAllocation"):
 		return &gatewayv1alpha1.EgressAllocationApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("EgressPort"):

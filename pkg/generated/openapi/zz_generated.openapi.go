@@ -38,6 +38,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.AllowedNamespaces{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_AllowedNamespaces(ref),
 		v1alpha1.BackendConfig{}.OpenAPIModelName():              schema_pkg_apis_gateway_v1alpha1_BackendConfig(ref),
 		v1alpha1.CircuitBreakerConfig{}.OpenAPIModelName():       schema_pkg_apis_gateway_v1alpha1_CircuitBreakerConfig(ref),
+		v1alpha1.DiscoveredVIPService{}.OpenAPIModelName():       schema_pkg_apis_gateway_v1alpha1_DiscoveredVIPService(ref),
 		v1alpha1.EgressAllocation{}.OpenAPIModelName():           schema_pkg_apis_gateway_v1alpha1_EgressAllocation(ref),
 		v1alpha1.EgressPort{}.OpenAPIModelName():                 schema_pkg_apis_gateway_v1alpha1_EgressPort(ref),
 		v1alpha1.EgressRouteConfig{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_EgressRouteConfig(ref),
@@ -362,6 +363,92 @@ func schema_pkg_apis_gateway_v1alpha1_CircuitBreakerConfig(ref common.ReferenceC
 		},
 		Dependencies: []string{
 			v1.Duration{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_DiscoveredVIPService(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "DiscoveredVIPService is a Tailscale Service found by spec.serviceDiscovery.vipServiceSelector.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"name": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Name of the Tailscale Service, \"svc:<label>\".",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"dnsName": {
+						SchemaProps: spec.SchemaProps{
+							Description: "DNSName is the Service's MagicDNS name.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"addresses": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Addresses are the Service's tailnet VIP addresses.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"ports": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Ports are the Service's ports, \"tcp:N\" or \"udp:N\".",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"tags": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Tags are the Service's ACL tags.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"name"},
+			},
+		},
 	}
 }
 
@@ -3092,11 +3179,32 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleServicesStatus(ref common.Referen
 							Ref:         ref(v1alpha1.ServiceInfo{}.OpenAPIModelName()),
 						},
 					},
+					"discoveredVIPServices": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-map-keys": []interface{}{
+									"name",
+								},
+								"x-kubernetes-list-type": "map",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "DiscoveredVIPServices are the Tailscale Services of the object's tailnet that spec.serviceDiscovery.vipServiceSelector matches (with discoverVIPServices), other than spec.vipService.name: their addresses and ports are backends of the object's Service.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.DiscoveredVIPService{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.LoadBalancingStatus{}.OpenAPIModelName(), v1alpha1.SelectedEndpoints{}.OpenAPIModelName(), v1alpha1.ServiceInfo{}.OpenAPIModelName(), v1alpha1.VIPServiceState{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName()},
+			v1alpha1.DiscoveredVIPService{}.OpenAPIModelName(), v1alpha1.LoadBalancingStatus{}.OpenAPIModelName(), v1alpha1.SelectedEndpoints{}.OpenAPIModelName(), v1alpha1.ServiceInfo{}.OpenAPIModelName(), v1alpha1.VIPServiceState{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName()},
 	}
 }
 

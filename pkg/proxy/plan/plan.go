@@ -7,7 +7,6 @@ package plan
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,16 +203,15 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 			matching = all
 		}
 		for _, ep := range matching {
-			host := ep.IP
-			if host == "" {
-				host = strings.TrimSuffix(ep.FQDN, ".")
-			}
-			if ep.Protocol == v1alpha1.ProtocolUDP || host == "" || ep.Port <= 0 {
+			target := ep.Target()
+			if ep.Protocol == v1alpha1.ProtocolUDP || target == "" || ep.Port <= 0 {
 				continue
 			}
+			// Through the node, externalTarget included: tsnet routes it through the tailnet
+			// (subnet routes, exit node) or from the host.
 			out = append(out, balance.Backend{
 				Key: obj.Namespace + "/" + obj.Name + "/" + ep.Name, Group: obj.Name,
-				Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(int(ep.Port))), Tailnet: true,
+				Network: "tcp", Address: target, Tailnet: true,
 				Weight: weightOf(obj.Name, nil), Secondary: tier(obj.Name) == livestatus.TierSecondary, Unhealthy: ep.Health == livestatus.Unhealthy,
 			})
 		}
@@ -232,23 +230,38 @@ func backendsOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 			})
 		}
 	}
+	// Tailscale Services discovered by spec.serviceDiscovery.vipServiceSelector (status, written
+	// from the tailnet's API by live status): each Service's VIP on the port, else on each of its
+	// TCP ports, dialled through the node. Only tailnet addresses are taken, whatever a status
+	// write says. Weights and tiers name a Service by its label, "db" for svc:db.
+	for _, d := range svc.Status.DiscoveredVIPServices {
+		name := strings.TrimPrefix(d.Name, "svc:")
+		if tier(name) == "" {
+			continue
+		}
+		addr := ""
+		for _, a := range d.Addresses {
+			if IsTailnetAddress(a) && (addr == "" || strings.Contains(addr, ":")) {
+				addr = a // the first IPv4 one, else the first
+			}
+		}
+		if addr == "" {
+			continue
+		}
+		for _, p := range endpointset.ServicePorts(d.Ports, port) {
+			out = append(out, balance.Backend{
+				Key: svc.Namespace + "/" + svc.Name + "/vip/" + d.Name + "/" + strconv.Itoa(int(p)), Group: name,
+				Network: "tcp", Address: net.JoinHostPort(addr, strconv.Itoa(int(p))), Tailnet: true,
+				Weight: weightOf(name, nil), Secondary: tier(name) == livestatus.TierSecondary,
+			})
+		}
+	}
 	return out
 }
 
-var (
-	cgnat   = netip.MustParsePrefix("100.64.0.0/10")
-	tsULA   = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
-	tsnetTL = ".ts.net"
-)
-
 // IsTailnetAddress reports whether host is reached through the tailnet: an address in
 // 100.64.0.0/10 or fd7a:115c:a1e0::/48, or a MagicDNS name under ts.net.
-func IsTailnetAddress(host string) bool {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return cgnat.Contains(ip) || tsULA.Contains(ip)
-	}
-	return strings.HasSuffix(strings.TrimSuffix(host, "."), tsnetTL)
-}
+func IsTailnetAddress(host string) bool { return endpointset.IsTailnetHost(host) }
 
 // Build returns the plan for the egress objects eps and the Service objects svcs, sorted by
 // namespace/name; selectOf returns the TailscaleEndpoints a TailscaleServices selects. When two
@@ -271,6 +284,23 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 	eps = slices.DeleteFunc(slices.Clone(eps), func(e *v1alpha1.TailscaleEndpoints) bool {
 		return !admitted("TailscaleEndpoints", e, e.Status.Conditions)
 	})
+	// Endpoints whose externalTarget the rule refuses, for egress and as Service backends; each
+	// reported once.
+	var targetProblems []string
+	reported := map[string]bool{}
+	allowTargets := func(e *v1alpha1.TailscaleEndpoints) *v1alpha1.TailscaleEndpoints {
+		e, dropped := WithTargetsAllowed(e, external.For(e))
+		for _, d := range dropped {
+			if !reported[d] {
+				reported[d] = true
+				targetProblems = append(targetProblems, d)
+			}
+		}
+		return e
+	}
+	for i, e := range eps {
+		eps[i] = allowTargets(e)
+	}
 	p.Egress, p.Problems, p.PortConflicts = EgressOf(eps)
 	p.Problems = append(p.Problems, refused...)
 	claimed := map[string]string{}
@@ -282,6 +312,9 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 		svc, dropped := withExternalAllowed(svc, external.For(svc))
 		p.Problems = append(p.Problems, dropped...)
 		selected := slices.DeleteFunc(slices.Clone(selectOf(svc)), func(e *v1alpha1.TailscaleEndpoints) bool { return tenancy.Refused(e.Status.Conditions) })
+		for i, e := range selected {
+			selected[i] = allowTargets(e)
+		}
 		out, problems := ServicesOf(svc, selected)
 		p.Problems = append(p.Problems, problems...)
 		for _, s := range out {
@@ -293,7 +326,45 @@ func Build(eps []*v1alpha1.TailscaleEndpoints, svcs []*v1alpha1.TailscaleService
 			p.Services = append(p.Services, s)
 		}
 	}
+	p.Problems = append(p.Problems, targetProblems...)
 	return p
+}
+
+// TargetAllowed returns nil when the proxy may forward to target, an endpoint's externalTarget
+// (host:port): a tailnet address always, any other host only as external (the
+// externalServices rule) allows.
+func TargetAllowed(target string, external tenancy.ExternalServices) error {
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		return fmt.Errorf("externalTarget %q: %w", target, err)
+	}
+	if IsTailnetAddress(host) {
+		return nil
+	}
+	return external.Check(host)
+}
+
+// WithTargetsAllowed returns obj without the endpoints whose externalTarget external refuses
+// (a copy when any is left out: they are not served at all rather than sent to their tailnet
+// address), and a problem for each.
+func WithTargetsAllowed(obj *v1alpha1.TailscaleEndpoints, external tenancy.ExternalServices) (*v1alpha1.TailscaleEndpoints, []string) {
+	var problems []string
+	kept := make([]v1alpha1.TailscaleEndpoint, 0, len(obj.Spec.Endpoints))
+	for _, ep := range obj.Spec.Endpoints {
+		if ep.ExternalTarget != "" {
+			if err := TargetAllowed(ep.ExternalTarget, external); err != nil {
+				problems = append(problems, fmt.Sprintf("TailscaleEndpoints %s/%s: endpoint %s is not served: %v", obj.Namespace, obj.Name, ep.Name, err))
+				continue
+			}
+		}
+		kept = append(kept, ep)
+	}
+	if problems == nil {
+		return obj, nil
+	}
+	obj = obj.DeepCopy()
+	obj.Spec.Endpoints = kept
+	return obj, problems
 }
 
 // withExternalAllowed returns svc without the externalServices external refuses (a copy when

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -274,5 +275,103 @@ func TestBuildExternalServicesPortsAndGeneratedObjects(t *testing.T) {
 	svc.OwnerReferences = nil
 	if p := Build(nil, []*v1alpha1.TailscaleServices{svc}, none, tenancy.ExternalServices{}); len(p.Services[0].Backends) != 0 {
 		t.Errorf("a hand-written object's externalServices are served while off: %+v", p.Services[0].Backends)
+	}
+}
+
+// An endpoint's externalTarget is where its egress listener and the Service backends it makes
+// forward; one outside the tailnet only as the externalServices rule allows, else the endpoint
+// is not served at all (never sent to its tailnet address instead).
+func TestExternalTargetIsForwardedTo(t *testing.T) {
+	withTarget := func(e v1alpha1.TailscaleEndpoint, target string) v1alpha1.TailscaleEndpoint {
+		e.ExternalTarget = target
+		return e
+	}
+	obj := endpoints("web",
+		withTarget(ep("api", "100.64.0.1", 8080, v1alpha1.ProtocolHTTP), "api.internal.example.com:9090"),
+		withTarget(ep("db", "100.64.0.2", 5432, v1alpha1.ProtocolTCP), "db.corp.ts.net:5433"),
+		ep("plain", "100.64.0.3", 80, v1alpha1.ProtocolHTTP))
+	obj.Labels = map[string]string{"app": "web"}
+	egressalloc.New(egressalloc.Options{}).Allocate("p", obj)
+	// Port 7000: no endpoint listens on it, so all of them are its backends.
+	svc := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}, Spec: v1alpha1.TailscaleServicesSpec{
+		VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:s", Ports: []string{"tcp:7000"}}}}
+	selectOf := func(*v1alpha1.TailscaleServices) []*v1alpha1.TailscaleEndpoints {
+		return []*v1alpha1.TailscaleEndpoints{obj}
+	}
+	targets := func(p Plan) (egress, backends []string) {
+		for _, e := range p.Egress {
+			egress = append(egress, e.Key+"="+e.Target)
+		}
+		for _, b := range p.Services[0].Backends {
+			if !b.Tailnet {
+				t.Errorf("backend %s is not dialled through the node", b.Key)
+			}
+			backends = append(backends, b.Key+"="+b.Address)
+		}
+		return egress, backends
+	}
+
+	allowed := Build([]*v1alpha1.TailscaleEndpoints{obj}, []*v1alpha1.TailscaleServices{svc}, selectOf, tenancy.ExternalServices{Allowed: true})
+	egress, backends := targets(allowed)
+	want := "ns/web/api=api.internal.example.com:9090,ns/web/db=db.corp.ts.net:5433,ns/web/plain=100.64.0.3:80"
+	if got := strings.Join(sortedCopy(egress), ","); got != want || len(allowed.Problems) != 0 {
+		t.Errorf("egress %s (problems %q), want %s", got, allowed.Problems, want)
+	}
+	if got := strings.Join(sortedCopy(backends), ","); got != want {
+		t.Errorf("Service backends %s, want %s", got, want)
+	}
+
+	// externalServices off: the MagicDNS target stays, api's (outside the tailnet) is not served.
+	off := Build([]*v1alpha1.TailscaleEndpoints{obj}, []*v1alpha1.TailscaleServices{svc}, selectOf, tenancy.ExternalServices{})
+	egress, backends = targets(off)
+	want = "ns/web/db=db.corp.ts.net:5433,ns/web/plain=100.64.0.3:80"
+	if got := strings.Join(sortedCopy(egress), ","); got != want {
+		t.Errorf("externalServices off: egress %s, want %s", got, want)
+	}
+	if got := strings.Join(sortedCopy(backends), ","); got != want {
+		t.Errorf("externalServices off: backends %s, want %s", got, want)
+	}
+	if len(off.Problems) != 1 || !strings.Contains(off.Problems[0], "endpoint api is not served") {
+		t.Errorf("externalServices off: problems %q, want api's once", off.Problems)
+	}
+	// A proxy hosting the Service only (no egress for the object) reports it too.
+	svcOnly := Build(nil, []*v1alpha1.TailscaleServices{svc}, selectOf, tenancy.ExternalServices{})
+	if len(svcOnly.Problems) != 1 || !strings.Contains(svcOnly.Problems[0], "endpoint api is not served") {
+		t.Errorf("Service only, externalServices off: problems %q, want api's", svcOnly.Problems)
+	}
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	slices.Sort(out)
+	return out
+}
+
+// Tailscale Services in status.discoveredVIPServices are backends of the Service port: their
+// first IPv4 VIP on that port (else on each TCP port), through the node; addresses outside the
+// tailnet (a forged status) are never taken.
+func TestDiscoveredVIPServicesAreBackends(t *testing.T) {
+	svc := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}, Spec: v1alpha1.TailscaleServicesSpec{
+		VIPService:    &v1alpha1.VIPServiceSpec{Name: "svc:s", Ports: []string{"tcp:80"}},
+		LoadBalancing: &v1alpha1.LoadBalancingConfig{Strategy: v1alpha1.StrategyWeighted, Weights: map[string]int32{"db": 3}}}}
+	svc.Status.DiscoveredVIPServices = []v1alpha1.DiscoveredVIPService{
+		{Name: "svc:web2", Addresses: []string{"fd7a:115c:a1e0::7", "100.100.0.7"}, Ports: []string{"tcp:80", "tcp:443"}},
+		{Name: "svc:db", Addresses: []string{"100.100.0.8"}, Ports: []string{"tcp:5432", "tcp:5433", "udp:53"}},
+		{Name: "svc:forged", Addresses: []string{"10.0.0.1"}, Ports: []string{"tcp:80"}},
+	}
+	got, _ := ServicesOf(svc, nil)
+	if len(got) != 1 {
+		t.Fatalf("ServicesOf = %v", got)
+	}
+	var backends []string
+	for _, b := range got[0].Backends {
+		if !b.Tailnet {
+			t.Errorf("backend %s is not dialled through the node", b.Key)
+		}
+		backends = append(backends, fmt.Sprintf("%s=%s*%d", b.Group, b.Address, b.Weight))
+	}
+	want := "web2=100.100.0.7:80*1,db=100.100.0.8:5432*3,db=100.100.0.8:5433*3"
+	if strings.Join(backends, ",") != want {
+		t.Errorf("backends %v, want %s", backends, want)
 	}
 }

@@ -8,10 +8,8 @@ package ports
 
 import (
 	"hash/fnv"
-	"net"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
@@ -55,8 +53,8 @@ func (k Key) Protocol() v1alpha1.Protocol {
 	return v1alpha1.ProtocolTCP
 }
 
-// Want is an egress listener an object's endpoint needs: its key and the tailnet address
-// dialled, host:port.
+// Want is an egress listener an object's endpoint needs: its key and the address dialled
+// through the node, host:port (endpointset.Endpoint.Target: the externalTarget when set).
 type Want struct {
 	Key
 	Target string
@@ -68,11 +66,8 @@ func Wanted(obj *v1alpha1.TailscaleEndpoints) []Want {
 	var out []Want
 	seen := map[Key]bool{}
 	for _, ep := range endpointset.Of(obj) {
-		host := ep.IP
-		if host == "" {
-			host = strings.TrimSuffix(ep.FQDN, ".")
-		}
-		if host == "" || ep.Port <= 0 {
+		target := ep.Target()
+		if target == "" || ep.Port <= 0 {
 			continue
 		}
 		k := Key{Endpoint: ep.Name, Port: ep.Port, UDP: ep.Protocol == v1alpha1.ProtocolUDP}
@@ -80,7 +75,7 @@ func Wanted(obj *v1alpha1.TailscaleEndpoints) []Want {
 			continue
 		}
 		seen[k] = true
-		out = append(out, Want{Key: k, Target: net.JoinHostPort(host, strconv.Itoa(int(ep.Port)))})
+		out = append(out, Want{Key: k, Target: target})
 	}
 	return out
 }

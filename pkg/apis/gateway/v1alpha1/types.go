@@ -655,6 +655,34 @@ type TailscaleServicesStatus struct {
 	// ServiceInfo describes multi-operator coordination of the service.
 	// +optional
 	ServiceInfo *ServiceInfo `json:"serviceInfo,omitempty"`
+	// DiscoveredVIPServices are the Tailscale Services of the object's tailnet that
+	// spec.serviceDiscovery.vipServiceSelector matches (with discoverVIPServices), other than
+	// spec.vipService.name: their addresses and ports are backends of the object's Service.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	DiscoveredVIPServices []DiscoveredVIPService `json:"discoveredVIPServices,omitempty"`
+}
+
+// DiscoveredVIPService is a Tailscale Service found by spec.serviceDiscovery.vipServiceSelector.
+type DiscoveredVIPService struct {
+	// Name of the Tailscale Service, "svc:<label>".
+	Name string `json:"name"`
+	// DNSName is the Service's MagicDNS name.
+	// +optional
+	DNSName string `json:"dnsName,omitempty"`
+	// Addresses are the Service's tailnet VIP addresses.
+	// +optional
+	// +listType=atomic
+	Addresses []string `json:"addresses,omitempty"`
+	// Ports are the Service's ports, "tcp:N" or "udp:N".
+	// +optional
+	// +listType=atomic
+	Ports []string `json:"ports,omitempty"`
+	// Tags are the Service's ACL tags.
+	// +optional
+	// +listType=atomic
+	Tags []string `json:"tags,omitempty"`
 }
 
 // SelectedEndpoints is one TailscaleEndpoints selected by a TailscaleServices.

@@ -42,6 +42,11 @@ func (in CircuitBreakerConfig) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in DiscoveredVIPService) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.DiscoveredVIPService"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in EgressAllocation) OpenAPIModelName() string {
 	return "com.tailscale.gateway.v1alpha1.EgressAllocation"
 }

@@ -37,6 +37,10 @@ type TailscaleServicesStatusApplyConfiguration struct {
 	LoadBalancingStatus *LoadBalancingStatusApplyConfiguration `json:"loadBalancingStatus,omitempty"`
 	// ServiceInfo describes multi-operator coordination of the service.
 	ServiceInfo *ServiceInfoApplyConfiguration `json:"serviceInfo,omitempty"`
+	// DiscoveredVIPServices are the Tailscale Services of the object's tailnet that
+	// spec.serviceDiscovery.vipServiceSelector matches (with discoverVIPServices), other than
+	// spec.vipService.name: their addresses and ports are backends of the object's Service.
+	DiscoveredVIPServices []DiscoveredVIPServiceApplyConfiguration `json:"discoveredVIPServices,omitempty"`
 }
 
 // TailscaleServicesStatusApplyConfiguration constructs a declarative configuration of the TailscaleServicesStatus type for use with
@@ -92,5 +96,18 @@ func (b *TailscaleServicesStatusApplyConfiguration) WithLoadBalancingStatus(valu
 // If called multiple times, the ServiceInfo field is set to the value of the last call.
 func (b *TailscaleServicesStatusApplyConfiguration) WithServiceInfo(value *ServiceInfoApplyConfiguration) *TailscaleServicesStatusApplyConfiguration {
 	b.ServiceInfo = value
+	return b
+}
+
+// WithDiscoveredVIPServices adds the given value to the DiscoveredVIPServices field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the DiscoveredVIPServices field.
+func (b *TailscaleServicesStatusApplyConfiguration) WithDiscoveredVIPServices(values ...*DiscoveredVIPServiceApplyConfiguration) *TailscaleServicesStatusApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithDiscoveredVIPServices")
+		}
+		b.DiscoveredVIPServices = append(b.DiscoveredVIPServices, *values[i])
+	}
 	return b
 }
