@@ -125,7 +125,7 @@ func TestTailscaleGatewayPathRoutes(t *testing.T) {
 	mine := "/cross-cluster/webapp-cluster2/"
 	user := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine"}, Spec: gwapiv1.HTTPRouteSpec{
 		CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{Name: "main"}}},
-		Rules: []gwapiv1.HTTPRouteRule{{Matches: []gwapiv1.HTTPRouteMatch{{Path: &gwapiv1.HTTPPathMatch{Type: &prefix, Value: &mine}}}}}}}
+		Rules:           []gwapiv1.HTTPRouteRule{{Matches: []gwapiv1.HTTPRouteMatch{{Path: &gwapiv1.HTTPPathMatch{Type: &prefix, Value: &mine}}}}}}}
 	if _, err := routes.Create(ctx(t), user, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
