@@ -22,10 +22,10 @@ import (
 
 // TestDiscoveryPriorityGroup: cluster B's svc:billing on two tailnets of one TailscaleGateway
 // (priorities 100 and 50) → discovery's failover TailscaleServices over both remote
-// TailscaleEndpoints with the priority-100 one primary, and one generated HTTPRoute, to the
-// group, in that tailnet's routes; raising the other tailnet's priority moves the primary and
-// the route; the Service gone from one tailnet removes the group and routes its remaining
-// TailscaleEndpoints directly.
+// TailscaleEndpoints with the priority-100 one primary, and one generated egress HTTPRoute, to
+// the group, in that tailnet's routes, beside the /cross-cluster/billing path route to the group;
+// raising the other tailnet's priority moves the primary and the route; the Service gone from
+// one tailnet removes the group and routes its remaining TailscaleEndpoints directly (both routes).
 func TestDiscoveryPriorityGroup(t *testing.T) {
 	if err := env.InstallGatewayAPICRDs(); err != nil {
 		t.Fatal(err)
@@ -110,7 +110,9 @@ func TestDiscoveryPriorityGroup(t *testing.T) {
 		return err == nil && cond != nil && cond.Status == metav1.ConditionTrue &&
 			strings.Contains(cond.Message, "grouped for failover by priority: "+group+" (svc:billing, primary "+eastEP+")"), err
 	})
-	routesAre("gw-east-egress-svc-" + group + " -> TailscaleServices/" + group)
+	// The /cross-cluster/billing path route (pkg/controllers/tsgateway pathroutes.go) follows the group too.
+	cross := tsgateway.PathRouteName("gw", tsgateway.PathRouteCrossCluster, "billing")
+	routesAre("gw-east-egress-svc-"+group+" -> TailscaleServices/"+group, cross+" -> TailscaleServices/"+group)
 
 	// West above east: the primary and the route move.
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -122,7 +124,7 @@ func TestDiscoveryPriorityGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	tiers(westEP, eastEP)
-	routesAre("gw-west-egress-svc-" + group + " -> TailscaleServices/" + group)
+	routesAre(cross+" -> TailscaleServices/"+group, "gw-west-egress-svc-"+group+" -> TailscaleServices/"+group)
 
 	// Gone from west: no group; east's TailscaleEndpoints routed directly.
 	if err := west.DeleteService(ctx(t), "svc:billing"); err != nil {
@@ -132,7 +134,7 @@ func TestDiscoveryPriorityGroup(t *testing.T) {
 		_, err := api.TailscaleServices(ns).Get(c, group, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
-	routesAre("gw-east-egress-ep-" + eastEP + " -> TailscaleEndpoints/" + eastEP)
+	routesAre("gw-east-egress-ep-"+eastEP+" -> TailscaleEndpoints/"+eastEP, cross+" -> TailscaleEndpoints/"+eastEP)
 }
 
 func mustGateway(t *testing.T, c context.Context, ns string) *v1alpha1.TailscaleGateway {

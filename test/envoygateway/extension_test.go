@@ -107,8 +107,8 @@ func TestEnvoyGatewayPublishesClustersOurHookShaped(t *testing.T) {
 }
 
 // startServer runs our server with collector, its extension hook and xDS server on loopback
-// listeners it returns.
-func startServer(t *testing.T, collector *framework.ScriptedCollector) (s *framework.Server, hookL, xdsL net.Listener) {
+// listeners it returns; edits change its options further.
+func startServer(t *testing.T, collector *framework.ScriptedCollector, edits ...func(*server.Options)) (s *framework.Server, hookL, xdsL net.Listener) {
 	t.Helper()
 	hookL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,6 +121,9 @@ func startServer(t *testing.T, collector *framework.ScriptedCollector) (s *frame
 	s = framework.Start(t, "", func(o *server.Options) {
 		o.Collector = collector
 		o.Extension.HookListener, o.Extension.XDSListener = hookL, xdsL
+		for _, e := range edits {
+			e(o)
+		}
 	})
 	return s, hookL, xdsL
 }

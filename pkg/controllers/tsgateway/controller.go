@@ -353,9 +353,18 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		(prev == nil || prev.Reason != res.listeners.unboundReason || prev.Message != res.listeners.unbound) {
 		c.recorder.Event(gw, "Warning", res.listeners.unboundReason, res.listeners.unbound)
 	}
+	// The listener objects first: the path routes of /gateway/ go to them (pathroutes.go).
+	if err := c.applyListeners(ctx, gw, in.Tailnets, &res.listeners); err != nil {
+		return err
+	}
+	pathConflicts, err := c.addPathRoutes(gw, in, &res)
+	if err != nil {
+		return err
+	}
 	if err := c.applyRoutes(ctx, gw, &res); err != nil {
 		return err
 	}
+	res.conflicts = append(res.conflicts, pathConflicts...)
 	if err := c.applyPolicies(ctx, gw, &res); err != nil {
 		return err
 	}
@@ -367,9 +376,6 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		if p != "" {
 			res.failures = append(res.failures, "client TLS: "+p)
 		}
-	}
-	if err := c.applyListeners(ctx, gw, in.Tailnets, &res.listeners); err != nil {
-		return err
 	}
 	return c.writeStatus(ctx, gw, in, res, missingTailnets)
 }
