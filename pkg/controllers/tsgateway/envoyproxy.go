@@ -538,3 +538,10 @@ func NewEnvoyGatewayInformer(dyn dynamic.Interface, gvr schema.GroupVersionResou
 	return dynamicinformer.NewFilteredDynamicInformer(dyn, gvr, metav1.NamespaceAll, resync,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil).Informer()
 }
+
+// ConnectionLog reports whether the proxy hosting gw's listeners logs their connections
+// (observability.logging.accessLogs, carried by accesscontrol.AnnotationConnectionLog).
+func ConnectionLog(gw *v1alpha1.TailscaleGateway) bool {
+	o := gw.Spec.Observability
+	return o != nil && o.Logging != nil && o.Logging.AccessLogs
+}

@@ -20,6 +20,7 @@ import (
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/fake"
 	informers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/informers/externalversions"
@@ -383,4 +384,29 @@ func waitFor(ctx context.Context, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// logging.accessLogs also reaches the proxy hosting the listeners: the connection-log
+// annotation on every listener TailscaleServices, removed with the field.
+func TestGenerateListenersConnectionLog(t *testing.T) {
+	in := listenersInput()
+	in.Gateway.Spec.Observability = &v1alpha1.ObservabilityConfig{Logging: &v1alpha1.LoggingConfig{AccessLogs: true}}
+	out := GenerateListeners(in)
+	if len(out.Services) == 0 {
+		t.Fatal("no listener TailscaleServices")
+	}
+	for _, s := range out.Services {
+		if s.Annotations[accesscontrol.AnnotationConnectionLog] != "true" {
+			t.Errorf("%s: annotations %v", s.Name, s.Annotations)
+		}
+	}
+	cur := out.Services[0]
+	in.Gateway.Spec.Observability = nil
+	want := GenerateListeners(in).Services[0]
+	if _, ok := want.Annotations[accesscontrol.AnnotationConnectionLog]; ok {
+		t.Fatalf("annotations without accessLogs: %v", want.Annotations)
+	}
+	if _, a, changed := mergeMeta(cur, want); !changed || a[accesscontrol.AnnotationConnectionLog] != "" {
+		t.Errorf("merge kept the connection log: %v (changed %v)", a, changed)
+	}
 }
