@@ -490,7 +490,8 @@ func describeObservability(gw *v1alpha1.TailscaleGateway) []string {
 		if _, what, why := TracingProvider(t.JaegerEndpoint); why == "" && t.JaegerEndpoint != "" {
 			rate := "every request"
 			if t.SamplingRate != nil {
-				rate = "a fraction " + t.SamplingRate.String()
+				f := SamplingFraction(*t.SamplingRate)
+				rate = fmt.Sprintf("%d/%d of requests", f["numerator"], f["denominator"])
 			}
 			out = append(out, "tracing "+what+", sampling "+rate)
 		}

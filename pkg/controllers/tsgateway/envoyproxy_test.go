@@ -211,7 +211,7 @@ func TestApplyEnvoyProxyLifecycle(t *testing.T) {
 	gw := obsGateway()
 	cond, kgw := o.apply(t, gw)
 	if cond.Status != metav1.ConditionTrue || cond.Reason != ReasonObservabilityConfigured ||
-		!strings.Contains(cond.Message, "tracing Zipkin to jaeger-collector.observability:9411, sampling a fraction 100m") {
+		!strings.Contains(cond.Message, "tracing Zipkin to jaeger-collector.observability:9411, sampling 1/10 of requests") {
 		t.Fatalf("condition %+v", cond)
 	}
 	eps := o.envoyProxies(t)
