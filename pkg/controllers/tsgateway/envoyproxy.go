@@ -211,12 +211,33 @@ func GenerateEnvoyProxy(gw *v1alpha1.TailscaleGateway) (ep *unstructured.Unstruc
 	return ep, "", unrealised
 }
 
+// envoyProxyStale reports whether cur differs from want in what the controller sets: a field of
+// want missing or different in cur, or one of the generated fields in cur that want no longer
+// has. Defaults the API server adds are not differences: spec.logging.level {default: warn}, the
+// CRD's default when spec.logging is unset, stands for no level.
+func envoyProxyStale(want, cur *unstructured.Unstructured) bool {
+	if !subset(want.Object["spec"], cur.Object["spec"]) {
+		return true
+	}
+	for _, path := range generatedFields {
+		_, wanted, _ := unstructured.NestedFieldNoCopy(want.Object, path...)
+		v, has, _ := unstructured.NestedFieldNoCopy(cur.Object, path...)
+		if !wanted && has && !(path[1] == "logging" && subset(map[string]any{"default": "warn"}, v) && subset(v, map[string]any{"default": "warn"})) {
+			return true
+		}
+	}
+	return false
+}
+
+// generatedFields are the fields of the EnvoyProxy that observability may set.
+var generatedFields = [][]string{{"spec", "telemetry", "tracing"}, {"spec", "telemetry", "accessLog"},
+	{"spec", "telemetry", "metrics", "prometheus"}, {"spec", "logging", "level"}}
+
 // overlappingFields are the fields of the EnvoyProxy the controller generates that another
 // EnvoyProxy (the GatewayClass's) sets too: strategically merged, ours would replace them.
 func overlappingFields(ours, theirs *unstructured.Unstructured) []string {
 	var out []string
-	for _, path := range [][]string{{"spec", "telemetry", "tracing"}, {"spec", "telemetry", "accessLog"},
-		{"spec", "telemetry", "metrics", "prometheus"}, {"spec", "logging", "level"}} {
+	for _, path := range generatedFields {
 		_, mine, _ := unstructured.NestedFieldNoCopy(ours.Object, path...)
 		v, set, _ := unstructured.NestedFieldNoCopy(theirs.Object, path...)
 		if mine && set && !subset(v, mustNested(ours.Object, path)) {
@@ -254,15 +275,19 @@ type observabilityResult struct {
 }
 
 // patchGateway merge-patches the Gateway's parametersRef and the annotation naming its setter
-// (nil removes both), on the resourceVersion read: a Gateway changed meanwhile is not touched.
+// (nil removes both, and spec.infrastructure when nothing else is in it), on the
+// resourceVersion read: a Gateway changed meanwhile is not touched.
 func (c *Controller) patchGateway(ctx context.Context, kgw *gwapiv1.Gateway, ref *gwapiv1.LocalParametersReference, owner string) error {
-	var refv, annv any // JSON null removes
+	var annv any // JSON null removes
+	var infra any = map[string]any{"parametersRef": ref}
 	if ref != nil {
-		refv, annv = ref, owner
+		annv = owner
+	} else if inf := kgw.Spec.Infrastructure; inf == nil || (len(inf.Labels) == 0 && len(inf.Annotations) == 0) {
+		infra = nil
 	}
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"resourceVersion": kgw.ResourceVersion, "annotations": map[string]any{AnnotationEnvoyProxyOf: annv}},
-		"spec":     map[string]any{"infrastructure": map[string]any{"parametersRef": refv}},
+		"spec":     map[string]any{"infrastructure": infra},
 	})
 	if err != nil {
 		return err
@@ -383,7 +408,7 @@ func (c *Controller) applyEnvoyProxy(ctx context.Context, gw *v1alpha1.Tailscale
 			return errors.Join(errs...)
 		}
 		c.recorder.Eventf(gw, corev1.EventTypeNormal, EventListenerServiceCreated, "Created EnvoyProxy %s", want.GetName())
-	case !subset(want.Object["spec"], cur.Object["spec"]) || !subset(cur.Object["spec"], want.Object["spec"]) || !labelsContain(cur.GetLabels(), want.GetLabels()):
+	case envoyProxyStale(want, cur) || !labelsContain(cur.GetLabels(), want.GetLabels()):
 		upd := cur.DeepCopy()
 		upd.Object["spec"] = want.Object["spec"]
 		upd.SetLabels(mergeLabels(cur.GetLabels(), want.GetLabels()))

@@ -230,9 +230,29 @@ func TestApplyEnvoyProxyLifecycle(t *testing.T) {
 		t.Errorf("level %q after the update", lvl)
 	}
 
+	// A field turned off goes; the API server's default of spec.logging is no change.
+	gw.Spec.Observability.Logging = nil
+	o.apply(t, gw)
+	ep := o.envoyProxies(t)[0]
+	if _, ok, _ := unstructured.NestedFieldNoCopy(ep.Object, "spec", "telemetry", "accessLog"); ok {
+		t.Error("the access log outlived logging")
+	}
+	if _, ok, _ := unstructured.NestedFieldNoCopy(ep.Object, "spec", "logging"); ok {
+		t.Error("the log level outlived logging")
+	}
+	want := mustGenerate(t, gw)
+	_ = unstructured.SetNestedField(ep.Object, map[string]any{"default": "warn"}, "spec", "logging", "level")
+	if envoyProxyStale(want, &ep) {
+		t.Error("the CRD's default level makes the EnvoyProxy stale")
+	}
+	_ = unstructured.SetNestedField(ep.Object, "info", "spec", "logging", "level", "default")
+	if !envoyProxyStale(want, &ep) {
+		t.Error("a level left from before is not stale")
+	}
+
 	gw.Spec.Observability = nil
 	cond, kgw = o.apply(t, gw)
-	if cond.Reason != ReasonObservabilityOff || len(o.envoyProxies(t)) != 0 || parametersRef(kgw) != nil || kgw.Annotations[AnnotationEnvoyProxyOf] != "" {
+	if cond.Reason != ReasonObservabilityOff || len(o.envoyProxies(t)) != 0 || kgw.Spec.Infrastructure != nil || kgw.Annotations[AnnotationEnvoyProxyOf] != "" {
 		t.Fatalf("observability removed: condition %+v, EnvoyProxies %d, Gateway %+v", cond, len(o.envoyProxies(t)), kgw)
 	}
 
@@ -370,6 +390,15 @@ func TestGeneratedPoliciesAreRestored(t *testing.T) {
 	if c := meta.FindStatusCondition(got.Status.Conditions, ConditionObservability); c == nil || c.Reason != ReasonObservabilityConfigured {
 		t.Errorf("%s: %+v", ConditionObservability, c)
 	}
+}
+
+func mustGenerate(t *testing.T, gw *v1alpha1.TailscaleGateway) *unstructured.Unstructured {
+	t.Helper()
+	ep, refused, _ := GenerateEnvoyProxy(gw)
+	if ep == nil {
+		t.Fatalf("nothing generated: %s", refused)
+	}
+	return ep
 }
 
 // waitFor polls cond until it holds or ctx ends.
