@@ -22,6 +22,16 @@ const (
 	AnnotationDeniedTags  = "gateway.tailscale.com/access-denied-tags"
 )
 
+// AnnotationConnectionLog, "true" on a TailscaleServices, makes the proxy hosting it log every
+// connection to it (source, destination, bytes, duration): a TailscaleGateway's
+// observability.logging.accessLogs on its listener TailscaleServices.
+const AnnotationConnectionLog = "gateway.tailscale.com/connection-log"
+
+// ConnectionLog reports whether annotations ask for connection logs.
+func ConnectionLog(annotations map[string]string) bool {
+	return annotations[AnnotationConnectionLog] == "true"
+}
+
 // Refusal reasons, the reason label of tailscale_gateway_proxy_refused_total.
 const (
 	// ReasonDeniedTag: the caller carries a denied tag.

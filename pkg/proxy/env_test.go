@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -57,6 +59,36 @@ type env struct {
 	// churnVIPAddr and churnEgressAddr are where TestNewConnectionsAreNeverDropped and
 	// BenchmarkNewConnections connect, made once per process.
 	churnVIPAddr, churnEgressAddr string
+	// connLog holds the proxy's connection log lines (Options.ConnectionLog), decoded.
+	connLog connLog
+}
+
+// connLog collects JSON log lines.
+type connLog struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+func (l *connLog) add(obj string) {
+	var m map[string]any
+	if json.Unmarshal([]byte(obj), &m) != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, m)
+}
+
+// find returns the first line for which match holds, nil when none.
+func (l *connLog) find(match func(map[string]any) bool) map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.lines {
+		if match(m) {
+			return m
+		}
+	}
+	return nil
 }
 
 var (
@@ -131,6 +163,7 @@ func startEnv() (_ *env, err error) {
 	e.proxy, err = proxy.New(proxy.Options{
 		Client: e.client, Node: e.wrapped, Metrics: forward.NewMetrics(e.metrics), EgressBindAddress: e.bind,
 		DialTimeout: 5 * time.Second, Retry: 200 * time.Millisecond, ExternalServices: tenancy.ExternalServices{Allowed: true},
+		ConnectionLog: funcr.NewJSON(e.connLog.add, funcr.Options{}),
 		Selection: proxy.Selection{Namespace: namespace,
 			EndpointsSelector: labels.SelectorFromSet(labels.Set{"egress": "true"}),
 			ServicesSelector:  labels.SelectorFromSet(labels.Set{"proxy": "test"})},

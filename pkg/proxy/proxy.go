@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
@@ -115,6 +116,9 @@ type Options struct {
 	// WhoIs identifies the tailnet callers of hosted Services for their access rule
 	// (pkg/accesscontrol); the node's LocalClient WhoIs when nil and Node is a *tsnet.Server.
 	WhoIs WhoIsFunc
+	// ConnectionLog receives one "Connection" line per connection to a hosted Service whose
+	// object asks for it (plan.Service.ConnectionLog); klog's logger when zero.
+	ConnectionLog logr.Logger
 }
 
 // Proxy serves what its Selection names. Create it with New and start it with Run.
@@ -149,6 +153,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.HostDialer == nil {
 		opts.HostDialer = &net.Dialer{}
+	}
+	if opts.ConnectionLog.GetSink() == nil {
+		opts.ConnectionLog = klog.Background().WithName("connection")
 	}
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = DefaultDialTimeout
@@ -323,6 +330,9 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 			if cur := l.balancer.Load(); cur.Policy() != s.Policy || !slices.Equal(cur.Backends(), s.Backends) {
 				l.balancer.Store(balance.New(s.Policy, s.Backends, p.conns))
 			}
+			if l.connLog.Swap(s.ConnectionLog) != s.ConnectionLog {
+				klog.InfoS("Connection log changed", "listener", name, "enabled", s.ConnectionLog)
+			}
 			if !l.access.Load().Equal(s.Access) {
 				l.access.Store(&s.Access)
 				klog.InfoS("Access rule changed", "listener", name, "allowedTags", s.Access.Allowed, "deniedTags", s.Access.Denied)
@@ -496,6 +506,7 @@ func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener,
 type serviceListener struct {
 	balancer atomic.Pointer[balance.Balancer]
 	access   atomic.Pointer[accesscontrol.Rule]
+	connLog  atomic.Bool
 	close    func()
 }
 
@@ -515,6 +526,7 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 	l.balancer.Store(bal)
 	access := s.Access
 	l.access.Store(&access)
+	l.connLog.Store(s.ConnectionLog)
 	lctx, cancel := context.WithCancel(ctx)
 	name := s.Listener()
 	go refuseLocal(ln, func() { p.opts.Metrics.Refused(name, ReasonLocalConnection) })
@@ -526,12 +538,26 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 			return
 		}
 		caller = netip.AddrPortFrom(caller.Addr().Unmap(), caller.Port())
+		start := time.Now()
 		if reason := p.admit(lctx, name, *l.access.Load(), caller); reason != "" {
 			p.opts.Metrics.Refused(name, reason)
+			if l.connLog.Load() {
+				p.opts.ConnectionLog.Info("Connection", "listener", name, "object", s.Object, "source", caller.String(), "refused", reason)
+			}
 			conn.Close()
 			return
 		}
-		p.forwardService(lctx, name, l.balancer.Load(), conn)
+		be, toTarget, fromTarget := p.forwardService(lctx, name, l.balancer.Load(), conn)
+		if l.connLog.Load() {
+			kv := []any{"listener", name, "object", s.Object, "source", caller.String()}
+			if be.Key == "" {
+				kv = append(kv, "refused", "no_backend")
+			} else {
+				kv = append(kv, "destination", be.Key, "destinationAddress", be.Address, "bytesToDestination", toTarget,
+					"bytesFromDestination", fromTarget)
+			}
+			p.opts.ConnectionLog.Info("Connection", append(kv, "duration", time.Since(start).String())...)
+		}
 	})
 	// Closing ln withdraws the Service's advertisement of this port.
 	l.close = func() { cancel(); ln.Close(); conns.Close() }
@@ -539,8 +565,8 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 }
 
 // forwardService sends conn to a backend chosen by bal, trying up to MaxAttempts backends
-// when dials fail.
-func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balance.Balancer, conn net.Conn) {
+// when dials fail, and returns the backend used (zero when none) and the bytes carried each way.
+func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balance.Balancer, conn net.Conn) (used balance.Backend, toTarget, fromTarget int64) {
 	var tried []string
 	for range p.opts.MaxAttempts {
 		be, release, ok := bal.Pick(tried)
@@ -567,14 +593,15 @@ func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balanc
 		defer p.track(target)()
 		c.Connections.Inc()
 		c.Active.Inc()
-		forward.Pipe(conn, target, c)
+		toTarget, fromTarget = forward.Pipe(conn, target, c)
 		c.Active.Dec()
 		release()
-		return
+		return be, toTarget, fromTarget
 	}
 	p.opts.Metrics.NoBackend(listener)
 	klog.V(2).InfoS("No usable backend", "listener", listener, "tried", tried)
 	conn.Close()
+	return balance.Backend{}, 0, 0
 }
 
 // acceptLoop hands each connection accepted on the listener called name to handle on its own

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	"sigs.k8s.io/yaml"
@@ -286,7 +287,7 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-tailnet"}, Spec: v1alpha1.TailscaleGatewaySpec{
 			GatewayRef:    v1alpha1.LocalPolicyTargetReference{Name: "present"},
 			Security:      &v1alpha1.SecurityConfig{TLSMode: "strict"},
-			Observability: &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}},
+			Observability: &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true, Port: ptr.To[int32](9090)}},
 			Tailnets:      []v1alpha1.TailnetConfiguration{{Name: "t", TailscaleTailnetRef: v1alpha1.LocalPolicyTargetReference{Name: "absent-tailnet"}}}}},
 	} {
 		if _, err := api.TailscaleGateways(ns).Create(ctx(t), o, metav1.CreateOptions{}); err != nil {
@@ -305,7 +306,7 @@ func TestTailscaleGatewayNotFoundReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c := meta.FindStatusCondition(got.Status.Conditions, tsgateway.ConditionSupported); c == nil ||
-		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.observability.metrics") || strings.Contains(c.Message, "spec.security") {
+		c.Reason != tsgateway.ReasonFieldsNotSupported || !strings.Contains(c.Message, "spec.observability.metrics.port") || strings.Contains(c.Message, "spec.security") {
 		t.Fatalf("Supported: %+v", c)
 	}
 	// tlsMode strict without mtls validates no client certificate: said so.

@@ -2,6 +2,7 @@ package envoygateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -38,6 +39,25 @@ func clientTLSPolicyYAML(t *testing.T, mode string) (name, yaml string) {
 		t.Fatalf("no ClientTrafficPolicy generated: %s", refused)
 	}
 	return p.GetName(), mustYAML(p.Object)
+}
+
+// waitAccepted waits until Envoy Gateway reports the resource key (namespace/name) of kind
+// Accepted for its first parent or ancestor.
+func waitAccepted(ctx context.Context, t *testing.T, eg *envoygateway.Instance, kind, key string) {
+	t.Helper()
+	var last string
+	if err := waitUntil(ctx, func() bool {
+		st, err := eg.Statuses(kind)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		c := st[key].Condition(0, "Accepted")
+		last = fmt.Sprintf("%+v", c)
+		return c != nil && c.Status == metav1.ConditionTrue
+	}); err != nil {
+		t.Fatalf("%s %s not Accepted: %s (%v)", kind, key, last, err)
+	}
 }
 
 func secretYAML(name, typ string, data map[string][]byte) string {
@@ -132,19 +152,7 @@ func TestEnvoyGatewayRequiresClientCertificatesOfGeneratedPolicy(t *testing.T) {
 		"policy.yaml": strict,
 	}})
 
-	var last string
-	if err := waitUntil(ctx, func() bool {
-		st, err := eg.Statuses("ClientTrafficPolicy")
-		if err != nil {
-			last = err.Error()
-			return false
-		}
-		c := st[ns+"/"+policyName].Condition(0, "Accepted")
-		last = fmt.Sprintf("%+v", c)
-		return c != nil && c.Status == metav1.ConditionTrue
-	}); err != nil {
-		t.Fatalf("ClientTrafficPolicy %s not Accepted: %s (%v)", policyName, last, err)
-	}
+	waitAccepted(ctx, t, eg, "ClientTrafficPolicy", ns+"/"+policyName)
 
 	xc := eg.XDS(t, ns, gatewayName)
 	lds, err := xc.Watch(ctx, xdsclient.ListenerType)

@@ -5,12 +5,14 @@ import (
 	"net/netip"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/dynamic"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
@@ -33,6 +35,9 @@ type gatewayRoutes struct {
 	envoy cache.SharedIndexInformer
 	// grants watches ReferenceGrants; nil when kube-apiserver serves none.
 	grants cache.SharedIndexInformer
+	// policies and proxies watch Envoy Gateway's ClientTrafficPolicies and EnvoyProxies; nil
+	// when kube-apiserver served none at start (then a change waits for the next resync).
+	policies, proxies cache.SharedIndexInformer
 }
 
 // newGatewayRoutes requests the informers the controller needs (so that the runners start them)
@@ -57,6 +62,17 @@ func newGatewayRoutes(core *rest.Config, factory informers.SharedInformerFactory
 		envoy: tsgateway.NewEnvoyServiceInformer(kube, informerResync)}
 	g.factory.Gateway().V1().Gateways().Informer()
 	g.factory.Gateway().V1().HTTPRoutes().Informer()
+	g.factory.Gateway().V1().GatewayClasses().Informer()
+	eg, err := servedEnvoyGatewayResources(kube)
+	if err != nil {
+		return nil, err
+	}
+	if eg[tsgateway.ClientTrafficPolicyGVR.Resource] {
+		g.policies = tsgateway.NewEnvoyGatewayInformer(dyn, tsgateway.ClientTrafficPolicyGVR, informerResync)
+	}
+	if eg[tsgateway.EnvoyProxyGVR.Resource] {
+		g.proxies = tsgateway.NewEnvoyGatewayInformer(dyn, tsgateway.EnvoyProxyGVR, informerResync)
+	}
 	served, err := servesReferenceGrants(kube)
 	if err != nil {
 		return nil, err
@@ -74,6 +90,11 @@ func (g *gatewayRoutes) start(stop <-chan struct{}) {
 	if g != nil {
 		g.factory.Start(stop)
 		go g.envoy.Run(stop)
+		for _, inf := range []cache.SharedIndexInformer{g.policies, g.proxies} {
+			if inf != nil {
+				go inf.Run(stop)
+			}
+		}
 	}
 }
 
@@ -83,7 +104,26 @@ func (g *gatewayRoutes) build(client versioned.Interface, factory informers.Shar
 		return nil, nil
 	}
 	return tsgateway.New(client, factory, g.gw, g.factory, tsgateway.Options{Dynamic: g.dyn, Recorder: recorder, Workers: workers, EnvoyServices: g.envoy,
-		ReferenceGrants: g.grants})
+		ReferenceGrants: g.grants, ClientTrafficPolicies: g.policies, EnvoyProxies: g.proxies})
+}
+
+// servedEnvoyGatewayResources returns the resources of gateway.envoyproxy.io/v1alpha1 that
+// kube-apiserver serves (none without Envoy Gateway's CRDs).
+func servedEnvoyGatewayResources(kube kubernetes.Interface) (map[string]bool, error) {
+	gv := tsgateway.EnvoyProxyGVR.GroupVersion().String()
+	list, err := kube.Discovery().ServerResourcesForGroupVersion(gv)
+	if apierrors.IsNotFound(err) {
+		klog.InfoS("kube-apiserver serves no Envoy Gateway resources: generated policies are not watched", "groupVersion", gv)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("discovering %s: %w", gv, err)
+	}
+	out := map[string]bool{}
+	for _, r := range list.APIResources {
+		out[r.Name] = true
+	}
+	return out, nil
 }
 
 // publisher wires pkg/controllers/publish (cluster mode). The address of a TailscaleEndpoints'

@@ -75,6 +75,11 @@ type Options struct {
 	// ReferenceGrants, when set, is an informer on Gateway API ReferenceGrants (v1beta1): one lets
 	// TailscaleGateways of another namespace name a Gateway. Nil permits none.
 	ReferenceGrants cache.SharedIndexInformer
+	// ClientTrafficPolicies and EnvoyProxies, when set, are informers on Envoy Gateway's
+	// (NewEnvoyGatewayInformer): a generated one changed or deleted by hand, or a user's
+	// one that now conflicts, is reconciled at once instead of at the next resync.
+	ClientTrafficPolicies cache.SharedIndexInformer
+	EnvoyProxies          cache.SharedIndexInformer
 }
 
 // Controller generates routes for TailscaleGateways.
@@ -91,6 +96,7 @@ type Controller struct {
 	endpoints listers.TailscaleEndpointsLister
 	services  listers.TailscaleServicesLister
 	kgateways gwlisters.GatewayLister
+	classes   gwlisters.GatewayClassLister
 	routes    gwlisters.HTTPRouteLister
 	envoy     corelisters.ServiceLister // nil without Options.EnvoyServices
 	grants    *refgrant.Grants          // nil without Options.ReferenceGrants: same namespace only
@@ -116,7 +122,7 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, gw
 		client: client, gwClient: gwClient, dyn: opts.Dynamic, recorder: opts.Recorder, workers: opts.Workers, now: opts.Now,
 		gateways: gw.TailscaleGateways().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
 		endpoints: gw.TailscaleEndpoints().Lister(), services: gw.TailscaleServices().Lister(),
-		kgateways: k.Gateways().Lister(), routes: k.HTTPRoutes().Lister(),
+		kgateways: k.Gateways().Lister(), classes: k.GatewayClasses().Lister(), routes: k.HTTPRoutes().Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "tsgateway"}),
 	}
@@ -130,6 +136,7 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, gw
 		{gw.TailscaleServices().Informer(), c.enqueueNamespace},
 		{k.Gateways().Informer(), c.enqueueForGateway},
 		{k.HTTPRoutes().Informer(), c.enqueueForRoute},
+		{k.GatewayClasses().Informer(), func(any) { c.enqueueAll("") }},
 	}
 	if opts.EnvoyServices != nil {
 		c.envoy = corelisters.NewServiceLister(opts.EnvoyServices.GetIndexer())
@@ -144,6 +151,20 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, gw
 			inf cache.SharedIndexInformer
 			fn  func(any)
 		}{opts.ReferenceGrants, func(any) { c.enqueueAll("") }})
+	}
+	// Generated ClientTrafficPolicies and EnvoyProxies live in the TailscaleGateway's namespace;
+	// a GatewayClass's EnvoyProxy may concern TailscaleGateways of every namespace.
+	if opts.ClientTrafficPolicies != nil {
+		handlers = append(handlers, struct {
+			inf cache.SharedIndexInformer
+			fn  func(any)
+		}{opts.ClientTrafficPolicies, c.enqueueNamespace})
+	}
+	if opts.EnvoyProxies != nil {
+		handlers = append(handlers, struct {
+			inf cache.SharedIndexInformer
+			fn  func(any)
+		}{opts.EnvoyProxies, func(any) { c.enqueueAll("") }})
 	}
 	for _, h := range handlers {
 		fn := h.fn
@@ -221,6 +242,11 @@ func (c *Controller) enqueueForEnvoyService(obj any) {
 func (c *Controller) enqueueForGateway(obj any) {
 	if o, ok := objectOf(obj); ok {
 		c.enqueueReferencing(o.GetNamespace(), o.GetName())
+		// The TailscaleGateway that attached its EnvoyProxy, deleted or not (then its reference
+		// is removed).
+		if owner := o.GetAnnotations()[AnnotationEnvoyProxyOf]; owner != "" {
+			c.queue.Add(o.GetNamespace() + "/" + owner)
+		}
 	}
 }
 
@@ -314,6 +340,8 @@ type result struct {
 	listeners listenerResult
 	// clientTLS is the ClientTrafficPolicy of security.mtls.
 	clientTLS clientTLSResult
+	// observability is the EnvoyProxy of spec.observability.
+	observability observabilityResult
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -323,7 +351,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	gw, err := c.gateways.TailscaleGateways(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return nil // the garbage collector deletes what it owned
+		// The garbage collector deletes what it owned; the Gateway's reference to its
+		// EnvoyProxy is removed here.
+		return c.detachEnvoyProxy(ctx, ns, name)
 	}
 	if err != nil {
 		return err
@@ -376,6 +406,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		if p != "" {
 			res.failures = append(res.failures, "client TLS: "+p)
 		}
+	}
+	if err := c.applyEnvoyProxy(ctx, gw, res.listeners.unbound, &res.observability); err != nil {
+		return err
 	}
 	return c.writeStatus(ctx, gw, in, res, missingTailnets)
 }
@@ -615,6 +648,7 @@ func (c *Controller) writeStatus(ctx context.Context, gw *v1alpha1.TailscaleGate
 	meta.SetStatusCondition(&st.Conditions, supported)
 	meta.SetStatusCondition(&st.Conditions, listenersCondition(gw, res.listeners))
 	meta.SetStatusCondition(&st.Conditions, clientTLSCondition(gw, res.clientTLS))
+	meta.SetStatusCondition(&st.Conditions, observabilityCondition(gw, res.observability))
 
 	// lastReconciled moves only with a change, or the status would be rewritten on every pass.
 	if old := gw.Status.GatewayInfo; old != nil {

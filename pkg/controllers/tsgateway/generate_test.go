@@ -186,12 +186,20 @@ func TestUnsupported(t *testing.T) {
 	gw.Spec.LoadBalancing = &v1alpha1.GatewayLoadBalancingConfig{Strategy: "least_request",
 		CircuitBreaker: &v1alpha1.CircuitBreakerConfig{Enabled: true}, HealthChecking: &v1alpha1.HealthCheckConfig{}}
 	gw.Spec.Security = &v1alpha1.SecurityConfig{AccessControl: &v1alpha1.AccessControlConfig{DeniedTags: []string{"tag:dev"}}}
-	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true}}
+	// The EnvoyProxy carries observability, except a metrics port other than Envoy Gateway's.
+	gw.Spec.Observability = &v1alpha1.ObservabilityConfig{Metrics: &v1alpha1.MetricsConfig{Enabled: true, Port: ptr(int32(EnvoyStatsPort))},
+		Tracing: &v1alpha1.TracingConfig{Enabled: true, JaegerEndpoint: "http://jaeger:9411/api/v2/spans"},
+		Logging: &v1alpha1.LoggingConfig{Level: "info", AccessLogs: true}}
+	if u := strings.Join(Unsupported(gw), " "); strings.Contains(u, "observability") {
+		t.Fatalf("observability is supported: %v", u)
+	}
+	gw.Spec.Observability.Metrics.Port = ptr(int32(9090))
+	const metricsPort = "spec.observability.metrics.port (Envoy Gateway v1.9 serves Prometheus on port 19001 only; EnvoyProxy has no field for another)"
 	gw.Spec.Tailnets[0].Priority = ptr(int32(50))
 	got := strings.Join(Unsupported(gw), " ")
 	// accessControl: the proxy enforces it; priority: only discovery's failover groups read it.
 	const noDiscovery = " (only discovery's failover groups read it and discovery is not enabled on this and another tailnet)"
-	want := "spec.loadBalancing.healthChecking spec.observability.metrics (no EnvoyProxy is generated for the Gateway) spec.tailnets[0].priority" + noDiscovery
+	want := "spec.loadBalancing.healthChecking " + metricsPort + " spec.tailnets[0].priority" + noDiscovery
 	if got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
@@ -205,18 +213,18 @@ func TestUnsupported(t *testing.T) {
 	// With discovery, healthChecking is the health check of discovered remote services; priority
 	// orders the tailnets once discovery runs on both.
 	gw.Spec.Tailnets[1].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
-	want = "spec.observability.metrics (no EnvoyProxy is generated for the Gateway) spec.tailnets[0].priority" + noDiscovery + " spec.tailnets[1].priority" + noDiscovery
+	want = metricsPort + " spec.tailnets[0].priority" + noDiscovery + " spec.tailnets[1].priority" + noDiscovery
 	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("with discovery on one tailnet: got %s\nwant %s", got, want)
 	}
 	gw.Spec.Tailnets[0].ServiceDiscovery = &v1alpha1.TailnetServiceDiscovery{Enabled: true}
-	if got, want := strings.Join(Unsupported(gw), " "), "spec.observability.metrics (no EnvoyProxy is generated for the Gateway)"; got != want {
+	if got, want := strings.Join(Unsupported(gw), " "), metricsPort; got != want {
 		t.Fatalf("with discovery on both: got %s\nwant %s", got, want)
 	}
 	// A direction not enabled generates nothing: its fields are listed.
 	gw.Spec.Tailnets[1].RouteGeneration.Ingress.Enabled = false
 	gw.Spec.Tailnets[1].RouteGeneration.Egress = &v1alpha1.EgressRouteConfig{PathPrefix: "/out/"}
-	want = "spec.observability.metrics (no EnvoyProxy is generated for the Gateway) spec.tailnets[1].routeGeneration.ingress (enabled is false) spec.tailnets[1].routeGeneration.egress (enabled is false)"
+	want = metricsPort + " spec.tailnets[1].routeGeneration.ingress (enabled is false) spec.tailnets[1].routeGeneration.egress (enabled is false)"
 	if got := strings.Join(Unsupported(gw), " "); got != want {
 		t.Fatalf("directions not enabled: got %s\nwant %s", got, want)
 	}

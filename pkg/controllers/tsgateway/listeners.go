@@ -241,6 +241,9 @@ func GenerateListeners(in ListenerInput) ListenerOutput {
 			if a := rule.Annotations(); len(a) > 0 {
 				s.Annotations = a
 			}
+			if ConnectionLog(gw) {
+				s.Annotations = mergeLabels(s.Annotations, map[string]string{accesscontrol.AnnotationConnectionLog: "true"})
+			}
 			v1alpha1.SetObjectDefaults_TailscaleServices(s)
 			services = append(services, s)
 			out.Listeners = append(out.Listeners, Listener{Tailnet: t.Name, Listener: string(l.Name), Service: svcName, Port: l.Port,

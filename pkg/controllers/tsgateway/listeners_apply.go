@@ -114,12 +114,12 @@ func applyOwned[T metav1.Object](ctx context.Context, c *Controller, gw *v1alpha
 	return errors.Join(errs...)
 }
 
-// mergeMeta puts want's labels over cur's and sets the access annotations to want's (removing
+// mergeMeta puts want's labels over cur's and sets the access and connection-log annotations to want's (removing
 // those want lacks); changed reports a difference.
 func mergeMeta(cur, want metav1.Object) (lbls, annotations map[string]string, changed bool) {
 	lbls = mergeLabels(cur.GetLabels(), want.GetLabels())
 	annotations = maps.Clone(cur.GetAnnotations())
-	for _, k := range []string{accesscontrol.AnnotationAllowedTags, accesscontrol.AnnotationDeniedTags} {
+	for _, k := range []string{accesscontrol.AnnotationAllowedTags, accesscontrol.AnnotationDeniedTags, accesscontrol.AnnotationConnectionLog} {
 		if v, ok := want.GetAnnotations()[k]; ok {
 			if annotations == nil {
 				annotations = map[string]string{}

@@ -13,7 +13,8 @@ import (
 // applied by the extension hook (pkg/extension/hook) to the clusters of routes with our backends,
 // routeGeneration by this controller (its ingress defaultBackend.healthCheck by the collector's
 // prober, see DefaultBackendChecks), security.tlsMode and security.mtls by the
-// ClientTrafficPolicy it generates (GenerateClientTLS), security.accessControl by the proxy hosting the listeners'
+// ClientTrafficPolicy it generates (GenerateClientTLS), observability by the EnvoyProxy it
+// generates (GenerateEnvoyProxy) and the proxy's connection log, security.accessControl by the proxy hosting the listeners'
 // Tailscale Services (annotations of the listener TailscaleServices, pkg/accesscontrol),
 // tailnets[].serviceDiscovery by pkg/controllers/discovery, and tailnets[].priority by the
 // failover groups discovery makes of a remote service found on several tailnets (so it is
@@ -38,19 +39,12 @@ func Unsupported(gw *v1alpha1.TailscaleGateway) []string {
 	if lb := s.LoadBalancing; lb != nil && lb.HealthChecking != nil && len(discovering) == 0 {
 		out = append(out, "spec.loadBalancing.healthChecking")
 	}
-	// Envoy Gateway takes telemetry from an EnvoyProxy, which this controller does not write
-	// yet (docs/concepts/tailscalegateway.md says what it is to mean). security.tlsMode and
-	// security.mtls are the ClientTrafficPolicy of clienttls.go and the listeners published.
-	if o := s.Observability; o != nil {
-		if o.Metrics != nil {
-			out = append(out, "spec.observability.metrics (no EnvoyProxy is generated for the Gateway)")
-		}
-		if o.Tracing != nil {
-			out = append(out, "spec.observability.tracing (no EnvoyProxy is generated for the Gateway)")
-		}
-		if o.Logging != nil {
-			out = append(out, "spec.observability.logging (no EnvoyProxy is generated for the Gateway)")
-		}
+	// observability is the EnvoyProxy of envoyproxy.go (its ObservabilityReady condition says
+	// what is attached), except a metrics port: Envoy Gateway v1.9 serves Prometheus on its
+	// stats port only. security.tlsMode and security.mtls are the ClientTrafficPolicy of
+	// clienttls.go and the listeners published.
+	if o := s.Observability; o != nil && o.Metrics != nil && o.Metrics.Port != nil && *o.Metrics.Port != EnvoyStatsPort {
+		out = append(out, fmt.Sprintf("spec.observability.metrics.port (Envoy Gateway v1.9 serves Prometheus on port %d only; EnvoyProxy has no field for another)", EnvoyStatsPort))
 	}
 	for i, t := range s.Tailnets {
 		p := fmt.Sprintf("spec.tailnets[%d]", i)

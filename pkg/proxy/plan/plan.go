@@ -50,6 +50,8 @@ type Service struct {
 	Backends []balance.Backend
 	// Access is the tag rule for the port's tailnet callers, from the object's annotations.
 	Access accesscontrol.Rule
+	// ConnectionLog logs each connection (the object's accesscontrol.AnnotationConnectionLog).
+	ConnectionLog bool
 }
 
 // Listener names the Service port in metrics: "svc:<name>/tcp/<port>".
@@ -141,7 +143,7 @@ func ServicesOf(svc *v1alpha1.TailscaleServices, selected []*v1alpha1.TailscaleE
 			continue
 		}
 		out = append(out, Service{Object: object, Name: name, Port: uint16(port), Policy: policy,
-			Backends: backendsOf(svc, selected, int32(port)), Access: access})
+			Backends: backendsOf(svc, selected, int32(port)), Access: access, ConnectionLog: accesscontrol.ConnectionLog(svc.Annotations)})
 	}
 	return out, problems
 }
