@@ -42,9 +42,6 @@ func IgnoredEndpointsFields(spec *gateway.TailscaleEndpointsSpec) []Ignored {
 // IgnoredServicesFields returns the set fields of a TailscaleServices spec that drive nothing.
 func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec) []Ignored {
 	var out []Ignored
-	if v := spec.VIPService; v != nil && v.AutoApprove != nil {
-		out = append(out, Ignored{"spec.vipService.autoApprove", "no approval call is made, the tailnet policy's autoApprovers decide which hosts are approved"})
-	}
 	if sd := spec.ServiceDiscovery; sd != nil && sd.VIPServiceSelector != nil &&
 		(len(sd.VIPServiceSelector.Tags) > 0 || len(sd.VIPServiceSelector.ServiceNames) > 0) {
 		why := "Tailscale Services it matches do not join as backends, it only decides whether to attach to an existing spec.vipService.name"

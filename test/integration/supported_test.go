@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/cmd/server"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/test/integration/framework"
@@ -68,8 +69,10 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	}
 	checkSupported(t, "endpoints after clearing externalTarget", got.Status.Conditions, updated.Generation, metav1.ConditionTrue)
 
-	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints takes effect: not listed
+	// failoverConfig.secondaryEndpoints and vipService.autoApprove take effect: not listed.
+	svc := objects.Services("web", "svc")
 	svc.Spec.VIPService.AutoApprove = ptrTo(true)
+	svc.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{VIPServiceSelector: &v1alpha1.VIPServiceSelector{ServiceNames: []string{"svc:other"}}}
 	createdSvc, err := api.TailscaleServices("web").Create(ctx(t), svc, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -79,8 +82,11 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSupported(t, "services", gotSvc.Status.Conditions, createdSvc.Generation, metav1.ConditionFalse,
-		"spec.vipService.autoApprove")
-	gotSvc.Spec.VIPService.AutoApprove = nil
+		"spec.serviceDiscovery.vipServiceSelector")
+	if c := meta.FindStatusCondition(gotSvc.Status.Conditions, livestatus.ConditionSupported); strings.Contains(c.Message, "autoApprove") {
+		t.Errorf("Supported lists vipService.autoApprove, which takes effect: %s", c.Message)
+	}
+	gotSvc.Spec.ServiceDiscovery = nil
 	updatedSvc, err := api.TailscaleServices("web").Update(ctx(t), gotSvc, metav1.UpdateOptions{})
 	if err != nil {
 		t.Fatal(err)
