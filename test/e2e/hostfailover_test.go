@@ -65,13 +65,14 @@ func (r *hostReplica) served() float64 {
 // the client is served by the other replica. The time from the death to that first answer is
 // logged (docs/performance.md).
 func TestVIPHostAutoApproveAndFailover(t *testing.T) {
-	const tn = "e2e-hosts"
+	// A tailnet of its own per run: with -count, an earlier run's namespace may still be going.
+	ns := newNamespace(t, "hosts")
+	tn := "e2e-" + ns
 	sim, admin := startSimSpec(t, tn, tailnetsim.Options{OfflineAfter: 10 * time.Minute,
 		Devices: []tailnetsim.DeviceSpec{{Hostname: "web-1", HTTPPort: tailnetsim.DefaultHTTPPort}}},
 		func(s *v1alpha1.TailscaleTailnetSpec) {
 			s.Tags, s.ProxyTags = []string{"tag:k8s-operator"}, []string{"tag:k8s-proxy"}
 		})
-	ns := newNamespace(t, "hosts")
 	web, err := sim.Device("web-1")
 	if err != nil {
 		t.Fatal(err)
