@@ -165,10 +165,11 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		return nil, err
 	}
 	disc := newServiceDiscovery(c.core, r.factory)
-	// The proxies hosting Tailscale Services, for vipService.autoApprove (cluster mode only).
+	// The proxies hosting Tailscale Services, for vipService.autoApprove: those proxydeploy
+	// runs (cluster mode, with its RBAC on pods); none otherwise.
 	var hosts vipservice.Hosts
 	var proxyHosts *proxyhosts.Source
-	if c.core != nil {
+	if c.core != nil && o.ProxyDeploy != nil && o.ProxyDeploy.Enabled {
 		if proxyHosts, err = proxyhosts.New(c.core, gw.TailscaleEndpoints().Lister(), gw.TailscaleServices().Lister(), informerResync); err != nil {
 			return nil, err
 		}

@@ -103,7 +103,7 @@ type Options struct {
 	Tenancy *tenancy.Policy
 	// Hosts knows this installation's proxies; with vipService.autoApprove the controller
 	// approves those hosting the Service whose pods are Ready and withdraws the others
-	// (hosts.go). Nil (standalone) approves none.
+	// (hosts.go). Nil (standalone, or no proxies deployed) approves none.
 	Hosts Hosts
 }
 

@@ -164,7 +164,7 @@ func (c *Controller) approveHosts(ctx context.Context, obj *v1alpha1.TailscaleSe
 	name := obj.Spec.VIPService.Name
 	if c.opts.Hosts == nil || !c.opts.Hosts.HasSynced() {
 		cond.Status, cond.Reason = metav1.ConditionUnknown, ReasonHostsUnknown
-		cond.Message = "this installation's proxies are not known (no Kubernetes API, or its informers have not synced): no host is approved"
+		cond.Message = "this installation's proxies are not known (standalone, proxy deployment off, or the pods not listed yet): no host is approved"
 		return cond, nil
 	}
 	api, ok := c.opts.Tailnets.API(tn)
