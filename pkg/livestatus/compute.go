@@ -273,7 +273,7 @@ const (
 
 // Services returns the status of a TailscaleServices: the selected endpoints, the VIP service as
 // the tailnet reports it, backend counts and the active failover tier. The controller-owned parts
-// (conditions Conflict and Degraded, vipServiceStatus.lastRegistration, serviceInfo) are kept as
+// (conditions Conflict, Degraded and HostsApproved, vipServiceStatus.lastRegistration, serviceInfo) are kept as
 // stored.
 func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector, now time.Time) gateway.TailscaleServicesStatus {
 	st := gateway.TailscaleServicesStatus{ServiceInfo: obj.Status.ServiceInfo}
@@ -349,6 +349,7 @@ func Services(obj *gateway.TailscaleServices, src Sources, sel EndpointsSelector
 			vs.Created, vs.DNSName = true, svc.DNSName
 			vs.Addresses = append([]string(nil), svc.Addrs...)
 			vs.ServiceTags = append([]string(nil), svc.Tags...)
+			vs.Hosts = vipHosts(svc)
 			vipReady.Status, vipReady.Reason, vipReady.Message = metav1.ConditionTrue, "Found", fmt.Sprintf("%s has %d hosts", v.Name, len(svc.Hosts))
 			if n := servingHosts(svc); n == 0 {
 				vipReady.Status, vipReady.Reason = metav1.ConditionFalse, "NoServingHost"
@@ -684,6 +685,19 @@ func lastSelected(stored []gateway.SelectedEndpoints, e SelectedEndpoints, now t
 		}
 	}
 	return &metav1.Time{Time: now.Truncate(time.Second)}
+}
+
+// vipHosts lists the hosts of svc as the tailnet reports them, nil when it reports none.
+func vipHosts(svc Service) []gateway.VIPServiceHost {
+	var out []gateway.VIPServiceHost
+	for _, h := range svc.Hosts {
+		name := h.Hostname
+		if name == "" {
+			name = h.Device
+		}
+		out = append(out, gateway.VIPServiceHost{Device: name, NodeID: h.Device, Approved: h.Approved, Advertising: h.Configured})
+	}
+	return out
 }
 
 // servingHosts counts the hosts of svc that serve it: advertising it (configured) and approved.

@@ -1,6 +1,7 @@
 package livestatus
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -589,6 +590,24 @@ func TestVIPServiceNeedsAServingHost(t *testing.T) {
 	eps.Spec.ServiceDiscovery = &gateway.ServiceDiscoveryConfig{VIPServices: []gateway.VIPServiceConfig{{Name: "svc:web"}}}
 	if vs := Endpoints(eps, sources(), now).VIPServices; len(vs) != 1 || vs[0].Status != "Registered" {
 		t.Errorf("served: vipServices %+v, want Registered", vs)
+	}
+}
+
+// status.vipServiceStatus.hosts lists the Service's hosts as the tailnet reports them: machine
+// name (the node ID when the API gives none), approval and advertisement.
+func TestVIPServiceHosts(t *testing.T) {
+	src := sources()
+	tn := src.tailnets["company.ts.net"]
+	tn.Services = []Service{{Name: "svc:web", Addrs: []string{"100.100.0.1"}, Hosts: []ServiceHost{
+		{Device: "nA", Hostname: "web-proxy-0", Approved: true, Configured: true}, {Device: "nB", Configured: true}}}}
+	src.tailnets["company.ts.net"] = tn
+	svc := &gateway.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: gateway.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			VIPService: &gateway.VIPServiceSpec{Name: "svc:web"}}}
+	sel := fakeSelector{{Name: "east", Namespace: "default", Tailnet: "company.ts.net", Labels: map[string]string{"app": "web"}, Total: 1, Healthy: 1}}
+	want := []gateway.VIPServiceHost{{Device: "web-proxy-0", NodeID: "nA", Approved: true, Advertising: true}, {Device: "nB", NodeID: "nB", Advertising: true}}
+	if got := Services(svc, src, sel, now).VIPServiceStatus.Hosts; !reflect.DeepEqual(got, want) {
+		t.Errorf("hosts %+v, want %+v", got, want)
 	}
 }
 

@@ -28,7 +28,10 @@ type Device struct {
 
 // ServiceHost is a device that hosts a Tailscale Service.
 type ServiceHost struct {
-	Device     string
+	// Device is the host's stable node ID.
+	Device string
+	// Hostname is its machine name, when the API gives it.
+	Hostname   string
 	Approved   bool
 	Configured bool
 }

@@ -32,9 +32,6 @@ func IgnoredEndpointsFields(*gateway.TailscaleEndpointsSpec) []Ignored { return 
 // IgnoredServicesFields returns the set fields of a TailscaleServices spec that drive nothing.
 func IgnoredServicesFields(spec *gateway.TailscaleServicesSpec) []Ignored {
 	var out []Ignored
-	if v := spec.VIPService; v != nil && v.AutoApprove != nil {
-		out = append(out, Ignored{"spec.vipService.autoApprove", "no approval call is made, the tailnet policy's autoApprovers decide which hosts are approved"})
-	}
 	if sd := spec.ServiceDiscovery; sd != nil && sd.VIPServiceSelector != nil && !sd.DiscoverVIPServices &&
 		(len(sd.VIPServiceSelector.Tags) > 0 || len(sd.VIPServiceSelector.ServiceNames) > 0) {
 		out = append(out, Ignored{"spec.serviceDiscovery.vipServiceSelector", "discoverVIPServices is false: no Tailscale Service is discovered"})

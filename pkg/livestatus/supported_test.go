@@ -70,11 +70,14 @@ func TestServicesSupported(t *testing.T) {
 	obj.Spec.LoadBalancing.FailoverConfig.SecondaryEndpoints = []string{"west"}
 	// With discoverVIPServices, the Services the selector matches join as backends: not listed.
 	obj.Spec.ServiceDiscovery.VIPServiceSelector = &gateway.VIPServiceSelector{ServiceNames: []string{"svc:other"}}
-	wantNames(t, supported(t, Services(obj, sources(), fakeSelector{}, now).Conditions, 4), "spec.vipService.autoApprove")
+	if c := supported(t, Services(obj, sources(), fakeSelector{}, now).Conditions, 4); c.Status != metav1.ConditionTrue {
+		t.Fatalf("autoApprove and a discovering selector take effect: %+v", c)
+	}
 	// Without it, the selector discovers nothing.
 	obj.Spec.ServiceDiscovery.DiscoverVIPServices = false
 	c := supported(t, Services(obj, sources(), fakeSelector{}, now).Conditions, 4)
-	wantNames(t, c, "spec.vipService.autoApprove", "spec.serviceDiscovery.vipServiceSelector")
+	// autoApprove takes effect (pkg/controllers/vipservice approves the proxies hosting it).
+	wantNames(t, c, "spec.serviceDiscovery.vipServiceSelector")
 	if !strings.Contains(c.Message, "discoverVIPServices is false") {
 		t.Errorf("message does not say why the selector has no effect: %s", c.Message)
 	}

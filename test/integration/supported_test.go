@@ -59,7 +59,9 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	}
 	checkSupported(t, "endpoints with externalTarget and metadata", got.Status.Conditions, created.Generation, metav1.ConditionTrue)
 
-	svc := objects.Services("web", "svc") // failoverConfig.secondaryEndpoints takes effect: not listed
+	// failoverConfig.secondaryEndpoints and vipService.autoApprove take effect: not listed.
+	svc := objects.Services("web", "svc")
+	svc.Spec.VIPService.AutoApprove = ptrTo(true)
 	svc.Spec.ServiceDiscovery = &v1alpha1.ServiceDiscoverySpec{VIPServiceSelector: &v1alpha1.VIPServiceSelector{Tags: []string{"tag:shared"}}}
 	createdSvc, err := api.TailscaleServices("web").Create(ctx(t), svc, metav1.CreateOptions{})
 	if err != nil {
@@ -71,6 +73,9 @@ func TestSupportedConditionThroughTheAPI(t *testing.T) {
 	}
 	checkSupported(t, "services", gotSvc.Status.Conditions, createdSvc.Generation, metav1.ConditionFalse,
 		"spec.serviceDiscovery.vipServiceSelector (discoverVIPServices is false")
+	if c := meta.FindStatusCondition(gotSvc.Status.Conditions, livestatus.ConditionSupported); strings.Contains(c.Message, "autoApprove") {
+		t.Errorf("Supported lists vipService.autoApprove, which takes effect: %s", c.Message)
+	}
 	gotSvc.Spec.ServiceDiscovery.DiscoverVIPServices = true // the selector now discovers
 	updatedSvc, err := api.TailscaleServices("web").Update(ctx(t), gotSvc, metav1.UpdateOptions{})
 	if err != nil {

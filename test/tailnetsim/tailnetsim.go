@@ -104,6 +104,12 @@ type Options struct {
 	// APITLS, when set, serves the API over TLS with this configuration (a client outside
 	// loopback sends it OAuth client secrets); plain HTTP otherwise.
 	APITLS *tls.Config
+	// OfflineAfter is how long control keeps routing a node's Services after its last streaming
+	// map poll ended, the time Tailscale's control plane takes to declare a node offline: up to
+	// about 15 s for a node that closed its connection, minutes for one that vanished without
+	// closing it (a machine powered off or partitioned). Zero withdraws them at once.
+	// Withdrawing a host's approval through the API takes effect at once either way.
+	OfflineAfter time.Duration
 }
 
 // Tailnet is a running simulated tailnet.
@@ -269,7 +275,15 @@ func (t *Tailnet) holdMapRequest(req *tailcfg.MapRequest) func() {
 	return func() {
 		done()
 		if connected, _, _ := t.tracker.state(req.NodeKey); !connected {
-			t.router.offline(req.NodeKey)
+			if t.opts.OfflineAfter <= 0 {
+				t.router.offline(req.NodeKey)
+				return
+			}
+			time.AfterFunc(t.opts.OfflineAfter, func() {
+				if connected, _, _ := t.tracker.state(req.NodeKey); !connected {
+					t.router.offline(req.NodeKey)
+				}
+			})
 		}
 	}
 }

@@ -747,6 +747,27 @@ type VIPServiceState struct {
 	// LastRegistration is when the service was last created or updated.
 	// +optional
 	LastRegistration *metav1.Time `json:"lastRegistration,omitempty"`
+	// Hosts are the devices advertising the service or approved for it, as the tailnet last
+	// reported them.
+	// +optional
+	// +listType=atomic
+	Hosts []VIPServiceHost `json:"hosts,omitempty"`
+}
+
+// VIPServiceHost is a device hosting a VIP service, or approved to.
+type VIPServiceHost struct {
+	// Device is the host's machine name.
+	Device string `json:"device"`
+	// NodeID is the host's stable node ID.
+	// +optional
+	NodeID string `json:"nodeID,omitempty"`
+	// Approved reports whether the tailnet approves the device as a host of the service (by its
+	// policy's autoApprovers, by hand or through the API): only approved hosts receive its traffic.
+	// +optional
+	Approved bool `json:"approved,omitempty"`
+	// Advertising reports whether the device advertises the service.
+	// +optional
+	Advertising bool `json:"advertising,omitempty"`
 }
 
 // LoadBalancingStatus is the observed state of load balancing.

@@ -27,6 +27,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/egressalloc"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxyhosts"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 )
 
@@ -164,8 +165,21 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 		return nil, err
 	}
 	disc := newServiceDiscovery(c.core, r.factory)
+	// The proxies hosting Tailscale Services, for vipService.autoApprove: those proxydeploy
+	// runs (cluster mode, with its RBAC on pods); none otherwise.
+	var hosts vipservice.Hosts
+	var proxyHosts *proxyhosts.Source
+	if c.core != nil && o.ProxyDeploy != nil && o.ProxyDeploy.Enabled {
+		if proxyHosts, err = proxyhosts.New(c.core, gw.TailscaleEndpoints().Lister(), gw.TailscaleServices().Lister(), informerResync); err != nil {
+			return nil, err
+		}
+		hosts = proxyHosts
+	}
 	c.start = func(stop <-chan struct{}) {
 		r.factory.Start(stop)
+		if proxyHosts != nil {
+			proxyHosts.Start(stop)
+		}
 		routes.start(stop)
 		pub.start(stop)
 		disc.start(stop)
@@ -179,6 +193,7 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 			Resync:      co.Resync,
 			ConsumerTTL: co.ConsumerTTL,
 			Workers:     co.Workers,
+			Hosts:       hosts,
 		})
 		if err != nil {
 			return nil, err

@@ -503,7 +503,7 @@ func convert(s tailnet.Snapshot) livestatus.Tailnet {
 			out.DNSName = svc.DNSLabel() + "." + s.MagicDNSSuffix
 		}
 		for _, h := range s.ServiceHosts[svc.Name] {
-			out.Hosts = append(out.Hosts, livestatus.ServiceHost{Device: h.NodeID, Approved: h.Approved, Configured: h.Configured})
+			out.Hosts = append(out.Hosts, livestatus.ServiceHost{Device: h.NodeID, Hostname: h.Hostname, Approved: h.Approved, Configured: h.Configured})
 		}
 		t.Services[i] = out
 	}

@@ -341,6 +341,12 @@ func (c *Controller) hostedServices(obj *v1alpha1.TailscaleEndpoints) []string {
 	return hostedServices(obj, c.svcs)
 }
 
+// HostedServices names the TailscaleServices whose Tailscale Service the proxies of obj host:
+// the one that auto-provisioned obj and those in its namespace whose selector matches it.
+func HostedServices(obj *v1alpha1.TailscaleEndpoints, svcs listers.TailscaleServicesLister) []string {
+	return hostedServices(obj, svcs)
+}
+
 func hostedServices(obj *v1alpha1.TailscaleEndpoints, svcs listers.TailscaleServicesLister) []string {
 	var out []string
 	for _, ref := range obj.OwnerReferences {

@@ -101,6 +101,10 @@ type Options struct {
 	// Tenancy decides whether an object's tailnet admits its namespace; nil admits all. A
 	// refused object's Services are released as if its spec no longer asked for them.
 	Tenancy *tenancy.Policy
+	// Hosts knows this installation's proxies; with vipService.autoApprove the controller
+	// approves those hosting the Service whose pods are Ready and withdraws the others
+	// (hosts.go). Nil (standalone, or no proxies deployed) approves none.
+	Hosts Hosts
 }
 
 // Controller reconciles TailscaleServices with Tailscale Services.
@@ -114,6 +118,7 @@ type Controller struct {
 
 	mu    sync.Mutex
 	known map[string]knownService // tailnet/name -> our last answer from the API
+	hosts map[string]knownHosts   // tailnet/name -> the hosts as the API last answered us
 	locks map[string]*sync.Mutex  // tailnet/name -> serialises writers of one Service
 	// registered is when we last wrote each object's Service, until its status says so (a
 	// status write that lost a conflict must not lose it).
@@ -160,6 +165,7 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, op
 			&workqueue.TypedBucketRateLimiter[string]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
 		), workqueue.TypedRateLimitingQueueConfig[string]{Name: "vipservice"}),
 		known:      map[string]knownService{},
+		hosts:      map[string]knownHosts{},
 		locks:      map[string]*sync.Mutex{},
 		registered: map[types.UID]metav1.Time{},
 	}
@@ -188,6 +194,11 @@ func New(client versioned.Interface, factory informers.SharedInformerFactory, op
 		return nil, err
 	}
 	c.synced = []cache.InformerSynced{svcInf.HasSynced, epInf.HasSynced, tnInf.HasSynced}
+	if opts.Hosts != nil {
+		// A proxy's pod turning Ready or not, or going: its Services' approvals follow at once.
+		opts.Hosts.OnChange(c.enqueueAutoApprove)
+		c.synced = append(c.synced, opts.Hosts.HasSynced)
+	}
 	return c, nil
 }
 
@@ -246,6 +257,19 @@ func (c *Controller) work(ctx context.Context) {
 func (c *Controller) enqueue(obj any) {
 	if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
 		c.queue.Add(key)
+	}
+}
+
+// enqueueAutoApprove enqueues every TailscaleServices with vipService.autoApprove.
+func (c *Controller) enqueueAutoApprove() {
+	items, err := c.services.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, s := range items {
+		if autoApprove(s) {
+			c.enqueue(s)
+		}
 	}
 }
 
@@ -324,6 +348,8 @@ type result struct {
 	released bool
 	// pending: tenancy cannot be decided yet (why); the Service is left as it is.
 	pending string
+	// hosts is the HostsApproved condition, when autoApprove asked for approvals.
+	hosts *metav1.Condition
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
@@ -394,6 +420,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return err
 	}
 	r := c.ensure(ctx, obj, wantService(obj), c.ref(obj), tn)
+	if r.err == nil && autoApprove(obj) && r.plan.action != actionConflict {
+		cond, err := c.approveHosts(ctx, obj, tn)
+		r.hosts, r.err = &cond, err
+	}
 	if err := c.writeStatus(ctx, obj, r); err != nil {
 		return errors.Join(r.err, err)
 	}
@@ -630,6 +660,7 @@ func (c *Controller) writeStatus(ctx context.Context, obj *v1alpha1.TailscaleSer
 	if obj.Spec.VIPService == nil {
 		meta.RemoveStatusCondition(&st.Conditions, livestatus.ConditionConflict)
 		meta.RemoveStatusCondition(&st.Conditions, livestatus.ConditionDegraded)
+		meta.RemoveStatusCondition(&st.Conditions, ConditionHostsApproved)
 		st.ServiceInfo = nil
 	} else {
 		wasConflict := meta.IsStatusConditionTrue(st.Conditions, livestatus.ConditionConflict)
@@ -642,6 +673,18 @@ func (c *Controller) writeStatus(ctx context.Context, obj *v1alpha1.TailscaleSer
 		}
 		meta.SetStatusCondition(&st.Conditions, conflict)
 		meta.SetStatusCondition(&st.Conditions, degraded)
+		switch {
+		case !autoApprove(obj):
+			meta.RemoveStatusCondition(&st.Conditions, ConditionHostsApproved)
+		case r.hosts != nil && r.hosts.Reason != "":
+			h := *r.hosts
+			h.LastTransitionTime = nowT
+			if prev := meta.FindStatusCondition(st.Conditions, ConditionHostsApproved); h.Reason == ReasonNoReadyHost &&
+				(prev == nil || prev.Reason != ReasonNoReadyHost) {
+				c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonNoReadyHost, "%s", h.Message)
+			}
+			meta.SetStatusCondition(&st.Conditions, h)
+		}
 		if r.tailnet != "" && r.err == nil {
 			st.ServiceInfo = c.serviceInfo(st.ServiceInfo, r, obj.Spec.VIPService.Name, nowT)
 		}

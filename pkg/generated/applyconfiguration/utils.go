@@ -158,6 +158,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &gatewayv1alpha1.UpstreamTLSConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("VIPServiceConfig"):
 		return &gatewayv1alpha1.VIPServiceConfigApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("VIPServiceHost"):
+		return &gatewayv1alpha1.VIPServiceHostApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("VIPServiceSelector"):
 		return &gatewayv1alpha1.VIPServiceSelectorApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("VIPServiceSpec"):

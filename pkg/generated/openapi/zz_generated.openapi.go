@@ -101,6 +101,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.TracingConfig{}.OpenAPIModelName():              schema_pkg_apis_gateway_v1alpha1_TracingConfig(ref),
 		v1alpha1.UpstreamTLSConfig{}.OpenAPIModelName():          schema_pkg_apis_gateway_v1alpha1_UpstreamTLSConfig(ref),
 		v1alpha1.VIPServiceConfig{}.OpenAPIModelName():           schema_pkg_apis_gateway_v1alpha1_VIPServiceConfig(ref),
+		v1alpha1.VIPServiceHost{}.OpenAPIModelName():             schema_pkg_apis_gateway_v1alpha1_VIPServiceHost(ref),
 		v1alpha1.VIPServiceSelector{}.OpenAPIModelName():         schema_pkg_apis_gateway_v1alpha1_VIPServiceSelector(ref),
 		v1alpha1.VIPServiceSpec{}.OpenAPIModelName():             schema_pkg_apis_gateway_v1alpha1_VIPServiceSpec(ref),
 		v1alpha1.VIPServiceState{}.OpenAPIModelName():            schema_pkg_apis_gateway_v1alpha1_VIPServiceState(ref),
@@ -3550,6 +3551,49 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceConfig(ref common.ReferenceCallb
 	}
 }
 
+func schema_pkg_apis_gateway_v1alpha1_VIPServiceHost(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "VIPServiceHost is a device hosting a VIP service, or approved to.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"device": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Device is the host's machine name.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"nodeID": {
+						SchemaProps: spec.SchemaProps{
+							Description: "NodeID is the host's stable node ID.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"approved": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Approved reports whether the tailnet approves the device as a host of the service (by its policy's autoApprovers, by hand or through the API): only approved hosts receive its traffic.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"advertising": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Advertising reports whether the device advertises the service.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+				},
+				Required: []string{"device"},
+			},
+		},
+	}
+}
+
 func schema_pkg_apis_gateway_v1alpha1_VIPServiceSelector(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -3776,11 +3820,29 @@ func schema_pkg_apis_gateway_v1alpha1_VIPServiceState(ref common.ReferenceCallba
 							Ref:         ref(v1.Time{}.OpenAPIModelName()),
 						},
 					},
+					"hosts": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Hosts are the devices advertising the service or approved for it, as the tailnet last reported them.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.VIPServiceHost{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			v1.Time{}.OpenAPIModelName()},
+			v1alpha1.VIPServiceHost{}.OpenAPIModelName(), v1.Time{}.OpenAPIModelName()},
 	}
 }
 

@@ -357,6 +357,11 @@ func (in VIPServiceConfig) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in VIPServiceHost) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.VIPServiceHost"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in VIPServiceSelector) OpenAPIModelName() string {
 	return "com.tailscale.gateway.v1alpha1.VIPServiceSelector"
 }

@@ -43,6 +43,9 @@ type VIPServiceStateApplyConfiguration struct {
 	ServiceTags []string `json:"serviceTags,omitempty"`
 	// LastRegistration is when the service was last created or updated.
 	LastRegistration *v1.Time `json:"lastRegistration,omitempty"`
+	// Hosts are the devices advertising the service or approved for it, as the tailnet last
+	// reported them.
+	Hosts []VIPServiceHostApplyConfiguration `json:"hosts,omitempty"`
 }
 
 // VIPServiceStateApplyConfiguration constructs a declarative configuration of the VIPServiceState type for use with
@@ -116,5 +119,18 @@ func (b *VIPServiceStateApplyConfiguration) WithServiceTags(values ...string) *V
 // If called multiple times, the LastRegistration field is set to the value of the last call.
 func (b *VIPServiceStateApplyConfiguration) WithLastRegistration(value v1.Time) *VIPServiceStateApplyConfiguration {
 	b.LastRegistration = &value
+	return b
+}
+
+// WithHosts adds the given value to the Hosts field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the Hosts field.
+func (b *VIPServiceStateApplyConfiguration) WithHosts(values ...*VIPServiceHostApplyConfiguration) *VIPServiceStateApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithHosts")
+		}
+		b.Hosts = append(b.Hosts, *values[i])
+	}
 	return b
 }
