@@ -217,8 +217,16 @@ func TestEnvoyGatewayTranslatesGeneratedRoutes(t *testing.T) {
 	if !strings.Contains(a.GetRetryPolicy().GetRetryOn(), "connect-failure") || !slices.Contains(a.GetRetryPolicy().GetRetriableStatusCodes(), 503) {
 		t.Errorf("egress route of web: retry policy %s", dump(t, a.GetRetryPolicy()))
 	}
+	// The backend sees the path without the prefix, with or without the prefix's trailing "/".
+	for path, want := range map[string]string{"/api/web": "/", "/api/web/": "/", "/api/web/x/y": "/x/y"} {
+		if got := rewrite(t, a, "/api/web", path); got != want {
+			t.Errorf("egress route of web rewrites %q to %q, want %q", path, got, want)
+		}
+	}
 	if legacy, _ := findRoute(rds, envoygateway.ClusterName(routesNS, egressWeb, 1)); legacy == nil {
 		t.Errorf("the /legacy/web/ rewrite rule has no route")
+	} else if got := rewrite(t, legacy.GetRoute(), "/legacy/web", "/legacy/web/x"); got != "/v1/x" {
+		t.Errorf("the /legacy/web/ rule rewrites /legacy/web/x to %q, want /v1/x", got)
 	}
 	iRoute, iHost := findRoute(rds, envoygateway.ClusterName(routesNS, ingressWeb, 0))
 	if !slices.Contains(iHost.GetDomains(), "web.company.ts.net") || len(iRoute.GetRequestHeadersToAdd()) != 1 ||

@@ -362,6 +362,12 @@ func egressRoute(gw *v1alpha1.TailscaleGateway, t v1alpha1.TailnetConfiguration,
 		timeouts = &gwapiv1.HTTPRouteTimeouts{Request: &d}
 	}
 	rule := func(match string, rewrite string) gwapiv1.HTTPRouteRule {
+		if rewrite != "" && len(match) > 1 {
+			// Gateway API matches "/p" and "/p/" alike, but Envoy Gateway v1.9.1 rewrites from the
+			// value as written: from "/p/", a request for "/p" is not rewritten and "/p/x" to
+			// "/v2" becomes "/v2x". From "/p" both are rewritten element-wise.
+			match = strings.TrimRight(match, "/")
+		}
 		rr := gwapiv1.HTTPRouteRule{Matches: pathMatch(match), BackendRefs: []gwapiv1.HTTPBackendRef{backendRef(b, nil)}, Timeouts: timeouts}
 		if rewrite != "" {
 			rw := rewrite
