@@ -492,7 +492,8 @@ func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 	return names
 }
 
-// deleteSecrets deletes those of names for which drop is true and that are kept for obj.
+// deleteSecrets deletes those of names for which drop is true and that are kept for obj, each
+// released first (its key revoked, its replica's device deleted).
 func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, names []string, drop func(name string) bool) error {
 	secrets := c.kube.CoreV1().Secrets(c.opts.Namespace)
 	for _, name := range names {
@@ -509,7 +510,9 @@ func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleE
 		if !IsKeptFor(s, obj) {
 			continue
 		}
-		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
+		if err := c.release(ctx, obj, s, "its Secret is deleted"); err != nil {
+			return err
+		}
 		uid := s.UID
 		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -675,7 +678,8 @@ func gone(namespace, name string) *v1alpha1.TailscaleEndpoints {
 
 // deleteAll deletes the objects of ours in the installation's namespace labelled for obj's
 // namespace and name (any UID), or only those of them for which each of only is true. Secrets
-// go first, their keys revoked (the Role names the state Secrets).
+// go first, released (their keys revoked, their replicas' devices deleted; the Role names the
+// state Secrets).
 func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, only ...func(metav1.Object) bool) error {
 	sel := labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedBy, ParentNamespaceLabel: obj.Namespace, ParentNameLabel: obj.Name})
 	ns := c.opts.Namespace
@@ -726,7 +730,9 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 		if !wanted(s) {
 			continue
 		}
-		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
+		if err := c.release(ctx, obj, s, "its Secret is deleted"); err != nil {
+			return err
+		}
 		uid := s.UID
 		if err := secrets.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
 			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
