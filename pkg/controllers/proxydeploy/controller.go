@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -112,6 +113,9 @@ type Controller struct {
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
 	keys     keyChecks
+	// swept holds the UIDs whose predecessors' objects (same namespace and name, another UID)
+	// have been deleted: that listing of Secrets runs once per object.
+	swept sync.Map
 }
 
 // New returns a controller on factory's informers and core informers of its own, limited to the
@@ -262,6 +266,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		c.keys.forget(key)
+		c.swept.Range(func(uid, k any) bool {
+			if k == key {
+				c.swept.Delete(uid)
+			}
+			return true
+		})
 		// Its finalizer held it until its objects were deleted; these are left by a parent
 		// whose finalizer was removed by hand, or by one deleted while no server ran.
 		return c.deleteAll(ctx, gone(ns, name))
@@ -269,9 +279,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	// Objects of an earlier object of the same name (another UID) go.
-	if err := c.deleteAll(ctx, gone(ns, name), func(m metav1.Object) bool { return !IsKeptFor(m, obj) }); err != nil {
-		return err
+	// Objects of an earlier object of the same name (another UID) go, once.
+	if _, done := c.swept.Load(obj.UID); !done {
+		if err := c.deleteAll(ctx, gone(ns, name), func(m metav1.Object) bool { return !IsKeptFor(m, obj) }); err != nil {
+			return err
+		}
+		c.swept.Store(obj.UID, key)
 	}
 	if !Wanted(obj) || obj.DeletionTimestamp != nil {
 		if obj.DeletionTimestamp == nil {
