@@ -25,6 +25,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
@@ -96,10 +97,10 @@ func TestVIPHostAutoApproveAndFailover(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	n := proxydeploy.NamesOf(eps.Name)
+	n := proxydeploy.NamesFor(ns, eps.Name)
 	eventually(t, "the replicas' state Secrets", func(c context.Context) (bool, error) {
 		for i := range 2 {
-			if _, err := env.Kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(i), metav1.GetOptions{}); err != nil {
+			if _, err := env.Kube.CoreV1().Secrets(framework.Namespace).Get(c, n.StateSecret(i), metav1.GetOptions{}); err != nil {
 				return false, nil
 			}
 		}
@@ -121,7 +122,7 @@ func TestVIPHostAutoApproveAndFailover(t *testing.T) {
 	}
 	replicas := make([]*hostReplica, 2)
 	for i := range replicas {
-		replicas[i] = startHostReplica(t, sim, client, ns, n.StateSecret(i))
+		replicas[i] = startHostReplica(t, sim, client, eps, n.StateSecret(i))
 	}
 	// A device that is not ours advertising the same Service.
 	intruder, err := node.Start(ctx(t), node.Options{Dir: t.TempDir(), Hostname: "intruder", ControlURL: sim.ControlURL(),
@@ -181,8 +182,8 @@ func TestVIPHostAutoApproveAndFailover(t *testing.T) {
 			return false, nil
 		}
 		cond := meta.FindStatusCondition(o.Status.Conditions, vipservice.ConditionHostsApproved)
-		return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, ns+"/"+replicas[0].pod) &&
-			strings.Contains(cond.Message, ns+"/"+replicas[1].pod), nil
+		return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, framework.Namespace+"/"+replicas[0].pod) &&
+			strings.Contains(cond.Message, framework.Namespace+"/"+replicas[1].pod), nil
 	})
 	if hs, err := hostsOf(ctx(t)); err != nil || hs[intruderID].Approved {
 		t.Fatalf("the intruder is approved: %+v, %v", hs[intruderID], err)
@@ -223,7 +224,7 @@ func TestVIPHostAutoApproveAndFailover(t *testing.T) {
 	died := time.Now()
 	dead.stop()
 	// The pod is gone as after kubectl delete --force (the kubelet's report).
-	if err := env.Kube.CoreV1().Pods(ns).Delete(ctx(t), dead.pod, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+	if err := env.Kube.CoreV1().Pods(framework.Namespace).Delete(ctx(t), dead.pod, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
 		t.Fatal(err)
 	}
 	aliveBefore := alive.served()
@@ -237,18 +238,19 @@ func TestVIPHostAutoApproveAndFailover(t *testing.T) {
 			return false, nil
 		}
 		cond := meta.FindStatusCondition(o.Status.Conditions, vipservice.ConditionHostsApproved)
-		return cond != nil && strings.Contains(cond.Message, "withdrawn: "+ns+"/"+dead.pod), nil
+		return cond != nil && strings.Contains(cond.Message, "withdrawn: "+framework.Namespace+"/"+dead.pod), nil
 	})
 	if hs, err := hostsOf(ctx(t)); err != nil || hs[dead.nodeID].Approved || !hs[alive.nodeID].Approved || hs[intruderID].Approved {
 		t.Fatalf("after the failover: dead %+v, alive %+v, intruder %+v (%v)", hs[dead.nodeID], hs[alive.nodeID], hs[intruderID], err)
 	}
 }
 
-// startHostReplica joins a proxy node for the replica whose pod and state Secret are named
-// name, runs the proxy hosting the namespace's TailscaleServices "front", records the node's ID
-// in the state Secret and creates the Ready pod. stop kills the node without withdrawing
-// anything, then stops the proxy.
-func startHostReplica(t *testing.T, sim *tailnetsim.Tailnet, client versioned.Interface, ns, name string) *hostReplica {
+// startHostReplica joins a proxy node for the replica of eps whose pod and state Secret (in the
+// installation's namespace) are named name, runs the proxy hosting the TailscaleServices "front"
+// of eps' namespace, records the node's ID in the state Secret and creates the Ready pod. stop
+// kills the node without withdrawing anything, then stops the proxy.
+func startHostReplica(t *testing.T, sim *tailnetsim.Tailnet, client versioned.Interface, eps *v1alpha1.TailscaleEndpoints, name string) *hostReplica {
+	ns, sys := eps.Namespace, framework.Namespace
 	t.Helper()
 	srv, err := node.Start(ctx(t), node.Options{Dir: t.TempDir(), Hostname: name, ControlURL: sim.ControlURL(),
 		AuthKey: sim.AuthKey(), Tags: []string{"tag:k8s-proxy"}})
@@ -281,7 +283,7 @@ func startHostReplica(t *testing.T, sim *tailnetsim.Tailnet, client versioned.In
 	t.Cleanup(r.stop)
 	<-p.Ready()
 
-	sec, err := env.Kube.CoreV1().Secrets(ns).Get(ctx(t), name, metav1.GetOptions{})
+	sec, err := env.Kube.CoreV1().Secrets(sys).Get(ctx(t), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,20 +291,21 @@ func startHostReplica(t *testing.T, sim *tailnetsim.Tailnet, client versioned.In
 		sec.Data = map[string][]byte{}
 	}
 	sec.Data[kubestate.NodeIDKey] = []byte(r.nodeID)
-	if _, err := env.Kube.CoreV1().Secrets(ns).Update(ctx(t), sec, metav1.UpdateOptions{}); err != nil {
+	if _, err := env.Kube.CoreV1().Secrets(sys).Update(ctx(t), sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
-		Labels: map[string]string{"app.kubernetes.io/name": "tailscale-gateway-proxy", proxydeploy.ProxyForLabel: "web"}},
-		Spec: corev1.PodSpec{ServiceAccountName: proxydeploy.NamesOf("web").Base, AutomountServiceAccountToken: ptr.To(false),
+	podLabels := proxydeploy.ParentLabels(eps.Namespace, eps.Name, eps.UID)
+	podLabels["app.kubernetes.io/name"] = "tailscale-gateway-proxy"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sys, Name: name, Labels: podLabels},
+		Spec: corev1.PodSpec{ServiceAccountName: proxydeploy.NamesFor(eps.Namespace, eps.Name).Base, AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{Name: "proxy", Image: "tailscale-gateway-proxy"}}}}
-	created, err := env.Kube.CoreV1().Pods(ns).Create(ctx(t), pod, metav1.CreateOptions{})
+	created, err := env.Kube.CoreV1().Pods(sys).Create(ctx(t), pod, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	created.Status.Phase = corev1.PodRunning
 	created.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
-	if _, err := env.Kube.CoreV1().Pods(ns).UpdateStatus(ctx(t), created, metav1.UpdateOptions{}); err != nil {
+	if _, err := env.Kube.CoreV1().Pods(sys).UpdateStatus(ctx(t), created, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -216,8 +216,9 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		if err != nil {
 			return nil, fmt.Errorf("creating the core client: %w", err)
 		}
-		proxyServices = proxydeploy.ManagedInformers(kube, informerResync)
-		edsOpts.Addresser = &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(), Direct: eds.Direct{}}
+		proxyServices = proxydeploy.ManagedInformers(kube, serverNamespace(), informerResync)
+		edsOpts.Addresser = &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(),
+			Namespace: serverNamespace(), Direct: eds.Direct{}}
 	case mode == EndpointModeProxy:
 		return nil, fmt.Errorf("--extension-endpoint-mode=proxy without a cluster needs --extension-proxy-address")
 	}

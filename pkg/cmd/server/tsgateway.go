@@ -6,6 +6,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -152,8 +154,8 @@ func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, 
 	p := &publisher{kube: kube, dyn: dyn, factory: publish.NewKubeFactory(kube, 10*time.Minute)}
 	var addr deployedOrStatic
 	if deployed {
-		p.proxies = proxydeploy.ManagedInformers(kube, informerResync)
-		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister()}
+		p.proxies = proxydeploy.ManagedInformers(kube, serverNamespace(), informerResync)
+		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister(), Namespace: serverNamespace()}
 	}
 	if address != "" {
 		ip, err := netip.ParseAddr(address)
@@ -208,5 +210,8 @@ func (p *publisher) build(factory informers.SharedInformerFactory, recorder reco
 		return c, err
 	}
 	// A proxy Service that appears, gets its cluster IP or goes changes the addresses.
-	return c, c.WatchProxies(p.proxies.Core().V1().Services().Informer(), proxydeploy.ProxyForLabel)
+	return c, c.WatchProxies(p.proxies.Core().V1().Services().Informer(), func(m metav1.Object) (types.NamespacedName, bool) {
+		parent, _, ok := proxydeploy.ParentOf(m)
+		return parent, ok
+	})
 }

@@ -109,10 +109,10 @@ func (k *keyChecks) forget(key string) {
 // its own (ensureAuthKey); the Secret of a replica that has joined is deleted, its used key
 // revoked. pending reports whether some replica has not joined yet.
 func (c *Controller) ensureAuthKeys(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, tags []string, replicas int) (pending bool, _ error) {
-	n := NamesOf(obj.Name)
+	n := NamesFor(obj.Namespace, obj.Name)
 	var errs []error
 	for i := range replicas {
-		state, err := c.kube.CoreV1().Secrets(obj.Namespace).Get(ctx, n.StateSecret(i), metav1.GetOptions{})
+		state, err := c.kube.CoreV1().Secrets(c.opts.Namespace).Get(ctx, n.StateSecret(i), metav1.GetOptions{})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("reading Secret %s: %w", n.StateSecret(i), err))
 			continue
@@ -136,15 +136,15 @@ func (c *Controller) ensureAuthKeys(ctx context.Context, obj *v1alpha1.Tailscale
 // more or when the Tailscale API, asked every KeyCheckInterval, reports it expired, about to
 // expire, used or revoked. A replaced key is revoked.
 func (c *Controller) ensureAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, i int, tags []string) error {
-	name := NamesOf(obj.Name).AuthKeySecret(i)
-	existing, err := c.kube.CoreV1().Secrets(obj.Namespace).Get(ctx, name, metav1.GetOptions{})
+	name := NamesFor(obj.Namespace, obj.Name).AuthKeySecret(i)
+	existing, err := c.kube.CoreV1().Secrets(c.opts.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return c.mintAuthKey(ctx, obj, i, tags, nil, "")
 	}
 	if err != nil {
 		return fmt.Errorf("reading Secret %s: %w", name, err)
 	}
-	if !metav1.IsControlledBy(existing, obj) {
+	if !IsKeptFor(existing, obj) {
 		return c.conflict(obj, "Secret", name)
 	}
 	objKey := obj.Namespace + "/" + obj.Name
@@ -199,7 +199,7 @@ func (c *Controller) apiOf(obj *v1alpha1.TailscaleEndpoints) (tailnet.API, strin
 // nil, else existing updated (and its previous key revoked). The key is single-use (the replica
 // joins once; a copy of it is refused afterwards), preauthorized and not ephemeral.
 func (c *Controller) mintAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, i int, tags []string, existing *corev1.Secret, reason string) error {
-	secretName := NamesOf(obj.Name).AuthKeySecret(i)
+	secretName := NamesFor(obj.Namespace, obj.Name).AuthKeySecret(i)
 	api, name, err := c.apiOf(obj)
 	if err != nil {
 		return fmt.Errorf("minting the proxy's auth key: %w", err)
@@ -211,10 +211,10 @@ func (c *Controller) mintAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEnd
 		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonMintFailed, "Minting the proxy's auth key in tailnet %s: %v", name, err)
 		return fmt.Errorf("minting the proxy's auth key: %w", err)
 	}
-	want := AuthKeySecret(obj, i, key, tags)
+	want := AuthKeySecret(c.opts.Namespace, obj, i, key, tags)
 	log := klog.FromContext(ctx)
 	if existing == nil {
-		if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Create(ctx, want, metav1.CreateOptions{}); err != nil {
+		if _, err := c.kube.CoreV1().Secrets(c.opts.Namespace).Create(ctx, want, metav1.CreateOptions{}); err != nil {
 			c.revoke(ctx, obj, api, key.ID, "it could not be stored")
 			return fmt.Errorf("storing the proxy's auth key (key %s) in Secret %s: %w", key.ID, secretName, err)
 		}
@@ -230,7 +230,7 @@ func (c *Controller) mintAuthKey(ctx context.Context, obj *v1alpha1.TailscaleEnd
 	for k, v := range want.Annotations {
 		upd.Annotations[k] = v
 	}
-	if _, err := c.kube.CoreV1().Secrets(obj.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.kube.CoreV1().Secrets(c.opts.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		c.revoke(ctx, obj, api, key.ID, "it could not be stored")
 		return fmt.Errorf("storing the proxy's renewed auth key (key %s) in Secret %s: %w", key.ID, secretName, err)
 	}

@@ -1,19 +1,18 @@
 // Package proxyhosts tells which tailnet devices are this installation's proxies, which
 // TailscaleServices each one hosts, and whether its pod is Ready. It watches the proxy pods in
-// every namespace (label app.kubernetes.io/name=tailscale-gateway-proxy) and reads, by name, the
-// state Secret of each (named like its pod, in its namespace), where the replica records its
-// node's stable ID under kubestate.NodeIDKey. Secrets are never listed or watched.
+// the installation's namespace (label app.kubernetes.io/name=tailscale-gateway-proxy) and reads,
+// by name, the state Secret of each (named like its pod, in that namespace), where the replica
+// records its node's stable ID under kubestate.NodeIDKey. Secrets are never listed or watched.
 //
-// A state Secret counts only when it carries the label app.kubernetes.io/managed-by of
-// pkg/controllers/proxydeploy and is controlled (ownerReference) by a TailscaleEndpoints that
-// exists with that UID: a label or a pod name, which anyone who can create a Secret or a pod can
-// copy, never makes a device ours.
+// A state Secret counts only when it lives in the installation's namespace, where tenants create
+// nothing, carries the labels of pkg/controllers/proxydeploy (proxydeploy.ParentOf) and those
+// name a TailscaleEndpoints that exists with that UID: a pod name or labels copied elsewhere
+// never make a device ours.
 package proxyhosts
 
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +28,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
@@ -39,7 +37,7 @@ import (
 type Host struct {
 	// Pod is the proxy's pod, "<namespace>/<name>".
 	Pod string
-	// Namespace of the pod and of the TailscaleEndpoints it is a proxy of.
+	// Namespace of the TailscaleEndpoints it is a proxy of (the pod is in the installation's).
 	Namespace string
 	// Services are the TailscaleServices (in Namespace) whose Tailscale Service it hosts.
 	Services []string
@@ -69,13 +67,13 @@ type nodeRecord struct {
 	uid             types.UID
 	resourceVersion string
 	nodeID          string // empty: not joined yet, or the Secret is not ours
-	owner           string // name of the TailscaleEndpoints controlling the Secret
+	owner           types.NamespacedName // the TailscaleEndpoints the Secret is kept for
 }
 
-// New watches the proxy pods in every namespace; eps and svcs prove ownership and name the
-// Services each proxy hosts.
-func New(kube kubernetes.Interface, eps listers.TailscaleEndpointsLister, svcs listers.TailscaleServicesLister, resync time.Duration) (*Source, error) {
-	f := proxydeploy.PodInformers(kube, resync)
+// New watches the proxy pods in namespace, the installation's; eps and svcs prove ownership and
+// name the Services each proxy hosts.
+func New(kube kubernetes.Interface, namespace string, eps listers.TailscaleEndpointsLister, svcs listers.TailscaleServicesLister, resync time.Duration) (*Source, error) {
+	f := proxydeploy.PodInformers(kube, namespace, resync)
 	s := &Source{kube: kube, eps: eps, svcs: svcs, factory: f, pods: f.Core().V1().Pods().Lister(), nodes: map[string]nodeRecord{}}
 	inf := f.Core().V1().Pods().Informer()
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -134,7 +132,7 @@ func (s *Source) Lookup(ctx context.Context, nodeID string) (Host, bool) {
 		if rec.nodeID != nodeID {
 			continue
 		}
-		h, ok := s.host(p.Namespace, p.Name, rec)
+		h, ok := s.host(p.Namespace+"/"+p.Name, rec)
 		switch {
 		case !ok:
 		case p.DeletionTimestamp != nil:
@@ -153,8 +151,7 @@ func (s *Source) Lookup(ctx context.Context, nodeID string) (Host, bool) {
 		if present[key] || rec.nodeID != nodeID {
 			continue
 		}
-		ns, name, _ := strings.Cut(key, "/")
-		h, ok := s.host(ns, name, rec)
+		h, ok := s.host(key, rec)
 		if !ok {
 			delete(s.nodes, key) // its TailscaleEndpoints is gone too
 			continue
@@ -165,14 +162,14 @@ func (s *Source) Lookup(ctx context.Context, nodeID string) (Host, bool) {
 	return Host{}, false
 }
 
-// host is the Host of the pod ns/name whose state Secret rec describes; ok is false when the
-// TailscaleEndpoints owning that Secret is gone.
-func (s *Source) host(ns, name string, rec nodeRecord) (Host, bool) {
-	owner, err := s.eps.TailscaleEndpoints(ns).Get(rec.owner)
+// host is the Host of the pod (namespace/name) whose state Secret rec describes; ok is false
+// when the TailscaleEndpoints it is kept for is gone.
+func (s *Source) host(pod string, rec nodeRecord) (Host, bool) {
+	owner, err := s.eps.TailscaleEndpoints(rec.owner.Namespace).Get(rec.owner.Name)
 	if err != nil {
 		return Host{}, false
 	}
-	return Host{Pod: ns + "/" + name, Namespace: ns, Services: proxydeploy.HostedServices(owner, s.svcs)}, true
+	return Host{Pod: pod, Namespace: owner.Namespace, Services: proxydeploy.HostedServices(owner, s.svcs)}, true
 }
 
 // record returns what p's state Secret says, reading it when p changed since the last read.
@@ -203,21 +200,18 @@ func (s *Source) record(ctx context.Context, p *corev1.Pod) nodeRecord {
 	return rec
 }
 
-// ownerOf returns the TailscaleEndpoints controlling sec when sec is one of our state Secrets,
-// not merely labelled like them.
-func (s *Source) ownerOf(sec *corev1.Secret) (string, bool) {
-	if sec.Labels[proxydeploy.ManagedByLabel] != proxydeploy.ManagedBy {
-		return "", false
+// ownerOf returns the TailscaleEndpoints sec is kept for when sec is one of our state Secrets:
+// its labels name one that exists with that UID.
+func (s *Source) ownerOf(sec *corev1.Secret) (types.NamespacedName, bool) {
+	parent, uid, ok := proxydeploy.ParentOf(sec)
+	if !ok {
+		return types.NamespacedName{}, false
 	}
-	ref := metav1.GetControllerOf(sec)
-	if ref == nil || ref.Kind != "TailscaleEndpoints" || ref.APIVersion != v1alpha1.SchemeGroupVersion.String() {
-		return "", false
+	owner, err := s.eps.TailscaleEndpoints(parent.Namespace).Get(parent.Name)
+	if err != nil || owner.UID != uid {
+		return types.NamespacedName{}, false
 	}
-	owner, err := s.eps.TailscaleEndpoints(sec.Namespace).Get(ref.Name)
-	if err != nil || owner.UID != ref.UID {
-		return "", false
-	}
-	return ref.Name, true
+	return parent, true
 }
 
 func podReady(p *corev1.Pod) bool {

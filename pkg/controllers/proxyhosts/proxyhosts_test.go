@@ -29,20 +29,21 @@ func pod(ns, name string, ready bool) *corev1.Pod {
 		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}}}
 }
 
-func stateSecret(ns, name, nodeID string, owner *v1alpha1.TailscaleEndpoints, labelled bool) *corev1.Secret {
+// stateSecret is a state Secret kept for owner (its parent labels) or, with owner nil, one with
+// only the managed-by label.
+func stateSecret(ns, name, nodeID string, owner *v1alpha1.TailscaleEndpoints) *corev1.Secret {
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{kubestate.NodeIDKey: []byte(nodeID)}}
-	if labelled {
-		s.Labels = map[string]string{proxydeploy.ManagedByLabel: proxydeploy.ManagedBy}
-	}
+	s.Labels = map[string]string{proxydeploy.ManagedByLabel: proxydeploy.ManagedBy}
 	if owner != nil {
-		s.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, v1alpha1.SchemeGroupVersion.WithKind("TailscaleEndpoints"))}
+		s.Labels = proxydeploy.ParentLabels(owner.Namespace, owner.Name, owner.UID)
 	}
 	return s
 }
 
-// Only a state Secret controlled by an existing TailscaleEndpoints makes a device ours: a copied
-// label, or an owner reference to a TailscaleEndpoints of another UID, does not. A Ready pod is
-// ready, an unready or deleted one is not, and a deleted one stays known as ours.
+// Only a state Secret in the installation's namespace whose labels name an existing
+// TailscaleEndpoints with its UID makes a device ours: the managed-by label alone, labels naming
+// another UID, or a pod and Secret in a tenant's namespace do not. A Ready pod is ready, an
+// unready or deleted one is not, and a deleted one stays known as ours.
 func TestSecurityOnlyOurStateSecretsMakeHosts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -58,15 +59,17 @@ func TestSecurityOnlyOurStateSecretsMakeHosts(t *testing.T) {
 	if _, err := gw.GatewayV1alpha1().TailscaleServices("vip").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	const system = "tailscale-gateway-system"
 	kube := kubefake.NewSimpleClientset(
-		pod("vip", "web-proxy-0", true), stateSecret("vip", "web-proxy-0", "nOurs", web, true),
-		pod("vip", "web-proxy-1", false), stateSecret("vip", "web-proxy-1", "nUnready", web, true),
-		pod("vip", "copied-label", true), stateSecret("vip", "copied-label", "nLabelOnly", nil, true),
-		pod("vip", "wrong-uid", true), stateSecret("vip", "wrong-uid", "nWrongUID", impostor, true),
-		pod("vip", "no-label", true), stateSecret("vip", "no-label", "nNoLabel", web, false),
+		pod(system, "web-proxy-0", true), stateSecret(system, "web-proxy-0", "nOurs", web),
+		pod(system, "web-proxy-1", false), stateSecret(system, "web-proxy-1", "nUnready", web),
+		pod(system, "copied-label", true), stateSecret(system, "copied-label", "nLabelOnly", nil),
+		pod(system, "wrong-uid", true), stateSecret(system, "wrong-uid", "nWrongUID", impostor),
+		// A tenant's pod and Secret, labelled exactly like ours, in the tenant's namespace.
+		pod("vip", "tenant-made", true), stateSecret("vip", "tenant-made", "nTenant", web),
 	)
 	f := informers.NewSharedInformerFactory(gw, 0)
-	s, err := New(kube, f.Gateway().V1alpha1().TailscaleEndpoints().Lister(), f.Gateway().V1alpha1().TailscaleServices().Lister(), 0)
+	s, err := New(kube, system, f.Gateway().V1alpha1().TailscaleEndpoints().Lister(), f.Gateway().V1alpha1().TailscaleServices().Lister(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +79,13 @@ func TestSecurityOnlyOurStateSecretsMakeHosts(t *testing.T) {
 	if !cache.WaitForCacheSync(ctx.Done(), s.HasSynced) {
 		t.Fatal("pods not synced")
 	}
-	for _, id := range []string{"nLabelOnly", "nWrongUID", "nNoLabel", "nUnknown"} {
+	for _, id := range []string{"nLabelOnly", "nWrongUID", "nTenant", "nUnknown"} {
 		if h, ok := s.Lookup(ctx, id); ok {
 			t.Errorf("%s counted as ours: %+v", id, h)
 		}
 	}
 	h, ok := s.Lookup(ctx, "nOurs")
-	if !ok || !h.Ready || h.Pod != "vip/web-proxy-0" || !slices.Equal(h.Services, []string{"front"}) {
+	if !ok || !h.Ready || h.Pod != system+"/web-proxy-0" || h.Namespace != "vip" || !slices.Equal(h.Services, []string{"front"}) {
 		t.Errorf("nOurs = %+v, %v; want the Ready web-proxy-0 hosting front", h, ok)
 	}
 	if h, ok := s.Lookup(ctx, "nUnready"); !ok || h.Ready || h.Reason != "its pod is not Ready" {
@@ -90,7 +93,7 @@ func TestSecurityOnlyOurStateSecretsMakeHosts(t *testing.T) {
 	}
 
 	gen := s.Generation()
-	if err := kube.CoreV1().Pods("vip").Delete(ctx, "web-proxy-0", metav1.DeleteOptions{}); err != nil {
+	if err := kube.CoreV1().Pods(system).Delete(ctx, "web-proxy-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for s.Generation() == gen {
