@@ -137,6 +137,7 @@ type Proxy struct {
 	draining  chan struct{} // closed when shutdown begins
 	connsMu   sync.Mutex
 	open      map[net.Conn]struct{} // accepted and dialled connections, closed on shutdown
+	viaVIP    map[net.Conn]struct{} // of open, those accepted through a Service's VIP
 	closing   bool                  // set under connsMu once shutdown began
 
 	mu       sync.Mutex                  // guards the fields below
@@ -182,7 +183,7 @@ func New(opts Options) (*Proxy, error) {
 		trigger: make(chan struct{}, 1),
 		conns:   balance.NewConns(),
 		ready:   make(chan struct{}), draining: make(chan struct{}),
-		open:   map[net.Conn]struct{}{},
+		open: map[net.Conn]struct{}{}, viaVIP: map[net.Conn]struct{}{},
 		egress: map[string]*egressListener{}, services: map[string]*serviceListener{},
 	}
 	p.connCtx, p.stopConns = context.WithCancel(context.Background())
@@ -361,7 +362,7 @@ const DrainTimeout = 10 * time.Second
 // closed, while the node still runs to send their FINs.
 func (p *Proxy) closeAll() {
 	close(p.draining)
-	p.withdraw()
+	moved := p.withdraw()
 	p.mu.Lock()
 	for name, l := range p.services {
 		l.close()
@@ -374,6 +375,15 @@ func (p *Proxy) closeAll() {
 	p.mu.Unlock()
 	p.connsMu.Lock()
 	p.closing = true
+	if moved && len(p.viaVIP) > 0 {
+		// The node no longer takes its VIPs' packets (they are not in its network map), and
+		// their clients send them to another host: these connections cannot go on, and would
+		// only hold the drain until its grace ends.
+		klog.InfoS("Closing the connections through the withdrawn VIPs", "open", len(p.viaVIP))
+		for c := range p.viaVIP {
+			c.Close()
+		}
+	}
 	open := len(p.open)
 	p.connsMu.Unlock()
 	done := make(chan struct{})
@@ -417,23 +427,37 @@ type withdrawer interface {
 
 // withdraw stops advertising the hosted Services and waits (up to WithdrawWait) until the
 // control plane has moved their VIPs to other hosts, still accepting the connections of
-// clients routed here meanwhile.
-func (p *Proxy) withdraw() {
+// clients routed here meanwhile; moved reports that it did.
+func (p *Proxy) withdraw() (moved bool) {
 	p.mu.Lock()
 	hosting := len(p.services)
 	p.mu.Unlock()
 	w, ok := p.opts.Node.(withdrawer)
 	if hosting == 0 || !ok {
-		return
+		return false
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), WithdrawWait)
 	defer cancel()
 	if err := w.WithdrawServices(ctx); err != nil {
 		klog.ErrorS(err, "Withdrawing the Services before closing their listeners", "waited", time.Since(start))
-		return
+		return false
 	}
 	klog.InfoS("Services withdrawn: the control plane routes their VIPs elsewhere", "after", time.Since(start))
+	return true
+}
+
+// trackVIP records c as a connection through a Service's VIP until the returned function is
+// called.
+func (p *Proxy) trackVIP(c net.Conn) (untrack func()) {
+	p.connsMu.Lock()
+	p.viaVIP[c] = struct{}{}
+	p.connsMu.Unlock()
+	return func() {
+		p.connsMu.Lock()
+		delete(p.viaVIP, c)
+		p.connsMu.Unlock()
+	}
 }
 
 // track records c as open, to be closed on shutdown, until the returned function is called.
@@ -515,7 +539,7 @@ func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener,
 			return nil, fmt.Errorf("listening on tcp %s: %w", addr, err)
 		}
 		l.addr = ln.Addr().String()
-		go p.acceptLoop(ln, e.Listener(), func(conn net.Conn) {
+		go p.acceptLoop(ln, e.Listener(), false, func(conn net.Conn) {
 			dctx, dcancel := context.WithTimeout(p.connCtx, p.opts.DialTimeout)
 			target, err := dial(dctx)
 			dcancel()
@@ -561,7 +585,7 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 	l.access.Store(&access)
 	name := s.Listener()
 	go refuseLocal(ln, func() { p.opts.Metrics.Refused(name, ReasonLocalConnection) })
-	go p.acceptLoop(conns, name, func(conn net.Conn) {
+	go p.acceptLoop(conns, name, true, func(conn net.Conn) {
 		caller, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 		if err != nil {
 			p.opts.Metrics.Refused(name, accesscontrol.ReasonUnknownCaller)
@@ -622,7 +646,7 @@ func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balanc
 
 // acceptLoop hands each connection accepted on the listener called name to handle on its own
 // goroutine until ln closes, refusing those beyond MaxConnections open at once.
-func (p *Proxy) acceptLoop(ln net.Listener, name string, handle func(net.Conn)) {
+func (p *Proxy) acceptLoop(ln net.Listener, name string, viaVIP bool, handle func(net.Conn)) {
 	var open atomic.Int64
 	for {
 		conn, err := ln.Accept()
@@ -652,6 +676,9 @@ func (p *Proxy) acceptLoop(ln net.Listener, name string, handle func(net.Conn)) 
 			defer p.handlers.Done()
 			defer open.Add(-1)
 			defer p.track(conn)()
+			if viaVIP {
+				defer p.trackVIP(conn)()
+			}
 			handle(conn)
 		}()
 	}
