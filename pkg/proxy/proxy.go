@@ -133,9 +133,16 @@ type Proxy struct {
 	ready   chan struct{}
 
 	handlers sync.WaitGroup // one per accepted connection
-	connsMu  sync.Mutex
-	open     map[net.Conn]struct{} // accepted and dialled connections, closed on shutdown
-	closing  bool                  // set under connsMu once shutdown began
+	// connCtx bounds what accepted connections do before they are piped (access checks,
+	// backend dials): it outlives Run's context, so that connections accepted just before a
+	// shutdown are still served, and ends when the drain gives up (stopConns).
+	connCtx   context.Context
+	stopConns context.CancelFunc
+	draining  chan struct{} // closed when shutdown begins
+	connsMu   sync.Mutex
+	open      map[net.Conn]struct{} // accepted and dialled connections, closed on shutdown
+	viaVIP    map[net.Conn]struct{} // of open, those accepted through a Service's VIP
+	closing   bool                  // set under connsMu once shutdown began
 
 	mu       sync.Mutex                  // guards the fields below
 	egress   map[string]*egressListener  // by plan.Egress.Listener()
@@ -182,10 +189,11 @@ func New(opts Options) (*Proxy, error) {
 		svcs:    f.Gateway().V1alpha1().TailscaleServices().Lister(),
 		trigger: make(chan struct{}, 1),
 		conns:   balance.NewConns(),
-		ready:   make(chan struct{}),
-		open:    map[net.Conn]struct{}{},
-		egress:  map[string]*egressListener{}, services: map[string]*serviceListener{},
+		ready:   make(chan struct{}), draining: make(chan struct{}),
+		open: map[net.Conn]struct{}{}, viaVIP: map[net.Conn]struct{}{},
+		egress: map[string]*egressListener{}, services: map[string]*serviceListener{},
 	}
+	p.connCtx, p.stopConns = context.WithCancel(context.Background())
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { p.kick() },
 		UpdateFunc: func(any, any) { p.kick() },
@@ -209,6 +217,9 @@ func (p *Proxy) kick() {
 
 // Ready is closed once the informers have synced and the first configuration is applied.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Draining is closed once Run's context ended and the proxy began to shut down.
+func (p *Proxy) Draining() <-chan struct{} { return p.draining }
 
 // Run serves until ctx ends, then closes every listener and connection and waits (up to
 // DrainTimeout) for the forwarding goroutines to end: tsnet v1.102.5's Server.Close can block
@@ -355,11 +366,13 @@ func (p *Proxy) reconcile(ctx context.Context) (failed bool) {
 // DrainTimeout bounds how long Run waits for connections to end after closing them.
 const DrainTimeout = 10 * time.Second
 
-// closeAll stops serving. Every listener closes first: the Services' advertisements are
-// withdrawn, so that the control plane sends their new connections to other hosts, and the
-// egress ports stop accepting. Open connections then have DrainGrace to finish; the rest are
+// closeAll stops serving. The Services' advertisements are withdrawn first, so that the control
+// plane sends their new connections to other hosts (withdraw); then every listener closes and
+// the egress ports stop accepting. Open connections then have DrainGrace to finish; the rest are
 // closed, while the node still runs to send their FINs.
 func (p *Proxy) closeAll() {
+	close(p.draining)
+	moved := p.withdraw()
 	p.mu.Lock()
 	for name, l := range p.services {
 		l.close()
@@ -372,6 +385,15 @@ func (p *Proxy) closeAll() {
 	p.mu.Unlock()
 	p.connsMu.Lock()
 	p.closing = true
+	if moved && len(p.viaVIP) > 0 {
+		// The node no longer takes its VIPs' packets (they are not in its network map), and
+		// their clients send them to another host: these connections cannot go on, and would
+		// only hold the drain until its grace ends.
+		klog.InfoS("Closing the connections through the withdrawn VIPs", "open", len(p.viaVIP))
+		for c := range p.viaVIP {
+			c.Close()
+		}
+	}
 	open := len(p.open)
 	p.connsMu.Unlock()
 	done := make(chan struct{})
@@ -387,6 +409,7 @@ func (p *Proxy) closeAll() {
 		case <-grace.C:
 		}
 	}
+	p.stopConns() // dials and access checks still under way end too
 	p.connsMu.Lock()
 	if n := len(p.open); n > 0 {
 		klog.InfoS("Closing the connections still open", "open", n)
@@ -399,6 +422,51 @@ func (p *Proxy) closeAll() {
 	case <-done:
 	case <-time.After(DrainTimeout):
 		klog.InfoS("Connections still open after closing them", "timeout", DrainTimeout)
+	}
+}
+
+// WithdrawWait bounds how long a proxy that shuts down waits, with its Service listeners still
+// accepting, for the control plane to take its Services' VIPs away.
+const WithdrawWait = 5 * time.Second
+
+// withdrawer is implemented by a Node (*node.Node) that can withdraw its Services'
+// advertisements while their listeners still accept.
+type withdrawer interface {
+	WithdrawServices(ctx context.Context) error
+}
+
+// withdraw stops advertising the hosted Services and waits (up to WithdrawWait) until the
+// control plane has moved their VIPs to other hosts, still accepting the connections of
+// clients routed here meanwhile; moved reports that it did.
+func (p *Proxy) withdraw() (moved bool) {
+	p.mu.Lock()
+	hosting := len(p.services)
+	p.mu.Unlock()
+	w, ok := p.opts.Node.(withdrawer)
+	if hosting == 0 || !ok {
+		return false
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), WithdrawWait)
+	defer cancel()
+	if err := w.WithdrawServices(ctx); err != nil {
+		klog.ErrorS(err, "Withdrawing the Services before closing their listeners", "waited", time.Since(start))
+		return false
+	}
+	klog.InfoS("Services withdrawn: the control plane routes their VIPs elsewhere", "after", time.Since(start))
+	return true
+}
+
+// trackVIP records c as a connection through a Service's VIP until the returned function is
+// called.
+func (p *Proxy) trackVIP(c net.Conn) (untrack func()) {
+	p.connsMu.Lock()
+	p.viaVIP[c] = struct{}{}
+	p.connsMu.Unlock()
+	return func() {
+		p.connsMu.Lock()
+		delete(p.viaVIP, c)
+		p.connsMu.Unlock()
 	}
 }
 
@@ -481,8 +549,8 @@ func (p *Proxy) openEgress(ctx context.Context, e plan.Egress) (*egressListener,
 			return nil, fmt.Errorf("listening on tcp %s: %w", addr, err)
 		}
 		l.addr = ln.Addr().String()
-		go p.acceptLoop(ln, e.Listener(), func(conn net.Conn) {
-			dctx, dcancel := context.WithTimeout(lctx, p.opts.DialTimeout)
+		go p.acceptLoop(ln, e.Listener(), false, func(conn net.Conn) {
+			dctx, dcancel := context.WithTimeout(p.connCtx, p.opts.DialTimeout)
 			target, err := dial(dctx)
 			dcancel()
 			if err != nil {
@@ -527,10 +595,9 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 	access := s.Access
 	l.access.Store(&access)
 	l.connLog.Store(s.ConnectionLog)
-	lctx, cancel := context.WithCancel(ctx)
 	name := s.Listener()
 	go refuseLocal(ln, func() { p.opts.Metrics.Refused(name, ReasonLocalConnection) })
-	go p.acceptLoop(conns, name, func(conn net.Conn) {
+	go p.acceptLoop(conns, name, true, func(conn net.Conn) {
 		caller, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 		if err != nil {
 			p.opts.Metrics.Refused(name, accesscontrol.ReasonUnknownCaller)
@@ -539,7 +606,7 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 		}
 		caller = netip.AddrPortFrom(caller.Addr().Unmap(), caller.Port())
 		start := time.Now()
-		if reason := p.admit(lctx, name, *l.access.Load(), caller); reason != "" {
+		if reason := p.admit(p.connCtx, name, *l.access.Load(), caller); reason != "" {
 			p.opts.Metrics.Refused(name, reason)
 			if l.connLog.Load() {
 				p.opts.ConnectionLog.Info("Connection", "listener", name, "object", s.Object, "source", caller.String(), "refused", reason)
@@ -547,7 +614,7 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 			conn.Close()
 			return
 		}
-		be, toTarget, fromTarget := p.forwardService(lctx, name, l.balancer.Load(), conn)
+		be, toTarget, fromTarget := p.forwardService(p.connCtx, name, l.balancer.Load(), conn)
 		if l.connLog.Load() {
 			kv := []any{"listener", name, "object", s.Object, "source", caller.String()}
 			if be.Key == "" {
@@ -560,7 +627,7 @@ func (p *Proxy) openService(ctx context.Context, s plan.Service, bal *balance.Ba
 		}
 	})
 	// Closing ln withdraws the Service's advertisement of this port.
-	l.close = func() { cancel(); ln.Close(); conns.Close() }
+	l.close = func() { ln.Close(); conns.Close() }
 	return l, nil
 }
 
@@ -606,7 +673,7 @@ func (p *Proxy) forwardService(ctx context.Context, listener string, bal *balanc
 
 // acceptLoop hands each connection accepted on the listener called name to handle on its own
 // goroutine until ln closes, refusing those beyond MaxConnections open at once.
-func (p *Proxy) acceptLoop(ln net.Listener, name string, handle func(net.Conn)) {
+func (p *Proxy) acceptLoop(ln net.Listener, name string, viaVIP bool, handle func(net.Conn)) {
 	var open atomic.Int64
 	for {
 		conn, err := ln.Accept()
@@ -636,6 +703,9 @@ func (p *Proxy) acceptLoop(ln net.Listener, name string, handle func(net.Conn)) 
 			defer p.handlers.Done()
 			defer open.Add(-1)
 			defer p.track(conn)()
+			if viaVIP {
+				defer p.trackVIP(conn)()
+			}
 			handle(conn)
 		}()
 	}

@@ -43,47 +43,12 @@ func Run(ctx context.Context, n int, serverFirst bool, dial func(context.Context
 	var res Result
 	var mu sync.Mutex
 	var next atomic.Int64
-	req := "GET / HTTP/1.1\r\nHost: churn\r\n\r\n"
-	if serverFirst {
-		req = "GET / HTTP/1.1\r\nHost: churn\r\nConnection: close\r\n\r\n"
-	}
-	one := func() (slow bool, err error) {
-		cctx, cancel := context.WithTimeout(ctx, Timeout)
-		defer cancel()
-		start := time.Now()
-		c, err := dial(cctx)
-		if err != nil {
-			return false, fmt.Errorf("dial: %w", err)
-		}
-		defer c.Close()
-		slow = time.Since(start) >= Retransmit
-		_ = c.SetDeadline(start.Add(Timeout))
-		if _, err := io.WriteString(c, req); err != nil {
-			return slow, fmt.Errorf("request: %w", err)
-		}
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return slow, fmt.Errorf("answer: %w", err)
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return slow, fmt.Errorf("answer body: %w", err)
-		}
-		if serverFirst { // wait for the server's FIN before closing
-			if _, err := br.ReadByte(); err != io.EOF {
-				return slow, fmt.Errorf("the server did not close first: %v", err)
-			}
-		}
-		return slow, nil
-	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range Workers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				slow, err := one()
+				slow, err := one(ctx, serverFirst, dial)
 				mu.Lock()
 				res.Conns++
 				if slow {
@@ -105,6 +70,48 @@ func Run(ctx context.Context, n int, serverFirst bool, dial func(context.Context
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	return res
+}
+
+// one opens one connection with dial and makes one GET on it; slow reports a dial that took
+// Retransmit or longer. With serverFirst the request says "Connection: close" and the server
+// closes first; otherwise the client closes once it has the answer.
+func one(ctx context.Context, serverFirst bool, dial func(context.Context) (net.Conn, error)) (slow bool, err error) {
+	req := "GET / HTTP/1.1\r\nHost: churn\r\n\r\n"
+	if serverFirst {
+		req = "GET / HTTP/1.1\r\nHost: churn\r\nConnection: close\r\n\r\n"
+	}
+	cctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	start := time.Now()
+	c, err := dial(cctx)
+	if err != nil {
+		return false, fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	slow = time.Since(start) >= Retransmit
+	_ = c.SetDeadline(start.Add(Timeout))
+	if _, err := io.WriteString(c, req); err != nil {
+		return slow, fmt.Errorf("request: %w", err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return slow, fmt.Errorf("answer: %w", err)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return slow, fmt.Errorf("answer body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return slow, fmt.Errorf("answer: status %s", resp.Status)
+	}
+	if serverFirst { // wait for the server's FIN before closing
+		if _, err := br.ReadByte(); err != io.EOF {
+			return slow, fmt.Errorf("the server did not close first: %v", err)
+		}
+	}
+	return slow, nil
 }
 
 func (r Result) String() string {

@@ -151,6 +151,7 @@ func TestChart(t *testing.T) {
 	}
 	t.Run("proxy", testProxy)
 	t.Run("networkpolicy", testProxyNetworkPolicy)
+	t.Run("rollout", testRollout)
 	t.Run("envoy-gateway-extension", testEnvoyGatewayExtension)
 	t.Run("upgrade", testHelmUpgradeNoDowntime)
 	t.Run("uninstall", testHelmUninstall)
@@ -252,7 +253,7 @@ func installChart(t *testing.T, ctx context.Context, tag string) {
 func helmInstall(ctx context.Context, tag string) (string, error) {
 	return runEnv(ctx, 10*time.Minute, nil, helm, "--kubeconfig", kubeconfig, "upgrade", "--install", release,
 		filepath.Join(root, "charts", "tailscale-gateway"), "-n", namespace, "--create-namespace",
-		"--set", "image.tag="+tag,
+		"--set-string", "image.tag="+tag, // a tag of digits only (a commit hash) is a string too
 		"--set", "etcd.image.repository=tsgw.local/etcd", "--set", "etcd.image.tag="+etcdTag,
 		"--set", "etcd.persistence.enabled=false")
 }

@@ -37,20 +37,7 @@ const (
 // the same tailnet node without a new key. Everything it creates is removed when it ends.
 func testProxy(t *testing.T) {
 	ctx := t.Context()
-	sim := startSim(t)
-	connectServerToSim(t, ctx, sim)
-
-	// The server's TailscaleTailnet for the simulated tailnet, and the test namespace (deleted
-	// first: the finalizers of its TailscaleServices release their Services through the tailnet).
-	mustApply(t, ctx, fmt.Sprintf(`{"apiVersion":"gateway.tailscale.com/v1alpha1","kind":"TailscaleTailnet",
-"metadata":{"name":%q},"spec":{"tailnet":%q,"apiBaseURL":%q,"oauthSecretName":%q,"oauthSecretNamespace":%q,
-"tags":["tag:k8s-proxy"]}}`, simTailnetN, sim.Tailnet, sim.APIURL, simOAuth, namespace))
-	t.Cleanup(func() { deleteAndWait(t, "tailscaletailnet", simTailnetN) })
-	mustApply(t, ctx, fmt.Sprintf(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, proxyNS))
-	t.Cleanup(func() {
-		deleteAndWait(t, "namespace", proxyNS)
-		noProxyObjectsLeft(t, egressObject, hostObject)
-	})
+	sim := simTailnetWithNamespace(t, ctx, egressObject, hostObject)
 
 	// 1. A proxy with the key proxydeploy minted, Ready through its own probe.
 	fqdn, ip, port := sim.device(t, "api-server")
@@ -108,6 +95,27 @@ func testProxy(t *testing.T) {
 	if n := keysMinted(t, ctx, egressObject); n != 1 {
 		t.Errorf("%d %s Events after the restart, want still one", n, proxydeploy.ReasonKeyMinted)
 	}
+}
+
+// simTailnetWithNamespace starts the simulated tailnet, points the release at it, and creates
+// the server's TailscaleTailnet for it and the test namespace proxyNS. When t ends the
+// namespace goes first (the finalizers of its TailscaleServices release their Services
+// through the tailnet), then nothing generated for the TailscaleEndpoints named endpoints may
+// be left in any namespace, then the TailscaleTailnet goes.
+func simTailnetWithNamespace(t *testing.T, ctx context.Context, endpoints ...string) *simTailnet {
+	t.Helper()
+	sim := startSim(t)
+	connectServerToSim(t, ctx, sim)
+	mustApply(t, ctx, fmt.Sprintf(`{"apiVersion":"gateway.tailscale.com/v1alpha1","kind":"TailscaleTailnet",
+"metadata":{"name":%q},"spec":{"tailnet":%q,"apiBaseURL":%q,"oauthSecretName":%q,"oauthSecretNamespace":%q,
+"tags":["tag:k8s-proxy"]}}`, simTailnetN, sim.Tailnet, sim.APIURL, simOAuth, namespace))
+	t.Cleanup(func() { deleteAndWait(t, "tailscaletailnet", simTailnetN) })
+	mustApply(t, ctx, fmt.Sprintf(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, proxyNS))
+	t.Cleanup(func() {
+		deleteAndWait(t, "namespace", proxyNS)
+		noProxyObjectsLeft(t, endpoints...)
+	})
+	return sim
 }
 
 // keysMinted counts the ProxyAuthKeyMinted Events of the TailscaleEndpoints name (proxydeploy
@@ -266,58 +274,10 @@ func proxyObject(t *testing.T, ctx context.Context, resource, endpoints string) 
 }
 
 // waitProxyPodReady waits for the proxy pod of endpoints (other than the one of UID notUID) to
-// be Ready through its readiness probe and returns it.
+// be Ready through its readiness probe, and the only one, and returns it.
 func waitProxyPodReady(t *testing.T, ctx context.Context, endpoints, notUID string) proxyPod {
 	t.Helper()
-	var pod proxyPod
-	waitFor(t, 5*time.Minute, "the proxy pod of "+endpoints+" Ready", func() (bool, string) {
-		out, err := kubectl(ctx, "get", "pods", "-A", "-l", proxySelector("pods", endpoints), "-o", "json")
-		if err != nil {
-			return false, out
-		}
-		var list struct {
-			Items []struct {
-				Metadata struct {
-					Namespace, Name, UID string
-					CreationTimestamp    time.Time `json:"creationTimestamp"`
-					DeletionTimestamp    *time.Time
-				}
-				Status struct {
-					Conditions []struct {
-						Type, Status       string
-						LastTransitionTime time.Time `json:"lastTransitionTime"`
-					}
-					ContainerStatuses []struct {
-						State struct {
-							Running *struct {
-								StartedAt time.Time `json:"startedAt"`
-							}
-						}
-					}
-				}
-			}
-		}
-		if err := json.Unmarshal([]byte(out), &list); err != nil {
-			return false, err.Error()
-		}
-		var detail []string
-		for _, p := range list.Items {
-			m := p.Metadata
-			if m.UID == notUID || m.DeletionTimestamp != nil {
-				continue
-			}
-			for _, c := range p.Status.Conditions {
-				if c.Type == "Ready" && c.Status == "True" && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil {
-					pod = proxyPod{Namespace: m.Namespace, Name: m.Name, UID: m.UID, Created: m.CreationTimestamp, Ready: c.LastTransitionTime,
-						Started: p.Status.ContainerStatuses[0].State.Running.StartedAt}
-					return true, ""
-				}
-			}
-			detail = append(detail, fmt.Sprintf("%s/%s: %+v", m.Namespace, m.Name, p.Status))
-		}
-		return false, fmt.Sprintf("%v; %s", detail, describeEndpoints(ctx, endpoints))
-	})
-	return pod
+	return waitProxyPodsReady(t, ctx, endpoints, 1, []string{notUID})[0]
 }
 
 // describeEndpoints is the conditions and Events of the TailscaleEndpoints named endpoints, for

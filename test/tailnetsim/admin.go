@@ -14,6 +14,7 @@ import (
 //
 //	GET  /info                              Info as JSON
 //	GET  /devices/{hostname}/fetch          url=http://...: GET from that device's tsnet node (Fetch), FetchResult as JSON
+//	GET  /devices/{hostname}/load           url=http://...&rate=50&duration=40s: new connections from that device (Load), churn.Paced as JSON
 //	POST /devices/{hostname}/http-status    code=500
 //	POST /devices/{hostname}/grpc-serving   serving=false
 //	POST /devices/{hostname}/online         online=false (really stops the node)
@@ -35,6 +36,24 @@ func (t *Tailnet) AdminHandler() http.Handler {
 		default:
 			writeJSON(w, http.StatusOK, res)
 		}
+	})
+	m.HandleFunc("GET /devices/{hostname}/load", func(w http.ResponseWriter, r *http.Request) {
+		rate, err := strconv.Atoi(r.FormValue("rate"))
+		if err != nil {
+			adminReply(w, fmt.Errorf("rate: %w", err))
+			return
+		}
+		duration, err := time.ParseDuration(r.FormValue("duration"))
+		if err != nil {
+			adminReply(w, fmt.Errorf("duration: %w", err))
+			return
+		}
+		res, err := t.Load(r.Context(), r.PathValue("hostname"), r.FormValue("url"), rate, duration)
+		if err != nil {
+			adminReply(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
 	})
 	m.HandleFunc("POST /devices/{hostname}/http-status", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.FormValue("code"))

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/tailscale-gateway/tailscale-gateway/test/churn"
 )
 
 // Bounds of Fetch.
@@ -73,4 +76,38 @@ func (t *Tailnet) Fetch(ctx context.Context, hostname, rawURL string) (FetchResu
 	}
 	res.Status, res.Body = resp.StatusCode, string(body)
 	return res, nil
+}
+
+// MaxLoadDuration bounds Load.
+const MaxLoadDuration = 5 * time.Minute
+
+// Load opens rate new connections per second from the tsnet node of the device hostname to
+// rawURL's host and port (names resolved as in Fetch), one GET each, for duration
+// (churn.RunPaced), and returns what happened to them.
+func (t *Tailnet) Load(ctx context.Context, hostname, rawURL string, rate int, duration time.Duration) (churn.Paced, error) {
+	d, err := t.device(hostname)
+	if err != nil {
+		return churn.Paced{}, fmt.Errorf("%w: %w", ErrFetchRequest, err)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" || u.Hostname() == "" {
+		return churn.Paced{}, fmt.Errorf("%w: url %q: want http://host[:port]/", ErrFetchRequest, rawURL)
+	}
+	if rate < 1 || rate > 1000 || duration <= 0 || duration > MaxLoadDuration {
+		return churn.Paced{}, fmt.Errorf("%w: rate %d (1-1000), duration %v (up to %v)", ErrFetchRequest, rate, duration, MaxLoadDuration)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	d.mu.Lock()
+	run := d.run
+	d.mu.Unlock()
+	if run == nil {
+		return churn.Paced{}, fmt.Errorf("%w: device %s is offline", ErrFetchRequest, hostname)
+	}
+	addr := net.JoinHostPort(u.Hostname(), port)
+	return churn.RunPaced(ctx, rate, duration, func(ctx context.Context) (net.Conn, error) {
+		return run.srv.Dial(ctx, "tcp", addr)
+	}), nil
 }

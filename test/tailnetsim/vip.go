@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,8 +29,10 @@ import (
 // request GET /vip-services (tailcfg.C2NVIPServicesResponse). Each Service the node advertises
 // (Active) that the fake API knows, with the addresses the API allocated, and approves for the
 // node is routed to it: the node gets the tailcfg.NodeAttrServiceHost capability mapping the
-// Service to its addresses, the addresses as subnet routes (which every simulated device
-// accepts), and MagicDNS resolves <label>.<suffix> to the IPv4 address.
+// Service to its addresses, and MagicDNS resolves <label>.<suffix> to the IPv4 address. Of the
+// nodes hosting one Service, one (the primary, kept while it hosts the Service) also gets its
+// addresses as subnet routes (which every simulated device accepts), so that clients route
+// the VIP to one peer, as with Tailscale's control plane.
 //
 // Approval: Tailscale approves a host by the policy's autoApprovers.services (or by hand in the
 // admin console); the simulator has no policy file and approves a host carrying one of the
@@ -52,9 +55,11 @@ type serviceRouter struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	applyMu sync.Mutex // serializes reconcile
-	applied map[key.NodePublic]string
+	applyMu sync.Mutex                // serializes reconcile
+	applied map[key.NodePublic]string // the capability last applied, as JSON
+	routed  map[key.NodePublic]string // the Services last routed to the node
 	dns     map[string]bool
+	primary map[tailcfg.ServiceName]key.NodePublic // the host each Service is routed to
 
 	mu     sync.Mutex
 	hosts  map[key.NodePublic]*advertiser
@@ -75,7 +80,9 @@ func newServiceRouter(suffix string, logf logger.Logf) *serviceRouter {
 	return &serviceRouter{
 		suffix: suffix, logf: logf, ctx: ctx, cancel: cancel,
 		applied: map[key.NodePublic]string{},
+		routed:  map[key.NodePublic]string{},
 		dns:     map[string]bool{},
+		primary: map[tailcfg.ServiceName]key.NodePublic{},
 		hosts:   map[key.NodePublic]*advertiser{},
 		manual:  map[key.NodePublic]tailcfg.ServiceIPMappings{},
 	}
@@ -231,6 +238,8 @@ func (r *serviceRouter) reconcile() {
 	}
 	r.mu.Unlock()
 
+	hosted := map[key.NodePublic]tailcfg.ServiceIPMappings{}
+	hosts := map[tailcfg.ServiceName][]key.NodePublic{}
 	for _, n := range nodes {
 		m := tailcfg.ServiceIPMappings{}
 		for name, addrs := range r.api.advertise(n.Hostinfo.Hostname(), n.Tags, advertised[n.Key]) {
@@ -239,32 +248,64 @@ func (r *serviceRouter) reconcile() {
 					m[tailcfg.ServiceName(name)] = append(m[tailcfg.ServiceName(name)], ip)
 				}
 			}
+			hosts[tailcfg.ServiceName(name)] = append(hosts[tailcfg.ServiceName(name)], n.Key)
 		}
-		maps.Copy(m, manual[n.Key])
-		r.applyLocked(n.Key, m)
+		hosted[n.Key] = m
+	}
+	// One primary host per Service carries its route, as control does for several hosts (and
+	// for high-availability subnet routers): clients route a VIP to one peer only. The primary
+	// keeps the role while it hosts the Service; when it stops, another host takes it over.
+	for name, nks := range hosts {
+		if !slices.Contains(nks, r.primary[name]) {
+			r.primary[name] = slices.MinFunc(nks, func(a, b key.NodePublic) int { return strings.Compare(a.String(), b.String()) })
+		}
+	}
+	for name := range r.primary {
+		if _, ok := hosts[name]; !ok {
+			delete(r.primary, name)
+		}
+	}
+	for _, n := range nodes {
+		m := hosted[n.Key]
+		var routed []tailcfg.ServiceName
+		for name := range m {
+			if r.primary[name] == n.Key {
+				routed = append(routed, name)
+			}
+		}
+		for name, addrs := range manual[n.Key] {
+			m[name] = addrs
+			routed = append(routed, name)
+		}
+		r.applyLocked(n.Key, m, routed)
 	}
 }
 
-// applyLocked sets nk's capability and routes to m unless they already are.
-func (r *serviceRouter) applyLocked(nk key.NodePublic, m tailcfg.ServiceIPMappings) {
+// applyLocked gives nk the capability of hosting the Services of m and the routes of those
+// named in routed (those it is the primary host of), unless it already has them.
+func (r *serviceRouter) applyLocked(nk key.NodePublic, m tailcfg.ServiceIPMappings, routed []tailcfg.ServiceName) {
 	raw, err := json.Marshal(m) // sorted keys: a stable form to compare
 	if err != nil {
 		r.logf("tailnetsim: encoding service mappings: %v", err)
 		return
 	}
+	slices.Sort(routed)
+	routedKey := fmt.Sprint(routed)
 	prev, ok := r.applied[nk]
-	if (!ok && len(m) == 0) || prev == string(raw) {
+	if (!ok && len(m) == 0) || (prev == string(raw) && r.routed[nk] == routedKey) {
 		return
 	}
-	r.applied[nk] = string(raw)
+	r.applied[nk], r.routed[nk] = string(raw), routedKey
 	var capMap tailcfg.NodeCapMap
 	var routes []netip.Prefix
 	if len(m) > 0 {
 		capMap = tailcfg.NodeCapMap{tailcfg.NodeAttrServiceHost: []tailcfg.RawMessage{tailcfg.RawMessage(raw)}}
 	}
 	for _, name := range slices.Sorted(maps.Keys(m)) {
-		for _, a := range m[name] {
-			routes = append(routes, netip.PrefixFrom(a, a.BitLen()))
+		if slices.Contains(routed, name) {
+			for _, a := range m[name] {
+				routes = append(routes, netip.PrefixFrom(a, a.BitLen()))
+			}
 		}
 		if !r.dns[string(name)] {
 			for _, a := range m[name] {
@@ -276,7 +317,7 @@ func (r *serviceRouter) applyLocked(nk key.NodePublic, m tailcfg.ServiceIPMappin
 			}
 		}
 	}
-	r.logf("tailnetsim: service host %s: %s", nk.ShortString(), raw)
+	r.logf("tailnetsim: service host %s: %s, routed %s", nk.ShortString(), raw, routedKey)
 	r.control.SetNodeCapMap(nk, capMap)
 	r.control.SetSubnetRoutes(nk, routes)
 }

@@ -291,6 +291,24 @@ func TestServiceRouting(t *testing.T) {
 		})
 	})
 
+	// Two hosts: the primary (other) keeps the route, the second gets the capability only; when
+	// the primary goes, the second takes the route over.
+	serveService(t, host, "host", "svc:web")
+	t.Run("OnePrimaryHost", func(t *testing.T) {
+		waitFor(t, time.Minute, "host hosting svc:web beside other", func() error {
+			if !hasServiceHostCap(ctx, host) {
+				return errors.New("host has no service-host capability yet")
+			}
+			return nil
+		})
+		if routes, err := peerRoutes(ctx, tn, "laptop", hostKey); err != nil || len(routes) != 0 {
+			t.Fatalf("laptop routes via the second host: %v, %v", routes, err)
+		}
+		if code, res, raw := fetch("laptop", webURL); code != 200 || res.Body != "served by other\n" {
+			t.Fatalf("svc:web moved from its primary host: %s", raw)
+		}
+	})
+
 	t.Run("WithdrawnOffline", func(t *testing.T) {
 		other.Close()
 		waitFor(t, time.Minute, "the route to other withdrawn", func() error {
@@ -306,6 +324,13 @@ func TestServiceRouting(t *testing.T) {
 			}
 			if slices.Contains(routes, route) {
 				return fmt.Errorf("routes %v", routes)
+			}
+			return nil
+		})
+		waitFor(t, time.Minute, "laptop reaching svc:web on host, the primary now", func() error {
+			code, res, raw := fetch("laptop", webURL)
+			if code != 200 || res.Body != "served by host\n" {
+				return errors.New(raw)
 			}
 			return nil
 		})

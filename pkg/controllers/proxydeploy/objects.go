@@ -57,6 +57,19 @@ const (
 // 10 s, pods on the real-node cluster joined at +2 s and were Ready at +11 s (docs/cluster.md).
 const ReadinessPeriodSeconds = 2
 
+// PreStopSeconds is how long a proxy pod being deleted goes on serving before its container
+// gets SIGTERM (a sleep preStop hook): the EndpointSlice controller marks a terminating pod's
+// endpoint not ready and kube-proxy then stops sending it new egress connections, which takes
+// about a second; a proxy that closed its egress listeners at once would refuse the
+// connections still sent to it meanwhile (docs/data-plane.md, "Rolling restart").
+const PreStopSeconds = 5
+
+// TerminationGracePeriodSeconds covers a proxy's whole shutdown: the preStop sleep, the wait for
+// the control plane to move its Services' VIPs (proxy.WithdrawWait, 5 s), the drain of open
+// connections (--drain-grace, 30 s by default), closing what is left (proxy.DrainTimeout, 10 s)
+// and the node (5 s), plus a margin; past it the kubelet kills the container.
+const TerminationGracePeriodSeconds = PreStopSeconds + 5 + 30 + 10 + 5 + 5
+
 // Config is what the generated objects take from the server's flags.
 type Config struct {
 	// Image, PullPolicy and Resources of the proxy container.
@@ -255,7 +268,7 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 		replicas = 0
 	}
 	pod := corev1.PodSpec{
-		ServiceAccountName: n.Base,
+		ServiceAccountName: n.Base, TerminationGracePeriodSeconds: ptr.To[int64](TerminationGracePeriodSeconds),
 		Containers: []corev1.Container{{
 			Name: containerName, Image: cfg.Image, ImagePullPolicy: cfg.PullPolicy, Resources: cfg.Resources,
 			Args: Args(cfg, in),
@@ -263,6 +276,8 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}}},
 			Ports:        []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
 			VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: stateDir}},
+			Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+				Sleep: &corev1.SleepAction{Seconds: PreStopSeconds}}},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/readyz", Port: intstr.FromString("metrics")}}, PeriodSeconds: ReadinessPeriodSeconds},
 			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -18,6 +19,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/egressalloc"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 )
 
@@ -240,5 +242,16 @@ func TestWanted(t *testing.T) {
 	obj.Annotations = map[string]string{autoprovision.LegacyAnnotation: "true"}
 	if !Wanted(obj) {
 		t.Fatal("an object auto-provisioned by an earlier version (legacy annotation) gets a proxy")
+	}
+}
+
+// The kubelet kills a proxy's container TerminationGracePeriodSeconds after the pod's deletion:
+// the preStop sleep and every step of the proxy's shutdown (pkg/proxy, at their defaults) must
+// fit in it, or a drain is cut short.
+func TestGracePeriodCoversTheProxysShutdown(t *testing.T) {
+	const nodeClose = 5 * time.Second // closeTimeout of pkg/proxy/app
+	need := time.Duration(PreStopSeconds)*time.Second + proxy.WithdrawWait + proxy.DefaultDrainGrace + proxy.DrainTimeout + nodeClose
+	if got := time.Duration(TerminationGracePeriodSeconds) * time.Second; got <= need {
+		t.Errorf("terminationGracePeriodSeconds %v, want more than the proxy's shutdown, %v", got, need)
 	}
 }

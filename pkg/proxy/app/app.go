@@ -195,7 +195,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	if o.MetricsBindAddress != "" {
-		stop, err := serveMetrics(o.MetricsBindAddress, reg, p.Ready())
+		stop, err := serveMetrics(o.MetricsBindAddress, reg, p.Ready(), p.Draining())
 		if err != nil {
 			return err
 		}
@@ -224,8 +224,8 @@ func closeNode(srv interface{ Close() error }) {
 }
 
 // serveMetrics serves /metrics, /healthz and /readyz (ready once the proxy applied its first
-// configuration).
-func serveMetrics(addr string, reg *prometheus.Registry, ready <-chan struct{}) (stop func(), err error) {
+// configuration, until it begins to drain).
+func serveMetrics(addr string, reg *prometheus.Registry, ready, draining <-chan struct{}) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on the metrics address: %w", err)
@@ -234,6 +234,12 @@ func serveMetrics(addr string, reg *prometheus.Registry, ready <-chan struct{}) 
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-draining:
+			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
+			return
+		default:
+		}
 		select {
 		case <-ready:
 			fmt.Fprintln(w, "ok")

@@ -1,9 +1,12 @@
 package app
 
 import (
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 )
 
@@ -38,5 +41,41 @@ func TestFlagsAndValidation(t *testing.T) {
 	_ = fs.Parse([]string{"--endpoints", "a,b", "--tags", "tag:x,tag:y"})
 	if len(o.Endpoints) != 2 || len(o.Tags) != 2 {
 		t.Errorf("lists: %v %v", o.Endpoints, o.Tags)
+	}
+}
+
+// /readyz answers 503 until the first configuration is applied and again once the proxy
+// drains, so that the kubelet reports a draining pod not ready.
+func TestReadyzFollowsTheProxy(t *testing.T) {
+	ready, draining := make(chan struct{}), make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stop, err := serveMetrics(addr, prometheus.NewRegistry(), ready, draining)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	status := func() int {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := status(); got != http.StatusServiceUnavailable {
+		t.Errorf("before the first configuration: %d, want 503", got)
+	}
+	close(ready)
+	if got := status(); got != http.StatusOK {
+		t.Errorf("serving: %d, want 200", got)
+	}
+	close(draining)
+	if got := status(); got != http.StatusServiceUnavailable {
+		t.Errorf("draining: %d, want 503", got)
 	}
 }

@@ -266,3 +266,33 @@ func (s *serviceConns) Close() error {
 func (s *serviceConns) Addr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv6unspecified, Port: int(s.pl.port)}
 }
+
+// WithdrawServices stops advertising every Service of the node (its AdvertiseServices pref
+// emptied) while their listeners go on accepting, and waits until the control plane has taken
+// their VIPs from the node (its network map maps none to it, so clients route them to other
+// hosts) or ctx ends. Close the listeners after it: closing a Service's listener removes its
+// port from the node's serve configuration, and from then on the node's network stack drops
+// the packets of that port, SYNs of clients still routed here and those of connections already
+// open alike.
+func (n *Node) WithdrawServices(ctx context.Context) error {
+	lc, err := n.LocalClient()
+	if err != nil {
+		return fmt.Errorf("local client: %w", err)
+	}
+	if _, err := lc.EditPrefs(ctx, &ipn.MaskedPrefs{AdvertiseServicesSet: true}); err != nil {
+		return fmt.Errorf("withdrawing the Services' advertisements: %w", err)
+	}
+	for {
+		n.mu.Lock()
+		left, changed := len(n.vips), n.changed
+		n.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("the control plane still maps %d VIPs to the node: %w", left, ctx.Err())
+		}
+	}
+}

@@ -4,19 +4,28 @@
 //
 //	netcheck serve [-addr :8080]        answers every HTTP request with "netcheck <hostname>\n"
 //	netcheck get [-timeout 10s] URL     prints the body of a GET of URL; exits non-zero unless 200
+//	netcheck load [-rate 50] [-duration 40s] URL
+//	                                    opens rate new connections/s to URL's host and port for
+//	                                    duration, one GET each, and prints what happened as JSON
+//	                                    (churn.Paced: failures counted by kind, not an exit status)
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/tailscale-gateway/tailscale-gateway/test/churn"
 )
 
 // Banner is the text serve answers with, followed by the host name.
@@ -41,6 +50,15 @@ func main() {
 			usage()
 		}
 		err = get(fs.Arg(0), *timeout, os.Stdout)
+	case "load":
+		fs := flag.NewFlagSet("load", flag.ExitOnError)
+		rate := fs.Int("rate", 50, "new connections per second")
+		duration := fs.Duration("duration", 40*time.Second, "how long to open new connections")
+		_ = fs.Parse(os.Args[2:])
+		if fs.NArg() != 1 {
+			usage()
+		}
+		err = load(fs.Arg(0), *rate, *duration, os.Stdout)
 	default:
 		usage()
 	}
@@ -51,7 +69,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL")
+	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL | netcheck load [-rate 50] [-duration 40s] URL")
 	os.Exit(2)
 }
 
@@ -114,4 +132,23 @@ func get(url string, timeout time.Duration, w io.Writer) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
+}
+
+// load opens rate new connections per second to rawURL's host and port for duration, one GET
+// each (churn.RunPaced), and writes the result to w as JSON.
+func load(rawURL string, rate int, duration time.Duration, w io.Writer) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" || u.Hostname() == "" {
+		return fmt.Errorf("url %q: want http://host[:port]/", rawURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	addr := net.JoinHostPort(u.Hostname(), port)
+	var d net.Dialer
+	res := churn.RunPaced(context.Background(), rate, duration, func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	})
+	return json.NewEncoder(w).Encode(res)
 }
