@@ -19,7 +19,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
@@ -113,9 +112,7 @@ type Input struct {
 
 // Wanted reports whether obj gets a proxy: it has spec.proxy, or it was auto-provisioned for a
 // TailscaleServices (whose VIP its proxies host), with the template's proxy or the defaults.
-func Wanted(obj *v1alpha1.TailscaleEndpoints) bool {
-	return obj.Spec.Proxy != nil || autoprovision.IsAutoProvisioned(obj)
-}
+func Wanted(obj *v1alpha1.TailscaleEndpoints) bool { return plan.Dedicated(obj) }
 
 // Replicas is the number of proxies of obj (1 by default).
 func Replicas(obj *v1alpha1.TailscaleEndpoints) int {

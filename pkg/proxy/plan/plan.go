@@ -16,6 +16,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
@@ -319,4 +320,12 @@ func withExternalAllowed(svc *v1alpha1.TailscaleServices, external tenancy.Exter
 	svc = svc.DeepCopy()
 	svc.Spec.ServiceDiscovery.ExternalServices = kept
 	return svc, problems
+}
+
+// Dedicated reports whether obj is served by a proxy of its own, which the server deploys for
+// it (pkg/controllers/proxydeploy): it has spec.proxy, or was auto-provisioned for a
+// TailscaleServices. Every other TailscaleEndpoints is served by its tailnet's proxy pool
+// when the tailnet has one (pkg/controllers/proxypool), else by a proxy run by hand.
+func Dedicated(obj *v1alpha1.TailscaleEndpoints) bool {
+	return obj.Spec.Proxy != nil || autoprovision.IsAutoProvisioned(obj)
 }
