@@ -104,7 +104,7 @@ type Controller struct {
 	core     kubeinformers.SharedInformerFactory
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
-	keys     keyChecks
+	keys     *Keyring
 }
 
 // New returns a controller on factory's informers and core informers of its own, limited to the
@@ -129,7 +129,8 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 	core := ManagedInformers(kube, opts.Resync)
 	c := &Controller{
 		opts: opts, kube: kube, core: core,
-		eps: gw.TailscaleEndpoints().Lister(), svcs: gw.TailscaleServices().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
+		keys: &Keyring{Kube: kube, Recorder: opts.Recorder, Now: opts.Now, CheckInterval: opts.KeyCheckInterval},
+		eps:  gw.TailscaleEndpoints().Lister(), svcs: gw.TailscaleServices().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxydeploy"}),
 	}
@@ -243,7 +244,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		c.keys.forget(key)
+		c.keys.Forget(key)
 		return nil // the garbage collector removes what it owned
 	}
 	if err != nil {
@@ -321,7 +322,7 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if !Serves(in) {
 		keyReplicas = 0 // no replica runs: none needs a key
 	}
-	pending, keyErr := c.ensureAuthKeys(ctx, obj, in.Tags, keyReplicas)
+	pending, keyErr := c.keys.Ensure(ctx, c.keyTarget(obj), in.Tags, keyReplicas)
 	if pending {
 		// A replica's key is deleted once it has joined; its state Secret raises no event.
 		c.queue.AddAfter(obj.Namespace+"/"+obj.Name, c.opts.EnrollmentCheckInterval)
@@ -462,31 +463,10 @@ func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 	return names
 }
 
-// deleteSecrets deletes those of names for which drop is true and that are ours.
+// deleteSecrets deletes those of names for which drop is true and that are ours, their keys
+// revoked (Keyring.Delete).
 func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, names []string, drop func(name string) bool) error {
-	secrets := c.kube.CoreV1().Secrets(obj.Namespace)
-	for _, name := range names {
-		if !drop(name) {
-			continue
-		}
-		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("reading Secret %s: %w", name, err)
-		}
-		if !metav1.IsControlledBy(s, obj) {
-			continue
-		}
-		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
-		uid := s.UID
-		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return fmt.Errorf("deleting Secret %s: %w", name, err)
-		}
-	}
-	return nil
+	return c.keys.Delete(ctx, c.keyTarget(obj), names, drop)
 }
 
 // isReplicaSecretOf reports whether name is the state or auth key Secret of a replica at or

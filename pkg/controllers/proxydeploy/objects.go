@@ -283,26 +283,7 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 	if !Serves(in) {
 		replicas = 0
 	}
-	pod := corev1.PodSpec{
-		ServiceAccountName: n.Base,
-		Containers: []corev1.Container{{
-			Name: containerName, Image: cfg.Image, ImagePullPolicy: cfg.PullPolicy, Resources: cfg.Resources,
-			Args: Args(cfg, in),
-			Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
-				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}}},
-			Ports:        []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
-			VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: stateDir}},
-			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/readyz", Port: intstr.FromString("metrics")}}, PeriodSeconds: ReadinessPeriodSeconds},
-			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/healthz", Port: intstr.FromString("metrics")}}},
-			SecurityContext: &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
-				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			},
-		}},
-		Volumes: []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-	}
+	pod := PodSpec(cfg, n.Base, Args(cfg, in))
 	sel := selectorOf(obj)
 	podLabels := map[string]string{}
 	for k, v := range sel {
