@@ -272,13 +272,14 @@ func (p *Proxy) selected() ([]*v1alpha1.TailscaleEndpoints, []*v1alpha1.Tailscal
 func (p *Proxy) pooled() ([]*v1alpha1.TailscaleEndpoints, []*v1alpha1.TailscaleServices) {
 	ns := p.opts.Selection.Namespace
 	all, _ := p.eps.TailscaleEndpoints(ns).List(labels.Everything())
-	ours := func(o *v1alpha1.TailscaleEndpoints) bool {
-		if plan.Dedicated(o) || !meta.IsStatusConditionTrue(o.Status.Conditions, tenancy.ConditionAccepted) {
-			return false
+	resolve := func(ref string) (string, bool) {
+		t, ok := tenancy.Resolve(p.tailnets, ref)
+		if !ok {
+			return "", false
 		}
-		t, ok := tenancy.Resolve(p.tailnets, o.Spec.Tailnet)
-		return ok && t.Name == p.opts.Selection.Tailnet
+		return t.Name, true
 	}
+	ours := func(o *v1alpha1.TailscaleEndpoints) bool { return plan.PooledBy(o, p.opts.Selection.Tailnet, resolve) }
 	eps := slices.DeleteFunc(all, func(o *v1alpha1.TailscaleEndpoints) bool { return !ours(o) })
 	svcs, _ := p.svcs.TailscaleServices(ns).List(labels.Everything())
 	svcs = slices.DeleteFunc(svcs, func(s *v1alpha1.TailscaleServices) bool {

@@ -226,3 +226,7 @@ func (k *Keyring) Delete(ctx context.Context, t KeyTarget, names []string, drop 
 	}
 	return nil
 }
+
+// RenewalOnly reports whether err, from Ensure, is only failed renewals of existing keys: the
+// proxies can run meanwhile (replicas with state need no key).
+func RenewalOnly(err error) bool { return isOnly(err, errRenewal) }
