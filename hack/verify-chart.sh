@@ -56,6 +56,17 @@ has default '^  name: tailscale-gateway-extension-ca$'
 has default '^  envoy-gateway-ca\.crt: [A-Za-z0-9+/=]{100,}$'
 has default -- '--oauth-secret-namespace=tailscale-gateway-system$'
 
+# Finding 9: the proxies' Secrets, StatefulSets, Roles, RoleBindings… are written only in the
+# installation's namespace (a Role); no ClusterRole of the defaults writes them anywhere.
+(cd "${ROOT}" && go run ./hack/check-rbac <"${OUT}/default.yaml") || fail "a ClusterRole writes namespace-only kinds cluster-wide"
+has default '^    name: system:serviceaccounts:tailscale-gateway-system$'
+has default -- '--proxy-migrate-legacy=false$'
+hasnt default 'tailscale-gateway-proxydeploy-migrate'
+# The migration from proxies in tenants' namespaces: get and delete there, nothing else.
+render migrate --set proxy.migrateLegacy=true
+has migrate -- '--proxy-migrate-legacy=true$'
+has migrate '^  name: tailscale-gateway-proxydeploy-migrate$'
+
 render noextension --set extension.enabled=false
 has noextension -- '--extension=false$'
 hasnt noextension 'grpc-tls'

@@ -30,4 +30,7 @@ type API interface {
 	// DeleteAuthKey revokes an auth key; deleting one that does not exist succeeds. Devices
 	// that joined with it stay.
 	DeleteAuthKey(ctx context.Context, id string) error
+	// DeleteDevice removes a device (by node ID) from the tailnet: it leaves its peers'
+	// netmaps and must join again with a new key. Deleting one that does not exist succeeds.
+	DeleteDevice(ctx context.Context, id string) error
 }

@@ -220,6 +220,15 @@ func (c *Client) DeleteAuthKey(ctx context.Context, id string) error {
 	return err
 }
 
+// DeleteDevice implements API (DELETE /api/v2/device/{deviceId}).
+func (c *Client) DeleteDevice(ctx context.Context, id string) error {
+	err := c.fail("delete device "+id, c.ts.Devices().Delete(ctx, id))
+	if IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
 // doJSON sends a request to /api/v2/tailnet/{tailnet}/{path...} with the authenticated client.
 func (c *Client) doJSON(ctx context.Context, method string, in, out any, path ...string) error {
 	elems := []string{"api", "v2", "tailnet", url.PathEscape(c.tailnet)}

@@ -140,3 +140,9 @@ func (h *apiHandle) DeleteAuthKey(ctx context.Context, id string) error {
 	_, err := call(ctx, h, func(a API) (struct{}, error) { return struct{}{}, a.DeleteAuthKey(ctx, id) })
 	return err
 }
+
+// DeleteDevice implements API.
+func (h *apiHandle) DeleteDevice(ctx context.Context, id string) error {
+	_, err := call(ctx, h, func(a API) (struct{}, error) { return struct{}{}, a.DeleteDevice(ctx, id) })
+	return err
+}

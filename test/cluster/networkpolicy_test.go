@@ -11,14 +11,14 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 )
 
-// Names of the NetworkPolicy test: the proxy's namespace and another one its tailnet admits, one
-// it does not, and Envoy Gateway's (the chart's envoyGateway.namespace, which the server's
+// Names of the NetworkPolicy test: the namespace of the proxy's TailscaleEndpoints (the proxy
+// itself runs in the installation's, namespace) and another one its tailnet admits, one it does
+// not, and Envoy Gateway's (the chart's envoyGateway.namespace, which the server's
 // --envoy-gateway-namespace follows).
 const (
 	npProxyNS    = "np-proxy"
@@ -37,7 +37,8 @@ const (
 // The proxy pod itself needs a tailnet its Tailscale API and control server can reach, which this
 // cluster does not run here: the server generates the policy before it mints the proxy's auth
 // key, and a stand-in (`netcheck serve` on the egress port, with the labels the policy selects,
-// in the proxy's namespace) takes the proxy pod's place behind the generated policy. Its
+// in the installation's namespace, where the proxies run) takes the proxy pod's place behind the
+// generated policy. Its
 // readiness probe is an HTTP GET from the kubelet, which the policy does not name: the node's own
 // traffic is not subject to NetworkPolicy. A second server without those labels shows that the
 // refused pod's packets reach the node: the refusal is the policy's.
@@ -56,6 +57,7 @@ func testProxyNetworkPolicy(t *testing.T) {
 		ctx := context.Background()
 		_, _ = kubectl(ctx, "delete", "tailscaleendpoints", "web", "-n", npProxyNS, "--ignore-not-found", "--wait=true")
 		_, _ = kubectl(ctx, "delete", "pod", "np-envoy", "-n", envoyNS, "--ignore-not-found", "--wait=true")
+		_, _ = kubectl(ctx, "delete", "pod", "web-proxy-standin", "np-open", "np-install", "-n", namespace, "--ignore-not-found", "--wait=true")
 		names := []string{npProxyNS, npAdmittedNS, npOtherNS}
 		if createdEnvoyNS {
 			names = append(names, envoyNS)
@@ -103,24 +105,25 @@ spec:
       protocol: HTTP
 `, npTailnet, npProxyNS, npAdmittedNS))
 
-	// The policy the server generated, owned by the TailscaleEndpoints.
+	// The policy the server generated in the installation's namespace, labelled for the
+	// TailscaleEndpoints.
 	var np networkingv1.NetworkPolicy
+	npName := proxydeploy.NamesFor(npProxyNS, "web").Base
 	waitFor(t, 3*time.Minute, "the proxy's NetworkPolicy", func() (bool, string) {
-		out, err := kubectl(ctx, "get", "networkpolicy", "web-proxy", "-n", npProxyNS, "-o", "json")
+		out, err := kubectl(ctx, "get", "networkpolicy", npName, "-n", namespace, "-o", "json")
 		if err != nil {
 			return false, out
 		}
 		return json.Unmarshal([]byte(out), &np) == nil, out
 	})
-	owner := metav1.GetControllerOf(&np)
-	if owner == nil || owner.Kind != "TailscaleEndpoints" || owner.Name != "web" ||
-		np.Labels[proxydeploy.ManagedByLabel] != proxydeploy.ManagedBy {
-		t.Fatalf("NetworkPolicy web-proxy is not the controller's: owner %v, labels %v", owner, np.Labels)
+	if parent, _, ok := proxydeploy.ParentOf(&np); !ok || parent.Namespace != npProxyNS || parent.Name != "web" {
+		t.Fatalf("NetworkPolicy %s is not the controller's for %s/web: labels %v", npName, npProxyNS, np.Labels)
 	}
 	port := egressPortOf(t, &np)
 	podLabels := np.Spec.PodSelector.MatchLabels
-	if podLabels["app.kubernetes.io/name"] != "tailscale-gateway-proxy" || podLabels[proxydeploy.ProxyForLabel] != "web" {
-		t.Fatalf("the policy selects %v, not the proxy pods of web", podLabels)
+	if podLabels["app.kubernetes.io/name"] != "tailscale-gateway-proxy" || podLabels[proxydeploy.ParentNameLabel] != "web" ||
+		podLabels[proxydeploy.ParentNamespaceLabel] != npProxyNS {
+		t.Fatalf("the policy selects %v, not the proxy pods of %s/web", podLabels, npProxyNS)
 	}
 
 	// The protected stand-in of the proxy pod, an unprotected server, and the clients.
@@ -150,13 +153,15 @@ spec:
 `, name, ns, b, netcheckImage(), port, readiness)
 	}
 	plain := map[string]string{"app": "np-client"}
-	applyManifest(t, serve(npProxyNS, "web-proxy-standin", podLabels, port, true)+
-		serve(npProxyNS, "np-open", plain, port, false)+
+	applyManifest(t, serve(namespace, "web-proxy-standin", podLabels, port, true)+
+		serve(namespace, "np-open", plain, port, false)+
+		serve(namespace, "np-install", plain, 8080, false)+
+		serve(npProxyNS, "np-tenant", plain, 8080, false)+
 		serve(envoyNS, "np-envoy", proxydeploy.EnvoyProxyLabels, 8080, false)+
 		serve(npAdmittedNS, "np-admitted", plain, 8080, false)+
 		serve(npOtherNS, "np-other", plain, 8080, false)+
 		serve(npOtherNS, "np-fake-envoy", proxydeploy.EnvoyProxyLabels, 8080, false))
-	for _, p := range []string{npProxyNS + "/web-proxy-standin", npProxyNS + "/np-open", envoyNS + "/np-envoy",
+	for _, p := range []string{namespace + "/web-proxy-standin", namespace + "/np-open", namespace + "/np-install", npProxyNS + "/np-tenant", envoyNS + "/np-envoy",
 		npAdmittedNS + "/np-admitted", npOtherNS + "/np-other", npOtherNS + "/np-fake-envoy"} {
 		ns, name, _ := strings.Cut(p, "/")
 		// Ready through the kubelet's probe: the node's traffic passes the policy.
@@ -164,8 +169,8 @@ spec:
 			t.Fatalf("pod %s not Ready: %v\n%s", p, err, out)
 		}
 	}
-	protected := "http://" + podIP(t, npProxyNS, "web-proxy-standin") + fmt.Sprintf(":%d/", port)
-	open := "http://" + podIP(t, npProxyNS, "np-open") + fmt.Sprintf(":%d/", port)
+	protected := "http://" + podIP(t, namespace, "web-proxy-standin") + fmt.Sprintf(":%d/", port)
+	open := "http://" + podIP(t, namespace, "np-open") + fmt.Sprintf(":%d/", port)
 	get := func(ns, pod, url string) (string, error) {
 		return kubectl(ctx, "exec", "-n", ns, pod, "--", "netcheck", "get", "-timeout", "5s", url)
 	}
@@ -176,7 +181,7 @@ spec:
 
 	// The path works: the refused namespace's pod reaches the unprotected server next to it.
 	if out, err := get(npOtherNS, "np-other", open); err != nil || !strings.Contains(out, "netcheck np-open") {
-		t.Fatalf("a pod of %s does not reach an unprotected pod of %s: %v\n%s", npOtherNS, npProxyNS, err, out)
+		t.Fatalf("a pod of %s does not reach an unprotected pod of %s: %v\n%s", npOtherNS, namespace, err, out)
 	}
 	// Enforced (the enforcer programs a new pod's rules shortly after it starts): refused.
 	waitFor(t, 2*time.Minute, "a pod of a namespace the tailnet does not admit refused at the egress port", func() (bool, string) {
@@ -189,7 +194,8 @@ spec:
 	}{
 		{envoyNS, "np-envoy", "Envoy's stand-in (Envoy Gateway's data-plane labels in its namespace)", true},
 		{npAdmittedNS, "np-admitted", "a pod of another namespace the tailnet admits", true},
-		{npProxyNS, "np-open", "a pod of the proxy's own namespace (admitted)", true},
+		{npProxyNS, "np-tenant", "a pod of the TailscaleEndpoints' own namespace (admitted)", true},
+		{namespace, "np-install", "a pod of the installation's namespace without the server's labels (not admitted)", false},
 		{npOtherNS, "np-other", "a pod of a namespace the tailnet does not admit", false},
 		{npOtherNS, "np-fake-envoy", "a pod with Envoy's labels in a namespace the tailnet does not admit", false},
 	} {

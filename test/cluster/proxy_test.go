@@ -247,9 +247,9 @@ func (p proxyPod) timeline(ctx context.Context) string {
 // namespace the installation puts them.
 func proxySelector(resource, endpoints string) string {
 	if resource == "pods" {
-		return "app.kubernetes.io/name=tailscale-gateway-proxy,gateway.tailscale.com/proxy-for=" + endpoints
+		return "app.kubernetes.io/name=tailscale-gateway-proxy,gateway.tailscale.com/parent-name=" + endpoints
 	}
-	return "app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy,gateway.tailscale.com/proxy-for=" + endpoints
+	return "app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy,gateway.tailscale.com/parent-name=" + endpoints
 }
 
 // proxyObject returns the namespace and name of the one object of resource generated for
@@ -402,7 +402,7 @@ func deleteAndWait(t *testing.T, resource, name string) {
 // them is left in any namespace (run from a Cleanup: no t.Context).
 func noProxyObjectsLeft(t *testing.T, endpoints ...string) {
 	ctx := context.Background()
-	sel := "gateway.tailscale.com/proxy-for in (" + strings.Join(endpoints, ",") + ")"
+	sel := "gateway.tailscale.com/parent-name in (" + strings.Join(endpoints, ",") + ")"
 	var out string
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

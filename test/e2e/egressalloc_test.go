@@ -22,6 +22,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
 
@@ -96,10 +97,10 @@ func TestEgressPortsAllocatedEndToEnd(t *testing.T) {
 
 	// The proxy Service carries both.
 	kube := env.Kube
-	base := proxydeploy.NamesOf(name).Base
+	base := proxydeploy.NamesFor(ns, name).Base
 	var svc *corev1.Service
 	eventually(t, "the proxy Service with both egress ports", func(c context.Context) (bool, error) {
-		svc, err = kube.CoreV1().Services(ns).Get(c, base, metav1.GetOptions{})
+		svc, err = kube.CoreV1().Services(framework.Namespace).Get(c, base, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -131,13 +132,13 @@ func TestEgressPortsAllocatedEndToEnd(t *testing.T) {
 	t.Run("eds", func(t *testing.T) { checkEDSNamesPorts(t, ns, name, svc.Spec.ClusterIP, httpPort, p0, p1) })
 
 	// The deployed proxy serves both.
-	sts, err := kube.AppsV1().StatefulSets(ns).Get(ctx(t), base, metav1.GetOptions{})
+	sts, err := kube.AppsV1().StatefulSets(framework.Namespace).Get(ctx(t), base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var key *corev1.Secret
 	eventually(t, "the auth key Secret of replica 0", func(c context.Context) (bool, error) {
-		key, err = kube.CoreV1().Secrets(ns).Get(c, proxydeploy.NamesOf(name).AuthKeySecret(0), metav1.GetOptions{})
+		key, err = kube.CoreV1().Secrets(framework.Namespace).Get(c, proxydeploy.NamesFor(ns, name).AuthKeySecret(0), metav1.GetOptions{})
 		return err == nil, nil
 	})
 	t.Run("proxy", func(t *testing.T) {

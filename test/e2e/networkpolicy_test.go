@@ -11,27 +11,28 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 )
 
 // checkProxyNetworkPolicy checks the NetworkPolicy the server keeps for the proxy of obj (issue
-// 20 finding 6): owned like the StatefulSet, selecting its pods, the egress port only; a
+// 20 finding 6): in the installation's namespace, labelled like the StatefulSet, selecting its pods, the egress port only; a
 // tampered policy is restored, and a change of the tailnet's allowedNamespaces reaches it. The
 // real-node cluster suite (test/cluster, TestChart/networkpolicy) checks what an enforcer makes
 // of it.
 func checkProxyNetworkPolicy(t *testing.T, obj *v1alpha1.TailscaleEndpoints, tailnetName string, egressPort int32) {
-	ns, name := obj.Namespace, proxydeploy.NamesOf(obj.Name).Base
-	policies := env.Kube.NetworkingV1().NetworkPolicies(ns)
+	ns, name := obj.Namespace, proxydeploy.NamesFor(obj.Namespace, obj.Name).Base
+	policies := env.Kube.NetworkingV1().NetworkPolicies(framework.Namespace)
 	var np *networkingv1.NetworkPolicy
 	eventually(t, "the proxy's NetworkPolicy", func(c context.Context) (bool, error) {
 		var err error
 		np, err = policies.Get(c, name, metav1.GetOptions{})
 		return err == nil, nil
 	})
-	sts, err := env.Kube.AppsV1().StatefulSets(ns).Get(ctx(t), name, metav1.GetOptions{})
+	sts, err := env.Kube.AppsV1().StatefulSets(framework.Namespace).Get(ctx(t), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !metav1.IsControlledBy(np, obj) || np.Labels[proxydeploy.ManagedByLabel] != proxydeploy.ManagedBy {
+	if !proxydeploy.IsKeptFor(np, obj) {
 		t.Errorf("NetworkPolicy not ours: labels %v, owners %v", np.Labels, np.OwnerReferences)
 	}
 	if fmt.Sprint(np.Spec.PodSelector.MatchLabels) != fmt.Sprint(sts.Spec.Selector.MatchLabels) ||

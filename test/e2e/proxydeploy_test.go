@@ -23,6 +23,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -33,6 +35,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/ports"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 	"github.com/tailscale-gateway/tailscale-gateway/test/xdsclient"
 )
@@ -108,16 +111,17 @@ func TestProxyDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kube := env.Kube
-	n := proxydeploy.NamesOf("backends")
+	kube, sys := env.Kube, framework.Namespace
+	n := proxydeploy.NamesFor(ns, "backends")
 	owned := func(m metav1.Object) error {
-		if !metav1.IsControlledBy(m, obj) || m.GetLabels()[proxydeploy.ManagedByLabel] != proxydeploy.ManagedBy {
-			return fmt.Errorf("%s is not marked as ours: labels %v, owners %v", m.GetName(), m.GetLabels(), m.GetOwnerReferences())
+		if !proxydeploy.IsKeptFor(m, obj) || m.GetNamespace() != sys || len(m.GetOwnerReferences()) != 0 {
+			return fmt.Errorf("%s/%s is not kept for the endpoints in the installation's namespace: labels %v, owners %v",
+				m.GetNamespace(), m.GetName(), m.GetLabels(), m.GetOwnerReferences())
 		}
 		return nil
 	}
 	eventually(t, "the proxy's objects", func(c context.Context) (bool, error) {
-		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err := kube.AppsV1().StatefulSets(sys).Get(c, n.Base, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -125,41 +129,41 @@ func TestProxyDeployment(t *testing.T) {
 	})
 
 	// What was generated.
-	sts, err := kube.AppsV1().StatefulSets(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	sts, err := kube.AppsV1().StatefulSets(sys).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := kube.CoreV1().Services(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	svc, err := kube.CoreV1().Services(sys).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	sa, err := kube.CoreV1().ServiceAccounts(sys).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	role, err := kube.RbacV1().Roles(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	role, err := kube.RbacV1().Roles(sys).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, err := kube.RbacV1().RoleBindings(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	rb, err := kube.RbacV1().RoleBindings(sys).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var states, keySecrets []*corev1.Secret
 	for i := range 2 {
-		s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(i), metav1.GetOptions{})
+		s, err := kube.CoreV1().Secrets(sys).Get(ctx(t), n.StateSecret(i), metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		states = append(states, s)
 		var k *corev1.Secret
 		eventually(t, "the auth key Secret of replica "+fmt.Sprint(i), func(c context.Context) (bool, error) {
-			k, err = kube.CoreV1().Secrets(ns).Get(c, n.AuthKeySecret(i), metav1.GetOptions{})
+			k, err = kube.CoreV1().Secrets(sys).Get(c, n.AuthKeySecret(i), metav1.GetOptions{})
 			return err == nil, nil
 		})
 		keySecrets = append(keySecrets, k)
 	}
-	pdb, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(ctx(t), n.Base, metav1.GetOptions{})
+	pdb, err := kube.PolicyV1().PodDisruptionBudgets(sys).Get(ctx(t), n.Base, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +188,8 @@ func TestProxyDeployment(t *testing.T) {
 		t.Errorf("StatefulSet: replicas %d, serviceAccountName %s", *sts.Spec.Replicas, sts.Spec.Template.Spec.ServiceAccountName)
 	}
 	args := sts.Spec.Template.Spec.Containers[0].Args
-	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--auth-key-secret=$(POD_NAME)-authkey", "--tags=tag:web", "--namespace=" + ns} {
+	for _, want := range []string{"--endpoints=backends", "--state-secret=$(POD_NAME)", "--auth-key-secret=$(POD_NAME)-authkey", "--tags=tag:web",
+		"--namespace=" + ns, "--secret-namespace=" + sys} {
 		if !slices.Contains(args, want) {
 			t.Errorf("proxy args %v lack %s", args, want)
 		}
@@ -198,14 +203,14 @@ func TestProxyDeployment(t *testing.T) {
 		t.Errorf("egress port %d, want the earlier derived %d (an upgrade keeps it)", egressPort, ports.EgressPort("backends", "http", int32(web.HTTPPort)))
 	}
 	eventually(t, "the Service with the egress port", func(c context.Context) (bool, error) {
-		svc, err = kube.CoreV1().Services(ns).Get(c, n.Base, metav1.GetOptions{})
+		svc, err = kube.CoreV1().Services(sys).Get(c, n.Base, metav1.GetOptions{})
 		return err == nil && slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == egressPort && p.TargetPort.IntVal == egressPort }), err
 	})
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		t.Errorf("Service has no cluster IP: %q", svc.Spec.ClusterIP)
 	}
 	t.Run("networkpolicy", func(t *testing.T) { checkProxyNetworkPolicy(t, obj, "e2e-proxydeploy", egressPort) })
-	wantRules := proxydeploy.Role(obj).Rules
+	wantRules := proxydeploy.Role(sys, obj).Rules
 	if fmt.Sprint(role.Rules) != fmt.Sprint(wantRules) {
 		t.Errorf("Role rules %v, want %v", role.Rules, wantRules)
 	}
@@ -233,6 +238,11 @@ func TestProxyDeployment(t *testing.T) {
 	// No key appears in an Event.
 	noKeyInEvents(t, ns, seenKeys)
 
+	// The tenant's namespace holds no proxy Secret, and its editors cannot read the proxies'.
+	t.Run("tenant reads no proxy secret", func(t *testing.T) {
+		checkTenantReadsNoProxySecret(t, ns, append(secretNames(states), secretNames(keySecrets)...))
+	})
+
 	// The proxy, run as replica 0 with what the pod would get: it reads its key with its
 	// ServiceAccount, joins, and its key is used up, deleted and refused to anyone else.
 	t.Run("proxy", func(t *testing.T) {
@@ -249,7 +259,7 @@ func TestProxyDeployment(t *testing.T) {
 	// An update rolls the StatefulSet; the key of replica 1, which has not joined, follows the
 	// tags; the joined replica 0 gets none.
 	hash := sts.Spec.Template.Annotations[proxydeploy.ConfigHashAnnotation]
-	state0, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.StateSecret(0), metav1.GetOptions{})
+	state0, err := kube.CoreV1().Secrets(sys).Get(ctx(t), n.StateSecret(0), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +275,7 @@ func TestProxyDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the StatefulSet rolled", func(c context.Context) (bool, error) {
-		sts, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		sts, err := kube.AppsV1().StatefulSets(sys).Get(c, n.Base, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
@@ -276,7 +286,7 @@ func TestProxyDeployment(t *testing.T) {
 	// The key's tags changed: it is minted again; so it is when it expires or is revoked.
 	var last1 *corev1.Secret
 	t.Run("authkey", func(t *testing.T) { last1 = checkKeyRenewal(t, sim, ns, keySecrets[1], state0, &seenKeys) })
-	if _, err := kube.CoreV1().Secrets(ns).Get(ctx(t), n.AuthKeySecret(0), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kube.CoreV1().Secrets(sys).Get(ctx(t), n.AuthKeySecret(0), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the joined replica 0 got an auth key Secret again: %v", err)
 	}
 
@@ -291,11 +301,11 @@ func TestProxyDeployment(t *testing.T) {
 	}
 	eventually(t, "the removed replica's Secrets deleted and the Role narrowed", func(c context.Context) (bool, error) {
 		for _, name := range []string{n.StateSecret(1), n.AuthKeySecret(1)} {
-			if _, err := kube.CoreV1().Secrets(ns).Get(c, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			if _, err := kube.CoreV1().Secrets(sys).Get(c, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return false, nil
 			}
 		}
-		role, err := kube.RbacV1().Roles(ns).Get(c, n.Base, metav1.GetOptions{})
+		role, err := kube.RbacV1().Roles(sys).Get(c, n.Base, metav1.GetOptions{})
 		return err == nil && slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
 			return slices.Equal(r.ResourceNames, []string{n.StateSecret(0)})
 		}) && slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
@@ -311,13 +321,14 @@ func TestProxyDeployment(t *testing.T) {
 		wantJoinRefused(t, sim, "replay-1", string(last1.Data[proxydeploy.AuthKeyKey]), "unknown or revoked")
 	}
 	eventually(t, "the PodDisruptionBudget deleted at one replica", func(c context.Context) (bool, error) {
-		_, err := kube.PolicyV1().PodDisruptionBudgets(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err := kube.PolicyV1().PodDisruptionBudgets(sys).Get(c, n.Base, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
 
 	// A foreign object of a proxy's name is left alone and reported.
-	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-proxy", Labels: map[string]string{"team": "theirs"}}}
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx(t), foreign, metav1.CreateOptions{}); err != nil {
+	otherName := proxydeploy.NamesFor(ns, "other").Base
+	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sys, Name: otherName, Labels: map[string]string{"team": "theirs"}}}
+	if _, err := kube.CoreV1().ServiceAccounts(sys).Create(ctx(t), foreign, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := eps.Create(ctx(t), &v1alpha1.TailscaleEndpoints{
@@ -334,7 +345,7 @@ func TestProxyDeployment(t *testing.T) {
 			return false, err
 		}
 		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
-			return e.Reason == proxydeploy.ReasonConflict && e.InvolvedObject.Name == "other" && strings.Contains(e.Message, "other-proxy")
+			return e.Reason == proxydeploy.ReasonConflict && e.InvolvedObject.Name == "other" && strings.Contains(e.Message, otherName)
 		}), nil
 	})
 	eventually(t, "ProxyDeployed=False, ObjectConflict", func(c context.Context) (bool, error) {
@@ -344,16 +355,16 @@ func TestProxyDeployment(t *testing.T) {
 		}
 		cond := meta.FindStatusCondition(cur.Status.Conditions, proxydeploy.ConditionProxyDeployed)
 		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == proxydeploy.ReasonObjectConflict &&
-			strings.Contains(cond.Message, "ServiceAccount other-proxy"), nil
+			strings.Contains(cond.Message, "ServiceAccount "+otherName), nil
 	})
-	sa2, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{})
+	sa2, err := kube.CoreV1().ServiceAccounts(sys).Get(ctx(t), otherName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(sa2.OwnerReferences) != 0 || sa2.Labels[proxydeploy.ManagedByLabel] != "" || sa2.Labels["team"] != "theirs" {
 		t.Errorf("the foreign ServiceAccount was changed: labels %v, owners %v", sa2.Labels, sa2.OwnerReferences)
 	}
-	if _, err := kube.AppsV1().StatefulSets(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kube.AppsV1().StatefulSets(sys).Get(ctx(t), otherName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a StatefulSet was deployed beside a foreign ServiceAccount: %v", err)
 	}
 
@@ -369,7 +380,7 @@ func TestProxyDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the auto-provisioned endpoints' proxy hosting the TailscaleServices", func(c context.Context) (bool, error) {
-		sts, err := kube.AppsV1().StatefulSets(ns).Get(c, "vip-auto-proxy", metav1.GetOptions{})
+		sts, err := kube.AppsV1().StatefulSets(sys).Get(c, proxydeploy.NamesFor(ns, "vip-auto").Base, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -385,8 +396,8 @@ func TestProxyDeployment(t *testing.T) {
 	// (its keys revoked) and reports why; none is minted for it.
 	t.Run("proxyTags", func(t *testing.T) { checkProxyTagsNarrowed(t, sim, ns, "e2e-proxydeploy") })
 
-	// Deleting the TailscaleEndpoints: its keys are revoked (the finalizer holds it until
-	// then), and kube-controller-manager's garbage collector removes what it owned. Deleting the
+	// Deleting the TailscaleEndpoints: its keys are revoked and its objects in the installation's
+	// namespace deleted (the finalizer holds it until then; no ownerReference crosses namespaces). Deleting the
 	// TailscaleServices deletes the endpoints it provisioned, whose keys are revoked too.
 	if err := eps.Delete(ctx(t), "backends", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -412,31 +423,34 @@ func TestProxyDeployment(t *testing.T) {
 		return true, nil
 	})
 	noKeyInEvents(t, ns, seenKeys)
-	eventually(t, "the garbage collector to remove the proxy's objects", func(c context.Context) (bool, error) {
+	eventually(t, "the controller to remove the proxy's objects", func(c context.Context) (bool, error) {
 		var left []string
 		check := func(kind string, err error) {
 			if !apierrors.IsNotFound(err) {
 				left = append(left, kind)
 			}
 		}
-		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err := kube.AppsV1().StatefulSets(sys).Get(c, n.Base, metav1.GetOptions{})
 		check("StatefulSet", err)
-		_, err = kube.CoreV1().Services(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err = kube.CoreV1().Services(sys).Get(c, n.Base, metav1.GetOptions{})
 		check("Service", err)
-		_, err = kube.CoreV1().ServiceAccounts(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err = kube.CoreV1().ServiceAccounts(sys).Get(c, n.Base, metav1.GetOptions{})
 		check("ServiceAccount", err)
-		_, err = kube.RbacV1().Roles(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err = kube.RbacV1().Roles(sys).Get(c, n.Base, metav1.GetOptions{})
 		check("Role", err)
-		_, err = kube.RbacV1().RoleBindings(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err = kube.RbacV1().RoleBindings(sys).Get(c, n.Base, metav1.GetOptions{})
 		check("RoleBinding", err)
-		_, err = kube.CoreV1().Secrets(ns).Get(c, n.AuthKeySecret(0), metav1.GetOptions{})
+		_, err = kube.CoreV1().Secrets(sys).Get(c, n.AuthKeySecret(0), metav1.GetOptions{})
 		check("auth key Secret", err)
-		_, err = kube.CoreV1().Secrets(ns).Get(c, n.StateSecret(0), metav1.GetOptions{})
+		_, err = kube.CoreV1().Secrets(sys).Get(c, n.StateSecret(0), metav1.GetOptions{})
 		check("state Secret", err)
 		return len(left) == 0, nil
 	})
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx(t), "other-proxy", metav1.GetOptions{}); err != nil {
+	if _, err := kube.CoreV1().ServiceAccounts(sys).Get(ctx(t), otherName, metav1.GetOptions{}); err != nil {
 		t.Errorf("the foreign ServiceAccount: %v", err)
+	}
+	if err := kube.CoreV1().ServiceAccounts(sys).Delete(ctx(t), otherName, metav1.DeleteOptions{}); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -445,8 +459,9 @@ func TestProxyDeployment(t *testing.T) {
 func deployedProxy(t *testing.T, sim *tailnetsim.Tailnet, ns string, sts *appsv1.StatefulSet) (pod string, start func() (stop func())) {
 	t.Helper()
 	pod = sts.Name + "-0"
+	sys := sts.Namespace // the installation's
 	pt := sts.Spec.Template.Spec
-	token, err := env.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx(t), pt.ServiceAccountName,
+	token, err := env.Kube.CoreV1().ServiceAccounts(sys).CreateToken(ctx(t), pt.ServiceAccountName,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +482,7 @@ func deployedProxy(t *testing.T, sim *tailnetsim.Tailnet, ns string, sts *appsv1
 			if v.Name != m.Name || v.Secret == nil {
 				continue
 			}
-			s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx(t), v.Secret.SecretName, metav1.GetOptions{})
+			s, err := env.Kube.CoreV1().Secrets(sys).Get(ctx(t), v.Secret.SecretName, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -516,13 +531,14 @@ func deployedProxy(t *testing.T, sim *tailnetsim.Tailnet, ns string, sts *appsv1
 
 // runDeployedProxy runs the proxy in-process as the kubelet would run replica 0 of sts: the
 // container's args with $(POD_NAME) expanded, a token of its ServiceAccount (with which it reads
-// its auth key Secret). The test adds what differs here: the kubeconfig, loopback-only
+// its auth key Secret in the installation's namespace and the objects it serves in ns). The test adds what differs here: the kubeconfig, loopback-only
 // listeners, the per-test control server. The proxy then carries a request to the tailnet
 // device, keeps its node state in its Secret and records its node ID there; the controller
 // deletes its auth key Secret and revokes the used key keyID; the proxy restarts as the same
 // node without a key.
 func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, keyID string, egressPorts ...int32) {
 	pod, start := deployedProxy(t, sim, ns, sts)
+	sys := sts.Namespace
 	get := func(c context.Context) (bool, error) {
 		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		for _, port := range egressPorts {
@@ -554,7 +570,7 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 
 	stop := start()
 	eventually(t, "a request through the egress listener to web-1", get)
-	state, err := env.Kube.CoreV1().Secrets(ns).Get(ctx(t), pod, metav1.GetOptions{})
+	state, err := env.Kube.CoreV1().Secrets(sys).Get(ctx(t), pod, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +588,7 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 
 	// The used key leaves the cluster and the tailnet.
 	eventually(t, "the joined replica's auth key Secret deleted and key "+keyID+" revoked", func(c context.Context) (bool, error) {
-		_, err := env.Kube.CoreV1().Secrets(ns).Get(c, pod+"-authkey", metav1.GetOptions{})
+		_, err := env.Kube.CoreV1().Secrets(sys).Get(c, pod+"-authkey", metav1.GetOptions{})
 		if !apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -665,7 +681,7 @@ func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, st
 		t.Helper()
 		var got *corev1.Secret
 		eventually(t, what, func(c context.Context) (bool, error) {
-			s, err := kube.CoreV1().Secrets(ns).Get(c, first.Name, metav1.GetOptions{})
+			s, err := kube.CoreV1().Secrets(first.Namespace).Get(c, first.Name, metav1.GetOptions{})
 			if err != nil {
 				return false, err
 			}
@@ -733,7 +749,7 @@ func checkKeyRenewal(t *testing.T, sim *tailnetsim.Tailnet, ns string, first, st
 	renewed = next("a key minted after the revocation", id)
 
 	// The node state is untouched: the joined replica keeps its identity.
-	s, err := kube.CoreV1().Secrets(ns).Get(ctx(t), state0.Name, metav1.GetOptions{})
+	s, err := kube.CoreV1().Secrets(first.Namespace).Get(ctx(t), state0.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -795,7 +811,7 @@ func wantJoinRefused(t *testing.T, sim *tailnetsim.Tailnet, hostname, key, why s
 // the API, ProxyDeployed says TagsNotPermitted, and no key is minted with the refused tags.
 func checkProxyTagsNarrowed(t *testing.T, sim *tailnetsim.Tailnet, ns, tailnetName string) {
 	kube := env.Kube
-	n := proxydeploy.NamesOf("backends")
+	n := proxydeploy.NamesFor(ns, "backends")
 	tnClient := viaKube(t).TailscaleTailnets()
 	tn, err := tnClient.Get(ctx(t), tailnetName, metav1.GetOptions{})
 	if err != nil {
@@ -819,7 +835,7 @@ func checkProxyTagsNarrowed(t *testing.T, sim *tailnetsim.Tailnet, ns, tailnetNa
 			strings.Contains(cond.Message, "tags [tag:web, tag:extra] are not among the proxy tags [tag:other]"), nil
 	})
 	eventually(t, "the refused proxy's StatefulSet and keys removed", func(c context.Context) (bool, error) {
-		_, err := kube.AppsV1().StatefulSets(ns).Get(c, n.Base, metav1.GetOptions{})
+		_, err := kube.AppsV1().StatefulSets(framework.Namespace).Get(c, n.Base, metav1.GetOptions{})
 		if !apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -842,5 +858,62 @@ func checkProxyTagsNarrowed(t *testing.T, sim *tailnetsim.Tailnet, ns, tailnetNa
 		if _, old := before[desc]; !old && slices.ContainsFunc(tags, func(tag string) bool { return tag != "tag:other" }) {
 			t.Errorf("key %q minted with tags %v outside the bound", desc, tags)
 		}
+	}
+}
+
+func secretNames(secrets []*corev1.Secret) []string {
+	var out []string
+	for _, s := range secrets {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// checkTenantReadsNoProxySecret is the regression test of finding 2 (step 3) of the security
+// review: the tenant's namespace ns holds no Secret of a proxy, and a user who may edit ns
+// (the built-in edit ClusterRole, which reads Secrets, bound there) is refused by
+// kube-apiserver's RBAC when getting the proxies' state and key Secrets names in the
+// installation's namespace, or listing its Secrets.
+func checkTenantReadsNoProxySecret(t *testing.T, ns string, names []string) {
+	kube := env.Kube
+	list, err := kube.CoreV1().Secrets(ns).List(ctx(t), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Items {
+		if s.Labels[proxydeploy.ManagedByLabel] != "" || strings.HasSuffix(s.Name, "-authkey") || len(s.Data[kubestate.NodeIDKey]) > 0 {
+			t.Errorf("the tenant's namespace holds the proxy Secret %s (labels %v)", s.Name, s.Labels)
+		}
+	}
+	user := "tenant-editor-" + ns
+	if _, err := kube.RbacV1().RoleBindings(ns).Create(ctx(t), &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-editor"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Admin)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	editor, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The binding is in effect once the editor reads Secrets of its own namespace: edit grants
+	// that, which is why the proxies' Secrets may not be there.
+	eventually(t, "the editor reading Secrets of its namespace", func(c context.Context) (bool, error) {
+		_, err := editor.CoreV1().Secrets(ns).List(c, metav1.ListOptions{})
+		return err == nil, nil
+	})
+	if len(names) == 0 {
+		t.Fatal("no proxy Secret to try")
+	}
+	for _, name := range names {
+		if _, err := editor.CoreV1().Secrets(framework.Namespace).Get(ctx(t), name, metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("the tenant's editor got Secret %s/%s: %v, want forbidden", framework.Namespace, name, err)
+		}
+	}
+	if _, err := editor.CoreV1().Secrets(framework.Namespace).List(ctx(t), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the tenant's editor listed the installation's Secrets: %v, want forbidden", err)
 	}
 }

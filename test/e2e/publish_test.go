@@ -20,6 +20,7 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -232,7 +233,7 @@ func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
 	}
 	var clusterIP string
 	eventually(t, "the proxy Service's cluster IP", func(c context.Context) (bool, error) {
-		svc, err := env.Kube.CoreV1().Services(ns).Get(c, proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
+		svc, err := env.Kube.CoreV1().Services(framework.Namespace).Get(c, proxydeploy.NamesFor(ns, "web").Base, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -258,7 +259,7 @@ func TestPublishedBackendsAtDeployedProxy(t *testing.T) {
 	// cluster IP reaches the listener.
 	// Both follow the recorded allocation, each from its own controller: wait for the Service.
 	eventually(t, "the proxy Service carrying the published ports", func(c context.Context) (bool, error) {
-		psvc, err := env.Kube.CoreV1().Services(ns).Get(c, proxydeploy.NamesOf("web").Base, metav1.GetOptions{})
+		psvc, err := env.Kube.CoreV1().Services(framework.Namespace).Get(c, proxydeploy.NamesFor(ns, "web").Base, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}

@@ -385,11 +385,12 @@ func randomHex(n int) string {
 const SharedEgressProxy = "shared"
 
 // egressScope names the proxy serving an object's egress: the one --proxy-deploy deploys for
-// it ("<namespace>/<name>-proxy"), else the shared one.
+// it ("<namespace>/<name>-proxy", the scope recorded in status.egress.proxy since before the
+// proxies moved to the installation's namespace: kept, so are the ports), else the shared one.
 func egressScope(deploys bool) func(*v1alpha1.TailscaleEndpoints) string {
 	return func(obj *v1alpha1.TailscaleEndpoints) string {
 		if deploys && proxydeploy.DeploysEgress(obj) {
-			return obj.Namespace + "/" + proxydeploy.NamesOf(obj.Name).Base
+			return obj.Namespace + "/" + proxydeploy.LegacyNamesOf(obj.Name).Base
 		}
 		return SharedEgressProxy
 	}

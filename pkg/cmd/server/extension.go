@@ -218,10 +218,11 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		if err != nil {
 			return nil, fmt.Errorf("creating the core client: %w", err)
 		}
-		proxyServices = proxydeploy.ManagedInformers(kube, informerResync)
+		proxyServices = proxydeploy.ManagedInformers(kube, serverNamespace(), informerResync)
 		poolServices = proxypool.ManagedInformers(kube, serverNamespace(), informerResync)
 		edsOpts.Addresser = &proxypool.Addresser{Services: poolServices.Core().V1().Services().Lister(), Namespace: serverNamespace(),
-			Resolve: policy.ResolveName, Next: &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(), Direct: eds.Direct{}}}
+			Resolve: policy.ResolveName, Next: &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(),
+				Namespace: serverNamespace(), Direct: eds.Direct{}}}
 	case mode == EndpointModeProxy:
 		return nil, fmt.Errorf("--extension-endpoint-mode=proxy without a cluster needs --extension-proxy-address")
 	}

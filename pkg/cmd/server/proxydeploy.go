@@ -45,6 +45,9 @@ type ProxyDeployOptions struct {
 	NetworkPolicy         bool
 	EnvoyGatewayNamespace string
 	ServerPodLabels       string
+	// MigrateLegacy moves the proxy objects earlier versions kept in the TailscaleEndpoints'
+	// namespaces into the installation's (proxydeploy, legacy.go).
+	MigrateLegacy bool
 	// Pools runs each TailscaleTailnet's proxy pool (spec.proxyPool) with the same image,
 	// defaults and NetworkPolicy (pkg/controllers/proxypool).
 	Pools bool
@@ -63,7 +66,7 @@ func NewProxyDeployOptions() *ProxyDeployOptions {
 // AddFlags adds the flags to fs.
 func (o *ProxyDeployOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Enabled, "proxy-deploy", o.Enabled,
-		"In cluster mode, deploy tailscale-gateway-proxy (StatefulSet, Service, Secrets, ServiceAccount, Role) for every TailscaleEndpoints with spec.proxy.")
+		"In cluster mode, deploy tailscale-gateway-proxy (StatefulSet, Service, Secrets, ServiceAccount, Role) for every TailscaleEndpoints with spec.proxy, in this server's namespace (POD_NAMESPACE).")
 	fs.StringVar(&o.Image, "proxy-image", o.Image, "Image of the deployed tailscale-gateway-proxy.")
 	fs.StringVar(&o.PullPolicy, "proxy-image-pull-policy", o.PullPolicy, "Pull policy of --proxy-image: Always, IfNotPresent or Never.")
 	fs.StringVar(&o.CPURequest, "proxy-cpu-request", o.CPURequest, "CPU request of the proxy container (empty: none).")
@@ -82,6 +85,8 @@ func (o *ProxyDeployOptions) AddFlags(fs *pflag.FlagSet) {
 		"With --proxy-deploy, run each TailscaleTailnet's proxy pool (spec.proxyPool) in this server's namespace (POD_NAMESPACE): it serves the tailnet's TailscaleEndpoints without spec.proxy.")
 	fs.StringVar(&o.ServerPodLabels, "proxy-metrics-scraper-labels", o.ServerPodLabels,
 		"Labels (k=v,...) of this server's pods, which the proxies' NetworkPolicies admit to the metrics port.")
+	fs.BoolVar(&o.MigrateLegacy, "proxy-migrate-legacy", o.MigrateLegacy,
+		"Move the proxies earlier versions kept in the TailscaleEndpoints' namespaces into this server's namespace (POD_NAMESPACE): copy each replica's node state, then delete the old objects, revoking their keys. Needs get and delete on those objects in every namespace (chart: proxy.migrateLegacy).")
 }
 
 // Validate checks the options.
@@ -172,10 +177,12 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	if err != nil {
 		return nil, err
 	}
-	cfg := proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL}
+	cfg := proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL,
+		Namespace: serverNamespace()}
 	tailnets := vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve}
 	dedicated, err := proxydeploy.New(kube, factory, proxydeploy.Options{
 		Config:           cfg,
+		MigrateLegacy:    o.MigrateLegacy,
 		Tailnets:         tailnets,
 		Recorder:         recorder,
 		KeyCheckInterval: o.KeyCheckInterval,
@@ -196,7 +203,7 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	if o.MetricsInterval <= 0 {
 		return func(ctx context.Context) { deploy.Run(ctx, workers) }, nil
 	}
-	pods := proxydeploy.PodInformers(kube, informerResync)
+	pods := proxydeploy.PodInformers(kube, serverNamespace(), informerResync)
 	podLister := pods.Core().V1().Pods().Lister()
 	podsSynced := pods.Core().V1().Pods().Informer().HasSynced
 	agg := requestcounts.New(requestcounts.Options{Client: client, Services: factory.Gateway().V1alpha1().TailscaleServices().Lister(),

@@ -18,13 +18,13 @@ import (
 func TestPublishedAddressPrecedence(t *testing.T) {
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	static := netip.MustParseAddr("192.0.2.10")
-	a := deployedOrStatic{deployed: &proxydeploy.ServiceAddresser{Services: corelisters.NewServiceLister(idx)}, static: publish.StaticAddress(static)}
+	a := deployedOrStatic{deployed: &proxydeploy.ServiceAddresser{Services: corelisters.NewServiceLister(idx), Namespace: "tsgw"}, static: publish.StaticAddress(static)}
 	withProxy := &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "u1"},
 		Spec: v1alpha1.TailscaleEndpointsSpec{Proxy: &v1alpha1.ProxyConfig{ConnectionType: proxydeploy.Egress}}}
 	if ip, ok := a.ProxyAddress(withProxy); ok {
 		t.Fatalf("before its Service exists, a deployed object got %s", ip)
 	}
-	svc := proxydeploy.Service(withProxy)
+	svc := proxydeploy.Service("tsgw", withProxy)
 	svc.Spec.ClusterIP = "10.96.0.7"
 	if err := idx.Add(svc); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -115,8 +117,8 @@ func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, 
 	p := &publisher{kube: kube, dyn: dyn, factory: publish.NewKubeFactory(kube, 10*time.Minute)}
 	var addr deployedOrStatic
 	if deployed {
-		p.proxies = proxydeploy.ManagedInformers(kube, informerResync)
-		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister()}
+		p.proxies = proxydeploy.ManagedInformers(kube, serverNamespace(), informerResync)
+		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister(), Namespace: serverNamespace()}
 		p.pools = proxypool.ManagedInformers(kube, serverNamespace(), informerResync)
 		addr.pool = &proxypool.Addresser{Services: p.pools.Core().V1().Services().Lister(), Namespace: serverNamespace(), Resolve: resolve}
 	}
@@ -183,5 +185,8 @@ func (p *publisher) build(factory informers.SharedInformerFactory, recorder reco
 	if err := c.WatchPools(p.pools.Core().V1().Services().Informer()); err != nil {
 		return nil, err
 	}
-	return c, c.WatchProxies(p.proxies.Core().V1().Services().Informer(), proxydeploy.ProxyForLabel)
+	return c, c.WatchProxies(p.proxies.Core().V1().Services().Informer(), func(m metav1.Object) (types.NamespacedName, bool) {
+		parent, _, ok := proxydeploy.ParentOf(m)
+		return parent, ok
+	})
 }

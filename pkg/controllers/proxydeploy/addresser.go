@@ -21,8 +21,10 @@ import (
 // EgressPorts). A TailscaleEndpoints with no proxy of its own (not Wanted, an ingress-only
 // proxy, or its Service not there yet or not ours) keeps the tailnet address (Direct).
 type ServiceAddresser struct {
-	// Services lists the Services this controller manages.
-	Services corelisters.ServiceLister
+	// Services lists the Services this controller manages; Namespace is the installation's,
+	// where they are kept.
+	Services  corelisters.ServiceLister
+	Namespace string
 	// Direct addresses endpoints without a proxy (Address only; ProxyAddress needs none).
 	Direct interface {
 		Address(*v1alpha1.TailscaleEndpoints, endpointset.Endpoint) (string, uint32, bool)
@@ -59,23 +61,16 @@ func (a *ServiceAddresser) serviceIP(obj *v1alpha1.TailscaleEndpoints) string {
 	if !DeploysEgress(obj) {
 		return ""
 	}
-	svc, err := a.Services.Services(obj.Namespace).Get(NamesOf(obj.Name).Base)
-	if err != nil || svc.Labels[ProxyForLabel] != obj.Name || svc.Labels[ManagedByLabel] != ManagedBy {
+	svc, err := a.Services.Services(a.Namespace).Get(NamesFor(obj.Namespace, obj.Name).Base)
+	if err != nil || !IsKeptFor(svc, obj) || net.ParseIP(svc.Spec.ClusterIP) == nil {
 		return ""
 	}
-	for _, ref := range svc.OwnerReferences {
-		if ref.Controller != nil && *ref.Controller && ref.UID == obj.UID {
-			if net.ParseIP(svc.Spec.ClusterIP) != nil {
-				return svc.Spec.ClusterIP
-			}
-		}
-	}
-	return ""
+	return svc.Spec.ClusterIP
 }
 
-// ManagedInformers returns informers limited to the objects this controller manages, such as
-// the Services a ServiceAddresser reads.
-func ManagedInformers(kube kubernetes.Interface, resync time.Duration) kubeinformers.SharedInformerFactory {
-	return kubeinformers.NewSharedInformerFactoryWithOptions(kube, resync,
+// ManagedInformers returns informers limited to the objects this controller manages in the
+// installation's namespace, such as the Services a ServiceAddresser reads.
+func ManagedInformers(kube kubernetes.Interface, namespace string, resync time.Duration) kubeinformers.SharedInformerFactory {
+	return kubeinformers.NewSharedInformerFactoryWithOptions(kube, resync, kubeinformers.WithNamespace(namespace),
 		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedByLabel + "=" + ManagedBy }))
 }

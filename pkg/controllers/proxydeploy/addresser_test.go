@@ -20,14 +20,14 @@ import (
 func TestServiceAddresser(t *testing.T) {
 	obj := testEndpoints(Bidirectional, 1)
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	a := &ServiceAddresser{Services: corelisters.NewServiceLister(idx), Direct: eds.Direct{}}
+	a := &ServiceAddresser{Services: corelisters.NewServiceLister(idx), Namespace: installNS, Direct: eds.Direct{}}
 	ep := endpointset.Of(obj)[0] // api, TCP 8080
 
 	// No Service yet: the tailnet address.
 	if host, port, ok := a.Address(obj, ep); !ok || host != "100.64.0.7" || port != 8080 {
 		t.Fatalf("without a Service: %s:%d %v", host, port, ok)
 	}
-	svc := Service(obj)
+	svc := Service(installNS, obj)
 	svc.Spec.ClusterIP = "10.96.0.12"
 	if err := idx.Add(svc); err != nil {
 		t.Fatal(err)
@@ -43,7 +43,18 @@ func TestServiceAddresser(t *testing.T) {
 	if host, port, ok := a.Address(pending, ep); ok {
 		t.Fatalf("an endpoint without an egress port has the address %s:%d", host, port)
 	}
-	// A Service of that name owned by another object (an earlier one of the same name) is not used.
+	// The Service of that name in the tenant's namespace (where earlier versions kept it, or
+	// one of the tenant's own) is not used.
+	tenant := Service(obj.Namespace, obj)
+	tenant.Name = LegacyNamesOf(obj.Name).Base
+	tenant.Spec.ClusterIP = "10.96.0.66"
+	if err := idx.Add(tenant); err != nil {
+		t.Fatal(err)
+	}
+	if host, port, _ := a.Address(obj, ep); host != "10.96.0.12" || port != want {
+		t.Fatalf("a Service in the tenant's namespace was used: %s:%d", host, port)
+	}
+	// A Service of that name kept for another object (an earlier one of the same name) is not used.
 	other := obj.DeepCopy()
 	other.UID = "another"
 	if host, _, _ := a.Address(other, ep); host != "100.64.0.7" {
@@ -62,16 +73,16 @@ func TestServiceAddresser(t *testing.T) {
 }
 
 // TestMetricsTargets is also the regression test of the security review's finding 7: a pod
-// labelled like a proxy, in another namespace or in the proxy's own, is not scraped unless the
-// StatefulSet kept for its TailscaleEndpoints controls it; its counts reach only the
-// TailscaleServices its proxy hosts.
+// labelled like a proxy, in another namespace or in the installation's, is not scraped unless
+// the StatefulSet kept for its TailscaleEndpoints controls it; its counts reach only the
+// TailscaleServices its proxy hosts, in the TailscaleEndpoints' namespace.
 func TestMetricsTargets(t *testing.T) {
 	index := func() cache.Indexer {
 		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
 	pods, eps, svcs, sets := index(), index(), index(), index()
 	obj := testEndpoints(Egress, 1)
-	sts := StatefulSet(Config{Image: "proxy"}, Input{Endpoints: obj})
+	sts := StatefulSet(Config{Image: "proxy", Namespace: installNS}, Input{Endpoints: obj})
 	sts.UID = "5e75"
 	hosted := &v1alpha1.TailscaleServices{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "web"},
 		Spec: v1alpha1.TailscaleServicesSpec{Selector: &metav1.LabelSelector{MatchLabels: obj.Labels}, VIPService: &v1alpha1.VIPServiceSpec{Name: "svc:web"}}}
@@ -92,14 +103,15 @@ func TestMetricsTargets(t *testing.T) {
 	impostor := sts.DeepCopy()
 	impostor.UID = "1mp0"
 	for _, p := range []*corev1.Pod{
-		pod("web", "backends-proxy-0", "10.0.0.5", corev1.PodRunning, ours, sts),
-		pod("web", "backends-proxy-1", "", corev1.PodPending, ours, sts),
-		pod("web", "backends-proxy-2", "10.0.0.6", corev1.PodFailed, ours, sts),
-		pod("web", "unrelated", "10.0.0.7", corev1.PodRunning, map[string]string{"app": "x"}, nil),
+		pod(installNS, sts.Name+"-0", "10.0.0.5", corev1.PodRunning, ours, sts),
+		pod(installNS, sts.Name+"-1", "", corev1.PodPending, ours, sts),
+		pod(installNS, sts.Name+"-2", "10.0.0.6", corev1.PodFailed, ours, sts),
+		pod(installNS, "unrelated", "10.0.0.7", corev1.PodRunning, map[string]string{"app": "x"}, nil),
 		// Forged: the proxy's labels without its owner, or with another owner of the same name.
-		pod("web", "forged-labels", "10.0.0.8", corev1.PodRunning, ours, nil),
-		pod("web", "forged-owner", "10.0.0.9", corev1.PodRunning, ours, impostor),
-		pod("attacker", "backends-proxy-0", "10.0.1.5", corev1.PodRunning, ours, nil),
+		pod(installNS, "forged-labels", "10.0.0.8", corev1.PodRunning, ours, nil),
+		pod(installNS, "forged-owner", "10.0.0.9", corev1.PodRunning, ours, impostor),
+		pod("web", sts.Name+"-0", "10.0.1.5", corev1.PodRunning, ours, nil),
+		pod("attacker", sts.Name+"-0", "10.0.1.6", corev1.PodRunning, ours, nil),
 	} {
 		if err := pods.Add(p); err != nil {
 			t.Fatal(err)
@@ -107,7 +119,7 @@ func TestMetricsTargets(t *testing.T) {
 	}
 	got := MetricsTargets(corelisters.NewPodLister(pods), Ownership{Endpoints: listers.NewTailscaleEndpointsLister(eps),
 		Services: listers.NewTailscaleServicesLister(svcs), StatefulSets: appslisters.NewStatefulSetLister(sets)})
-	if len(got) != 1 || got[0].Key != "web/backends-proxy-0" || got[0].URL != "http://10.0.0.5:9090/metrics" ||
+	if len(got) != 1 || got[0].Key != installNS+"/"+sts.Name+"-0" || got[0].URL != "http://10.0.0.5:9090/metrics" ||
 		got[0].Namespace != "web" || len(got[0].Serves) != 1 || got[0].Serves[0] != "web" {
 		t.Fatalf("targets %+v", got)
 	}
@@ -116,11 +128,11 @@ func TestMetricsTargets(t *testing.T) {
 func TestServiceAddresserProxyAddress(t *testing.T) {
 	obj := testEndpoints(Egress, 1)
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	a := &ServiceAddresser{Services: corelisters.NewServiceLister(idx)}
+	a := &ServiceAddresser{Services: corelisters.NewServiceLister(idx), Namespace: installNS}
 	if ip, ok := a.ProxyAddress(obj); ok {
 		t.Fatalf("without a Service: %s", ip)
 	}
-	svc := Service(obj)
+	svc := Service(installNS, obj)
 	svc.Spec.ClusterIP = "10.96.0.12"
 	if err := idx.Add(svc); err != nil {
 		t.Fatal(err)

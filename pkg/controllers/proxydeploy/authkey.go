@@ -1,6 +1,7 @@
 package proxydeploy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
@@ -101,13 +101,15 @@ func (k *keyChecks) forget(key string) {
 
 // keyTarget is obj's proxy for the Keyring.
 func (c *Controller) keyTarget(obj *v1alpha1.TailscaleEndpoints) KeyTarget {
-	n := NamesOf(obj.Name)
+	n := NamesFor(obj.Namespace, obj.Name)
 	key := obj.Namespace + "/" + obj.Name
 	return KeyTarget{
-		Object: obj, Key: key, Namespace: obj.Namespace,
+		Object: obj, Key: key, Namespace: c.opts.Namespace,
 		StateSecret: n.StateSecret, AuthKeySecret: n.AuthKeySecret,
-		NewSecret:   func(i int, k tailnet.AuthKey, tags []string) *corev1.Secret { return AuthKeySecret(obj, i, k, tags) },
-		Ours:        func(s *corev1.Secret) bool { return metav1.IsControlledBy(s, obj) },
+		NewSecret: func(i int, k tailnet.AuthKey, tags []string) *corev1.Secret {
+			return AuthKeySecret(c.opts.Namespace, obj, i, k, tags)
+		},
+		Ours:        func(s *corev1.Secret) bool { return IsKeptFor(s, obj) },
 		Conflict:    func(kind, name string) error { return c.conflict(obj, kind, name) },
 		API:         func() (tailnet.API, string, error) { return c.apiOf(obj) },
 		Description: fmt.Sprintf("tailscale-gateway-proxy %s/%s", obj.Namespace, obj.Name),
@@ -130,4 +132,10 @@ func (c *Controller) apiOf(obj *v1alpha1.TailscaleEndpoints) (tailnet.API, strin
 		return nil, name, fmt.Errorf("tailnet %s is not polled yet", name)
 	}
 	return api, name, nil
+}
+
+// revokeRecorded revokes the key whose ID Secret s records, if any, before s is deleted
+// (Keyring.RevokeRecorded).
+func (c *Controller) revokeRecorded(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, s *corev1.Secret, why string) {
+	c.keys.RevokeRecorded(ctx, c.keyTarget(obj), s, why)
 }

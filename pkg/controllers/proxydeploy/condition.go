@@ -36,7 +36,7 @@ const (
 func DeployedCondition(obj *v1alpha1.TailscaleEndpoints, err error) metav1.Condition {
 	c := metav1.Condition{Type: ConditionProxyDeployed, Status: metav1.ConditionTrue, Reason: ReasonDeployed,
 		ObservedGeneration: obj.Generation,
-		Message:            fmt.Sprintf("StatefulSet %s and its objects are in place", NamesOf(obj.Name).Base)}
+		Message:            fmt.Sprintf("StatefulSet %s and its objects are in place", NamesFor(obj.Namespace, obj.Name).Base)}
 	switch {
 	case err == nil, isOnly(err, errRenewal):
 		// A failed key renewal leaves a deployed proxy (its Events say so).

@@ -1,17 +1,21 @@
 // Package proxydeploy deploys tailscale-gateway-proxy in cluster mode: for each
 // TailscaleEndpoints with spec.proxy, and each auto-provisioned one, it keeps,
-// in the object's namespace, a ServiceAccount, a Role and RoleBinding with the least the proxy
+// in the installation's namespace (Config.Namespace; never the tenant's, where the `edit` role
+// reads Secrets), a ServiceAccount, a Role and RoleBinding with the least the proxy
 // needs, one state Secret per replica and, until that replica has joined the tailnet, a Secret
 // with a single-use auth key of its own minted through the tailnet's Tailscale API (minted again
 // when its tags change or it expires or is revoked; revoked when the replica joins, is scaled
 // away, or the object or its proxy goes, which Finalizer holds the object for), a StatefulSet of
 // proxy.replicas, a Service exposing the egress listeners, a NetworkPolicy that admits to them
 // only Envoy Gateway's Envoy pods and the namespaces the tailnet admits (networkpolicy.go) and,
-// for more than one replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition. Every object carries a
-// controller ownerReference to the TailscaleEndpoints, so Kubernetes' garbage collector removes
-// them with it, and the label
-// app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy; an object of the same name that
-// is not ours is left alone and reported with an Event.
+// for more than one replica, a PodDisruptionBudget. Its outcome is the ProxyDeployed condition.
+// Objects are named by NamesFor (unique across tenants) and carry ParentLabels: the label
+// app.kubernetes.io/managed-by=tailscale-gateway-proxydeploy and the parent's namespace, name
+// and UID, which stand for the ownerReference Kubernetes refuses across namespaces. The
+// controller deletes what no TailscaleEndpoints wants any more (its informers list only objects
+// with the managed-by label; nothing without it is touched); an object of one of our names that
+// is not ours is left alone and reported with an Event. Objects earlier versions kept in the
+// tenant's namespace are migrated and removed (legacy.go).
 package proxydeploy
 
 import (
@@ -92,6 +96,9 @@ type Options struct {
 	// NetworkPolicy, when set, has every proxy protected by a NetworkPolicy (networkpolicy.go);
 	// nil keeps none and deletes ours.
 	NetworkPolicy *NetworkPolicyConfig
+	// MigrateLegacy moves the objects earlier versions kept in the TailscaleEndpoints' own
+	// namespace (legacy.go); it needs get and delete on them there.
+	MigrateLegacy bool
 }
 
 // Controller reconciles the proxies' objects.
@@ -126,7 +133,10 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		opts.Now = time.Now
 	}
 	gw := factory.Gateway().V1alpha1()
-	core := ManagedInformers(kube, opts.Resync)
+	if opts.Namespace == "" {
+		return nil, fmt.Errorf("proxydeploy: Config.Namespace (the installation's) is required")
+	}
+	core := ManagedInformers(kube, opts.Namespace, opts.Resync)
 	c := &Controller{
 		opts: opts, kube: kube, core: core,
 		keys: &Keyring{Kube: kube, Recorder: opts.Recorder, Now: opts.Now, CheckInterval: opts.KeyCheckInterval},
@@ -151,12 +161,17 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		}
 		c.enqueueAll(m.GetNamespace())
 	}
+	// Every event of an object of ours (a resync too) syncs its parent, which deletes it when
+	// the parent is gone or wants no proxy: the garbage collection of the objects whose
+	// ownership the labels hold.
 	owned := func(obj any) {
 		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = tomb.Obj
 		}
-		if m, ok := obj.(metav1.Object); ok && m.GetLabels()[ProxyForLabel] != "" {
-			c.queue.Add(m.GetNamespace() + "/" + m.GetLabels()[ProxyForLabel])
+		if m, ok := obj.(metav1.Object); ok {
+			if parent, _, ok := ParentOf(m); ok {
+				c.queue.Add(parent.String())
+			}
 		}
 	}
 	handlers := []struct {
@@ -210,6 +225,9 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced...) {
 		return
 	}
+	// Secrets are not watched: the parents of ours are synced once (the other kinds' informers
+	// sync theirs at every resync).
+	c.enqueueParentsOfSecrets(ctx)
 	for range max(workers, 1) {
 		go wait.UntilWithContext(ctx, c.work, time.Second)
 	}
@@ -245,9 +263,15 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		c.keys.Forget(key)
-		return nil // the garbage collector removes what it owned
+		// Its finalizer held it until its objects were deleted; these are left by a parent
+		// whose finalizer was removed by hand, or by one deleted while no server ran.
+		return c.deleteAll(ctx, gone(ns, name))
 	}
 	if err != nil {
+		return err
+	}
+	// Objects of an earlier object of the same name (another UID) go.
+	if err := c.deleteAll(ctx, gone(ns, name), func(m metav1.Object) bool { return !IsKeptFor(m, obj) }); err != nil {
 		return err
 	}
 	if !Wanted(obj) || obj.DeletionTimestamp != nil {
@@ -256,7 +280,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 				return err
 			}
 		}
-		if err := c.deleteAll(ctx, obj); err != nil {
+		if err := errors.Join(c.deleteAll(ctx, obj), c.removeLegacy(ctx, obj)); err != nil {
 			return err
 		}
 		return c.setFinalizer(ctx, obj, false)
@@ -285,7 +309,7 @@ var errTagsNotPermitted = fmt.Errorf("%w: the proxy's tags are not permitted", e
 func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
 	if len(obj.Name) > MaxNameLength {
 		c.opts.Recorder.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid,
-			"No proxy deployed: the name is longer than %d characters, the longest a StatefulSet %s-proxy allows", MaxNameLength, obj.Name)
+			"No proxy deployed: the name is longer than %d characters, the longest a label value allows", MaxNameLength)
 		return fmt.Errorf("%w: the name is longer than %d characters", errInvalid, MaxNameLength)
 	}
 	switch ConnectionType(obj) {
@@ -318,6 +342,11 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if err := c.applyNetworkPolicy(ctx, in, StatefulSet(c.opts.Config, in)); err != nil {
 		return err
 	}
+	// The node state of replicas an earlier version ran in the tenant's namespace is copied
+	// before a replica here needs a key (legacy.go).
+	if err := c.migrateState(ctx, obj); err != nil {
+		return err
+	}
 	keyReplicas := Replicas(obj)
 	if !Serves(in) {
 		keyReplicas = 0 // no replica runs: none needs a key
@@ -333,7 +362,8 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if err := c.applyWorkload(ctx, in); err != nil {
 		return errors.Join(keyErr, err)
 	}
-	return keyErr
+	// The objects here are in place: those an earlier version kept in the tenant's namespace go.
+	return errors.Join(keyErr, c.removeLegacy(ctx, obj))
 }
 
 // hostedServices are the TailscaleServices obj's proxies host: those of its namespace with a
@@ -399,16 +429,16 @@ func (c *Controller) tailnetOf(obj *v1alpha1.TailscaleEndpoints) *v1alpha1.Tails
 // apply keeps the ServiceAccount, Role, RoleBinding and state Secrets.
 func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
 	core, rbac := c.kube.CoreV1(), c.kube.RbacV1()
-	lister := c.core
+	lister, ns := c.core, c.opts.Namespace
 	// The state Secrets of the previous scale, read before the Role changes.
 	previous := c.secretsOf(obj)
-	if err := ensure(ctx, c, obj, ServiceAccount(obj), lister.Core().V1().ServiceAccounts().Lister().ServiceAccounts(obj.Namespace).Get,
-		core.ServiceAccounts(obj.Namespace).Create, core.ServiceAccounts(obj.Namespace).Update,
+	if err := ensure(ctx, c, obj, ServiceAccount(ns, obj), lister.Core().V1().ServiceAccounts().Lister().ServiceAccounts(ns).Get,
+		core.ServiceAccounts(ns).Create, core.ServiceAccounts(ns).Update,
 		func(cur, want *corev1.ServiceAccount) bool { return false }); err != nil {
 		return err
 	}
-	if err := ensure(ctx, c, obj, Role(obj), lister.Rbac().V1().Roles().Lister().Roles(obj.Namespace).Get,
-		rbac.Roles(obj.Namespace).Create, rbac.Roles(obj.Namespace).Update,
+	if err := ensure(ctx, c, obj, Role(ns, obj), lister.Rbac().V1().Roles().Lister().Roles(ns).Get,
+		rbac.Roles(ns).Create, rbac.Roles(ns).Update,
 		func(cur, want *rbacv1.Role) bool {
 			if equality.Semantic.DeepEqual(cur.Rules, want.Rules) {
 				return false
@@ -418,8 +448,8 @@ func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints
 		}); err != nil {
 		return err
 	}
-	if err := ensure(ctx, c, obj, RoleBinding(obj), lister.Rbac().V1().RoleBindings().Lister().RoleBindings(obj.Namespace).Get,
-		rbac.RoleBindings(obj.Namespace).Create, rbac.RoleBindings(obj.Namespace).Update,
+	if err := ensure(ctx, c, obj, RoleBinding(ns, obj), lister.Rbac().V1().RoleBindings().Lister().RoleBindings(ns).Get,
+		rbac.RoleBindings(ns).Create, rbac.RoleBindings(ns).Update,
 		func(cur, want *rbacv1.RoleBinding) bool {
 			if equality.Semantic.DeepEqual(cur.Subjects, want.Subjects) {
 				return false
@@ -429,14 +459,14 @@ func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints
 		}); err != nil {
 		return err
 	}
-	// Secrets are read by name, never listed: the server may get Secrets but not enumerate them.
+	// Secrets are read by name (and listed by label only to collect ours, deleteAll).
 	getSecret := func(name string) (*corev1.Secret, error) {
-		return core.Secrets(obj.Namespace).Get(ctx, name, metav1.GetOptions{})
+		return core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 	}
 	replicas := Replicas(obj)
 	for i := range replicas {
 		// The proxy owns the content: the controller only creates the Secret.
-		if err := ensure(ctx, c, obj, StateSecret(obj, i), getSecret, core.Secrets(obj.Namespace).Create, core.Secrets(obj.Namespace).Update,
+		if err := ensure(ctx, c, obj, StateSecret(ns, obj, i), getSecret, core.Secrets(ns).Create, core.Secrets(ns).Update,
 			func(cur, want *corev1.Secret) bool { return false }); err != nil {
 			return err
 		}
@@ -444,16 +474,16 @@ func (c *Controller) apply(ctx context.Context, obj *v1alpha1.TailscaleEndpoints
 	// The state and auth key Secrets of replicas scaled away go with them (a later scale-up
 	// enrolls new nodes), the keys revoked: the Role of the previous scale names them. So does
 	// the key Secret earlier versions shared among replicas.
-	n := NamesOf(obj.Name)
-	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return name == n.SharedAuthKey || isReplicaSecretOf(n, name, replicas) })
+	n := NamesFor(obj.Namespace, obj.Name)
+	return c.deleteSecrets(ctx, obj, previous, func(name string) bool { return isReplicaSecretOf(n, name, replicas) })
 }
 
 // secretsOf returns the names of the Secrets obj's current Role names (state and auth key
-// Secrets) and of the key Secret earlier versions shared among replicas.
+// Secrets).
 func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
-	n := NamesOf(obj.Name)
-	names := []string{n.SharedAuthKey}
-	if role, err := c.core.Rbac().V1().Roles().Lister().Roles(obj.Namespace).Get(n.Base); err == nil && metav1.IsControlledBy(role, obj) {
+	n := NamesFor(obj.Namespace, obj.Name)
+	var names []string
+	if role, err := c.core.Rbac().V1().Roles().Lister().Roles(c.opts.Namespace).Get(n.Base); err == nil && IsKeptFor(role, obj) {
 		for _, r := range role.Rules {
 			if slices.Contains(r.Resources, "secrets") {
 				names = append(names, r.ResourceNames...)
@@ -485,10 +515,10 @@ func isReplicaSecretOf(n Names, name string, replicas int) bool {
 
 // applyWorkload keeps the Service and the StatefulSet.
 func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
-	obj := in.Endpoints
+	obj, ns := in.Endpoints, c.opts.Namespace
 	core, apps := c.kube.CoreV1(), c.kube.AppsV1()
-	if err := ensure(ctx, c, obj, Service(obj), c.core.Core().V1().Services().Lister().Services(obj.Namespace).Get,
-		core.Services(obj.Namespace).Create, core.Services(obj.Namespace).Update,
+	if err := ensure(ctx, c, obj, Service(ns, obj), c.core.Core().V1().Services().Lister().Services(ns).Get,
+		core.Services(ns).Create, core.Services(ns).Update,
 		func(cur, want *corev1.Service) bool {
 			if equality.Semantic.DeepEqual(cur.Spec.Ports, want.Spec.Ports) && equality.Semantic.DeepEqual(cur.Spec.Selector, want.Spec.Selector) {
 				return false
@@ -498,8 +528,8 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 		}); err != nil {
 		return err
 	}
-	if err := ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(obj.Namespace).Get,
-		apps.StatefulSets(obj.Namespace).Create, apps.StatefulSets(obj.Namespace).Update,
+	if err := ensure(ctx, c, obj, StatefulSet(c.opts.Config, in), c.core.Apps().V1().StatefulSets().Lister().StatefulSets(ns).Get,
+		apps.StatefulSets(ns).Create, apps.StatefulSets(ns).Update,
 		func(cur, want *appsv1.StatefulSet) bool {
 			if ptrEq(cur.Spec.Replicas, want.Spec.Replicas) &&
 				cur.Spec.Template.Annotations[ConfigHashAnnotation] == want.Spec.Template.Annotations[ConfigHashAnnotation] {
@@ -516,12 +546,12 @@ func (c *Controller) applyWorkload(ctx context.Context, in Input) error {
 // applyBudget keeps the PodDisruptionBudget of a proxy with several replicas and deletes ours
 // when it runs one or none.
 func (c *Controller) applyBudget(ctx context.Context, in Input) error {
-	obj := in.Endpoints
-	pdbs := c.kube.PolicyV1().PodDisruptionBudgets(obj.Namespace)
-	lister := c.core.Policy().V1().PodDisruptionBudgets().Lister().PodDisruptionBudgets(obj.Namespace)
-	want := PodDisruptionBudget(in)
+	obj, ns := in.Endpoints, c.opts.Namespace
+	pdbs := c.kube.PolicyV1().PodDisruptionBudgets(ns)
+	lister := c.core.Policy().V1().PodDisruptionBudgets().Lister().PodDisruptionBudgets(ns)
+	want := PodDisruptionBudget(ns, in)
 	if want == nil {
-		return deleteOurs(ctx, obj, "PodDisruptionBudget", NamesOf(obj.Name).Base, lister.Get, pdbs.Delete)
+		return deleteOurs(ctx, obj, "PodDisruptionBudget", NamesFor(obj.Namespace, obj.Name).Base, lister.Get, pdbs.Delete)
 	}
 	return ensure(ctx, c, obj, want, lister.Get, pdbs.Create, pdbs.Update,
 		func(cur, want *policyv1.PodDisruptionBudget) bool {
@@ -534,11 +564,11 @@ func (c *Controller) applyBudget(ctx context.Context, in Input) error {
 		})
 }
 
-// deleteOurs deletes the object name of kind when it exists and is ours.
+// deleteOurs deletes the object name of kind when it exists and is kept for obj.
 func deleteOurs[T metav1.Object](ctx context.Context, obj *v1alpha1.TailscaleEndpoints, kind, name string,
 	get func(string) (T, error), del func(context.Context, string, metav1.DeleteOptions) error) error {
 	cur, err := get(name)
-	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(cur, obj)) {
+	if apierrors.IsNotFound(err) || (err == nil && !IsKeptFor(cur, obj)) {
 		return nil
 	}
 	if err != nil {
@@ -599,7 +629,7 @@ func ensure[T interface {
 	if err != nil {
 		return err
 	}
-	if !metav1.IsControlledBy(cur, obj) {
+	if !IsKeptFor(cur, obj) {
 		return c.conflict(obj, kind, want.GetName())
 	}
 	cur = cur.DeepCopyObject().(T)
@@ -617,11 +647,18 @@ func ensure[T interface {
 	return nil
 }
 
-// deleteAll removes the objects of ours for obj, whose spec.proxy went (the garbage collector
-// does it when obj itself goes).
-func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpoints) error {
-	sel := labels.SelectorFromSet(labelsOf(obj))
-	ns := obj.Namespace
+// gone stands for a TailscaleEndpoints namespace/name that no longer exists, to delete what
+// was kept for it.
+func gone(namespace, name string) *v1alpha1.TailscaleEndpoints {
+	return &v1alpha1.TailscaleEndpoints{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+}
+
+// deleteAll deletes the objects of ours in the installation's namespace labelled for obj's
+// namespace and name (any UID), or only those of them for which each of only is true. Secrets
+// go first, their keys revoked (the Role names the state Secrets).
+func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, only ...func(metav1.Object) bool) error {
+	sel := labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedBy, ParentNamespaceLabel: obj.Namespace, ParentNameLabel: obj.Name})
+	ns := c.opts.Namespace
 	var objs []metav1.Object
 	var dels []func(context.Context, string, metav1.DeleteOptions) error
 	add := func(del func(context.Context, string, metav1.DeleteOptions) error, items ...metav1.Object) {
@@ -651,12 +688,33 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 	if items, err := l.Core().V1().ServiceAccounts().Lister().ServiceAccounts(ns).List(sel); err == nil {
 		add(c.kube.CoreV1().ServiceAccounts(ns).Delete, asObjects(items)...)
 	}
-	// Secrets first: the Role names the state Secrets.
-	if err := c.deleteSecrets(ctx, obj, c.secretsOf(obj), func(string) bool { return true }); err != nil {
-		return err
+	wanted := func(m metav1.Object) bool {
+		for _, f := range only {
+			if !f(m) {
+				return false
+			}
+		}
+		return true
+	}
+	secrets := c.kube.CoreV1().Secrets(ns)
+	list, err := secrets.List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return fmt.Errorf("listing the proxy's Secrets: %w", err)
+	}
+	for i := range list.Items {
+		s := &list.Items[i]
+		if !wanted(s) {
+			continue
+		}
+		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
+		uid := s.UID
+		if err := secrets.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
+			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("deleting Secret %s: %w", s.Name, err)
+		}
 	}
 	for i, o := range objs {
-		if !metav1.IsControlledBy(o, obj) {
+		if _, _, ok := ParentOf(o); !ok || !wanted(o) {
 			continue
 		}
 		uid := o.GetUID()
@@ -666,6 +724,21 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 		}
 	}
 	return nil
+}
+
+// enqueueParentsOfSecrets syncs the parent of every Secret of ours in the installation's
+// namespace (listed by label, read once: Secrets are not watched).
+func (c *Controller) enqueueParentsOfSecrets(ctx context.Context) {
+	list, err := c.kube.CoreV1().Secrets(c.opts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ManagedByLabel + "=" + ManagedBy})
+	if err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Listing the proxies' Secrets")
+		return
+	}
+	for i := range list.Items {
+		if parent, _, ok := ParentOf(&list.Items[i]); ok {
+			c.queue.Add(parent.String())
+		}
+	}
 }
 
 func asObjects[T metav1.Object](items []T) []metav1.Object {

@@ -191,10 +191,24 @@ func (k *Keyring) revoke(ctx context.Context, t KeyTarget, api tailnet.API, id, 
 	klog.FromContext(ctx).V(2).Info("Revoked an auth key of the proxy", "proxy", t.Key, "keyID", id, "why", why)
 }
 
+// RevokeRecorded revokes the key whose ID Secret s records, if any, before s is deleted: a key
+// that leaves the cluster leaves the tailnet too. A key that cannot be revoked (the tailnet is
+// gone or its API fails) is logged and lapses at its expiry.
+func (k *Keyring) RevokeRecorded(ctx context.Context, t KeyTarget, s *corev1.Secret, why string) {
+	id := s.Annotations[AuthKeyIDAnnotation]
+	if id == "" {
+		return
+	}
+	api, _, err := t.API()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Revoking an auth key of the proxy", "proxy", t.Key, "keyID", id, "why", why)
+		return
+	}
+	k.revoke(ctx, t, api, id, why)
+}
+
 // Delete deletes those of the Secrets names for which drop is true and that are ours, first
-// revoking the key each records, if any: a key that leaves the cluster leaves the tailnet too.
-// A key that cannot be revoked (the tailnet is gone or its API fails) is logged and lapses at
-// its expiry.
+// revoking the key each records (RevokeRecorded).
 func (k *Keyring) Delete(ctx context.Context, t KeyTarget, names []string, drop func(name string) bool) error {
 	secrets := k.Kube.CoreV1().Secrets(t.Namespace)
 	for _, name := range names {
@@ -211,13 +225,7 @@ func (k *Keyring) Delete(ctx context.Context, t KeyTarget, names []string, drop 
 		if !t.Ours(s) {
 			continue
 		}
-		if id := s.Annotations[AuthKeyIDAnnotation]; id != "" {
-			if api, _, err := t.API(); err != nil {
-				klog.FromContext(ctx).Error(err, "Revoking an auth key of the proxy", "proxy", t.Key, "keyID", id, "why", "its Secret is deleted")
-			} else {
-				k.revoke(ctx, t, api, id, "its Secret is deleted")
-			}
-		}
+		k.RevokeRecorded(ctx, t, s, "its Secret is deleted")
 		uid := s.UID
 		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {

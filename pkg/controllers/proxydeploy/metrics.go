@@ -17,9 +17,10 @@ import (
 	listers "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/listers/gateway/v1alpha1"
 )
 
-// PodInformers returns informers limited to the proxies' pods (their template's labels).
-func PodInformers(kube kubernetes.Interface, resync time.Duration) kubeinformers.SharedInformerFactory {
-	return kubeinformers.NewSharedInformerFactoryWithOptions(kube, resync,
+// PodInformers returns informers limited to the proxies' pods (their template's labels) in the
+// installation's namespace.
+func PodInformers(kube kubernetes.Interface, namespace string, resync time.Duration) kubeinformers.SharedInformerFactory {
+	return kubeinformers.NewSharedInformerFactoryWithOptions(kube, resync, kubeinformers.WithNamespace(namespace),
 		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = podNameLabel + "=" + podName }))
 }
 
@@ -36,9 +37,11 @@ func (c *Controller) Ownership() Ownership {
 }
 
 // MetricsTargets lists the metrics endpoints of the running proxy pods that are ours: controlled
-// by the StatefulSet kept for the TailscaleEndpoints they name in ProxyForLabel, itself
-// controlled by that object (ownerReference UIDs, not labels, which anyone who creates a pod
-// can copy). Each target's counts reach only the TailscaleServices its proxy hosts.
+// (ownerReference UID) by the StatefulSet kept for the TailscaleEndpoints their labels name,
+// that StatefulSet being ours and labelled for that object's UID. The pods live in the
+// installation's namespace, where tenants create none; the ownerReference still holds against
+// a pod that copies the labels. Each target's counts reach only the TailscaleServices its proxy
+// hosts, in its TailscaleEndpoints' namespace.
 func MetricsTargets(pods corelisters.PodLister, own Ownership) []requestcounts.Target {
 	list, err := pods.List(labels.SelectorFromSet(labels.Set{podNameLabel: podName}))
 	if err != nil {
@@ -46,21 +49,21 @@ func MetricsTargets(pods corelisters.PodLister, own Ownership) []requestcounts.T
 	}
 	var out []requestcounts.Target
 	for _, p := range list {
-		proxyFor := p.Labels[ProxyForLabel]
-		if p.Status.Phase != corev1.PodRunning || net.ParseIP(p.Status.PodIP) == nil || proxyFor == "" {
+		ns, name := p.Labels[ParentNamespaceLabel], p.Labels[ParentNameLabel]
+		if p.Status.Phase != corev1.PodRunning || net.ParseIP(p.Status.PodIP) == nil || ns == "" || name == "" {
 			continue
 		}
-		obj, err := own.Endpoints.TailscaleEndpoints(p.Namespace).Get(proxyFor)
+		obj, err := own.Endpoints.TailscaleEndpoints(ns).Get(name)
 		if err != nil {
 			continue
 		}
-		sts, err := own.StatefulSets.StatefulSets(p.Namespace).Get(NamesOf(proxyFor).Base)
-		if err != nil || !metav1.IsControlledBy(sts, obj) || !metav1.IsControlledBy(p, sts) {
+		sts, err := own.StatefulSets.StatefulSets(p.Namespace).Get(NamesFor(ns, name).Base)
+		if err != nil || !IsKeptFor(sts, obj) || !metav1.IsControlledBy(p, sts) {
 			continue
 		}
 		out = append(out, requestcounts.Target{Key: p.Namespace + "/" + p.Name,
 			URL:       "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(MetricsPort)) + "/metrics",
-			Namespace: p.Namespace, Serves: hostedServices(obj, own.Services)})
+			Namespace: obj.Namespace, Serves: hostedServices(obj, own.Services)})
 	}
 	return out
 }

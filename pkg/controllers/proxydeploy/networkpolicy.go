@@ -37,7 +37,7 @@ type NetworkPolicyConfig struct {
 }
 
 // NetworkPolicy returns the NetworkPolicy of the proxy pods sts runs for obj, in sts's
-// namespace, owned like sts. Ingress only (the proxy dials the tailnet and the API server
+// namespace (the installation's), labelled like sts. Ingress only (the proxy dials the tailnet and the API server
 // freely): the egress listener ports admit Envoy Gateway's Envoy pods and the pods of the
 // namespaces tailnet admits (spec.allowedNamespaces; none when tailnet is nil, every namespace
 // when it admits all), the metrics port admits the server's pods; nothing else reaches the
@@ -73,10 +73,7 @@ func NetworkPolicyFor(cfg NetworkPolicyConfig, sts *appsv1.StatefulSet, ports []
 		Ports: []networkingv1.NetworkPolicyPort{policyPort(corev1.ProtocolTCP, MetricsPort)},
 	})
 	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: sts.Name, Namespace: sts.Namespace, Labels: maps.Clone(sts.Labels),
-			OwnerReferences: slices.Clone(sts.OwnerReferences),
-		},
+		ObjectMeta: metav1.ObjectMeta{Name: sts.Name, Namespace: sts.Namespace, Labels: maps.Clone(sts.Labels)},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: *sts.Spec.Selector.DeepCopy(),
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},

@@ -157,15 +157,15 @@ func TestNetworkPolicyOfAnIngressProxyOpensNoEgressPort(t *testing.T) {
 	}
 }
 
-// The policy follows the StatefulSet: its namespace, selector, labels and owner, wherever the
-// StatefulSet lives.
+// The policy follows the StatefulSet: its namespace (the installation's), selector and labels,
+// wherever the StatefulSet lives; it has no ownerReference (its parent is in another namespace).
 func TestNetworkPolicyFollowsTheStatefulSet(t *testing.T) {
 	obj := testEndpoints(Egress, 1)
 	sts := StatefulSet(testConfig, Input{Endpoints: obj})
-	sts.Namespace = "tailscale-gateway-system"
+	sts.Namespace = "elsewhere"
 	np := NetworkPolicy(testPolicyConfig, sts, obj, nil)
 	if np.Namespace != sts.Namespace || np.Name != sts.Name || !equalMaps(np.Labels, sts.Labels) ||
-		!equalMaps(np.Spec.PodSelector.MatchLabels, sts.Spec.Template.Labels) || !metav1.IsControlledBy(np, obj) {
+		!equalMaps(np.Spec.PodSelector.MatchLabels, sts.Spec.Template.Labels) || len(np.OwnerReferences) != 0 || !IsKeptFor(np, obj) {
 		t.Fatalf("policy %s/%s labels %v selector %v owners %v; StatefulSet %s/%s labels %v pods %v",
 			np.Namespace, np.Name, np.Labels, np.Spec.PodSelector.MatchLabels, np.OwnerReferences,
 			sts.Namespace, sts.Name, sts.Labels, sts.Spec.Template.Labels)

@@ -24,14 +24,8 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
 )
 
-// Labels and annotations of the generated objects.
+// Annotations of the generated objects.
 const (
-	// ManagedByLabel marks every object this controller creates (value ManagedBy); together with
-	// a controller ownerReference to the TailscaleEndpoints it is what makes an object ours.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	ManagedBy      = "tailscale-gateway-proxydeploy"
-	// ProxyForLabel names the TailscaleEndpoints the object belongs to.
-	ProxyForLabel = "gateway.tailscale.com/proxy-for"
 	// ConfigHashAnnotation on the pod template is a hash of the pod's configuration: any change
 	// rolls the StatefulSet.
 	ConfigHashAnnotation = "gateway.tailscale.com/config-hash"
@@ -62,12 +56,6 @@ const (
 // 10 s, pods on the real-node cluster joined at +2 s and were Ready at +11 s (docs/cluster.md).
 const ReadinessPeriodSeconds = 2
 
-// MaxNameLength bounds a TailscaleEndpoints name with a proxy: the StatefulSet is named
-// "<name>-proxy" and its pods' controller-revision-hash label must stay within 63 characters.
-const MaxNameLength = 52 - len(nameSuffix)
-
-const nameSuffix = "-proxy"
-
 // Config is what the generated objects take from the server's flags.
 type Config struct {
 	// Image, PullPolicy and Resources of the proxy container.
@@ -76,29 +64,10 @@ type Config struct {
 	Resources  corev1.ResourceRequirements
 	// ControlURL is the coordination server the proxies join; empty is Tailscale's.
 	ControlURL string
+	// Namespace is the installation's namespace, where every proxy object is kept: tenants,
+	// whose namespaces hold the TailscaleEndpoints, cannot read its Secrets.
+	Namespace string
 }
-
-// Names of the objects generated for one TailscaleEndpoints.
-type Names struct {
-	// Base names the ServiceAccount, Role, RoleBinding, StatefulSet and Service.
-	Base string
-	// SharedAuthKey is the Secret of the reusable key earlier versions shared among replicas:
-	// deleted (its key revoked) when found.
-	SharedAuthKey string
-}
-
-// NamesOf returns the names of obj's objects.
-func NamesOf(name string) Names {
-	return Names{Base: name + nameSuffix, SharedAuthKey: name + nameSuffix + "-authkey"}
-}
-
-// StateSecret is the state Secret of replica i, named like its pod.
-func (n Names) StateSecret(i int) string { return n.Base + "-" + strconv.Itoa(i) }
-
-// AuthKeySecret is the Secret holding the single-use auth key of replica i until it has joined.
-func (n Names) AuthKeySecret(i int) string { return n.StateSecret(i) + authKeySuffix }
-
-const authKeySuffix = "-authkey"
 
 // Input is what the objects of one TailscaleEndpoints are derived from.
 type Input struct {
@@ -134,7 +103,7 @@ func runsEgress(obj *v1alpha1.TailscaleEndpoints) bool  { return ConnectionType(
 func runsIngress(obj *v1alpha1.TailscaleEndpoints) bool { return ConnectionType(obj) != Egress }
 
 func labelsOf(obj *v1alpha1.TailscaleEndpoints) map[string]string {
-	return map[string]string{ManagedByLabel: ManagedBy, ProxyForLabel: obj.Name}
+	return ParentLabels(obj.Namespace, obj.Name, obj.UID)
 }
 
 // The label every proxy pod carries.
@@ -143,37 +112,35 @@ const (
 	podName      = "tailscale-gateway-proxy"
 )
 
+// selectorOf selects the pods of obj's proxy (their template's labels).
 func selectorOf(obj *v1alpha1.TailscaleEndpoints) map[string]string {
-	return map[string]string{podNameLabel: podName, ProxyForLabel: obj.Name}
+	return map[string]string{podNameLabel: podName, ParentNamespaceLabel: obj.Namespace, ParentNameLabel: obj.Name}
 }
 
-func metaOf(obj *v1alpha1.TailscaleEndpoints, name string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name: name, Namespace: obj.Namespace, Labels: labelsOf(obj),
-		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(obj, v1alpha1.SchemeGroupVersion.WithKind("TailscaleEndpoints"))},
-	}
+// metaOf is the metadata of obj's object name in the installation's namespace ns: labels, no
+// ownerReference (it would cross namespaces).
+func metaOf(ns string, obj *v1alpha1.TailscaleEndpoints, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labelsOf(obj)}
 }
 
 // ServiceAccount returns the proxies' ServiceAccount.
-func ServiceAccount(obj *v1alpha1.TailscaleEndpoints) *corev1.ServiceAccount {
-	return &corev1.ServiceAccount{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), AutomountServiceAccountToken: ptr.To(true)}
+func ServiceAccount(ns string, obj *v1alpha1.TailscaleEndpoints) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: metaOf(ns, obj, NamesFor(obj.Namespace, obj.Name).Base), AutomountServiceAccountToken: ptr.To(true)}
 }
 
-// Role returns the least the proxies need: reading the objects they serve (the proxy lists and
-// watches them namespace-wide and picks its own), getting and updating their own state Secrets
-// and getting their auth key Secrets. They emit no Events.
-func Role(obj *v1alpha1.TailscaleEndpoints) *rbacv1.Role {
-	n := NamesOf(obj.Name)
+// Role returns what the proxies need in the installation's namespace ns: getting and updating
+// their own state Secrets and getting their auth key Secrets, by name. They read the objects
+// they serve (gateway.tailscale.com, in the tenant's namespace) through the ClusterRole the
+// installation binds to its namespace's ServiceAccounts (chart: tailscale-gateway-proxy), which
+// reads no Secret. They emit no Events.
+func Role(ns string, obj *v1alpha1.TailscaleEndpoints) *rbacv1.Role {
+	n := NamesFor(obj.Namespace, obj.Name)
 	var states, keys []string
 	for i := range Replicas(obj) {
 		states = append(states, n.StateSecret(i))
 		keys = append(keys, n.AuthKeySecret(i))
 	}
-	rules := []rbacv1.PolicyRule{{
-		APIGroups: []string{v1alpha1.GroupName},
-		Resources: []string{"tailscaleendpoints", "tailscaleservices"},
-		Verbs:     []string{"get", "list", "watch"},
-	}}
+	var rules []rbacv1.PolicyRule
 	if len(states) > 0 {
 		rules = append(rules, rbacv1.PolicyRule{
 			APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: states,
@@ -182,28 +149,28 @@ func Role(obj *v1alpha1.TailscaleEndpoints) *rbacv1.Role {
 			APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: keys, Verbs: []string{"get"},
 		})
 	}
-	return &rbacv1.Role{ObjectMeta: metaOf(obj, n.Base), Rules: rules}
+	return &rbacv1.Role{ObjectMeta: metaOf(ns, obj, n.Base), Rules: rules}
 }
 
 // RoleBinding binds Role to ServiceAccount.
-func RoleBinding(obj *v1alpha1.TailscaleEndpoints) *rbacv1.RoleBinding {
-	n := NamesOf(obj.Name)
+func RoleBinding(ns string, obj *v1alpha1.TailscaleEndpoints) *rbacv1.RoleBinding {
+	n := NamesFor(obj.Namespace, obj.Name)
 	return &rbacv1.RoleBinding{
-		ObjectMeta: metaOf(obj, n.Base),
+		ObjectMeta: metaOf(ns, obj, n.Base),
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: n.Base},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: n.Base, Namespace: obj.Namespace}},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: n.Base, Namespace: ns}},
 	}
 }
 
 // StateSecret returns the empty state Secret of replica i; the proxy fills it.
-func StateSecret(obj *v1alpha1.TailscaleEndpoints, i int) *corev1.Secret {
-	return &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).StateSecret(i)), Type: corev1.SecretTypeOpaque}
+func StateSecret(ns string, obj *v1alpha1.TailscaleEndpoints, i int) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metaOf(ns, obj, NamesFor(obj.Namespace, obj.Name).StateSecret(i)), Type: corev1.SecretTypeOpaque}
 }
 
 // AuthKeySecret returns the Secret of replica i holding key, minted with tags; its annotations
 // record the tags, the key's ID and expiry, never the key.
-func AuthKeySecret(obj *v1alpha1.TailscaleEndpoints, i int, key tailnet.AuthKey, tags []string) *corev1.Secret {
-	s := &corev1.Secret{ObjectMeta: metaOf(obj, NamesOf(obj.Name).AuthKeySecret(i)), Type: corev1.SecretTypeOpaque,
+func AuthKeySecret(ns string, obj *v1alpha1.TailscaleEndpoints, i int, key tailnet.AuthKey, tags []string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metaOf(ns, obj, NamesFor(obj.Namespace, obj.Name).AuthKeySecret(i)), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{AuthKeyKey: []byte(key.Key)}}
 	s.Annotations = map[string]string{AuthKeyTagsAnnotation: strings.Join(tags, ","), AuthKeyIDAnnotation: key.ID}
 	if !key.Expires.IsZero() {
@@ -235,10 +202,10 @@ func EgressPorts(obj *v1alpha1.TailscaleEndpoints) []corev1.ServicePort {
 
 // Service returns the Service in front of the proxies: one port per egress listener (same port
 // number as the listener) and the metrics port.
-func Service(obj *v1alpha1.TailscaleEndpoints) *corev1.Service {
+func Service(ns string, obj *v1alpha1.TailscaleEndpoints) *corev1.Service {
 	ports := append(EgressPorts(obj), corev1.ServicePort{Name: "metrics", Protocol: corev1.ProtocolTCP,
 		Port: MetricsPort, TargetPort: intstr.FromInt32(MetricsPort)})
-	return &corev1.Service{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), Spec: corev1.ServiceSpec{
+	return &corev1.Service{ObjectMeta: metaOf(ns, obj, NamesFor(obj.Namespace, obj.Name).Base), Spec: corev1.ServiceSpec{
 		Type: corev1.ServiceTypeClusterIP, Selector: selectorOf(obj), Ports: ports,
 	}}
 }
@@ -248,6 +215,7 @@ func Args(cfg Config, in Input) []string {
 	obj := in.Endpoints
 	args := []string{
 		"--namespace=" + obj.Namespace,
+		"--secret-namespace=" + cfg.Namespace,
 		"--hostname=$(POD_NAME)",
 		"--state-secret=$(POD_NAME)",
 		"--state-dir=" + stateDir,
@@ -278,7 +246,7 @@ func Serves(in Input) bool {
 // StatefulSet returns the proxies' StatefulSet; its pod template carries ConfigHashAnnotation.
 func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 	obj := in.Endpoints
-	n := NamesOf(obj.Name)
+	n := NamesFor(obj.Namespace, obj.Name)
 	replicas := int32(Replicas(obj))
 	if !Serves(in) {
 		replicas = 0
@@ -291,7 +259,7 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 	}
 	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: pod}
 	tmpl.Annotations = map[string]string{ConfigHashAnnotation: hashOf(tmpl)}
-	return &appsv1.StatefulSet{ObjectMeta: metaOf(obj, n.Base), Spec: appsv1.StatefulSetSpec{
+	return &appsv1.StatefulSet{ObjectMeta: metaOf(cfg.Namespace, obj, n.Base), Spec: appsv1.StatefulSetSpec{
 		Replicas: &replicas, ServiceName: n.Base, Selector: &metav1.LabelSelector{MatchLabels: sel},
 		PodManagementPolicy: appsv1.ParallelPodManagement, Template: tmpl,
 		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
@@ -301,13 +269,13 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 // PodDisruptionBudget returns the budget that keeps voluntary disruptions (node drains) to
 // one proxy at a time, or nil when in runs at most one replica (a budget of one replica with
 // maxUnavailable 1 protects nothing, and one with 0 would block every drain).
-func PodDisruptionBudget(in Input) *policyv1.PodDisruptionBudget {
+func PodDisruptionBudget(ns string, in Input) *policyv1.PodDisruptionBudget {
 	obj := in.Endpoints
 	if Replicas(obj) <= 1 || !Serves(in) {
 		return nil
 	}
 	one := intstr.FromInt32(1)
-	return &policyv1.PodDisruptionBudget{ObjectMeta: metaOf(obj, NamesOf(obj.Name).Base), Spec: policyv1.PodDisruptionBudgetSpec{
+	return &policyv1.PodDisruptionBudget{ObjectMeta: metaOf(ns, obj, NamesFor(obj.Namespace, obj.Name).Base), Spec: policyv1.PodDisruptionBudgetSpec{
 		MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: selectorOf(obj)}}}
 }
 

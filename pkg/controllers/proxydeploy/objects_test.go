@@ -23,7 +23,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-var testConfig = Config{
+// installNS is the installation's namespace of the tests.
+const installNS = "tailscale-gateway-system"
+
+var testConfig = Config{Namespace: installNS,
 	Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:v0.1.0", PullPolicy: corev1.PullIfNotPresent,
 	Resources:  corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}},
 	ControlURL: "https://control.example",
@@ -87,8 +90,9 @@ func TestGeneratedObjects(t *testing.T) {
 		t.Run(ct, func(t *testing.T) {
 			obj := testEndpoints(ct, 2)
 			in := Input{Endpoints: obj, Services: []string{"web"}, Tags: []string{"tag:k8s", "tag:web"}}
-			golden(t, "backends-"+ct, ServiceAccount(obj), Role(obj), RoleBinding(obj), StateSecret(obj, 0), StateSecret(obj, 1),
-				Service(obj), StatefulSet(testConfig, in), PodDisruptionBudget(in))
+			golden(t, "backends-"+ct, ServiceAccount(installNS, obj), Role(installNS, obj), RoleBinding(installNS, obj),
+				StateSecret(installNS, obj, 0), StateSecret(installNS, obj, 1),
+				Service(installNS, obj), StatefulSet(testConfig, in), PodDisruptionBudget(installNS, in))
 		})
 	}
 }
@@ -133,10 +137,14 @@ func TestServicePortsAreTheRecordedEgressPorts(t *testing.T) {
 }
 
 func TestRoleNamesOnlyTheReplicasStateSecrets(t *testing.T) {
-	r := Role(testEndpoints(Egress, 3))
+	r := Role(installNS, testEndpoints(Egress, 3))
+	base := NamesFor("web", "backends").Base
 	for _, rule := range r.Rules {
+		if slices.Contains(rule.APIGroups, v1alpha1.GroupName) {
+			t.Fatalf("the Role in the installation's namespace grants %v (the proxies read them in the tenant's)", rule)
+		}
 		if slices.Contains(rule.Resources, "secrets") {
-			if !slices.Equal(rule.ResourceNames, []string{"backends-proxy-0", "backends-proxy-1", "backends-proxy-2"}) {
+			if !slices.Equal(rule.ResourceNames, []string{base + "-0", base + "-1", base + "-2"}) {
 				t.Fatalf("secrets rule names %v", rule.ResourceNames)
 			}
 			if slices.Contains(rule.Verbs, "list") || slices.Contains(rule.Verbs, "create") {
@@ -178,9 +186,9 @@ func TestIngressWithNothingToServeRunsNoReplicas(t *testing.T) {
 
 func TestPodDisruptionBudgetOnlyForSeveralReplicas(t *testing.T) {
 	in := Input{Endpoints: testEndpoints(Egress, 3)}
-	pdb := PodDisruptionBudget(in)
+	pdb := PodDisruptionBudget(installNS, in)
 	if pdb == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil ||
-		!metav1.IsControlledBy(pdb, in.Endpoints) || pdb.Labels[ManagedByLabel] != ManagedBy {
+		!IsKeptFor(pdb, in.Endpoints) || pdb.Namespace != installNS {
 		t.Fatalf("budget %+v", pdb)
 	}
 	sts := StatefulSet(testConfig, in)
@@ -188,7 +196,7 @@ func TestPodDisruptionBudgetOnlyForSeveralReplicas(t *testing.T) {
 		t.Fatalf("budget selector %v, StatefulSet's %v", pdb.Spec.Selector.MatchLabels, sts.Spec.Selector.MatchLabels)
 	}
 	for _, in := range []Input{{Endpoints: testEndpoints(Egress, 1)}, {Endpoints: testEndpoints(Egress, 0)}, {Endpoints: testEndpoints(Ingress, 2)}} {
-		if pdb := PodDisruptionBudget(in); pdb != nil {
+		if pdb := PodDisruptionBudget(installNS, in); pdb != nil {
 			t.Errorf("a budget for %d replicas (%s, serves %v)", Replicas(in.Endpoints), ConnectionType(in.Endpoints), Serves(in))
 		}
 	}
@@ -207,7 +215,7 @@ func equalMaps(a, b map[string]string) bool {
 }
 
 func TestIsReplicaSecretOf(t *testing.T) {
-	n := NamesOf("x")
+	n := Names{Base: "x-proxy"}
 	for name, want := range map[string]bool{"x-proxy-0": false, "x-proxy-2": true, "x-proxy-10": true, "x-proxy-authkey": false, "x-proxy-02": false, "y-proxy-5": false,
 		"x-proxy-1-authkey": false, "x-proxy-2-authkey": true, "x-proxy-2-authkey-authkey": false} {
 		if got := isReplicaSecretOf(n, name, 2); got != want {

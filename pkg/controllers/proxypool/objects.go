@@ -184,7 +184,7 @@ func Service(p Pool) *corev1.Service {
 func Args(cfg proxydeploy.Config, p Pool) []string {
 	args := []string{
 		"--tailnet=" + p.Tailnet.Name,
-		"--namespace=" + p.Namespace,
+		"--secret-namespace=" + p.Namespace,
 		"--hostname=$(POD_NAME)",
 		"--state-secret=$(POD_NAME)",
 		"--state-dir=" + stateDir,

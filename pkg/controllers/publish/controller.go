@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -134,12 +135,15 @@ func (c *Controller) onEndpoints(obj any) {
 }
 
 // WatchProxies queues again what is published for a TailscaleEndpoints when an object of inf
-// changes whose label names it (the proxy Services a ProxyAddresser reads), until Run ends.
+// changes that parentOf maps to it (the proxy Services a ProxyAddresser reads, in another
+// namespace than the TailscaleEndpoints), until Run ends.
 // Call it before Run.
-func (c *Controller) WatchProxies(inf cache.SharedIndexInformer, label string) error {
+func (c *Controller) WatchProxies(inf cache.SharedIndexInformer, parentOf func(metav1.Object) (types.NamespacedName, bool)) error {
 	fn := func(obj any) {
-		if o, ok := metaOf(obj); ok && o.GetLabels()[label] != "" {
-			c.onEndpoints(&metav1.ObjectMeta{Namespace: o.GetNamespace(), Name: o.GetLabels()[label]})
+		if o, ok := metaOf(obj); ok {
+			if parent, ok := parentOf(o); ok {
+				c.onEndpoints(&metav1.ObjectMeta{Namespace: parent.Namespace, Name: parent.Name})
+			}
 		}
 	}
 	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: fn, UpdateFunc: func(_, o any) { fn(o) }, DeleteFunc: fn})

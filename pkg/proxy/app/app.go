@@ -30,8 +30,10 @@ import (
 
 // Options are the command's flags.
 type Options struct {
-	Kubeconfig        string
-	Namespace         string
+	Kubeconfig string
+	Namespace  string
+	// SecretNamespace holds StateSecret and AuthKeySecret; Namespace when empty.
+	SecretNamespace   string
 	Endpoints         []string
 	EndpointsSelector string
 	Services          []string
@@ -67,21 +69,23 @@ func NewOptions() *Options {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the API serving gateway.tailscale.com; empty uses the in-cluster configuration")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the objects served")
+	fs.StringVar(&o.SecretNamespace, "secret-namespace", o.SecretNamespace,
+		"namespace of --state-secret and --auth-key-secret (the deployed proxies': the installation's); empty is --namespace")
 	fs.StringSliceVar(&o.Endpoints, "endpoints", o.Endpoints, "TailscaleEndpoints whose endpoints get egress listeners")
 	fs.StringVar(&o.EndpointsSelector, "endpoints-selector", o.EndpointsSelector, "label selector of more TailscaleEndpoints to serve for egress")
 	fs.StringSliceVar(&o.Services, "services", o.Services, "TailscaleServices whose Tailscale Service this proxy hosts")
 	fs.StringVar(&o.ServicesSelector, "services-selector", o.ServicesSelector, "label selector of more TailscaleServices to host")
 	fs.StringVar(&o.Tailnet, "tailnet", o.Tailnet,
-		"TailscaleTailnet whose proxy pool this is: serve every TailscaleEndpoints of that tailnet without spec.proxy, in every namespace the tailnet admits, and host the Services of the TailscaleServices selecting them (instead of --endpoints, --services and their selectors; --namespace then only holds the proxy's Secrets)")
+		"TailscaleTailnet whose proxy pool this is: serve every TailscaleEndpoints of that tailnet without spec.proxy, in every namespace the tailnet admits, and host the Services of the TailscaleServices selecting them (instead of --endpoints, --services and their selectors; --namespace is then not used)")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "tsnet state directory; it keeps the node's identity across restarts")
 	fs.StringVar(&o.StateSecret, "state-secret", o.StateSecret,
-		"Secret in --namespace that keeps the node's identity instead of --state-dir (which then holds only tsnet's logs); it must exist, the proxy gets and updates it")
+		"Secret in --secret-namespace that keeps the node's identity instead of --state-dir (which then holds only tsnet's logs); it must exist, the proxy gets and updates it")
 	fs.StringVar(&o.Hostname, "hostname", o.Hostname, "the node's hostname in the tailnet")
 	fs.StringVar(&o.ControlURL, "control-url", o.ControlURL, "coordination server URL; empty means Tailscale's")
 	fs.StringVar(&o.AuthKeyFile, "auth-key-file", o.AuthKeyFile, "file holding the auth key that enrolls the node on its first start (not read afterwards)")
 	fs.StringVar(&o.AuthKey, "auth-key", o.AuthKey, "auth key for the first start; prefer --auth-key-file, command lines are visible to other processes")
 	fs.StringVar(&o.AuthKeySecret, "auth-key-secret", o.AuthKeySecret,
-		"Secret in --namespace holding the auth key (key \"authkey\") read, with --state-secret, when that holds no state yet; once joined, the node's ID is recorded in the state Secret")
+		"Secret in --secret-namespace holding the auth key (key \"authkey\") read, with --state-secret, when that holds no state yet; once joined, the node's ID is recorded in the state Secret")
 	fs.StringSliceVar(&o.Tags, "tags", o.Tags, "ACL tags requested at enrollment; hosting a Tailscale Service needs one")
 	fs.Uint16Var(&o.TSNetPort, "tsnet-port", o.TSNetPort, "UDP port of WireGuard; 0 picks one")
 	fs.StringVar(&o.EgressBindAddress, "egress-bind-address", o.EgressBindAddress, "IP the egress listeners bind to; empty binds every address")
@@ -91,6 +95,14 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"on SIGTERM, how long open connections may finish after the listeners closed and the Services were withdrawn; keep it below the pod's terminationGracePeriodSeconds")
 	o.External.AddFlags(fs)
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics, /healthz and /readyz; empty disables them")
+}
+
+// secretNamespace is the namespace of the state and auth key Secrets.
+func (o *Options) secretNamespace() string {
+	if o.SecretNamespace != "" {
+		return o.SecretNamespace
+	}
+	return o.Namespace
 }
 
 // Validate checks the options.
@@ -153,12 +165,12 @@ func (o *Options) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("creating the core client: %w", err)
 		}
-		if store, err = kubestate.New(ctx, core, o.Namespace, o.StateSecret); err != nil {
+		if store, err = kubestate.New(ctx, core, o.secretNamespace(), o.StateSecret); err != nil {
 			return err
 		}
 		nodeOpts.Store = store
 		if store.Empty() && o.AuthKeySecret != "" {
-			if nodeOpts.AuthKey, err = kubestate.ReadAuthKey(ctx, core, o.Namespace, o.AuthKeySecret); err != nil {
+			if nodeOpts.AuthKey, err = kubestate.ReadAuthKey(ctx, core, o.secretNamespace(), o.AuthKeySecret); err != nil {
 				return err
 			}
 		}
