@@ -2,6 +2,7 @@ package proxypool
 
 import (
 	"bytes"
+	"fmt"
 	"flag"
 	"os"
 	"path/filepath"
@@ -145,5 +146,30 @@ func TestNames(t *testing.T) {
 	}
 	if replicaOf(NamesOf("corp"), "tsgw-pool-corp-3-authkey") != 3 || replicaOf(NamesOf("corp"), "tsgw-pool-corp-03") != -1 {
 		t.Error("replicaOf")
+	}
+}
+
+// TestPodsPerHundredObjects counts the proxy pods the controllers' StatefulSets ask for when
+// 100 TailscaleEndpoints are served: each with a dedicated proxy (spec.proxy, default 1
+// replica, and 2 replicas), and all without spec.proxy by their tailnet's pool of 2 replicas,
+// whose Service then carries every object's port.
+func TestPodsPerHundredObjects(t *testing.T) {
+	alloc := egressalloc.New(egressalloc.Options{})
+	pool := Pool{Tailnet: testTailnet(2), Namespace: "tailscale-gateway-system", Tags: []string{"tag:pool"}}
+	dedicated := map[int32]int32{} // replicas per proxy -> pods
+	for i := range 100 {
+		obj := member(alloc, fmt.Sprintf("team-%d", i%10), fmt.Sprintf("obj-%d", i), "100.64.0.7")
+		pool.Ports = MergePorts(pool.Ports, proxydeploy.EgressPorts(obj))
+		for _, r := range []int32{1, 2} {
+			withProxy := obj.DeepCopy()
+			withProxy.Spec.Proxy = &v1alpha1.ProxyConfig{Replicas: &r}
+			dedicated[r] += *proxydeploy.StatefulSet(testConfig, proxydeploy.Input{Endpoints: withProxy}).Spec.Replicas
+		}
+	}
+	pooled := *StatefulSet(testConfig, pool).Spec.Replicas
+	t.Logf("proxy pods for 100 objects: dedicated %d (1 replica each), %d (2 replicas each); pool %d, one Service of %d ports",
+		dedicated[1], dedicated[2], pooled, len(Service(pool).Spec.Ports))
+	if dedicated[1] != 100 || dedicated[2] != 200 || pooled != 2 || len(Service(pool).Spec.Ports) != 2*100+1 {
+		t.Fatalf("dedicated %v, pool %d, pool Service ports %d", dedicated, pooled, len(Service(pool).Spec.Ports))
 	}
 }
