@@ -146,8 +146,18 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 			c.queue.Add(key)
 		}
 	}
-	// An endpoints object changes some pool's ports or members (maybe two, when it moved).
-	all := func(any) { c.enqueueAll() }
+	// An endpoints object changes its tailnet's pool (ports, members); an update may have moved
+	// it from one tailnet to another, and the old one's tombstone is handled alike.
+	ofTailnet := func(obj any) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if e, ok := obj.(*v1alpha1.TailscaleEndpoints); ok {
+			if name, ok := c.opts.Tailnets.Resolve(e.Spec.Tailnet); ok {
+				c.queue.Add(name)
+			}
+		}
+	}
 	owned := func(obj any) {
 		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = tomb.Obj
@@ -156,12 +166,17 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 			c.queue.Add(m.GetLabels()[PoolLabel])
 		}
 	}
+	if _, err := gw.TailscaleEndpoints().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: ofTailnet, UpdateFunc: func(old, cur any) { ofTailnet(old); ofTailnet(cur) }, DeleteFunc: ofTailnet,
+	}); err != nil {
+		return nil, fmt.Errorf("proxypool: adding an event handler: %w", err)
+	}
+	c.synced = append(c.synced, gw.TailscaleEndpoints().Informer().HasSynced)
 	for _, h := range []struct {
 		inf cache.SharedIndexInformer
 		fn  func(any)
 	}{
 		{gw.TailscaleTailnets().Informer(), byName},
-		{gw.TailscaleEndpoints().Informer(), all},
 		{core.Apps().V1().StatefulSets().Informer(), owned},
 		{core.Core().V1().Services().Informer(), owned},
 		{core.Core().V1().ServiceAccounts().Informer(), owned},
@@ -179,13 +194,6 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 		c.synced = append(c.synced, h.inf.HasSynced)
 	}
 	return c, nil
-}
-
-func (c *Controller) enqueueAll() {
-	items, _ := c.tailnets.List(labels.Everything())
-	for _, t := range items {
-		c.queue.Add(t.Name)
-	}
 }
 
 // Run reconciles with workers until ctx is done; the caller starts factory.
