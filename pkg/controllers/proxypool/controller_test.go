@@ -68,7 +68,7 @@ func TestControllerKeepsThePool(t *testing.T) {
 	db.Spec.Tailnet, db.Status.Conditions = "corp", accepted
 	cache := member(egressalloc.New(egressalloc.Options{}), "team-b", "cache", "100.64.0.8")
 	cache.Spec.Tailnet, cache.Status.Conditions, cache.Status.Egress = "corp.ts.net", accepted, nil // recorded later
-	client := fake.NewSimpleClientset(tn, db, cache)
+	client := fake.NewSimpleClientset(tn, cache)
 	kube := kubefake.NewSimpleClientset()
 	api := &keyAPI{}
 	factory := informers.NewSharedInformerFactory(client, 0)
@@ -100,6 +100,14 @@ func TestControllerKeepsThePool(t *testing.T) {
 			return 0, err.Error()
 		}
 		return len(svc.Spec.Ports), fmt.Sprint(svc.Spec.Ports)
+	}
+	until("the pool Service, with metrics only", func() (bool, string) {
+		n, s := servicePorts()
+		return n == 1, s
+	})
+	// db appears once the pool exists.
+	if _, err := client.GatewayV1alpha1().TailscaleEndpoints("team-a").Create(ctx, db, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	until("the pool Service with db's two ports and metrics", func() (bool, string) {
 		n, s := servicePorts()
