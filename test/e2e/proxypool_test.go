@@ -100,12 +100,27 @@ func TestProxyPool(t *testing.T) {
 		return slices.ContainsFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p })
 	}
 	var svc *corev1.Service
-	eventually(t, "the pool Service with the three objects' ports", func(c context.Context) (bool, error) {
+	eventuallyShowing(t, "the pool Service with the three objects' ports", func(c context.Context, last *string) (bool, error) {
 		svc, err = poolSvc(c)
-		if apierrors.IsNotFound(err) {
+		if err != nil {
 			return false, nil
 		}
-		return err == nil && svc.Spec.ClusterIP != "" && hasPort(svc, port[nsA]) && hasPort(svc, port[nsB]) && hasPort(svc, port[nsC]), err
+		*last = fmt.Sprintf("want ports %v; Service ports %v, cluster IP %q; objects:", port, svc.Spec.Ports, svc.Spec.ClusterIP)
+		for ns, name := range objs {
+			cur, err := viaKube(t).TailscaleEndpoints(ns).Get(c, name, metav1.GetOptions{})
+			if err == nil {
+				*last += fmt.Sprintf(" %s/%s %+v %+v;", ns, name, cur.Status.Egress, cur.Status.Conditions)
+			}
+		}
+		if cur, err := viaKube(t).TailscaleTailnets().Get(c, tn, metav1.GetOptions{}); err == nil {
+			*last += fmt.Sprintf(" tailnet: %+v;", meta.FindStatusCondition(cur.Status.Conditions, proxypool.ConditionReady))
+		}
+		if evs, err := kube.CoreV1().Events("").List(c, metav1.ListOptions{FieldSelector: "involvedObject.name=" + tn}); err == nil {
+			for _, e := range evs.Items {
+				*last += fmt.Sprintf(" event %s: %s;", e.Reason, e.Message)
+			}
+		}
+		return svc.Spec.ClusterIP != "" && hasPort(svc, port[nsA]) && hasPort(svc, port[nsB]) && hasPort(svc, port[nsC]), nil
 	})
 	sts, err := kube.AppsV1().StatefulSets(framework.Namespace).Get(ctx(t), base, metav1.GetOptions{})
 	if err != nil {

@@ -405,7 +405,7 @@ func (c *Controller) applyNetworkPolicy(ctx context.Context, p Pool, sts *appsv1
 	if c.opts.NetworkPolicy == nil {
 		return deleteOurs(ctx, t, sts.Name, lister.Get, policies.Delete)
 	}
-	want := proxydeploy.NetworkPolicyFor(*c.opts.NetworkPolicy, sts, p.Ports, t)
+	want := NetworkPolicy(*c.opts.NetworkPolicy, p, sts)
 	return apply(ctx, c, t, want, lister.Get, policies.Create, policies.Update,
 		func(cur, want *networkingv1.NetworkPolicy) bool { return set(&cur.Spec, want.Spec) })
 }

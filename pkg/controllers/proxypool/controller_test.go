@@ -73,7 +73,7 @@ func TestControllerKeepsThePool(t *testing.T) {
 	api := &keyAPI{}
 	factory := informers.NewSharedInformerFactory(client, 0)
 	c, err := New(kube, factory, Options{Config: testConfig, Namespace: ns, Tailnets: stubTailnets{api},
-		Recorder: record.NewFakeRecorder(100), Client: client, EnrollmentCheckInterval: 50 * time.Millisecond})
+		Recorder: record.NewFakeRecorder(100), Client: client, EnrollmentCheckInterval: 50 * time.Millisecond, NetworkPolicy: &testPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +118,13 @@ func TestControllerKeepsThePool(t *testing.T) {
 	if _, err := client.GatewayV1alpha1().TailscaleEndpoints("team-b").UpdateStatus(ctx, cache, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	until("the pool Service with both objects' ports", func() (bool, string) {
+	until("the pool Service and NetworkPolicy with both objects' ports", func() (bool, string) {
 		n, s := servicePorts()
-		return n == 5, s
+		np, err := kube.NetworkingV1().NetworkPolicies(ns).Get(ctx, base, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return n == 5 && len(np.Spec.Ingress) == 2 && len(np.Spec.Ingress[0].Ports) == 4, s
 	})
 	until("a key per replica, ServedByProxyPool and ProxyPoolReady", func() (bool, string) {
 		for i := range 2 {

@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -260,6 +261,14 @@ func PodDisruptionBudget(p Pool) *policyv1.PodDisruptionBudget {
 	one := intstr.FromInt32(1)
 	return &policyv1.PodDisruptionBudget{ObjectMeta: metaOf(p, NamesOf(p.Tailnet.Name).Base), Spec: policyv1.PodDisruptionBudgetSpec{
 		MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: selectorOf(p)}}}
+}
+
+// NetworkPolicy is the pool's NetworkPolicy (proxydeploy.NetworkPolicyFor over every port the
+// pool serves), owned like sts.
+func NetworkPolicy(cfg proxydeploy.NetworkPolicyConfig, p Pool, sts *appsv1.StatefulSet) *networkingv1.NetworkPolicy {
+	np := proxydeploy.NetworkPolicyFor(cfg, sts, p.Ports, p.Tailnet)
+	np.OwnerReferences = slices.Clone(sts.OwnerReferences)
+	return np
 }
 
 func hashOf(v any) string {

@@ -29,6 +29,9 @@ var testConfig = proxydeploy.Config{
 	ControlURL: "https://control.example",
 }
 
+var testPolicy = proxydeploy.NetworkPolicyConfig{EnvoyGatewayNamespace: "envoy-gateway-system",
+	ServerNamespace: "tailscale-gateway-system", ServerLabels: map[string]string{"app.kubernetes.io/name": "tailscale-gateway"}}
+
 func testTailnet(replicas int32) *v1alpha1.TailscaleTailnet {
 	return &v1alpha1.TailscaleTailnet{
 		ObjectMeta: metav1.ObjectMeta{Name: "corp", UID: "7e11"},
@@ -103,8 +106,7 @@ func TestPoolObjects(t *testing.T) {
 	sts := StatefulSet(testConfig, p)
 	golden(t, "pool", ServiceAccount(p), Role(p), RoleBinding(p), StateSecret(p, 0), AuthKeySecret(p, 1, key, p.Tags),
 		Service(p), sts, PodDisruptionBudget(p),
-		proxydeploy.NetworkPolicyFor(proxydeploy.NetworkPolicyConfig{EnvoyGatewayNamespace: "envoy-gateway-system",
-			ServerNamespace: "tailscale-gateway-system", ServerLabels: map[string]string{"app.kubernetes.io/name": "tailscale-gateway"}}, sts, p.Ports, p.Tailnet))
+		NetworkPolicy(testPolicy, p, sts))
 	if got := len(Service(p).Spec.Ports); got != 5 {
 		t.Errorf("Service ports: %d, want 4 egress ports and metrics", got)
 	}
