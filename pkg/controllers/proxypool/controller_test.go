@@ -51,8 +51,10 @@ func (k *keyAPI) DeleteAuthKey(_ context.Context, id string) error {
 
 type stubTailnets struct{ api tailnet.API }
 
-func (s stubTailnets) Resolve(ref string) (string, bool) { return "corp", ref == "corp" || ref == "corp.ts.net" }
-func (s stubTailnets) API(string) (tailnet.API, bool)    { return s.api, true }
+func (s stubTailnets) Resolve(ref string) (string, bool) {
+	return "corp", ref == "corp" || ref == "corp.ts.net"
+}
+func (s stubTailnets) API(string) (tailnet.API, bool) { return s.api, true }
 
 // TestControllerKeepsThePool runs the controller on fake clientsets: a pool of 2 for objects of
 // two namespaces gets its Service with every object's port (also for objects whose port is

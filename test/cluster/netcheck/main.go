@@ -3,7 +3,8 @@
 // hack/images.sh test builds it into the image <REGISTRY>/netcheck:<TAG>.
 //
 //	netcheck serve [-addr :8080]        answers every HTTP request with "netcheck <hostname>\n"
-//	netcheck get [-timeout 10s] URL     prints the body of a GET of URL; exits non-zero unless 200
+//	netcheck get [-timeout 10s] URL...  prints the body of a GET of each URL in turn; exits non-zero
+//	                                    at the first answer that is not 200
 package main
 
 import (
@@ -37,10 +38,14 @@ func main() {
 		fs := flag.NewFlagSet("get", flag.ExitOnError)
 		timeout := fs.Duration("timeout", 10*time.Second, "deadline of the whole request")
 		_ = fs.Parse(os.Args[2:])
-		if fs.NArg() != 1 {
+		if fs.NArg() == 0 {
 			usage()
 		}
-		err = get(fs.Arg(0), *timeout, os.Stdout)
+		for _, url := range fs.Args() {
+			if err = get(url, *timeout, os.Stdout); err != nil {
+				break
+			}
+		}
 	default:
 		usage()
 	}
@@ -51,7 +56,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL")
+	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL...")
 	os.Exit(2)
 }
 
