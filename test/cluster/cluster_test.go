@@ -151,7 +151,6 @@ func TestChart(t *testing.T) {
 	}
 	t.Run("proxy", testProxy)
 	t.Run("networkpolicy", testProxyNetworkPolicy)
-	t.Run("pool", testProxyPool)
 	t.Run("envoy-gateway-extension", testEnvoyGatewayExtension)
 	t.Run("upgrade", testHelmUpgradeNoDowntime)
 	t.Run("uninstall", testHelmUninstall)

@@ -3,8 +3,7 @@
 // hack/images.sh test builds it into the image <REGISTRY>/netcheck:<TAG>.
 //
 //	netcheck serve [-addr :8080]        answers every HTTP request with "netcheck <hostname>\n"
-//	netcheck get [-timeout 10s] URL...  prints the body of a GET of each URL in turn; exits non-zero
-//	                                    at the first answer that is not 200
+//	netcheck get [-timeout 10s] URL     prints the body of a GET of URL; exits non-zero unless 200
 package main
 
 import (
@@ -38,14 +37,10 @@ func main() {
 		fs := flag.NewFlagSet("get", flag.ExitOnError)
 		timeout := fs.Duration("timeout", 10*time.Second, "deadline of the whole request")
 		_ = fs.Parse(os.Args[2:])
-		if fs.NArg() == 0 {
+		if fs.NArg() != 1 {
 			usage()
 		}
-		for _, url := range fs.Args() {
-			if err = get(url, *timeout, os.Stdout); err != nil {
-				break
-			}
-		}
+		err = get(fs.Arg(0), *timeout, os.Stdout)
 	default:
 		usage()
 	}
@@ -56,7 +51,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL...")
+	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL")
 	os.Exit(2)
 }
 
