@@ -34,16 +34,16 @@ const (
 // without Envoy's labels, while Envoy Gateway's Envoy pods (a stand-in with their labels in
 // Envoy Gateway's namespace) and pods of a namespace the tailnet admits are served.
 //
-// The proxy pod itself needs a tailnet its Tailscale API and control server can reach, which this
-// cluster does not run here: the server generates the policy before it mints the proxy's auth
-// key, and a stand-in (`netcheck serve` on the egress port, with the labels the policy selects,
-// in the installation's namespace, where the proxies run) takes the proxy pod's place behind the
-// generated policy. Its
-// readiness probe is an HTTP GET from the kubelet, which the policy does not name: the node's own
-// traffic is not subject to NetworkPolicy. A second server without those labels shows that the
-// refused pod's packets reach the node: the refusal is the policy's.
+// The proxy is the real one: its tailnet is the simulated one (tailnet-sim in the node's network
+// namespace, the server connected to it as in testProxy), its pod joins with the key proxydeploy
+// minted and runs in the installation's namespace; a client served gets the simulated device's
+// answer through the proxy. Its readiness probe is an HTTP GET from the kubelet, which the policy
+// does not name: the node's own traffic is not subject to NetworkPolicy. A server without the
+// proxy's labels shows that the refused pod's packets reach the node: the refusal is the policy's.
 func testProxyNetworkPolicy(t *testing.T) {
 	ctx := t.Context()
+	sim := startSim(t)
+	connectServerToSim(t, ctx, sim)
 	if out, err := run(ctx, time.Minute, "nsenter", "--net=/run/netns/tsgw-node", "--", "iptables", "-w", "-S", "FORWARD"); err != nil ||
 		!strings.Contains(out, "-j KUBE-ROUTER-FORWARD\n") {
 		t.Fatalf("the cluster runs no NetworkPolicy enforcer (FORWARD does not jump to kube-router's chain; an older "+
@@ -57,7 +57,7 @@ func testProxyNetworkPolicy(t *testing.T) {
 		ctx := context.Background()
 		_, _ = kubectl(ctx, "delete", "tailscaleendpoints", "web", "-n", npProxyNS, "--ignore-not-found", "--wait=true")
 		_, _ = kubectl(ctx, "delete", "pod", "np-envoy", "-n", envoyNS, "--ignore-not-found", "--wait=true")
-		_, _ = kubectl(ctx, "delete", "pod", "web-proxy-standin", "np-open", "np-install", "-n", namespace, "--ignore-not-found", "--wait=true")
+		_, _ = kubectl(ctx, "delete", "pod", "np-open", "np-install", "-n", namespace, "--ignore-not-found", "--wait=true")
 		names := []string{npProxyNS, npAdmittedNS, npOtherNS}
 		if createdEnvoyNS {
 			names = append(names, envoyNS)
@@ -78,11 +78,16 @@ func testProxyNetworkPolicy(t *testing.T) {
 			t.Fatalf("creating namespace %s: %v\n%s", ns, err, out)
 		}
 	}
+	fqdn, ip, devPort := sim.device(t, "api-server")
 	applyManifest(t, fmt.Sprintf(`apiVersion: gateway.tailscale.com/v1alpha1
 kind: TailscaleTailnet
 metadata:
   name: %[1]s
 spec:
+  tailnet: %[4]s
+  apiBaseURL: %[5]s
+  oauthSecretName: %[6]s
+  oauthSecretNamespace: %[7]s
   tags: ["tag:np-proxy"]
   allowedNamespaces:
     from: Names
@@ -99,22 +104,23 @@ spec:
     connectionType: egress
   endpoints:
     - name: http
-      tailscaleIP: 100.64.0.7
-      tailscaleFQDN: web.np-corp.ts.net
-      port: 80
+      tailscaleIP: %[8]s
+      tailscaleFQDN: %[9]s
+      port: %[10]d
       protocol: HTTP
-`, npTailnet, npProxyNS, npAdmittedNS))
+`, npTailnet, npProxyNS, npAdmittedNS, sim.Tailnet, sim.APIURL, simOAuth, namespace, ip, fqdn, devPort))
 
 	// The policy the server generated in the installation's namespace, labelled for the
 	// TailscaleEndpoints.
 	var np networkingv1.NetworkPolicy
 	npName := proxydeploy.NamesFor(npProxyNS, "web").Base
-	waitFor(t, 3*time.Minute, "the proxy's NetworkPolicy", func() (bool, string) {
+	// Its egress rule comes with the egress port, once the allocator has recorded it.
+	waitFor(t, 3*time.Minute, "the proxy's NetworkPolicy with its egress rule", func() (bool, string) {
 		out, err := kubectl(ctx, "get", "networkpolicy", npName, "-n", namespace, "-o", "json")
 		if err != nil {
 			return false, out
 		}
-		return json.Unmarshal([]byte(out), &np) == nil, out
+		return json.Unmarshal([]byte(out), &np) == nil && envoyRule(&np) != nil, out
 	})
 	if parent, _, ok := proxydeploy.ParentOf(&np); !ok || parent.Namespace != npProxyNS || parent.Name != "web" {
 		t.Fatalf("NetworkPolicy %s is not the controller's for %s/web: labels %v", npName, npProxyNS, np.Labels)
@@ -153,15 +159,18 @@ spec:
 `, name, ns, b, netcheckImage(), port, readiness)
 	}
 	plain := map[string]string{"app": "np-client"}
-	applyManifest(t, serve(namespace, "web-proxy-standin", podLabels, port, true)+
-		serve(namespace, "np-open", plain, port, false)+
+	proxyPod := waitProxyPodReady(t, ctx, "web", "")
+	if proxyPod.Namespace != namespace {
+		t.Fatalf("the proxy pod runs in %s, not the installation's namespace %s", proxyPod.Namespace, namespace)
+	}
+	applyManifest(t, serve(namespace, "np-open", plain, port, false)+
 		serve(namespace, "np-install", plain, 8080, false)+
 		serve(npProxyNS, "np-tenant", plain, 8080, false)+
 		serve(envoyNS, "np-envoy", proxydeploy.EnvoyProxyLabels, 8080, false)+
 		serve(npAdmittedNS, "np-admitted", plain, 8080, false)+
 		serve(npOtherNS, "np-other", plain, 8080, false)+
 		serve(npOtherNS, "np-fake-envoy", proxydeploy.EnvoyProxyLabels, 8080, false))
-	for _, p := range []string{namespace + "/web-proxy-standin", namespace + "/np-open", namespace + "/np-install", npProxyNS + "/np-tenant", envoyNS + "/np-envoy",
+	for _, p := range []string{namespace + "/np-open", namespace + "/np-install", npProxyNS + "/np-tenant", envoyNS + "/np-envoy",
 		npAdmittedNS + "/np-admitted", npOtherNS + "/np-other", npOtherNS + "/np-fake-envoy"} {
 		ns, name, _ := strings.Cut(p, "/")
 		// Ready through the kubelet's probe: the node's traffic passes the policy.
@@ -169,7 +178,7 @@ spec:
 			t.Fatalf("pod %s not Ready: %v\n%s", p, err, out)
 		}
 	}
-	protected := "http://" + podIP(t, namespace, "web-proxy-standin") + fmt.Sprintf(":%d/", port)
+	protected := "http://" + podIP(t, namespace, proxyPod.Name) + fmt.Sprintf(":%d/", port)
 	open := "http://" + podIP(t, namespace, "np-open") + fmt.Sprintf(":%d/", port)
 	get := func(ns, pod, url string) (string, error) {
 		return kubectl(ctx, "exec", "-n", ns, pod, "--", "netcheck", "get", "-timeout", "5s", url)
@@ -200,28 +209,36 @@ spec:
 		{npOtherNS, "np-fake-envoy", "a pod with Envoy's labels in a namespace the tailnet does not admit", false},
 	} {
 		out, err := get(c.ns, c.pod, protected)
-		served := err == nil && strings.Contains(out, "netcheck web-proxy-standin")
+		served := err == nil && strings.Contains(out, "hello from api-server")
 		if served != c.served || (!c.served && !refused(out, err)) {
 			t.Errorf("%s (%s/%s): served %v, want %v: %v\n%s", c.what, c.ns, c.pod, served, c.served, err, out)
 		}
 	}
 }
 
-// egressPortOf is the one egress port the policy admits Envoy's pods to.
-func egressPortOf(t *testing.T, np *networkingv1.NetworkPolicy) int32 {
-	t.Helper()
-	for _, r := range np.Spec.Ingress {
+// envoyRule is the rule of np that admits Envoy's pods, nil when there is none.
+func envoyRule(np *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicyIngressRule {
+	for i, r := range np.Spec.Ingress {
 		for _, from := range r.From {
 			if from.PodSelector != nil && labels.SelectorFromSet(from.PodSelector.MatchLabels).Matches(labels.Set(proxydeploy.EnvoyProxyLabels)) {
-				if len(r.Ports) != 1 || r.Ports[0].Port == nil {
-					t.Fatalf("the Envoy rule's ports: %+v", r.Ports)
-				}
-				return r.Ports[0].Port.IntVal
+				return &np.Spec.Ingress[i]
 			}
 		}
 	}
-	t.Fatalf("no rule admits Envoy's pods: %+v", np.Spec.Ingress)
-	return 0
+	return nil
+}
+
+// egressPortOf is the one egress port the policy admits Envoy's pods to.
+func egressPortOf(t *testing.T, np *networkingv1.NetworkPolicy) int32 {
+	t.Helper()
+	r := envoyRule(np)
+	if r == nil {
+		t.Fatalf("no rule admits Envoy's pods: %+v", np.Spec.Ingress)
+	}
+	if len(r.Ports) != 1 || r.Ports[0].Port == nil {
+		t.Fatalf("the Envoy rule's ports: %+v", r.Ports)
+	}
+	return r.Ports[0].Port.IntVal
 }
 
 func podIP(t *testing.T, ns, name string) string {

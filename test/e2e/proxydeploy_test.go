@@ -325,6 +325,40 @@ func TestProxyDeployment(t *testing.T) {
 		return apierrors.IsNotFound(err), nil
 	})
 
+	// Scaled to none: replica 0, which joined, is scaled away and its device deleted from the
+	// tailnet (the node ID its state Secret recorded), then its state Secret.
+	t.Run("device deleted on scale-down", func(t *testing.T) {
+		nodeID := string(state0.Data[kubestate.NodeIDKey])
+		if _, err := admin.Device(ctx(t), nodeID); nodeID == "" || err != nil {
+			t.Fatalf("replica 0's device %q before the scale-down: %v", nodeID, err)
+		}
+		cur, err := eps.Get(ctx(t), "backends", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Proxy.Replicas = ptr.To[int32](0)
+		if _, err := eps.Update(ctx(t), cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "replica 0's device "+nodeID+" deleted and its state Secret gone", func(c context.Context) (bool, error) {
+			_, err := admin.Device(c, nodeID)
+			if !tailnet.IsNotFound(err) {
+				return false, nil
+			}
+			_, err = kube.CoreV1().Secrets(sys).Get(c, n.StateSecret(0), metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		devs, err := admin.Devices(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devs {
+			if d.Hostname == n.StateSecret(0) {
+				t.Errorf("device %s (%s) is still in the tailnet", d.Hostname, d.NodeID)
+			}
+		}
+	})
+
 	// A foreign object of a proxy's name is left alone and reported.
 	otherName := proxydeploy.NamesFor(ns, "other").Base
 	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sys, Name: otherName, Labels: map[string]string{"team": "theirs"}}}

@@ -82,8 +82,10 @@ type apiServer struct {
 	authKey      string
 	tokenTTL     time.Duration
 	nodes        func() []nodeInfo // live nodes (control server), may be nil
-	randHex      func(nbytes int) string
-	mux          *http.ServeMux
+	// removeNode deletes a live node from control (DELETE device); nil deletes none.
+	removeNode func(id tailcfg.StableNodeID) (bool, error)
+	randHex    func(nbytes int) string
+	mux        *http.ServeMux
 
 	mu          sync.Mutex
 	tokens      map[string]time.Time
@@ -148,6 +150,7 @@ func newAPIServer(tailnet, clientID, clientSecret, apiKey, authKey string, token
 	m.HandleFunc("GET /api/v2/tailnet/{tailnet}/devices", a.tailnetScoped(a.handleListDevices))
 	m.HandleFunc("GET /api/v2/device/{deviceId}", a.handleGetDevice)
 	m.HandleFunc("POST /api/v2/device/{deviceId}/tags", a.handleSetDeviceTags)
+	m.HandleFunc("DELETE /api/v2/device/{deviceId}", a.handleDeleteDevice)
 	m.HandleFunc("GET /api/v2/tailnet/{tailnet}/keys", a.tailnetScoped(a.handleListKeys))
 	m.HandleFunc("POST /api/v2/tailnet/{tailnet}/keys", a.tailnetScoped(a.handleCreateKey))
 	m.HandleFunc("GET /api/v2/tailnet/{tailnet}/keys/{keyId}", a.tailnetScoped(a.handleGetKey))
@@ -557,6 +560,36 @@ func (a *apiServer) setTags(hostname string, tags []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.tags[hostname] = slices.Clone(tags)
+}
+
+// handleDeleteDevice is DELETE /api/v2/device/{deviceId}: the node leaves control (its peers'
+// netmaps, the device list) and must join again with a new key; 404 for an unknown device.
+func (a *apiServer) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
+	n, ok := a.findNode(r.PathValue("deviceId"))
+	if !ok || a.removeNode == nil {
+		writeAPIError(w, http.StatusNotFound, "device not found")
+		return
+	}
+	removed, err := a.removeNode(n.node.StableID)
+	if err != nil {
+		writeAPIError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if !removed {
+		writeAPIError(w, http.StatusNotFound, "device not found")
+		return
+	}
+	a.mu.Lock()
+	delete(a.tags, n.node.Hostinfo.Hostname())
+	// The single-use key it joined with is spent: the node registering again with it is
+	// "another node" now, as at Tailscale, where a deleted device needs a new key.
+	for _, k := range a.keys {
+		if k.usedBy == n.node.Key.String() {
+			k.usedBy = "deleted " + k.usedBy
+		}
+	}
+	a.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
 }
 
 // handleSetDeviceTags is POST /api/v2/device/{deviceId}/tags {"tags": [...]}. The API reports

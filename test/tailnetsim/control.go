@@ -277,3 +277,37 @@ func checkRegistrations(control *testcontrol.Server, required string, redeem fun
 	*mux = outer
 	return nil
 }
+
+// removeNode deletes the node whose stable ID is id from control, as the Tailscale API's device
+// deletion does: it leaves every peer's netmap (the remaining nodes get a new map), and the
+// node, unknown to control from then on, gets no map and must register again with a key.
+// testcontrol has no such call: its unexported nodes map is edited through reflection, under
+// its mutex. It reports whether a node was removed. Limitation: testcontrol sends full peer
+// lists, and an empty one is omitted from its JSON, which a client reads as "no change": the
+// last peer of a node stays in that node's netmap (a tailnet of two nodes).
+func removeNode(control *testcontrol.Server, id tailcfg.StableNodeID) (bool, error) {
+	v := reflect.ValueOf(control).Elem()
+	muField, nodesField := v.FieldByName("mu"), v.FieldByName("nodes")
+	if !muField.IsValid() || muField.Type() != reflect.TypeFor[sync.Mutex]() ||
+		!nodesField.IsValid() || nodesField.Type() != reflect.TypeFor[map[key.NodePublic]*tailcfg.Node]() {
+		return false, errors.New("tailnetsim: testcontrol.Server has no mu sync.Mutex and nodes map: device deletion needs updating")
+	}
+	mu := (*sync.Mutex)(unsafe.Pointer(muField.UnsafeAddr()))
+	nodes := (*map[key.NodePublic]*tailcfg.Node)(unsafe.Pointer(nodesField.UnsafeAddr()))
+	mu.Lock()
+	removed := false
+	var remaining *tailcfg.Node
+	for k, n := range *nodes {
+		if n.StableID == id {
+			delete(*nodes, k)
+			removed = true
+		} else if remaining == nil {
+			remaining = n.Clone()
+		}
+	}
+	mu.Unlock()
+	if removed && remaining != nil {
+		control.UpdateNode(remaining) // unchanged: sends every node a map without the removed one
+	}
+	return removed, nil
+}

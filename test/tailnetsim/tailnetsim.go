@@ -9,6 +9,7 @@
 //	GET    /api/v2/tailnet/{tailnet}/devices         ?fields=all adds routes and clientConnectivity
 //	GET    /api/v2/device/{deviceId}                 id or nodeId
 //	POST   /api/v2/device/{deviceId}/tags            {"tags": [...]}: the tags the API reports
+//	DELETE /api/v2/device/{deviceId}                 the node leaves control and its peers' netmaps; it must join again with a key
 //	GET    /api/v2/tailnet/{tailnet}/keys            list auth keys
 //	POST   /api/v2/tailnet/{tailnet}/keys            mint an auth key of its own value, honouring reusable and tags
 //	GET    /api/v2/tailnet/{tailnet}/keys/{keyId}      "invalid" once expired (ExpireAuthKey) or, single-use, used
@@ -231,6 +232,7 @@ func Start(ctx context.Context, opts Options) (_ *Tailnet, err error) {
 	}
 
 	t.api = newAPIServer(opts.TailnetName, opts.OAuthClientID, opts.OAuthClientSecret, opts.APIKey, t.authKey, opts.TokenTTL, time.Now, t.liveNodes)
+	t.api.removeNode = func(id tailcfg.StableNodeID) (bool, error) { return removeNode(t.control, id) }
 	// Set before any node joins, so before the router is used.
 	t.router.control, t.router.api = t.control, t.api
 	t.api.changed = t.router.reconcile

@@ -114,6 +114,9 @@ func (c *Controller) keyTarget(obj *v1alpha1.TailscaleEndpoints) KeyTarget {
 		API:         func() (tailnet.API, string, error) { return c.apiOf(obj) },
 		Description: fmt.Sprintf("tailscale-gateway-proxy %s/%s", obj.Namespace, obj.Name),
 		Requeue:     func(d time.Duration) { c.queue.AddAfter(key, d) },
+		Release: func(ctx context.Context, s *corev1.Secret, why string) error {
+			return c.release(ctx, obj, s, why)
+		},
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -112,6 +113,9 @@ type Controller struct {
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
 	keys     *Keyring
+	// swept holds the UIDs whose predecessors' objects (same namespace and name, another UID)
+	// have been deleted: that listing of Secrets runs once per object.
+	swept sync.Map
 }
 
 // New returns a controller on factory's informers and core informers of its own, limited to the
@@ -263,6 +267,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		c.keys.Forget(key)
+		c.swept.Range(func(uid, k any) bool {
+			if k == key {
+				c.swept.Delete(uid)
+			}
+			return true
+		})
 		// Its finalizer held it until its objects were deleted; these are left by a parent
 		// whose finalizer was removed by hand, or by one deleted while no server ran.
 		return c.deleteAll(ctx, gone(ns, name))
@@ -270,9 +280,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	// Objects of an earlier object of the same name (another UID) go.
-	if err := c.deleteAll(ctx, gone(ns, name), func(m metav1.Object) bool { return !IsKeptFor(m, obj) }); err != nil {
-		return err
+	// Objects of an earlier object of the same name (another UID) go, once.
+	if _, done := c.swept.Load(obj.UID); !done {
+		if err := c.deleteAll(ctx, gone(ns, name), func(m metav1.Object) bool { return !IsKeptFor(m, obj) }); err != nil {
+			return err
+		}
+		c.swept.Store(obj.UID, key)
 	}
 	if !Wanted(obj) || obj.DeletionTimestamp != nil {
 		if obj.DeletionTimestamp == nil {
@@ -493,8 +506,8 @@ func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 	return names
 }
 
-// deleteSecrets deletes those of names for which drop is true and that are ours, their keys
-// revoked (Keyring.Delete).
+// deleteSecrets deletes those of names for which drop is true and that are kept for obj, each
+// released first (its key revoked, its replica's device deleted: Keyring.Delete, release).
 func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, names []string, drop func(name string) bool) error {
 	return c.keys.Delete(ctx, c.keyTarget(obj), names, drop)
 }
@@ -655,7 +668,8 @@ func gone(namespace, name string) *v1alpha1.TailscaleEndpoints {
 
 // deleteAll deletes the objects of ours in the installation's namespace labelled for obj's
 // namespace and name (any UID), or only those of them for which each of only is true. Secrets
-// go first, their keys revoked (the Role names the state Secrets).
+// go first, released (their keys revoked, their replicas' devices deleted; the Role names the
+// state Secrets).
 func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, only ...func(metav1.Object) bool) error {
 	sel := labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedBy, ParentNamespaceLabel: obj.Namespace, ParentNameLabel: obj.Name})
 	ns := c.opts.Namespace
@@ -706,7 +720,9 @@ func (c *Controller) deleteAll(ctx context.Context, obj *v1alpha1.TailscaleEndpo
 		if !wanted(s) {
 			continue
 		}
-		c.revokeRecorded(ctx, obj, s, "its Secret is deleted")
+		if err := c.release(ctx, obj, s, "its Secret is deleted"); err != nil {
+			return err
+		}
 		uid := s.UID
 		if err := secrets.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil &&
 			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {

@@ -55,6 +55,10 @@ type KeyTarget struct {
 	Description string
 	// Requeue asks for the proxy to be reconciled again after d.
 	Requeue func(d time.Duration)
+	// Release, when set, is done to each Secret before Delete deletes it instead of
+	// RevokeRecorded (a dedicated proxy also deletes its replica's device); an error keeps the
+	// Secret.
+	Release func(ctx context.Context, s *corev1.Secret, why string) error
 }
 
 // Ensure keeps, for each of the first replicas that has not joined the tailnet yet (its state
@@ -225,7 +229,11 @@ func (k *Keyring) Delete(ctx context.Context, t KeyTarget, names []string, drop 
 		if !t.Ours(s) {
 			continue
 		}
-		k.RevokeRecorded(ctx, t, s, "its Secret is deleted")
+		if t.Release == nil {
+			k.RevokeRecorded(ctx, t, s, "its Secret is deleted")
+		} else if err := t.Release(ctx, s, "its Secret is deleted"); err != nil {
+			return err
+		}
 		uid := s.UID
 		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
