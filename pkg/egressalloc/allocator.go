@@ -11,6 +11,7 @@
 package egressalloc
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -46,7 +47,11 @@ type Allocator struct {
 type scope struct {
 	owner map[int32]string    // port -> namespace/name
 	freed map[int32]time.Time // port -> when it may be allocated again
-	next  int32               // cursor: offset of the next port offered
+	// freedBy is the listener that held a quarantined port ("<uid>/<key>"): it alone may take
+	// it back at once (an object moved to another proxy and back), since every reader's stale
+	// record of the port still means that listener.
+	freedBy map[int32]string
+	next    int32 // cursor: offset of the next port offered
 }
 
 type object struct {
@@ -74,7 +79,7 @@ func nameOf(obj *v1alpha1.TailscaleEndpoints) string { return obj.Namespace + "/
 func (a *Allocator) scope(name string) *scope {
 	s, ok := a.scopes[name]
 	if !ok {
-		s = &scope{owner: map[int32]string{}, freed: map[int32]time.Time{}}
+		s = &scope{owner: map[int32]string{}, freed: map[int32]time.Time{}, freedBy: map[int32]string{}}
 		a.scopes[name] = s
 	}
 	return s
@@ -148,7 +153,7 @@ func (a *Allocator) Sync(obj *v1alpha1.TailscaleEndpoints, sc string, wants []po
 	}
 	for k, p := range o.ports {
 		if !want[k] {
-			a.free(s, p, now)
+			a.free(s, p, now, "")
 			delete(o.ports, k)
 		}
 	}
@@ -156,7 +161,7 @@ func (a *Allocator) Sync(obj *v1alpha1.TailscaleEndpoints, sc string, wants []po
 		if _, ok := o.ports[k]; ok {
 			continue
 		}
-		p, ok := a.pick(s, now, recorded[k], ports.EgressPort(obj.Name, k.Endpoint, k.Port))
+		p, ok := a.pick(s, now, listenerOf(obj.UID, k), recorded[k], ports.EgressPort(obj.Name, k.Endpoint, k.Port))
 		if !ok {
 			pending = append(pending, k)
 			continue
@@ -193,23 +198,30 @@ func (a *Allocator) InUse(sc string) int {
 
 func (a *Allocator) release(name string, o *object, now time.Time) {
 	s := a.scope(o.scope)
-	for _, p := range o.ports {
-		a.free(s, p, now)
+	for k, p := range o.ports {
+		a.free(s, p, now, listenerOf(o.uid, k))
 	}
 	delete(a.objects, name)
 }
 
-func (a *Allocator) free(s *scope, p int32, now time.Time) {
+// free releases p, quarantined; listener (listenerOf) may take it back at once, "" nobody.
+func (a *Allocator) free(s *scope, p int32, now time.Time, listener string) {
 	delete(s.owner, p)
 	if a.opts.Quarantine > 0 {
 		s.freed[p] = now.Add(a.opts.Quarantine)
+		s.freedBy[p] = listener
 	}
+}
+
+// listenerOf names one listener of one object (its UID: a re-created object is another).
+func listenerOf(uid types.UID, k ports.Key) string {
+	return fmt.Sprintf("%s/%s/%d/%t", uid, k.Endpoint, k.Port, k.UDP)
 }
 
 func (a *Allocator) inRange(p int32) bool { return p >= a.opts.Base && p < a.opts.Base+a.opts.Span }
 
-// available reports whether p can be allocated in s now.
-func (a *Allocator) available(s *scope, p int32, now time.Time) bool {
+// available reports whether p can be allocated in s now to listener (listenerOf; "" for any).
+func (a *Allocator) available(s *scope, p int32, now time.Time, listener string) bool {
 	if !a.inRange(p) {
 		return false
 	}
@@ -217,25 +229,30 @@ func (a *Allocator) available(s *scope, p int32, now time.Time) bool {
 		return false
 	}
 	if until, held := s.freed[p]; held {
-		if now.Before(until) {
+		if now.Before(until) && (listener == "" || s.freedBy[p] != listener) {
 			return false
 		}
 		delete(s.freed, p)
+		delete(s.freedBy, p)
 	}
 	return true
 }
 
-// pick returns the first of preferred that is available, else the next available port after
-// the cursor, advancing it.
-func (a *Allocator) pick(s *scope, now time.Time, preferred ...int32) (int32, bool) {
+// pick returns recorded when it is available to listener (a port it held, even quarantined),
+// else the first of preferred that is available, else the next available port after the
+// cursor, advancing it.
+func (a *Allocator) pick(s *scope, now time.Time, listener string, recorded int32, preferred ...int32) (int32, bool) {
+	if recorded != 0 && a.available(s, recorded, now, listener) {
+		return recorded, true
+	}
 	for _, p := range preferred {
-		if p != 0 && a.available(s, p, now) {
+		if p != 0 && a.available(s, p, now, "") {
 			return p, true
 		}
 	}
 	for i := range a.opts.Span {
 		off := (s.next + i) % a.opts.Span
-		if p := a.opts.Base + off; a.available(s, p, now) {
+		if p := a.opts.Base + off; a.available(s, p, now, "") {
 			s.next = (off + 1) % a.opts.Span
 			return p, true
 		}

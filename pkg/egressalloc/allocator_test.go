@@ -234,6 +234,31 @@ func TestScopesAreIndependentAndAMoveKeepsThePortWhenFree(t *testing.T) {
 	}
 }
 
+// TestAMoveAndBackKeepsThePortThroughTheQuarantine: an object moved from a pool to a dedicated
+// proxy and back at once gets its ports back although they are quarantined in the pool's scope
+// (any stale record of them still means the same listeners); another object never gets them.
+func TestAMoveAndBackKeepsThePortThroughTheQuarantine(t *testing.T) {
+	a := New(Options{})
+	obj := objectWith("obj", 3)
+	a.Allocate("pool", obj)
+	_, before := ports.Recorded(obj)
+	a.Allocate("dedicated", obj)
+	other := objectWith("other", 3)
+	for k, p := range before { // another object recorded (forged) with obj's quarantined ports
+		other.Status.Egress = Record("pool", map[ports.Key]int32{k: p})
+		break
+	}
+	a.Allocate("pool", other)
+	a.Allocate("pool", obj)
+	proxy, after := ports.Recorded(obj)
+	if proxy != "pool" || fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("moved back: %s %v, was %v", proxy, after, before)
+	}
+	if got := len(unique(t, obj, other)); got != 6 {
+		t.Fatalf("%d ports for 6 endpoints", got)
+	}
+}
+
 func TestConcurrentObjectsNeverShareAPort(t *testing.T) {
 	a := New(Options{}) // the edits quarantine 4,800 freed ports: the range holds them
 	objs := make([]*v1alpha1.TailscaleEndpoints, 64)

@@ -6,6 +6,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
@@ -70,7 +72,15 @@ type Node interface {
 
 // Selection names the objects a proxy serves, all in Namespace.
 type Selection struct {
+	// Namespace holds the objects served; empty, with Tailnet, means every namespace.
 	Namespace string
+	// Tailnet, when set, makes the proxy its TailscaleTailnet's pool (docs/concepts/proxy-pools.md):
+	// it serves the egress of every TailscaleEndpoints whose spec.tailnet resolves to Tailnet,
+	// that has no proxy of its own (plan.Dedicated) and that the server has admitted (Accepted
+	// True: the tailnet admits its namespace), and hosts the Service of every TailscaleServices
+	// with a vipService, itself admitted, that selects one of them. The names and selectors
+	// below are then not used.
+	Tailnet string
 	// Endpoints names the TailscaleEndpoints whose endpoints get egress listeners;
 	// EndpointsSelector selects more by label (nil selects none).
 	Endpoints         []string
@@ -123,14 +133,15 @@ type Options struct {
 
 // Proxy serves what its Selection names. Create it with New and start it with Run.
 type Proxy struct {
-	opts    Options
-	factory informers.SharedInformerFactory
-	eps     listers.TailscaleEndpointsLister
-	svcs    listers.TailscaleServicesLister
-	synced  []cache.InformerSynced
-	trigger chan struct{}
-	conns   *balance.Conns
-	ready   chan struct{}
+	opts     Options
+	factory  informers.SharedInformerFactory
+	eps      listers.TailscaleEndpointsLister
+	svcs     listers.TailscaleServicesLister
+	tailnets listers.TailscaleTailnetLister // nil unless Selection.Tailnet is set
+	synced   []cache.InformerSynced
+	trigger  chan struct{}
+	conns    *balance.Conns
+	ready    chan struct{}
 
 	handlers sync.WaitGroup // one per accepted connection
 	// connCtx bounds what accepted connections do before they are piped (access checks,
@@ -155,8 +166,8 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Client == nil || opts.Node == nil || opts.Metrics == nil {
 		return nil, errors.New("proxy: Client, Node and Metrics are required")
 	}
-	if opts.Selection.Namespace == "" {
-		return nil, errors.New("proxy: a namespace is required")
+	if opts.Selection.Namespace == "" && opts.Selection.Tailnet == "" {
+		return nil, errors.New("proxy: a namespace or a tailnet is required")
 	}
 	if opts.HostDialer == nil {
 		opts.HostDialer = &net.Dialer{}
@@ -199,7 +210,12 @@ func New(opts Options) (*Proxy, error) {
 		UpdateFunc: func(any, any) { p.kick() },
 		DeleteFunc: func(any) { p.kick() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{f.Gateway().V1alpha1().TailscaleEndpoints().Informer(), f.Gateway().V1alpha1().TailscaleServices().Informer()} {
+	infs := []cache.SharedIndexInformer{f.Gateway().V1alpha1().TailscaleEndpoints().Informer(), f.Gateway().V1alpha1().TailscaleServices().Informer()}
+	if opts.Selection.Tailnet != "" {
+		p.tailnets = f.Gateway().V1alpha1().TailscaleTailnets().Lister()
+		infs = append(infs, f.Gateway().V1alpha1().TailscaleTailnets().Informer())
+	}
+	for _, inf := range infs {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return nil, fmt.Errorf("proxy: adding an event handler: %w", err)
 		}
@@ -254,6 +270,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 // selected returns the objects of the selection, sorted by name.
 func (p *Proxy) selected() ([]*v1alpha1.TailscaleEndpoints, []*v1alpha1.TailscaleServices) {
 	sel := p.opts.Selection
+	if sel.Tailnet != "" {
+		return p.pooled()
+	}
 	eps, _ := p.eps.TailscaleEndpoints(sel.Namespace).List(labels.Everything())
 	eps = slices.DeleteFunc(eps, func(o *v1alpha1.TailscaleEndpoints) bool {
 		return !slices.Contains(sel.Endpoints, o.Name) && (sel.EndpointsSelector == nil || !sel.EndpointsSelector.Matches(labels.Set(o.Labels)))
@@ -264,6 +283,32 @@ func (p *Proxy) selected() ([]*v1alpha1.TailscaleEndpoints, []*v1alpha1.Tailscal
 	})
 	slices.SortFunc(eps, func(a, b *v1alpha1.TailscaleEndpoints) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(svcs, func(a, b *v1alpha1.TailscaleServices) int { return strings.Compare(a.Name, b.Name) })
+	return eps, svcs
+}
+
+// pooled returns what a pool serves (Selection.Tailnet), sorted by namespace and name.
+func (p *Proxy) pooled() ([]*v1alpha1.TailscaleEndpoints, []*v1alpha1.TailscaleServices) {
+	ns := p.opts.Selection.Namespace
+	all, _ := p.eps.TailscaleEndpoints(ns).List(labels.Everything())
+	resolve := func(ref string) (string, bool) {
+		t, ok := tenancy.Resolve(p.tailnets, ref)
+		if !ok {
+			return "", false
+		}
+		return t.Name, true
+	}
+	ours := func(o *v1alpha1.TailscaleEndpoints) bool { return plan.PooledBy(o, p.opts.Selection.Tailnet, resolve) }
+	eps := slices.DeleteFunc(all, func(o *v1alpha1.TailscaleEndpoints) bool { return !ours(o) })
+	svcs, _ := p.svcs.TailscaleServices(ns).List(labels.Everything())
+	svcs = slices.DeleteFunc(svcs, func(s *v1alpha1.TailscaleServices) bool {
+		return s.Spec.VIPService == nil || !meta.IsStatusConditionTrue(s.Status.Conditions, tenancy.ConditionAccepted) ||
+			!slices.ContainsFunc(p.selectOf(s), ours)
+	})
+	byKey := func(a, b metav1.Object) int {
+		return cmp.Or(strings.Compare(a.GetNamespace(), b.GetNamespace()), strings.Compare(a.GetName(), b.GetName()))
+	}
+	slices.SortFunc(eps, func(a, b *v1alpha1.TailscaleEndpoints) int { return byKey(a, b) })
+	slices.SortFunc(svcs, func(a, b *v1alpha1.TailscaleServices) int { return byKey(a, b) })
 	return eps, svcs
 }
 

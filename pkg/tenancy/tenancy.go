@@ -256,3 +256,12 @@ func AcceptedCondition(decisions ...Decision) metav1.Condition {
 	return metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
 		Message: "every tailnet the object names admits its namespace"}
 }
+
+// ResolveName is Resolve returning the TailscaleTailnet's name.
+func (p *Policy) ResolveName(ref string) (string, bool) {
+	t, ok := p.Resolve(ref)
+	if !ok {
+		return "", false
+	}
+	return t.Name, true
+}

@@ -488,15 +488,12 @@ func TestProxyDeployment(t *testing.T) {
 	}
 }
 
-// runDeployedProxy runs the proxy in-process as the kubelet would run replica 0 of sts: the
-// container's args with $(POD_NAME) expanded, a token of its ServiceAccount (with which it reads
-// its auth key Secret in the installation's namespace and the objects it serves in ns). The test adds what differs here: the kubeconfig, loopback-only
-// listeners, the per-test control server. The proxy then carries a request to the tailnet
-// device, keeps its node state in its Secret and records its node ID there; the controller
-// deletes its auth key Secret and revokes the used key keyID; the proxy restarts as the same
-// node without a key.
-func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, keyID string, egressPorts ...int32) {
-	pod, sys := sts.Name+"-0", sts.Namespace
+// deployedProxy returns a start function running the proxy in-process as the kubelet would run
+// replica 0 of sts in namespace ns (see runDeployedProxy), and that pod's name.
+func deployedProxy(t *testing.T, sim *tailnetsim.Tailnet, ns string, sts *appsv1.StatefulSet) (pod string, start func() (stop func())) {
+	t.Helper()
+	pod = sts.Name + "-0"
+	sys := sts.Namespace // the installation's
 	pt := sts.Spec.Template.Spec
 	token, err := env.Kube.CoreV1().ServiceAccounts(sys).CreateToken(ctx(t), pt.ServiceAccountName,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}, metav1.CreateOptions{})
@@ -543,7 +540,7 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 	}
 	args = append(args, "--kubeconfig="+kubeconfig, "--egress-bind-address=127.0.0.1", "--control-url="+sim.ControlURL())
 
-	start := func() (stop func()) {
+	start = func() (stop func()) {
 		o := app.NewOptions()
 		fs := pflag.NewFlagSet("proxy", pflag.ContinueOnError)
 		o.AddFlags(fs)
@@ -563,6 +560,19 @@ func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Clie
 			}
 		}
 	}
+	return pod, start
+}
+
+// runDeployedProxy runs the proxy in-process as the kubelet would run replica 0 of sts: the
+// container's args with $(POD_NAME) expanded, a token of its ServiceAccount (with which it reads
+// its auth key Secret in the installation's namespace and the objects it serves in ns). The test adds what differs here: the kubeconfig, loopback-only
+// listeners, the per-test control server. The proxy then carries a request to the tailnet
+// device, keeps its node state in its Secret and records its node ID there; the controller
+// deletes its auth key Secret and revokes the used key keyID; the proxy restarts as the same
+// node without a key.
+func runDeployedProxy(t *testing.T, sim *tailnetsim.Tailnet, admin *tailnet.Client, ns string, sts *appsv1.StatefulSet, keyID string, egressPorts ...int32) {
+	pod, start := deployedProxy(t, sim, ns, sts)
+	sys := sts.Namespace
 	get := func(c context.Context) (bool, error) {
 		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		for _, port := range egressPorts {

@@ -103,6 +103,72 @@ type TailscaleTailnetSpec struct {
 	// before the field existed allowed.
 	// +optional
 	AllowedNamespaces *AllowedNamespaces `json:"allowedNamespaces,omitempty"`
+	// ProxyPool is the proxies this tailnet shares among its TailscaleEndpoints without
+	// spec.proxy (and the Tailscale Services those endpoints back), in the server's own
+	// namespace. Unset, or with replicas 0, there is no pool.
+	// +optional
+	ProxyPool *ProxyPool `json:"proxyPool,omitempty"`
+}
+
+// ProxyPool configures a tailnet's shared proxies: one StatefulSet of replicas, each a tailnet
+// device carrying the tailnet's first proxyTags tag, serving the egress of every
+// TailscaleEndpoints of the tailnet without spec.proxy (in every namespace the tailnet admits)
+// and hosting the VIPs of the TailscaleServices that select them. The pod settings follow the
+// Tailscale Kubernetes operator's ProxyClass.
+type ProxyPool struct {
+	// Replicas is the number of pool proxies, 0 to 16; 0 removes the pool.
+	Replicas int32 `json:"replicas"`
+	// Resources of the proxy container ("cpu" and "memory" only); unset, the server's
+	// defaults for proxies.
+	// +optional
+	Resources *ProxyResources `json:"resources,omitempty"`
+	// Tolerations of the proxy pods.
+	// +optional
+	// +listType=atomic
+	Tolerations []ProxyToleration `json:"tolerations,omitempty"`
+	// NodeSelector of the proxy pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// PodLabels are added to the proxy pods' labels; keys in the gateway.tailscale.com/ domain
+	// and app.kubernetes.io/name are the server's and refused.
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+	// PodAnnotations are added to the proxy pods' annotations; keys in the
+	// gateway.tailscale.com/ domain are the server's and refused.
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+	// PriorityClassName of the proxy pods (a DNS subdomain).
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+}
+
+// ProxyResources are the compute resources of a proxy container.
+type ProxyResources struct {
+	// Requests by resource name ("cpu", "memory").
+	// +optional
+	Requests map[string]resource.Quantity `json:"requests,omitempty"`
+	// Limits by resource name ("cpu", "memory"); each at least its request.
+	// +optional
+	Limits map[string]resource.Quantity `json:"limits,omitempty"`
+}
+
+// ProxyToleration is a pod toleration (as core/v1 Toleration).
+type ProxyToleration struct {
+	// Key is the taint key matched; empty with operator Exists matches every taint.
+	// +optional
+	Key string `json:"key,omitempty"`
+	// Operator is Equal (the default) or Exists.
+	// +optional
+	Operator string `json:"operator,omitempty"`
+	// Value is matched with operator Equal; empty with Exists.
+	// +optional
+	Value string `json:"value,omitempty"`
+	// Effect is NoSchedule, PreferNoSchedule or NoExecute; empty matches every effect.
+	// +optional
+	Effect string `json:"effect,omitempty"`
+	// TolerationSeconds bounds how long a NoExecute taint is tolerated; only with NoExecute.
+	// +optional
+	TolerationSeconds *int64 `json:"tolerationSeconds,omitempty"`
 }
 
 // NamespacesFrom says which namespaces AllowedNamespaces admits.

@@ -160,7 +160,7 @@ func (r *runners) newControllers(o *Options, core *rest.Config) (*controllers, e
 	if err != nil {
 		return nil, err
 	}
-	pub, err := newPublisher(c.core, core, co.BackendProxyAddress, o.ProxyDeploy != nil && o.ProxyDeploy.Enabled, r.factory)
+	pub, err := newPublisher(c.core, core, co.BackendProxyAddress, o.ProxyDeploy != nil && o.ProxyDeploy.Enabled, r.factory, r.policy.ResolveName)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ import (
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxypool"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/eds"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/grpcserve"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/extension/hook"
@@ -157,6 +158,7 @@ type extension struct {
 	hookL, xdsL      net.Listener
 	routes           gwinformers.SharedInformerFactory
 	services         kubeinformers.SharedInformerFactory // the proxies' Services (proxy mode in a cluster)
+	pools            kubeinformers.SharedInformerFactory // the proxy pools' Services (proxy mode in a cluster)
 	grants           cache.SharedIndexInformer           // ReferenceGrants (of routes), when the cluster serves them
 	eventBroadcaster record.EventBroadcaster
 	tls              []*grpcserve.MutualTLS // the ports' certificates, watched while serving
@@ -207,7 +209,7 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 			mode = EndpointModeProxy
 		}
 	}
-	var proxyServices kubeinformers.SharedInformerFactory
+	var proxyServices, poolServices kubeinformers.SharedInformerFactory
 	switch {
 	case mode == EndpointModeProxy && o.ProxyAddress != "":
 		edsOpts.Addresser = &plan.EgressAddresser{Host: o.ProxyAddress}
@@ -217,8 +219,10 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 			return nil, fmt.Errorf("creating the core client: %w", err)
 		}
 		proxyServices = proxydeploy.ManagedInformers(kube, serverNamespace(), informerResync)
-		edsOpts.Addresser = &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(),
-			Namespace: serverNamespace(), Direct: eds.Direct{}}
+		poolServices = proxypool.ManagedInformers(kube, serverNamespace(), informerResync)
+		edsOpts.Addresser = &proxypool.Addresser{Services: poolServices.Core().V1().Services().Lister(), Namespace: serverNamespace(),
+			Resolve: policy.ResolveName, Next: &proxydeploy.ServiceAddresser{Services: proxyServices.Core().V1().Services().Lister(),
+				Namespace: serverNamespace(), Direct: eds.Direct{}}}
 	case mode == EndpointModeProxy:
 		return nil, fmt.Errorf("--extension-endpoint-mode=proxy without a cluster needs --extension-proxy-address")
 	}
@@ -266,6 +270,13 @@ func (o *ExtensionOptions) newExtension(factory informers.SharedInformerFactory,
 		}
 		e.services = proxyServices
 	}
+	if poolServices != nil {
+		// So does a pool Service, for every object its pool serves.
+		if _, err := poolServices.Core().V1().Services().Informer().AddEventHandler(e.xds.RouteHandler()); err != nil {
+			return nil, err
+		}
+		e.pools = poolServices
+	}
 	if e.routes != nil {
 		if _, err := e.routes.Gateway().V1().HTTPRoutes().Informer().AddEventHandler(e.xds.RouteHandler()); err != nil {
 			return nil, err
@@ -295,6 +306,9 @@ func (e *extension) run(ctx context.Context) error {
 	}
 	if e.services != nil {
 		e.services.Start(ctx.Done())
+	}
+	if e.pools != nil {
+		e.pools.Start(ctx.Done())
 	}
 	for _, t := range e.tls {
 		go t.Run(ctx)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/collector"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxypool"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/requestcounts"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
@@ -47,6 +48,9 @@ type ProxyDeployOptions struct {
 	// MigrateLegacy moves the proxy objects earlier versions kept in the TailscaleEndpoints'
 	// namespaces into the installation's (proxydeploy, legacy.go).
 	MigrateLegacy bool
+	// Pools runs each TailscaleTailnet's proxy pool (spec.proxyPool) with the same image,
+	// defaults and NetworkPolicy (pkg/controllers/proxypool).
+	Pools bool
 }
 
 // NewProxyDeployOptions returns the defaults. The proxy image's default tag is this server's own
@@ -55,7 +59,7 @@ func NewProxyDeployOptions() *ProxyDeployOptions {
 	return &ProxyDeployOptions{Enabled: true, Image: "ghcr.io/tailscale-gateway/tailscale-gateway-proxy:" + version.Get().GitVersion,
 		PullPolicy: string(corev1.PullIfNotPresent), CPURequest: "50m", MemoryRequest: "64Mi", MemoryLimit: "512Mi",
 		MetricsInterval: requestcounts.DefaultInterval, KeyCheckInterval: proxydeploy.DefaultKeyCheckInterval,
-		NetworkPolicy: true, EnvoyGatewayNamespace: "envoy-gateway-system",
+		NetworkPolicy: true, EnvoyGatewayNamespace: "envoy-gateway-system", Pools: true,
 		ServerPodLabels: "app.kubernetes.io/component=apiserver,app.kubernetes.io/name=tailscale-gateway"}
 }
 
@@ -77,6 +81,8 @@ func (o *ProxyDeployOptions) AddFlags(fs *pflag.FlagSet) {
 		"Protect every deployed proxy with a NetworkPolicy: its egress ports admit only Envoy Gateway's Envoy pods (--envoy-gateway-namespace) and pods of the namespaces its TailscaleTailnet admits, its metrics port only this server's pods (--proxy-metrics-scraper-labels in the namespace POD_NAMESPACE names).")
 	fs.StringVar(&o.EnvoyGatewayNamespace, "envoy-gateway-namespace", o.EnvoyGatewayNamespace,
 		"Namespace of Envoy Gateway's Envoy pods (its own namespace, unless it runs them in the Gateways' namespaces), which the proxies' NetworkPolicies admit.")
+	fs.BoolVar(&o.Pools, "proxy-pools", o.Pools,
+		"With --proxy-deploy, run each TailscaleTailnet's proxy pool (spec.proxyPool) in this server's namespace (POD_NAMESPACE): it serves the tailnet's TailscaleEndpoints without spec.proxy.")
 	fs.StringVar(&o.ServerPodLabels, "proxy-metrics-scraper-labels", o.ServerPodLabels,
 		"Labels (k=v,...) of this server's pods, which the proxies' NetworkPolicies admit to the metrics port.")
 	fs.BoolVar(&o.MigrateLegacy, "proxy-migrate-legacy", o.MigrateLegacy,
@@ -171,11 +177,13 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	if err != nil {
 		return nil, err
 	}
-	deploy, err := proxydeploy.New(kube, factory, proxydeploy.Options{
-		Config: proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL,
-			Namespace: serverNamespace()},
+	cfg := proxydeploy.Config{Image: o.Image, PullPolicy: corev1.PullPolicy(o.PullPolicy), Resources: res, ControlURL: controlURL,
+		Namespace: serverNamespace()}
+	tailnets := vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve}
+	dedicated, err := proxydeploy.New(kube, factory, proxydeploy.Options{
+		Config:           cfg,
 		MigrateLegacy:    o.MigrateLegacy,
-		Tailnets:         vipservice.CacheTailnets{Cache: col.Cache(), ResolveFunc: col.Resolve},
+		Tailnets:         tailnets,
 		Recorder:         recorder,
 		KeyCheckInterval: o.KeyCheckInterval,
 		Client:           client,
@@ -184,6 +192,14 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	if err != nil {
 		return nil, err
 	}
+	var pools *proxypool.Controller
+	if o.Pools {
+		if pools, err = proxypool.New(kube, factory, proxypool.Options{Config: cfg, Namespace: serverNamespace(), Tailnets: tailnets,
+			Recorder: recorder, Client: client, NetworkPolicy: np, KeyCheckInterval: o.KeyCheckInterval}); err != nil {
+			return nil, err
+		}
+	}
+	deploy := runBoth{dedicated, pools}
 	if o.MetricsInterval <= 0 {
 		return func(ctx context.Context) { deploy.Run(ctx, workers) }, nil
 	}
@@ -191,7 +207,7 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 	podLister := pods.Core().V1().Pods().Lister()
 	podsSynced := pods.Core().V1().Pods().Informer().HasSynced
 	agg := requestcounts.New(requestcounts.Options{Client: client, Services: factory.Gateway().V1alpha1().TailscaleServices().Lister(),
-		Interval: o.MetricsInterval, Targets: func() []requestcounts.Target { return proxydeploy.MetricsTargets(podLister, deploy.Ownership()) }})
+		Interval: o.MetricsInterval, Targets: func() []requestcounts.Target { return proxydeploy.MetricsTargets(podLister, dedicated.Ownership()) }})
 	return func(ctx context.Context) {
 		pods.Start(ctx.Done())
 		defer pods.Shutdown()
@@ -202,4 +218,17 @@ func (o *ProxyDeployOptions) newProxyDeploy(kube kubernetes.Interface, client ve
 		}()
 		deploy.Run(ctx, workers)
 	}, nil
+}
+
+// runBoth runs the dedicated proxies' controller and, when set, the pools'.
+type runBoth struct {
+	dedicated *proxydeploy.Controller
+	pools     *proxypool.Controller
+}
+
+func (r runBoth) Run(ctx context.Context, workers int) {
+	if r.pools != nil {
+		go r.pools.Run(ctx, workers)
+	}
+	r.dedicated.Run(ctx, workers)
 }

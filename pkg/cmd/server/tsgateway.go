@@ -20,6 +20,7 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxypool"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/publish"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned"
@@ -137,13 +138,15 @@ type publisher struct {
 	dyn     dynamic.Interface // Envoy Gateway Backends
 	proxy   publish.ProxyAddresser
 	factory kubeinformers.SharedInformerFactory
-	// proxies holds the deployed proxies' Services (nil without --proxy-deploy).
-	proxies kubeinformers.SharedInformerFactory
+	// proxies holds the deployed proxies' Services, pools the proxy pools' (nil without
+	// --proxy-deploy).
+	proxies, pools kubeinformers.SharedInformerFactory
 }
 
 // newPublisher returns nil when kube is nil (standalone), or when address is empty and no
 // proxies are deployed.
-func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, deployed bool, factory informers.SharedInformerFactory) (*publisher, error) {
+func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, deployed bool, factory informers.SharedInformerFactory,
+	resolve func(ref string) (string, bool)) (*publisher, error) {
 	if kube == nil || (address == "" && !deployed) {
 		return nil, nil
 	}
@@ -156,6 +159,8 @@ func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, 
 	if deployed {
 		p.proxies = proxydeploy.ManagedInformers(kube, serverNamespace(), informerResync)
 		addr.deployed = &proxydeploy.ServiceAddresser{Services: p.proxies.Core().V1().Services().Lister(), Namespace: serverNamespace()}
+		p.pools = proxypool.ManagedInformers(kube, serverNamespace(), informerResync)
+		addr.pool = &proxypool.Addresser{Services: p.pools.Core().V1().Services().Lister(), Namespace: serverNamespace(), Resolve: resolve}
 	}
 	if address != "" {
 		ip, err := netip.ParseAddr(address)
@@ -178,11 +183,17 @@ func newPublisher(kube kubernetes.Interface, core *rest.Config, address string, 
 // deployedOrStatic addresses an object whose proxy the server deploys by that proxy's Service
 // only, and the others by static (none when it is nil).
 type deployedOrStatic struct {
+	pool     *proxypool.Addresser // without Next: the objects its pools serve only
 	deployed *proxydeploy.ServiceAddresser
 	static   publish.ProxyAddresser
 }
 
 func (a deployedOrStatic) ProxyAddress(obj *v1alpha1.TailscaleEndpoints) (netip.Addr, bool) {
+	if a.pool != nil {
+		if ip, ok := a.pool.ProxyAddress(obj); ok {
+			return ip, true
+		}
+	}
 	if a.deployed != nil && proxydeploy.DeploysEgress(obj) {
 		return a.deployed.ProxyAddress(obj)
 	}
@@ -197,6 +208,7 @@ func (p *publisher) start(stop <-chan struct{}) {
 		p.factory.Start(stop)
 		if p.proxies != nil {
 			p.proxies.Start(stop)
+			p.pools.Start(stop)
 		}
 	}
 }
@@ -210,6 +222,9 @@ func (p *publisher) build(factory informers.SharedInformerFactory, recorder reco
 		return c, err
 	}
 	// A proxy Service that appears, gets its cluster IP or goes changes the addresses.
+	if err := c.WatchPools(p.pools.Core().V1().Services().Informer()); err != nil {
+		return nil, err
+	}
 	return c, c.WatchProxies(p.proxies.Core().V1().Services().Informer(), func(m metav1.Object) (types.NamespacedName, bool) {
 		parent, _, ok := proxydeploy.ParentOf(m)
 		return parent, ok

@@ -112,7 +112,7 @@ type Controller struct {
 	core     kubeinformers.SharedInformerFactory
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
-	keys     keyChecks
+	keys     *Keyring
 	// swept holds the UIDs whose predecessors' objects (same namespace and name, another UID)
 	// have been deleted: that listing of Secrets runs once per object.
 	swept sync.Map
@@ -143,7 +143,8 @@ func New(kube kubernetes.Interface, factory informers.SharedInformerFactory, opt
 	core := ManagedInformers(kube, opts.Namespace, opts.Resync)
 	c := &Controller{
 		opts: opts, kube: kube, core: core,
-		eps: gw.TailscaleEndpoints().Lister(), svcs: gw.TailscaleServices().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
+		keys: &Keyring{Kube: kube, Recorder: opts.Recorder, Now: opts.Now, CheckInterval: opts.KeyCheckInterval},
+		eps:  gw.TailscaleEndpoints().Lister(), svcs: gw.TailscaleServices().Lister(), tailnets: gw.TailscaleTailnets().Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxydeploy"}),
 	}
@@ -265,7 +266,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	obj, err := c.eps.TailscaleEndpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		c.keys.forget(key)
+		c.keys.Forget(key)
 		c.swept.Range(func(uid, k any) bool {
 			if k == key {
 				c.swept.Delete(uid)
@@ -363,7 +364,7 @@ func (c *Controller) deploy(ctx context.Context, obj *v1alpha1.TailscaleEndpoint
 	if !Serves(in) {
 		keyReplicas = 0 // no replica runs: none needs a key
 	}
-	pending, keyErr := c.ensureAuthKeys(ctx, obj, in.Tags, keyReplicas)
+	pending, keyErr := c.keys.Ensure(ctx, c.keyTarget(obj), in.Tags, keyReplicas)
 	if pending {
 		// A replica's key is deleted once it has joined; its state Secret raises no event.
 		c.queue.AddAfter(obj.Namespace+"/"+obj.Name, c.opts.EnrollmentCheckInterval)
@@ -512,33 +513,9 @@ func (c *Controller) secretsOf(obj *v1alpha1.TailscaleEndpoints) []string {
 }
 
 // deleteSecrets deletes those of names for which drop is true and that are kept for obj, each
-// released first (its key revoked, its replica's device deleted).
+// released first (its key revoked, its replica's device deleted: Keyring.Delete, release).
 func (c *Controller) deleteSecrets(ctx context.Context, obj *v1alpha1.TailscaleEndpoints, names []string, drop func(name string) bool) error {
-	secrets := c.kube.CoreV1().Secrets(c.opts.Namespace)
-	for _, name := range names {
-		if !drop(name) {
-			continue
-		}
-		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("reading Secret %s: %w", name, err)
-		}
-		if !IsKeptFor(s, obj) {
-			continue
-		}
-		if err := c.release(ctx, obj, s, "its Secret is deleted"); err != nil {
-			return err
-		}
-		uid := s.UID
-		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return fmt.Errorf("deleting Secret %s: %w", name, err)
-		}
-	}
-	return nil
+	return c.keys.Delete(ctx, c.keyTarget(obj), names, drop)
 }
 
 // isReplicaSecretOf reports whether name is the state or auth key Secret of a replica at or

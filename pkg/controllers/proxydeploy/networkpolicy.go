@@ -43,9 +43,15 @@ type NetworkPolicyConfig struct {
 // when it admits all), the metrics port admits the server's pods; nothing else reaches the
 // pods. Traffic from the node itself (kubelet probes) is not subject to NetworkPolicy.
 func NetworkPolicy(cfg NetworkPolicyConfig, sts *appsv1.StatefulSet, obj *v1alpha1.TailscaleEndpoints, tailnet *v1alpha1.TailscaleTailnet) *networkingv1.NetworkPolicy {
+	return NetworkPolicyFor(cfg, sts, EgressPorts(obj), tailnet)
+}
+
+// NetworkPolicyFor is NetworkPolicy for the proxy pods sts runs with the egress Service ports
+// ports (a proxy pool's: every egress port of the objects it serves).
+func NetworkPolicyFor(cfg NetworkPolicyConfig, sts *appsv1.StatefulSet, ports []corev1.ServicePort, tailnet *v1alpha1.TailscaleTailnet) *networkingv1.NetworkPolicy {
 	var rules []networkingv1.NetworkPolicyIngressRule
 	// A rule without ports admits every port: an ingress-only proxy gets no egress rule at all.
-	if ports := EgressPorts(obj); len(ports) > 0 {
+	if len(ports) > 0 {
 		peers := []networkingv1.NetworkPolicyPeer{{
 			NamespaceSelector: namespaceNamed(cfg.EnvoyGatewayNamespace),
 			PodSelector:       &metav1.LabelSelector{MatchLabels: maps.Clone(EnvoyProxyLabels)},

@@ -19,7 +19,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
-	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/plan"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
@@ -95,9 +94,7 @@ type Input struct {
 
 // Wanted reports whether obj gets a proxy: it has spec.proxy, or it was auto-provisioned for a
 // TailscaleServices (whose VIP its proxies host), with the template's proxy or the defaults.
-func Wanted(obj *v1alpha1.TailscaleEndpoints) bool {
-	return obj.Spec.Proxy != nil || autoprovision.IsAutoProvisioned(obj)
-}
+func Wanted(obj *v1alpha1.TailscaleEndpoints) bool { return plan.Dedicated(obj) }
 
 // Replicas is the number of proxies of obj (1 by default).
 func Replicas(obj *v1alpha1.TailscaleEndpoints) int {
@@ -267,28 +264,7 @@ func StatefulSet(cfg Config, in Input) *appsv1.StatefulSet {
 	if !Serves(in) {
 		replicas = 0
 	}
-	pod := corev1.PodSpec{
-		ServiceAccountName: n.Base, TerminationGracePeriodSeconds: ptr.To[int64](TerminationGracePeriodSeconds),
-		Containers: []corev1.Container{{
-			Name: containerName, Image: cfg.Image, ImagePullPolicy: cfg.PullPolicy, Resources: cfg.Resources,
-			Args: Args(cfg, in),
-			Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
-				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}}},
-			Ports:        []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
-			VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: stateDir}},
-			Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
-				Sleep: &corev1.SleepAction{Seconds: PreStopSeconds}}},
-			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/readyz", Port: intstr.FromString("metrics")}}, PeriodSeconds: ReadinessPeriodSeconds},
-			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/healthz", Port: intstr.FromString("metrics")}}},
-			SecurityContext: &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
-				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			},
-		}},
-		Volumes: []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-	}
+	pod := PodSpec(cfg, n.Base, Args(cfg, in))
 	sel := selectorOf(obj)
 	podLabels := map[string]string{}
 	for k, v := range sel {

@@ -94,8 +94,14 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &gatewayv1alpha1.ObservabilityConfigApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("ProxyConfig"):
 		return &gatewayv1alpha1.ProxyConfigApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ProxyPool"):
+		return &gatewayv1alpha1.ProxyPoolApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("ProxyPort"):
 		return &gatewayv1alpha1.ProxyPortApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ProxyResources"):
+		return &gatewayv1alpha1.ProxyResourcesApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ProxyToleration"):
+		return &gatewayv1alpha1.ProxyTolerationApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("RetryPolicy"):
 		return &gatewayv1alpha1.RetryPolicyApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("RewriteRule"):

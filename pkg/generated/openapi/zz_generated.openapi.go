@@ -65,7 +65,10 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.MetricsConfig{}.OpenAPIModelName():              schema_pkg_apis_gateway_v1alpha1_MetricsConfig(ref),
 		v1alpha1.ObservabilityConfig{}.OpenAPIModelName():        schema_pkg_apis_gateway_v1alpha1_ObservabilityConfig(ref),
 		v1alpha1.ProxyConfig{}.OpenAPIModelName():                schema_pkg_apis_gateway_v1alpha1_ProxyConfig(ref),
+		v1alpha1.ProxyPool{}.OpenAPIModelName():                  schema_pkg_apis_gateway_v1alpha1_ProxyPool(ref),
 		v1alpha1.ProxyPort{}.OpenAPIModelName():                  schema_pkg_apis_gateway_v1alpha1_ProxyPort(ref),
+		v1alpha1.ProxyResources{}.OpenAPIModelName():             schema_pkg_apis_gateway_v1alpha1_ProxyResources(ref),
+		v1alpha1.ProxyToleration{}.OpenAPIModelName():            schema_pkg_apis_gateway_v1alpha1_ProxyToleration(ref),
 		v1alpha1.RetryPolicy{}.OpenAPIModelName():                schema_pkg_apis_gateway_v1alpha1_RetryPolicy(ref),
 		v1alpha1.RewriteRule{}.OpenAPIModelName():                schema_pkg_apis_gateway_v1alpha1_RewriteRule(ref),
 		v1alpha1.RouteGenerationConfig{}.OpenAPIModelName():      schema_pkg_apis_gateway_v1alpha1_RouteGenerationConfig(ref),
@@ -1679,6 +1682,106 @@ func schema_pkg_apis_gateway_v1alpha1_ProxyConfig(ref common.ReferenceCallback) 
 	}
 }
 
+func schema_pkg_apis_gateway_v1alpha1_ProxyPool(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ProxyPool configures a tailnet's shared proxies: one StatefulSet of replicas, each a tailnet device carrying the tailnet's first proxyTags tag, serving the egress of every TailscaleEndpoints of the tailnet without spec.proxy (in every namespace the tailnet admits) and hosting the VIPs of the TailscaleServices that select them. The pod settings follow the Tailscale Kubernetes operator's ProxyClass.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"replicas": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Replicas is the number of pool proxies, 0 to 16; 0 removes the pool.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"resources": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Resources of the proxy container (\"cpu\" and \"memory\" only); unset, the server's defaults for proxies.",
+							Ref:         ref(v1alpha1.ProxyResources{}.OpenAPIModelName()),
+						},
+					},
+					"tolerations": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Tolerations of the proxy pods.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.ProxyToleration{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+					"nodeSelector": {
+						SchemaProps: spec.SchemaProps{
+							Description: "NodeSelector of the proxy pods.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"podLabels": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PodLabels are added to the proxy pods' labels; keys in the gateway.tailscale.com/ domain and app.kubernetes.io/name are the server's and refused.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"podAnnotations": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PodAnnotations are added to the proxy pods' annotations; keys in the gateway.tailscale.com/ domain are the server's and refused.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"priorityClassName": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PriorityClassName of the proxy pods (a DNS subdomain).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+				Required: []string{"replicas"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.ProxyResources{}.OpenAPIModelName(), v1alpha1.ProxyToleration{}.OpenAPIModelName()},
+	}
+}
+
 func schema_pkg_apis_gateway_v1alpha1_ProxyPort(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -1703,6 +1806,97 @@ func schema_pkg_apis_gateway_v1alpha1_ProxyPort(ref common.ReferenceCallback) co
 					},
 				},
 				Required: []string{"port"},
+			},
+		},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_ProxyResources(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ProxyResources are the compute resources of a proxy container.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"requests": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Requests by resource name (\"cpu\", \"memory\").",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(resource.Quantity{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+					"limits": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Limits by resource name (\"cpu\", \"memory\"); each at least its request.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(resource.Quantity{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			resource.Quantity{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_gateway_v1alpha1_ProxyToleration(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ProxyToleration is a pod toleration (as core/v1 Toleration).",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"key": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Key is the taint key matched; empty with operator Exists matches every taint.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"operator": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Operator is Equal (the default) or Exists.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"value": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Value is matched with operator Equal; empty with Exists.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"effect": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Effect is NoSchedule, PreferNoSchedule or NoExecute; empty matches every effect.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"tolerationSeconds": {
+						SchemaProps: spec.SchemaProps{
+							Description: "TolerationSeconds bounds how long a NoExecute taint is tolerated; only with NoExecute.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+				},
 			},
 		},
 	}
@@ -3388,11 +3582,17 @@ func schema_pkg_apis_gateway_v1alpha1_TailscaleTailnetSpec(ref common.ReferenceC
 							Ref:         ref(v1alpha1.AllowedNamespaces{}.OpenAPIModelName()),
 						},
 					},
+					"proxyPool": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ProxyPool is the proxies this tailnet shares among its TailscaleEndpoints without spec.proxy (and the Tailscale Services those endpoints back), in the server's own namespace. Unset, or with replicas 0, there is no pool.",
+							Ref:         ref(v1alpha1.ProxyPool{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.AllowedNamespaces{}.OpenAPIModelName()},
+			v1alpha1.AllowedNamespaces{}.OpenAPIModelName(), v1alpha1.ProxyPool{}.OpenAPIModelName()},
 	}
 }
 

@@ -38,6 +38,8 @@ type Options struct {
 	EndpointsSelector string
 	Services          []string
 	ServicesSelector  string
+	// Tailnet makes the proxy its TailscaleTailnet's pool (proxy.Selection.Tailnet).
+	Tailnet string
 
 	StateDir      string
 	StateSecret   string
@@ -73,6 +75,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EndpointsSelector, "endpoints-selector", o.EndpointsSelector, "label selector of more TailscaleEndpoints to serve for egress")
 	fs.StringSliceVar(&o.Services, "services", o.Services, "TailscaleServices whose Tailscale Service this proxy hosts")
 	fs.StringVar(&o.ServicesSelector, "services-selector", o.ServicesSelector, "label selector of more TailscaleServices to host")
+	fs.StringVar(&o.Tailnet, "tailnet", o.Tailnet,
+		"TailscaleTailnet whose proxy pool this is: serve every TailscaleEndpoints of that tailnet without spec.proxy, in every namespace the tailnet admits, and host the Services of the TailscaleServices selecting them (instead of --endpoints, --services and their selectors; --namespace is then not used)")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "tsnet state directory; it keeps the node's identity across restarts")
 	fs.StringVar(&o.StateSecret, "state-secret", o.StateSecret,
 		"Secret in --secret-namespace that keeps the node's identity instead of --state-dir (which then holds only tsnet's logs); it must exist, the proxy gets and updates it")
@@ -107,8 +111,12 @@ func (o *Options) Validate() error {
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace is required"))
 	}
-	if len(o.Endpoints) == 0 && o.EndpointsSelector == "" && len(o.Services) == 0 && o.ServicesSelector == "" {
-		errs = append(errs, errors.New("nothing to serve: set --endpoints, --endpoints-selector, --services or --services-selector"))
+	selects := len(o.Endpoints) > 0 || o.EndpointsSelector != "" || len(o.Services) > 0 || o.ServicesSelector != ""
+	switch {
+	case o.Tailnet != "" && selects:
+		errs = append(errs, errors.New("--tailnet serves its pool's objects: --endpoints, --endpoints-selector, --services and --services-selector are not used with it"))
+	case o.Tailnet == "" && !selects:
+		errs = append(errs, errors.New("nothing to serve: set --tailnet, --endpoints, --endpoints-selector, --services or --services-selector"))
 	}
 	for _, s := range []string{o.EndpointsSelector, o.ServicesSelector} {
 		if _, err := parseSelector(s); err != nil {
@@ -187,10 +195,12 @@ func (o *Options) Run(ctx context.Context) error {
 	epSel, _ := parseSelector(o.EndpointsSelector)
 	svcSel, _ := parseSelector(o.ServicesSelector)
 	external, _ := o.External.Rule() // checked by Validate
+	sel := proxy.Selection{Namespace: o.Namespace, Endpoints: o.Endpoints, EndpointsSelector: epSel, Services: o.Services, ServicesSelector: svcSel}
+	if o.Tailnet != "" {
+		sel = proxy.Selection{Tailnet: o.Tailnet} // every namespace
+	}
 	p, err := proxy.New(proxy.Options{Client: client, Node: nd, Metrics: metrics, EgressBindAddress: o.EgressBindAddress, ExternalServices: external,
-		MaxConnections: o.MaxConnections, DrainGrace: o.DrainGrace,
-		Selection: proxy.Selection{Namespace: o.Namespace, Endpoints: o.Endpoints, EndpointsSelector: epSel,
-			Services: o.Services, ServicesSelector: svcSel}})
+		MaxConnections: o.MaxConnections, DrainGrace: o.DrainGrace, Selection: sel})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ func TestFlagsAndValidation(t *testing.T) {
 		{[]string{"--endpoints", "a,b"}, ""},
 		{[]string{"--services-selector", "proxy=gw"}, ""},
 		{nil, "nothing to serve"},
+		{[]string{"--tailnet", "prod"}, ""},
+		{[]string{"--tailnet", "prod", "--endpoints", "a"}, "not used with it"},
 		{[]string{"--endpoints", "a", "--namespace", ""}, "--namespace is required"},
 		{[]string{"--endpoints-selector", "a in (", "--state-dir", ""}, "label selector"},
 	} {

@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/accesscontrol"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/autoprovision"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/endpointset"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/livestatus"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/balance"
@@ -392,4 +394,24 @@ func withExternalAllowed(svc *v1alpha1.TailscaleServices, external tenancy.Exter
 	svc = svc.DeepCopy()
 	svc.Spec.ServiceDiscovery.ExternalServices = kept
 	return svc, problems
+}
+
+// Dedicated reports whether obj is served by a proxy of its own, which the server deploys for
+// it (pkg/controllers/proxydeploy): it has spec.proxy, or was auto-provisioned for a
+// TailscaleServices. Every other TailscaleEndpoints is served by its tailnet's proxy pool
+// when the tailnet has one (pkg/controllers/proxypool), else by a proxy run by hand.
+func Dedicated(obj *v1alpha1.TailscaleEndpoints) bool {
+	return obj.Spec.Proxy != nil || autoprovision.IsAutoProvisioned(obj)
+}
+
+// PooledBy reports whether the proxy pool of the TailscaleTailnet named tailnet serves obj: obj
+// has no proxy of its own (Dedicated), the server has admitted it (condition Accepted True:
+// its tailnet admits its namespace) and its spec.tailnet resolves (resolve) to tailnet. The
+// pool's proxy and its controller both decide through it.
+func PooledBy(obj *v1alpha1.TailscaleEndpoints, tailnet string, resolve func(ref string) (name string, ok bool)) bool {
+	if Dedicated(obj) || !meta.IsStatusConditionTrue(obj.Status.Conditions, tenancy.ConditionAccepted) {
+		return false
+	}
+	name, ok := resolve(obj.Spec.Tailnet)
+	return ok && name == tailnet
 }

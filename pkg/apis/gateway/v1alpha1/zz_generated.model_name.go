@@ -177,8 +177,23 @@ func (in ProxyConfig) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in ProxyPool) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.ProxyPool"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in ProxyPort) OpenAPIModelName() string {
 	return "com.tailscale.gateway.v1alpha1.ProxyPort"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in ProxyResources) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.ProxyResources"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in ProxyToleration) OpenAPIModelName() string {
+	return "com.tailscale.gateway.v1alpha1.ProxyToleration"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.

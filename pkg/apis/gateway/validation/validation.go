@@ -155,6 +155,109 @@ func validateTailscaleTailnetSpec(spec *gateway.TailscaleTailnetSpec, fldPath *f
 	allErrs = append(allErrs, validateTags(spec.Tags, fldPath.Child("tags"))...)
 	allErrs = append(allErrs, validateTags(spec.ProxyTags, fldPath.Child("proxyTags"))...)
 	allErrs = append(allErrs, validateAllowedNamespaces(spec.AllowedNamespaces, fldPath.Child("allowedNamespaces"))...)
+	allErrs = append(allErrs, validateProxyPool(spec.ProxyPool, fldPath.Child("proxyPool"))...)
+	return allErrs
+}
+
+// MaxProxyPoolReplicas bounds spec.proxyPool.replicas: each replica is a tailnet device.
+const MaxProxyPoolReplicas = 16
+
+// reservedPodKeyDomain is the label and annotation domain of the server's own pod metadata.
+const reservedPodKeyDomain = "gateway.tailscale.com/"
+
+// validateProxyPool checks a tailnet's proxy pool: the replica bound, the container resources
+// (cpu and memory, limits at least requests), tolerations as core/v1 validates them, label and
+// annotation syntax, no pod key the server sets itself, and the priority class name.
+func validateProxyPool(p *gateway.ProxyPool, fldPath *field.Path) field.ErrorList {
+	if p == nil {
+		return nil
+	}
+	var allErrs field.ErrorList
+	if p.Replicas < 0 || p.Replicas > MaxProxyPoolReplicas {
+		allErrs = append(allErrs, field.Invalid(fldPath.Child("replicas"), p.Replicas, fmt.Sprintf("must be between 0 and %d", MaxProxyPoolReplicas)))
+	}
+	if r := p.Resources; r != nil {
+		resPath := fldPath.Child("resources")
+		for _, list := range []struct {
+			name string
+			m    map[string]resource.Quantity
+		}{{"requests", r.Requests}, {"limits", r.Limits}} {
+			for _, name := range slices.Sorted(maps.Keys(list.m)) {
+				q := list.m[name]
+				path := resPath.Child(list.name).Key(name)
+				if name != "cpu" && name != "memory" {
+					allErrs = append(allErrs, field.NotSupported(path, name, []string{"cpu", "memory"}))
+					continue
+				}
+				if q.Sign() < 0 {
+					allErrs = append(allErrs, field.Invalid(path, q.String(), "must not be negative"))
+				}
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(r.Limits)) {
+			lim := r.Limits[name]
+			if req, ok := r.Requests[name]; ok && lim.Cmp(req) < 0 {
+				allErrs = append(allErrs, field.Invalid(resPath.Child("limits").Key(name), lim.String(), "must be at least the request "+req.String()))
+			}
+		}
+	}
+	for i, t := range p.Tolerations {
+		allErrs = append(allErrs, validateToleration(t, fldPath.Child("tolerations").Index(i))...)
+	}
+	allErrs = append(allErrs, metav1validation.ValidateLabels(p.NodeSelector, fldPath.Child("nodeSelector"))...)
+	allErrs = append(allErrs, metav1validation.ValidateLabels(p.PodLabels, fldPath.Child("podLabels"))...)
+	for _, k := range slices.Sorted(maps.Keys(p.PodLabels)) {
+		if strings.HasPrefix(k, reservedPodKeyDomain) || k == "app.kubernetes.io/name" {
+			allErrs = append(allErrs, field.Forbidden(fldPath.Child("podLabels").Key(k), "the server sets this label on its proxies"))
+		}
+	}
+	allErrs = append(allErrs, apivalidation.ValidateAnnotations(p.PodAnnotations, fldPath.Child("podAnnotations"))...)
+	for _, k := range slices.Sorted(maps.Keys(p.PodAnnotations)) {
+		if strings.HasPrefix(k, reservedPodKeyDomain) {
+			allErrs = append(allErrs, field.Forbidden(fldPath.Child("podAnnotations").Key(k), "the server sets annotations of this domain on its proxies"))
+		}
+	}
+	if p.PriorityClassName != "" {
+		for _, msg := range utilvalidation.IsDNS1123Subdomain(p.PriorityClassName) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("priorityClassName"), p.PriorityClassName, msg))
+		}
+	}
+	return allErrs
+}
+
+// validateToleration checks t as core/v1 does: a qualified key (required unless the operator
+// is Exists), Equal or Exists, no value with Exists, a known effect, and tolerationSeconds
+// only with NoExecute.
+func validateToleration(t gateway.ProxyToleration, fldPath *field.Path) field.ErrorList {
+	var allErrs field.ErrorList
+	if t.Key != "" {
+		for _, msg := range utilvalidation.IsQualifiedName(t.Key) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("key"), t.Key, msg))
+		}
+	}
+	switch t.Operator {
+	case "", "Equal":
+		if t.Key == "" {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("operator"), t.Operator, "an empty key requires operator Exists"))
+		}
+		for _, msg := range utilvalidation.IsValidLabelValue(t.Value) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("value"), t.Value, msg))
+		}
+	case "Exists":
+		if t.Value != "" {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("value"), t.Value, "must be empty with operator Exists"))
+		}
+	default:
+		allErrs = append(allErrs, field.NotSupported(fldPath.Child("operator"), t.Operator, []string{"Equal", "Exists"}))
+	}
+	switch t.Effect {
+	case "", "NoSchedule", "PreferNoSchedule", "NoExecute":
+	default:
+		allErrs = append(allErrs, field.NotSupported(fldPath.Child("effect"), t.Effect, []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}))
+	}
+	if t.TolerationSeconds != nil && t.Effect != "NoExecute" {
+		allErrs = append(allErrs, field.Invalid(fldPath.Child("tolerationSeconds"), *t.TolerationSeconds, "only with effect NoExecute"))
+	}
 	return allErrs
 }
 

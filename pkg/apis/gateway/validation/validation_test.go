@@ -202,6 +202,29 @@ func TestValidateTailscaleTailnet(t *testing.T) {
 		{name: "proxy tags", mutate: func(o *tn) { o.Spec.ProxyTags = []string{"tag:k8s", "tag:web"} }},
 		{name: "proxy tag without prefix", mutate: func(o *tn) { o.Spec.ProxyTags = []string{"tag:k8s", "web"} }, want: []string{invalid("spec.proxyTags[1]")}},
 		{name: "proxy tag twice", mutate: func(o *tn) { o.Spec.ProxyTags = []string{"tag:k8s", "tag:k8s"} }, want: []string{duplicate("spec.proxyTags[1]")}},
+		{name: "proxy pool", mutate: func(o *tn) {
+			o.Spec.ProxyPool = &gateway.ProxyPool{Replicas: 2,
+				Resources: &gateway.ProxyResources{Requests: map[string]resource.Quantity{"cpu": resource.MustParse("100m")},
+					Limits: map[string]resource.Quantity{"cpu": resource.MustParse("1"), "memory": resource.MustParse("256Mi")}},
+				Tolerations:  []gateway.ProxyToleration{{Key: "dedicated", Value: "proxies", Effect: "NoSchedule"}, {Operator: "Exists"}, {Key: "k", Operator: "Exists", Effect: "NoExecute", TolerationSeconds: ptr.To[int64](30)}},
+				NodeSelector: map[string]string{"kubernetes.io/os": "linux"}, PodLabels: map[string]string{"team": "net"},
+				PodAnnotations: map[string]string{"example.com/x": "y"}, PriorityClassName: "system-cluster-critical"}
+		}},
+		{name: "proxy pool disabled", mutate: func(o *tn) { o.Spec.ProxyPool = &gateway.ProxyPool{} }},
+		{name: "proxy pool everything wrong", mutate: func(o *tn) {
+			o.Spec.ProxyPool = &gateway.ProxyPool{Replicas: 17,
+				Resources: &gateway.ProxyResources{Requests: map[string]resource.Quantity{"cpu": resource.MustParse("2"), "gpu": resource.MustParse("1")},
+					Limits: map[string]resource.Quantity{"cpu": resource.MustParse("1"), "memory": resource.MustParse("-1")}},
+				Tolerations: []gateway.ProxyToleration{{Value: "x"}, {Key: "k", Operator: "Exists", Value: "v", Effect: "Never"},
+					{Key: "bad key", Operator: "Maybe", TolerationSeconds: ptr.To[int64](5)}},
+				NodeSelector: map[string]string{"bad key": "x"}, PodLabels: map[string]string{"gateway.tailscale.com/proxy-pool": "other", "app.kubernetes.io/name": "x"},
+				PodAnnotations: map[string]string{"gateway.tailscale.com/config-hash": "x"}, PriorityClassName: "Not_A_Name"}
+		}, want: []string{invalid("spec.proxyPool.replicas"), notSupported("spec.proxyPool.resources.requests[gpu]"),
+			invalid("spec.proxyPool.resources.limits[memory]"), invalid("spec.proxyPool.resources.limits[cpu]"),
+			invalid("spec.proxyPool.tolerations[0].operator"), invalid("spec.proxyPool.tolerations[1].value"), notSupported("spec.proxyPool.tolerations[1].effect"),
+			invalid("spec.proxyPool.tolerations[2].key"), notSupported("spec.proxyPool.tolerations[2].operator"), invalid("spec.proxyPool.tolerations[2].tolerationSeconds"),
+			invalid("spec.proxyPool.nodeSelector"), forbidden("spec.proxyPool.podLabels[app.kubernetes.io/name]"), forbidden("spec.proxyPool.podLabels[gateway.tailscale.com/proxy-pool]"),
+			forbidden("spec.proxyPool.podAnnotations[gateway.tailscale.com/config-hash]"), invalid("spec.proxyPool.priorityClassName")}},
 		{name: "allowedNamespaces all", mutate: func(o *tn) { o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromAll} }},
 		{name: "allowedNamespaces selector", mutate: func(o *tn) {
 			o.Spec.AllowedNamespaces = &gateway.AllowedNamespaces{From: gateway.NamespacesFromSelector,

@@ -51,6 +51,10 @@ type TailscaleTailnetSpecApplyConfiguration struct {
 	// listeners[].allowedRoutes.namespaces). Unset, every namespace may: what a tailnet created
 	// before the field existed allowed.
 	AllowedNamespaces *AllowedNamespacesApplyConfiguration `json:"allowedNamespaces,omitempty"`
+	// ProxyPool is the proxies this tailnet shares among its TailscaleEndpoints without
+	// spec.proxy (and the Tailscale Services those endpoints back), in the server's own
+	// namespace. Unset, or with replicas 0, there is no pool.
+	ProxyPool *ProxyPoolApplyConfiguration `json:"proxyPool,omitempty"`
 }
 
 // TailscaleTailnetSpecApplyConfiguration constructs a declarative configuration of the TailscaleTailnetSpec type for use with
@@ -116,5 +120,13 @@ func (b *TailscaleTailnetSpecApplyConfiguration) WithProxyTags(values ...string)
 // If called multiple times, the AllowedNamespaces field is set to the value of the last call.
 func (b *TailscaleTailnetSpecApplyConfiguration) WithAllowedNamespaces(value *AllowedNamespacesApplyConfiguration) *TailscaleTailnetSpecApplyConfiguration {
 	b.AllowedNamespaces = value
+	return b
+}
+
+// WithProxyPool sets the ProxyPool field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ProxyPool field is set to the value of the last call.
+func (b *TailscaleTailnetSpecApplyConfiguration) WithProxyPool(value *ProxyPoolApplyConfiguration) *TailscaleTailnetSpecApplyConfiguration {
+	b.ProxyPool = value
 	return b
 }
