@@ -69,7 +69,7 @@ func TestServiceForwardsToADiscoveredVIPService(t *testing.T) {
 		ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { hs.Close() })
-	const discoveredVIP = "100.99.1.1"
+	const discoveredVIP = "100.99.1.2" // unique in the package: the simulator keeps manual routes (drain_test.go routes 100.99.1.1)
 	if err := e.sim.RouteService(ctx, "svc:discovered", discoveredVIP, srv, e.node); err != nil {
 		t.Fatal(err)
 	}
