@@ -25,9 +25,9 @@ import (
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/forward"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/kubestate"
-	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/proxy/node"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 

@@ -66,7 +66,7 @@ type Source struct {
 type nodeRecord struct {
 	uid             types.UID
 	resourceVersion string
-	nodeID          string // empty: not joined yet, or the Secret is not ours
+	nodeID          string               // empty: not joined yet, or the Secret is not ours
 	owner           types.NamespacedName // the TailscaleEndpoints the Secret is kept for
 }
 
