@@ -45,7 +45,14 @@ func testProxyPool(t *testing.T) {
 	waitFor(t, 5*time.Minute, "the pool's 2 proxy pods Ready", func() (bool, string) {
 		out, err := kubectl(ctx, "-n", namespace, "get", "pods", "-l", pods, "-o",
 			`jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
-		return err == nil && strings.Count(out, " True\n") == 2 && strings.Count(out, "\n") == 2, fmt.Sprintf("%q %v", out, err)
+		lines := strings.Split(out, "\n") // kubectl's output comes trimmed
+		ready := 0
+		for _, l := range lines {
+			if strings.HasSuffix(l, " True") {
+				ready++
+			}
+		}
+		return err == nil && len(lines) == 2 && ready == 2, fmt.Sprintf("%q %v", out, err)
 	})
 	if out, err := kubectl(ctx, "get", "pods", "-A", "-l", "app.kubernetes.io/name=tailscale-gateway-proxy,gateway.tailscale.com/parent-namespace="+poolNamespace,
 		"-o", "name"); err != nil || out != "" {
