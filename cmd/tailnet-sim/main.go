@@ -42,10 +42,11 @@ func main() {
 	certFile := flag.String("api-tls-cert-file", "", "serve the API over TLS with this certificate (PEM; with -api-tls-key-file)")
 	keyFile := flag.String("api-tls-key-file", "", "private key of -api-tls-cert-file (PEM)")
 	noKeyCheck := flag.Bool("no-auth-key-check", false, "accept registrations without the auth key (a known node restarting from its state sends none, as with Tailscale's control server)")
+	offlineAfter := flag.Duration("offline-after", 0, "keep routing a node's Tailscale Services this long after its connection to control ended, as Tailscale's control plane takes time to declare a node offline (0: withdraw at once)")
 	klog.InitFlags(nil)
 	flag.Parse()
 	opts := tailnetsim.Options{Dir: *dir, OAuthClientID: *clientID, OAuthClientSecret: *clientSecret,
-		ListenAddr: *listenAddr, NoAuthKeyCheck: *noKeyCheck}
+		ListenAddr: *listenAddr, NoAuthKeyCheck: *noKeyCheck, OfflineAfter: *offlineAfter}
 	if (*certFile == "") != (*keyFile == "") {
 		klog.ErrorS(nil, "-api-tls-cert-file and -api-tls-key-file go together")
 		os.Exit(2)

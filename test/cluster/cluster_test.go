@@ -150,6 +150,7 @@ func TestChart(t *testing.T) {
 		return
 	}
 	t.Run("proxy", testProxy)
+	t.Run("pool", testProxyPool)
 	t.Run("networkpolicy", testProxyNetworkPolicy)
 	t.Run("rollout", testRollout)
 	t.Run("envoy-gateway-extension", testEnvoyGatewayExtension)

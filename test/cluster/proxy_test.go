@@ -37,7 +37,7 @@ const (
 // the same tailnet node without a new key. Everything it creates is removed when it ends.
 func testProxy(t *testing.T) {
 	ctx := t.Context()
-	sim := simTailnetWithNamespace(t, ctx, egressObject, hostObject)
+	sim := simTailnetWithNamespace(t, ctx, egressObject, hostObject, hostsObject)
 
 	// 1. A proxy with the key proxydeploy minted, Ready through its own probe.
 	fqdn, ip, port := sim.device(t, "api-server")
@@ -71,6 +71,9 @@ func testProxy(t *testing.T) {
 
 	// 3. A simulated device reaches an in-cluster Service through the VIP a discovery proxy hosts.
 	exposeLocalService(t, ctx, sim)
+
+	// 3b. A VIP host killed: the Service's client is served by the other replica.
+	vipHostFailover(t, ctx, sim)
 
 	// 4. The deleted proxy pod comes back as the same node, with no new key.
 	before, err := sim.devices(ctx, pod.Name)

@@ -71,7 +71,10 @@ func startSim(t *testing.T) *simTailnet {
 	bin := filepath.Join(root, "_output", "images", "bin", "linux-"+runtime.GOARCH, "tailnet-sim")
 	cmd := exec.Command("nsenter", "--net="+nodeNetns, bin, "-listen-addr", nodeIP,
 		"-api-tls-cert-file", cert.CertFile, "-api-tls-key-file", cert.KeyFile,
-		"-info-file", info, "-dir", dir)
+		"-info-file", info, "-dir", dir,
+		// A dead node keeps its Services routed for the up to ~15 s Tailscale's control plane takes
+		// to declare it offline (tailscale.com/kb/1115): a VIP host's failover in less is ours.
+		"-offline-after", "15s")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting tailnet-sim: %v", err)

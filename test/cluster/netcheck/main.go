@@ -3,7 +3,8 @@
 // hack/images.sh test builds it into the image <REGISTRY>/netcheck:<TAG>.
 //
 //	netcheck serve [-addr :8080]        answers every HTTP request with "netcheck <hostname>\n"
-//	netcheck get [-timeout 10s] URL     prints the body of a GET of URL; exits non-zero unless 200
+//	netcheck get [-timeout 10s] URL...  prints the bodies of a GET of each URL, in order; exits
+//	                                    non-zero at the first that is not 200
 //	netcheck load [-rate 50] [-duration 40s] URL
 //	                                    opens rate new connections/s to URL's host and port for
 //	                                    duration, one GET each, and prints what happened as JSON
@@ -44,12 +45,16 @@ func main() {
 		err = serve(*addr)
 	case "get":
 		fs := flag.NewFlagSet("get", flag.ExitOnError)
-		timeout := fs.Duration("timeout", 10*time.Second, "deadline of the whole request")
+		timeout := fs.Duration("timeout", 10*time.Second, "deadline of each whole request")
 		_ = fs.Parse(os.Args[2:])
-		if fs.NArg() != 1 {
+		if fs.NArg() == 0 {
 			usage()
 		}
-		err = get(fs.Arg(0), *timeout, os.Stdout)
+		for _, u := range fs.Args() {
+			if err = get(u, *timeout, os.Stdout); err != nil {
+				break
+			}
+		}
 	case "load":
 		fs := flag.NewFlagSet("load", flag.ExitOnError)
 		rate := fs.Int("rate", 50, "new connections per second")
@@ -69,7 +74,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL | netcheck load [-rate 50] [-duration 40s] URL")
+	fmt.Fprintln(os.Stderr, "usage: netcheck serve [-addr :8080] | netcheck get [-timeout 10s] URL... | netcheck load [-rate 50] [-duration 40s] URL")
 	os.Exit(2)
 }
 
