@@ -209,19 +209,25 @@ func TestServerPermissions(t *testing.T) {
 		{[]string{"list", "validatingadmissionpolicies.admissionregistration.k8s.io"}, "yes"},
 		{[]string{"watch", "flowschemas.flowcontrol.apiserver.k8s.io"}, "yes"},
 		{[]string{"get", "secrets", "-n", framework.Namespace}, "yes"},
-		// The proxies' Secrets (proxydeploy-rbac.yaml) are read by name in any namespace, never listed.
-		{[]string{"get", "secrets", "-n", "default"}, "yes"},
-		{[]string{"list", "secrets", "-n", framework.Namespace}, "no"},
+		// The proxies' objects live in the installation's namespace (a Role there); tenants'
+		// namespaces get none of them, and the server reads no tenant Secret.
+		{[]string{"get", "secrets", "-n", "default"}, "no"},
+		{[]string{"list", "secrets", "-n", framework.Namespace}, "yes"}, // its own, by label, to collect them
 		{[]string{"watch", "secrets", "-n", "default"}, "no"},
-		{[]string{"create", "statefulsets.apps", "-n", "default"}, "yes"},
-		{[]string{"delete", "poddisruptionbudgets.policy", "-n", "default"}, "yes"},
-		{[]string{"update", "networkpolicies.networking.k8s.io", "-n", "default"}, "yes"},
+		{[]string{"create", "statefulsets.apps", "-n", framework.Namespace}, "yes"},
+		{[]string{"create", "statefulsets.apps", "-n", "default"}, "no"},
+		{[]string{"delete", "poddisruptionbudgets.policy", "-n", framework.Namespace}, "yes"},
+		{[]string{"delete", "poddisruptionbudgets.policy", "-n", "default"}, "no"},
+		{[]string{"update", "networkpolicies.networking.k8s.io", "-n", framework.Namespace}, "yes"},
+		{[]string{"update", "networkpolicies.networking.k8s.io", "-n", "default"}, "no"},
 		{[]string{"create", "pods/eviction", "-n", "default"}, "no"},
-		{[]string{"create", "roles.rbac.authorization.k8s.io", "-n", "default"}, "yes"},
-		{[]string{"escalate", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
-		{[]string{"bind", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
-		{[]string{"create", "pods", "-n", "default"}, "no"},
-		{[]string{"list", "pods", "-n", "default"}, "yes"}, // the proxies' metrics endpoints
+		{[]string{"create", "roles.rbac.authorization.k8s.io", "-n", framework.Namespace}, "yes"},
+		{[]string{"create", "roles.rbac.authorization.k8s.io", "-n", "default"}, "no"},
+		{[]string{"escalate", "roles.rbac.authorization.k8s.io", "-n", framework.Namespace}, "no"},
+		{[]string{"bind", "roles.rbac.authorization.k8s.io", "-n", framework.Namespace}, "no"},
+		{[]string{"create", "pods", "-n", framework.Namespace}, "no"},
+		{[]string{"list", "pods", "-n", framework.Namespace}, "yes"}, // the proxies' metrics endpoints and readiness
+		{[]string{"list", "pods", "-n", "default"}, "no"},
 		{[]string{"create", "deployments.apps", "-n", "default"}, "no"},
 		{[]string{"create", "namespaces"}, "no"},
 		// The controllers: Events on their objects in any namespace; Leases (theirs and the

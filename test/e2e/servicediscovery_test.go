@@ -16,10 +16,12 @@ import (
 
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/apis/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/discovery"
+	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/proxydeploy"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/tsgateway"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/controllers/vipservice"
 	gatewayv1alpha1 "github.com/tailscale-gateway/tailscale-gateway/pkg/generated/clientset/versioned/typed/gateway/v1alpha1"
 	"github.com/tailscale-gateway/tailscale-gateway/pkg/tailnet"
+	"github.com/tailscale-gateway/tailscale-gateway/test/e2e/framework"
 	"github.com/tailscale-gateway/tailscale-gateway/test/tailnetsim"
 )
 
@@ -140,7 +142,7 @@ func TestDiscoveryLocalServices(t *testing.T) {
 	})
 	host := discovery.ObjectName("gw", "prod", "local-host")
 	eventually(t, "the host's proxy serving the TailscaleServices", func(c context.Context) (bool, error) {
-		sts, err := env.Kube.AppsV1().StatefulSets(ns).Get(c, host+"-proxy", metav1.GetOptions{})
+		sts, err := env.Kube.AppsV1().StatefulSets(framework.Namespace).Get(c, proxydeploy.NamesFor(ns, host).Base, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
